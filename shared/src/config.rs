@@ -1,0 +1,625 @@
+//! Configuration, read from the environment once per cold start.
+//!
+//! Every value is validated here, at the edge, and every error names the
+//! variable and what was expected (`REDIS_URL is not a redis:// or rediss://
+//! URL`). Nothing panics on bad configuration: `main` prints the error and
+//! exits, and Lambda reports an init failure with that text.
+//!
+//! Tests never touch the process environment: they build values directly, or
+//! call [`Config::from_lookup`] with a map.
+//!
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `REDIS_URL` | — (memory store in the emulator) | `redis://` or `rediss://`; with `REDIS_CLUSTER=true`, a comma-separated list of seed nodes |
+//! | `REDIS_CLUSTER` | `false` | talk the Redis Cluster protocol |
+//! | `REDIS_CONNECT_TIMEOUT_MS` / `REDIS_RESPONSE_TIMEOUT_MS` | `2000` / `2000` | fail fast instead of hanging a Lambda |
+//! | `KEY_PREFIX` | `callcenter` | first segment of every Redis key (the seed's) |
+//! | `PRESENCE_TTL_SECS` | `300` | heartbeat lifetime; a user without one counts as offline |
+//! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime |
+//! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
+//! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
+//! | `CALLBACK_ENDPOINT` | `https://{domainName}/{stage}` | override of the `@connections` endpoint stored per connection |
+//! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
+//! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
+//! | `JWT_ISSUER` / `JWT_AUDIENCE` | unchecked | required `iss` / `aud` when set |
+//! | `JWT_LEEWAY_SECS` | `30` | clock skew allowed on `exp` |
+//! | `ALLOWED_ORIGINS` | empty = all | comma-separated Origin allowlist |
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var} {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What was wrong, phrased to follow the variable name.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// `var` + a phrase such as "is not a number".
+    pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One URL, or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Use the Redis Cluster protocol.
+    pub cluster: bool,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on one command's answer.
+    pub response_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A single-node configuration with default timeouts (tests use this).
+    pub fn single(url: impl Into<String>) -> Self {
+        RedisConfig {
+            urls: vec![url.into()],
+            cluster: false,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// A cluster configuration from seed nodes, with default timeouts.
+    pub fn cluster(urls: Vec<String>) -> Self {
+        RedisConfig {
+            urls,
+            cluster: true,
+            ..RedisConfig::single("")
+        }
+    }
+}
+
+/// Operational limits. Policy as data: tests shrink them, operators tune them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Lifetime of a user's presence heartbeat.
+    pub presence_ttl: Duration,
+    /// Most messages kept for one offline user; the oldest go first.
+    pub offline_max_messages: usize,
+    /// Lifetime of an offline queue after its last write.
+    pub offline_ttl: Duration,
+    /// Largest client frame accepted by `ws-message`.
+    pub max_message_bytes: usize,
+    /// Most topics one connection may subscribe to.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            presence_ttl: Duration::from_secs(300),
+            offline_max_messages: 100,
+            offline_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_message_bytes: 128 * 1024,
+            max_subscriptions: 100,
+        }
+    }
+}
+
+/// How tokens are verified.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Hs256Secret(Vec<u8>),
+    /// RS256 with a PEM public key.
+    Rs256Pem(Vec<u8>),
+    /// ES256 with a PEM public key.
+    Es256Pem(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print key material, not even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JwtKey::Hs256Secret(_) => "Hs256Secret(..)",
+            JwtKey::Rs256Pem(_) => "Rs256Pem(..)",
+            JwtKey::Es256Pem(_) => "Es256Pem(..)",
+        })
+    }
+}
+
+/// Token verification settings, needed by the authorizer and the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The verification key and its algorithm.
+    pub key: JwtKey,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp`.
+    pub leeway_secs: u64,
+    /// Allowed browser origins; empty allows all.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// HS256 with `secret` and no other checks (tests and the emulator).
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+        AuthConfig {
+            key: JwtKey::Hs256Secret(secret.into()),
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            allowed_origins: vec![],
+        }
+    }
+
+    /// Reads the `JWT_*` and `ALLOWED_ORIGINS` variables from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the auth variables through `get`.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secret = non_empty(get, "JWT_SECRET");
+        let public_key = non_empty(get, "JWT_PUBLIC_KEY");
+        let algorithm = non_empty(get, "JWT_ALGORITHM").map(|a| a.to_ascii_uppercase());
+        let key = match (secret, public_key) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "and JWT_PUBLIC_KEY are both set; set exactly one",
+                ));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "is not set (set JWT_SECRET for HS256, or JWT_PUBLIC_KEY for RS256/ES256)",
+                ));
+            }
+            (Some(secret), None) => {
+                if let Some(a) = algorithm.as_deref().filter(|a| *a != "HS256") {
+                    return Err(ConfigError::new(
+                        "JWT_ALGORITHM",
+                        format!("is {a}, but JWT_SECRET only works with HS256"),
+                    ));
+                }
+                if secret.len() < 32 {
+                    return Err(ConfigError::new(
+                        "JWT_SECRET",
+                        format!(
+                            "is {} bytes; at least 32 are needed for HS256",
+                            secret.len()
+                        ),
+                    ));
+                }
+                JwtKey::Hs256Secret(secret.into_bytes())
+            }
+            (None, Some(pem)) => {
+                // Accept literal "\n" so a PEM fits in one env line.
+                let pem = pem.replace("\\n", "\n").into_bytes();
+                let detected = detect_pem_algorithm(&pem)?;
+                match algorithm.as_deref() {
+                    None => detected,
+                    Some("RS256") => JwtKey::Rs256Pem(pem),
+                    Some("ES256") => JwtKey::Es256Pem(pem),
+                    Some(other) => {
+                        return Err(ConfigError::new(
+                            "JWT_ALGORITHM",
+                            format!("is {other}; expected RS256 or ES256 with JWT_PUBLIC_KEY"),
+                        ));
+                    }
+                }
+            }
+        };
+        let allowed_origins = match non_empty(get, "ALLOWED_ORIGINS") {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|o| {
+                    let url = Url::parse(o).map_err(|_| {
+                        ConfigError::new(
+                            "ALLOWED_ORIGINS",
+                            format!("entry '{o}' is not an origin like https://app.example.com"),
+                        )
+                    })?;
+                    if !matches!(url.scheme(), "http" | "https")
+                        || url.host_str().is_none()
+                        || url.path() != "/"
+                        || url.query().is_some()
+                    {
+                        return Err(ConfigError::new(
+                            "ALLOWED_ORIGINS",
+                            format!("entry '{o}' is not an origin like https://app.example.com"),
+                        ));
+                    }
+                    Ok(o.trim_end_matches('/').to_ascii_lowercase())
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(AuthConfig {
+            key,
+            issuer: non_empty(get, "JWT_ISSUER"),
+            audience: non_empty(get, "JWT_AUDIENCE"),
+            leeway_secs: parse_or(get, "JWT_LEEWAY_SECS", 30u64, "a number of seconds")?,
+            allowed_origins,
+        })
+    }
+}
+
+fn detect_pem_algorithm(pem: &[u8]) -> Result<JwtKey, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            "JWT_PUBLIC_KEY",
+            "is not a PEM-encoded RSA or EC (P-256) public key",
+        )
+    };
+    if jsonwebtoken::DecodingKey::from_rsa_pem(pem).is_ok() {
+        Ok(JwtKey::Rs256Pem(pem.to_vec()))
+    } else if jsonwebtoken::DecodingKey::from_ec_pem(pem).is_ok() {
+        Ok(JwtKey::Es256Pem(pem.to_vec()))
+    } else {
+        Err(bad())
+    }
+}
+
+/// Everything a WebSocket function needs besides auth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `None`: the in-memory store (only meaningful inside one emulator process).
+    pub redis: Option<RedisConfig>,
+    /// First segment of every Redis key.
+    pub key_prefix: String,
+    /// Operational limits.
+    pub limits: Limits,
+    /// Override for the `@connections` endpoint recorded with each connection.
+    pub callback_endpoint: Option<Url>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis: None,
+            key_prefix: "callcenter".into(),
+            limits: Limits::default(),
+            callback_endpoint: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `get` (a map in tests).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let cluster = parse_bool(get, "REDIS_CLUSTER")?.unwrap_or(false);
+        let redis = match non_empty(get, "REDIS_URL") {
+            None => None,
+            Some(raw) => {
+                let urls: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if urls.len() > 1 && !cluster {
+                    return Err(ConfigError::new(
+                        "REDIS_URL",
+                        "lists several nodes; set REDIS_CLUSTER=true for a cluster",
+                    ));
+                }
+                for u in &urls {
+                    validate_redis_url(u)?;
+                }
+                Some(RedisConfig {
+                    urls,
+                    cluster,
+                    connect_timeout: Duration::from_millis(parse_or(
+                        get,
+                        "REDIS_CONNECT_TIMEOUT_MS",
+                        2000u64,
+                        "a number of milliseconds",
+                    )?),
+                    response_timeout: Duration::from_millis(parse_or(
+                        get,
+                        "REDIS_RESPONSE_TIMEOUT_MS",
+                        2000u64,
+                        "a number of milliseconds",
+                    )?),
+                })
+            }
+        };
+        let key_prefix = non_empty(get, "KEY_PREFIX").unwrap_or_else(|| "callcenter".into());
+        if key_prefix.len() > 64
+            || !key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ConfigError::new(
+                "KEY_PREFIX",
+                "must be 1-64 letters, digits, '-', '_' or '.' (no ':', '{' or '}')",
+            ));
+        }
+        let d = Limits::default();
+        let limits = Limits {
+            presence_ttl: Duration::from_secs(positive(
+                get,
+                "PRESENCE_TTL_SECS",
+                d.presence_ttl.as_secs(),
+            )?),
+            offline_max_messages: positive(
+                get,
+                "OFFLINE_MAX_MESSAGES",
+                d.offline_max_messages as u64,
+            )? as usize,
+            offline_ttl: Duration::from_secs(positive(
+                get,
+                "OFFLINE_TTL_SECS",
+                d.offline_ttl.as_secs(),
+            )?),
+            max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)?
+                as usize,
+            max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)?
+                as usize,
+        };
+        let callback_endpoint = match non_empty(get, "CALLBACK_ENDPOINT") {
+            None => None,
+            Some(raw) => {
+                let url = Url::parse(&raw)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+                Some(url.ok_or_else(|| {
+                    ConfigError::new(
+                        "CALLBACK_ENDPOINT",
+                        format!("is not an http:// or https:// URL (got '{raw}')"),
+                    )
+                })?)
+            }
+        };
+        Ok(Config {
+            redis,
+            key_prefix,
+            limits,
+            callback_endpoint,
+        })
+    }
+
+    /// The Redis settings, for functions that cannot run without Redis.
+    pub fn require_redis(&self) -> Result<&RedisConfig, ConfigError> {
+        self.redis.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "REDIS_URL",
+                "is not set; functions keep their state in Redis (redis://host:6379)",
+            )
+        })
+    }
+}
+
+fn validate_redis_url(u: &str) -> Result<(), ConfigError> {
+    let parsed = Url::parse(u).ok().filter(|p| {
+        matches!(p.scheme(), "redis" | "rediss") && p.host_str().is_some_and(|h| !h.is_empty())
+    });
+    match parsed {
+        Some(_) => Ok(()),
+        // Do not echo the URL: it may carry a password.
+        None => Err(ConfigError::new(
+            "REDIS_URL",
+            "is not a redis:// or rediss:// URL (expected e.g. redis://localhost:6379)",
+        )),
+    }
+}
+
+fn non_empty(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
+    get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_or<T: FromStr>(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match non_empty(get, var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse()
+            .map_err(|_| ConfigError::new(var, format!("is not {expected} (got '{raw}')"))),
+    }
+}
+
+fn positive(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    let v = parse_or(get, var, default, "a positive whole number")?;
+    if v == 0 {
+        return Err(ConfigError::new(var, "must be greater than 0"));
+    }
+    Ok(v)
+}
+
+fn parse_bool(
+    get: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<bool>, ConfigError> {
+    match non_empty(get, var).map(|v| v.to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(v) => Err(ConfigError::new(
+            var,
+            format!("is not true or false (got '{v}')"),
+        )),
+    }
+}
+
+/// A lookup over a fixed map, for tests and tools.
+pub fn lookup_from(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
+    move |name| map.get(name).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Config::from_lookup(&lookup_from(map))
+    }
+
+    fn auth(pairs: &[(&'static str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let map = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        AuthConfig::from_lookup(&lookup_from(map))
+    }
+
+    #[test]
+    fn defaults_are_the_seeds() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.key_prefix, "callcenter");
+        assert_eq!(c.limits.presence_ttl, Duration::from_secs(300));
+        assert!(
+            c.require_redis()
+                .unwrap_err()
+                .to_string()
+                .starts_with("REDIS_URL is not set")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_expectation() {
+        let cases: &[(&[(&'static str, &str)], &str)] = &[
+            (
+                &[("REDIS_URL", "http://x")],
+                "REDIS_URL is not a redis:// or rediss:// URL",
+            ),
+            (
+                &[("REDIS_URL", "redis://a:1,redis://b:2")],
+                "REDIS_URL lists several nodes",
+            ),
+            (
+                &[("REDIS_URL", "redis://a:1"), ("REDIS_CLUSTER", "maybe")],
+                "REDIS_CLUSTER is not true or false",
+            ),
+            (
+                &[
+                    ("REDIS_URL", "redis://a:1"),
+                    ("REDIS_RESPONSE_TIMEOUT_MS", "soon"),
+                ],
+                "REDIS_RESPONSE_TIMEOUT_MS is not a number of milliseconds",
+            ),
+            (
+                &[("PRESENCE_TTL_SECS", "0")],
+                "PRESENCE_TTL_SECS must be greater than 0",
+            ),
+            (
+                &[("OFFLINE_MAX_MESSAGES", "-3")],
+                "OFFLINE_MAX_MESSAGES is not a positive whole number",
+            ),
+            (&[("KEY_PREFIX", "a{b}")], "KEY_PREFIX must be"),
+            (
+                &[("CALLBACK_ENDPOINT", "ftp://x")],
+                "CALLBACK_ENDPOINT is not an http:// or https:// URL",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = cfg(pairs).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "{err:?} should start with {expected:?}"
+            );
+        }
+        let err = cfg(&[("REDIS_URL", "redis//:secretpw@host")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secretpw"), "URLs may carry passwords: {err}");
+    }
+
+    #[test]
+    fn redis_cluster_seeds() {
+        let c = cfg(&[
+            ("REDIS_URL", "redis://a:7000, redis://b:7001"),
+            ("REDIS_CLUSTER", "true"),
+        ])
+        .unwrap();
+        let r = c.require_redis().unwrap();
+        assert!(r.cluster);
+        assert_eq!(r.urls, vec!["redis://a:7000", "redis://b:7001"]);
+        assert!(cfg(&[("REDIS_URL", "rediss://user:pw@cache.example:6380/0")]).is_ok());
+    }
+
+    #[test]
+    fn auth_errors() {
+        let long = "s".repeat(32);
+        assert!(
+            auth(&[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("JWT_SECRET is not set")
+        );
+        assert!(
+            auth(&[("JWT_SECRET", "short")])
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
+        assert!(
+            auth(&[("JWT_SECRET", &long), ("JWT_PUBLIC_KEY", "x")])
+                .unwrap_err()
+                .to_string()
+                .contains("both set")
+        );
+        assert!(
+            auth(&[("JWT_SECRET", &long), ("JWT_ALGORITHM", "RS256")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("JWT_ALGORITHM")
+        );
+        assert!(
+            auth(&[("JWT_PUBLIC_KEY", "not a pem")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("JWT_PUBLIC_KEY is not a PEM")
+        );
+        assert!(
+            auth(&[
+                ("JWT_SECRET", &long),
+                ("ALLOWED_ORIGINS", "app.example.com")
+            ])
+            .unwrap_err()
+            .to_string()
+            .starts_with("ALLOWED_ORIGINS entry")
+        );
+        let ok = auth(&[
+            ("JWT_SECRET", &long),
+            (
+                "ALLOWED_ORIGINS",
+                "https://App.example.com/, http://localhost:5173",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.allowed_origins,
+            vec!["https://app.example.com", "http://localhost:5173"]
+        );
+        assert!(
+            !format!("{ok:?}").contains(&long),
+            "debug output must not show the secret"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! The handles every handler receives: configuration and the store.
+//!
+//! Built once per cold start (or once per emulator process) and cloned
+//! cheaply into each invocation.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::store::{Keys, MemoryStore, RedisStore, Store};
+
+/// Shared, cheap-to-clone runtime context.
+#[derive(Clone)]
+pub struct Context {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Connection, subscription and presence state.
+    pub store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context over an existing store (tests, the emulator).
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
+        Context {
+            config: Arc::new(config),
+            store,
+        }
+    }
+
+    /// The store the configuration asks for: Redis when `REDIS_URL` is set,
+    /// memory otherwise.
+    pub fn from_config(config: Config) -> Self {
+        let store: Arc<dyn Store> = match &config.redis {
+            Some(redis) => Arc::new(RedisStore::new(
+                redis.clone(),
+                Keys::new(&config.key_prefix),
+                config.limits.clone(),
+            )),
+            None => Arc::new(MemoryStore::new(config.limits.clone())),
+        };
+        Context::new(config, store)
+    }
+
+    /// For a Lambda function: reads the environment and insists on Redis, the
+    /// only store that is shared between function instances.
+    pub fn for_function() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        config.require_redis()?;
+        Ok(Context::from_config(config))
+    }
+}

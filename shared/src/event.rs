@@ -1,0 +1,383 @@
+//! The event catalogue and the envelope every event travels in.
+//!
+//! The catalogue is the seed's `message.go` (agents, calls, queues, chats,
+//! tickets, system) with dotted wire names, plus `presence.online` /
+//! `presence.offline`. It is closed: an unknown name is refused at the edge
+//! with an error that names it, so a typo in a subscription fails loudly
+//! instead of silently never matching.
+//!
+//! Clients subscribe to [`Topic`]s: an exact type (`call.incoming`), a
+//! dotted prefix ending in `.*` (`call.*`, `queue.member.*`), or `*` for
+//! everything. [`EventType::topics`] lists, for one event, every topic that
+//! matches it — the store unions those subscription sets to find recipients.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ids::TenantId;
+
+/// An event name that is not in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type '{0}'")]
+pub struct UnknownEventType(pub String);
+
+macro_rules! catalogue {
+    ($( $(#[$doc:meta])* $variant:ident => $wire:literal, )*) => {
+        /// Every event Switchboard carries. Serialised as its dotted wire name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl EventType {
+            /// The whole catalogue, in declaration order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The dotted wire name, e.g. `agent.state.changed`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(EventType::$variant => $wire,)* }
+            }
+        }
+
+        impl FromStr for EventType {
+            type Err = UnknownEventType;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok(EventType::$variant),)*
+                    other => Err(UnknownEventType(other.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+catalogue! {
+    // Agents.
+    /// An agent logged in to the platform.
+    AgentLogin => "agent.login",
+    /// An agent logged out.
+    AgentLogout => "agent.logout",
+    /// An agent's state changed (available, busy, wrap-up, ...).
+    AgentStateChanged => "agent.state.changed",
+    /// An agent started a pause / break.
+    AgentPaused => "agent.paused",
+    /// An agent ended a pause / break.
+    AgentUnpaused => "agent.unpaused",
+    // Calls.
+    /// A call arrived.
+    CallIncoming => "call.incoming",
+    /// A call is ringing at an agent.
+    CallRinging => "call.ringing",
+    /// A call was answered.
+    CallAnswered => "call.answered",
+    /// A call ended.
+    CallEnded => "call.ended",
+    /// A call was transferred.
+    CallTransferred => "call.transferred",
+    /// A call was put on hold.
+    CallHold => "call.hold",
+    /// A call was taken off hold.
+    CallUnhold => "call.unhold",
+    /// A call was abandoned or not answered.
+    CallMissed => "call.missed",
+    /// Call recording started.
+    CallRecordingStarted => "call.recording.started",
+    /// Call recording stopped.
+    CallRecordingStopped => "call.recording.stopped",
+    // Queues.
+    /// A caller joined a queue.
+    QueueJoined => "queue.joined",
+    /// A caller left a queue.
+    QueueLeft => "queue.left",
+    /// Periodic queue statistics.
+    QueueStats => "queue.stats",
+    /// An agent was added to a queue.
+    QueueMemberAdded => "queue.member.added",
+    /// An agent was removed from a queue.
+    QueueMemberRemoved => "queue.member.removed",
+    /// A queue member paused.
+    QueueMemberPaused => "queue.member.paused",
+    /// A queue member unpaused.
+    QueueMemberUnpaused => "queue.member.unpaused",
+    // Chats.
+    /// A chat session started.
+    ChatSessionStarted => "chat.session.started",
+    /// A chat session was assigned to an agent.
+    ChatSessionAssigned => "chat.session.assigned",
+    /// A chat session ended.
+    ChatSessionEnded => "chat.session.ended",
+    /// A chat message.
+    ChatMessage => "chat.message",
+    /// Someone is typing.
+    ChatTyping => "chat.typing",
+    /// A chat was transferred to another agent.
+    ChatTransferred => "chat.transferred",
+    /// Messages were read.
+    ChatRead => "chat.read",
+    // Tickets.
+    /// A ticket was created.
+    TicketCreated => "ticket.created",
+    /// A ticket was updated.
+    TicketUpdated => "ticket.updated",
+    /// A ticket was assigned.
+    TicketAssigned => "ticket.assigned",
+    /// A comment was added to a ticket.
+    TicketCommented => "ticket.commented",
+    /// A ticket was closed.
+    TicketClosed => "ticket.closed",
+    // System.
+    /// An informational notification.
+    SystemNotification => "system.notification",
+    /// An alert that needs attention.
+    SystemAlert => "system.alert",
+    // Presence.
+    /// A user's first connection opened.
+    PresenceOnline => "presence.online",
+    /// A user's last connection closed or went stale.
+    PresenceOffline => "presence.offline",
+}
+
+impl EventType {
+    /// The family before the first dot: `agent`, `call`, `queue`, `chat`,
+    /// `ticket`, `system` or `presence`.
+    pub fn category(self) -> &'static str {
+        let name = self.as_str();
+        &name[..name.find('.').unwrap_or(name.len())]
+    }
+
+    /// Every topic a subscriber may have used to ask for this event, most
+    /// specific first: `queue.member.added`, `queue.member.*`, `queue.*`, `*`.
+    pub fn topics(self) -> Vec<Topic> {
+        let name = self.as_str();
+        let mut topics = vec![Topic(name.to_owned())];
+        let mut end = name.len();
+        while let Some(dot) = name[..end].rfind('.') {
+            topics.push(Topic(format!("{}.*", &name[..dot])));
+            end = dot;
+        }
+        topics.push(Topic(Topic::ALL.to_owned()));
+        topics
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a connection subscribes to: `*`, a prefix such as `call.*`, or one
+/// event type. Only topics that match at least one catalogued event exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Topic(String);
+
+impl Topic {
+    /// The topic that matches every event.
+    pub const ALL: &'static str = "*";
+
+    /// The topic as stored in Redis keys and echoed to clients.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Does this topic match `event`?
+    pub fn matches(&self, event: EventType) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => event.as_str().starts_with(prefix),
+            None => self.0 == event.as_str(),
+        }
+    }
+}
+
+impl From<EventType> for Topic {
+    fn from(e: EventType) -> Self {
+        Topic(e.as_str().to_owned())
+    }
+}
+
+impl FromStr for Topic {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == Topic::ALL {
+            return Ok(Topic(s.to_owned()));
+        }
+        if let Some(prefix) = s.strip_suffix(".*") {
+            // `call.*` is valid because `call.incoming` exists; `cal.*` is not.
+            let dotted = format!("{prefix}.");
+            if !prefix.is_empty()
+                && EventType::ALL
+                    .iter()
+                    .any(|e| e.as_str().starts_with(&dotted))
+            {
+                return Ok(Topic(s.to_owned()));
+            }
+            return Err(UnknownEventType(s.to_owned()));
+        }
+        s.parse::<EventType>().map(Topic::from)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The envelope of every server event, on WebSockets and in offline queues:
+/// `{"id","type","tenant_id","timestamp","data"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique, time-ordered (UUIDv7): clients de-duplicate and sort by it.
+    pub id: String,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The tenant the event belongs to; never delivered outside it.
+    pub tenant_id: TenantId,
+    /// When the event was created, in Unix milliseconds.
+    pub timestamp: i64,
+    /// The event's payload, free-form JSON.
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl Envelope {
+    /// A new event with a fresh id and the current time.
+    pub fn new(tenant_id: TenantId, event_type: EventType, data: Value) -> Self {
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            event_type,
+            tenant_id,
+            timestamp: crate::time::now_millis(),
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn catalogue_is_complete_and_round_trips() {
+        assert!(EventType::ALL.len() >= 30, "{} types", EventType::ALL.len());
+        let names: HashSet<_> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names.len(), EventType::ALL.len(), "wire names are unique");
+        for e in EventType::ALL {
+            assert_eq!(e.as_str().parse::<EventType>().unwrap(), *e);
+            let json = serde_json::to_string(e).unwrap();
+            assert_eq!(serde_json::from_str::<EventType>(&json).unwrap(), *e);
+        }
+        for seed in [
+            "agent.login",
+            "agent.state.changed",
+            "call.incoming",
+            "call.answered",
+            "call.ended",
+            "call.transferred",
+            "call.hold",
+            "call.unhold",
+            "queue.joined",
+            "queue.left",
+            "queue.stats",
+            "chat.message",
+            "chat.typing",
+            "chat.transferred",
+            "system.notification",
+            "system.alert",
+            "presence.online",
+            "presence.offline",
+        ] {
+            assert!(names.contains(seed), "{seed} missing");
+        }
+        for family in [
+            "agent", "call", "queue", "chat", "ticket", "system", "presence",
+        ] {
+            assert!(
+                EventType::ALL.iter().any(|e| e.category() == family),
+                "{family}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_named_in_the_error() {
+        let err = "call.incomming".parse::<EventType>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown event type 'call.incomming'");
+        let err = serde_json::from_str::<EventType>("\"nope\"").unwrap_err();
+        assert!(err.to_string().contains("'nope'"), "{err}");
+    }
+
+    #[test]
+    fn topics_cover_exact_prefix_and_all() {
+        let topics: Vec<String> = EventType::QueueMemberAdded
+            .topics()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(
+            topics,
+            ["queue.member.added", "queue.member.*", "queue.*", "*"]
+        );
+        for e in EventType::ALL {
+            for t in e.topics() {
+                assert!(t.matches(*e), "{t} should match {e}");
+                assert_eq!(t.as_str().parse::<Topic>().unwrap(), t);
+            }
+        }
+        assert!(
+            !"call.*"
+                .parse::<Topic>()
+                .unwrap()
+                .matches(EventType::ChatMessage)
+        );
+        assert!("cal.*".parse::<Topic>().is_err());
+        assert!(".*".parse::<Topic>().is_err());
+        assert!("call.incoming.*".parse::<Topic>().is_err());
+    }
+
+    #[test]
+    fn envelope_has_the_documented_shape() {
+        let tenant = TenantId::parse("t1").unwrap();
+        let env = Envelope::new(
+            tenant,
+            EventType::CallIncoming,
+            serde_json::json!({"caller_id": "+1234"}),
+        );
+        let v = serde_json::to_value(&env).unwrap();
+        let keys: HashSet<_> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            HashSet::from(["id", "type", "tenant_id", "timestamp", "data"])
+        );
+        assert_eq!(v["type"], "call.incoming");
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back, env);
+    }
+}

@@ -1,0 +1,27 @@
+//! `switchboard`: the runtime every Switchboard function links.
+//!
+//! Functions are stateless AWS-Lambda-style handlers; this crate holds what
+//! they share, so that a handler is a short `async fn` over a [`Context`]:
+//!
+//! - [`config`]: the environment, read once and validated;
+//! - [`auth`]: JWT verification, token extraction, the Origin allowlist;
+//! - [`ids`]: validated tenant, user and connection ids;
+//! - [`event`]: the event catalogue and the envelope;
+//! - [`protocol`]: what clients send and what they get back;
+//! - [`store`]: connection, subscription, presence and offline state
+//!   (Redis in production, memory in the emulator);
+//! - [`apigw`]: helpers over the API Gateway event types;
+//! - [`telemetry`]: logging setup.
+
+pub mod apigw;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod event;
+pub mod ids;
+pub mod protocol;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use context::Context;

@@ -1,0 +1,530 @@
+//! The wire protocol between a client and the WebSocket gateway.
+//!
+//! API Gateway selects the route on `$request.body.action`; every frame a
+//! client sends is one JSON object with an `action`. [`ClientAction::parse`]
+//! turns raw bytes into an action or a [`ProtocolError`] that becomes the
+//! `{"type":"error","code","message"}` reply — a client mistake never closes
+//! the connection and never becomes a 5xx.
+//!
+//! | client sends | server answers |
+//! | --- | --- |
+//! | `{"action":"subscribe","events":["call.incoming"],"id":"r1"}` | `{"type":"subscribed","id":"r1","events":[...]}` |
+//! | `{"action":"unsubscribe","events":[...]}` | `{"type":"unsubscribed","events":[...]}` |
+//! | `{"action":"ping"}` | `{"type":"pong","timestamp":...}` |
+//! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N}` |
+//! | `{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{}}` | delivery, role-checked |
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::event::{EventType, Topic};
+use crate::ids::{ConnectionId, UserId};
+
+/// Who an event is for. Always inside the sender's tenant; the tenant comes
+/// from the token, never from the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Every subscribed connection of the tenant (the default).
+    #[default]
+    #[serde(serialize_with = "serialize_true")]
+    Tenant,
+    /// Every connection of one user.
+    User(UserId),
+    /// One connection.
+    Connection(ConnectionId),
+}
+
+fn serialize_true<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(true)
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase", deny_unknown_fields)]
+        enum Wire {
+            Tenant(bool),
+            User(UserId),
+            Connection(ConnectionId),
+        }
+        match Wire::deserialize(d).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "target must be {{\"tenant\":true}}, {{\"user\":\"<id>\"}} or {{\"connection\":\"<id>\"}} ({e})"
+            ))
+        })? {
+            Wire::Tenant(true) => Ok(Target::Tenant),
+            Wire::Tenant(false) => Err(serde::de::Error::custom("target {\"tenant\":false} means nobody; omit the target or name a user or connection")),
+            Wire::User(u) => Ok(Target::User(u)),
+            Wire::Connection(c) => Ok(Target::Connection(c)),
+        }
+    }
+}
+
+/// A client request, parsed and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAction {
+    /// Start receiving events matching these topics.
+    Subscribe {
+        id: Option<String>,
+        topics: Vec<Topic>,
+    },
+    /// Stop receiving events matching these topics.
+    Unsubscribe {
+        id: Option<String>,
+        topics: Vec<Topic>,
+    },
+    /// Keep-alive; refreshes presence.
+    Ping { id: Option<String> },
+    /// Deliver the messages queued while the user was offline.
+    Sync { id: Option<String> },
+    /// Send an event to other users of the tenant (role-checked).
+    Publish {
+        id: Option<String>,
+        event_type: EventType,
+        target: Target,
+        data: Value,
+    },
+}
+
+/// Stable, machine-readable error codes of the `error` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// JSON, but not the shape the action needs.
+    InvalidMessage,
+    /// No `action` field.
+    MissingAction,
+    /// An `action` this server does not know.
+    UnknownAction,
+    /// One or more event names are not in the catalogue.
+    UnknownEventType,
+    /// The frame is larger than the configured limit.
+    MessageTooLarge,
+    /// Too many subscriptions on one connection.
+    TooManySubscriptions,
+    /// The caller's role may not do this.
+    Forbidden,
+    /// The connection is not (or no longer) registered.
+    UnknownConnection,
+    /// The action exists but this deployment does not provide it yet.
+    NotImplemented,
+    /// Something failed on our side; the message says what, without internals.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The wire form, e.g. `invalid_json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::MissingAction => "missing_action",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::UnknownEventType => "unknown_event_type",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnknownConnection => "unknown_connection",
+            ErrorCode::NotImplemented => "not_implemented",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+}
+
+/// A request that could not be served; becomes [`ServerReply::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    /// The request's `id`, when it had one, so the client can correlate.
+    pub id: Option<String>,
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence for humans.
+    pub message: String,
+}
+
+impl ProtocolError {
+    /// An error reply for the request `id`.
+    pub fn new(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The reply that carries this error to the client.
+    pub fn into_reply(self) -> ServerReply {
+        ServerReply::Error {
+            id: self.id,
+            code: self.code,
+            message: self.message,
+        }
+    }
+}
+
+/// The actions a client may send, as named in the `action` field.
+pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "ping", "sync", "publish"];
+
+impl ClientAction {
+    /// Parses one frame. `max_bytes` is the configured message limit.
+    pub fn parse(body: &[u8], max_bytes: usize) -> Result<ClientAction, ProtocolError> {
+        if body.len() > max_bytes {
+            return Err(ProtocolError::new(
+                None,
+                ErrorCode::MessageTooLarge,
+                format!("message is {} bytes, the limit is {max_bytes}", body.len()),
+            ));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ProtocolError::new(
+                None,
+                ErrorCode::InvalidJson,
+                format!("message is not valid JSON: {e}"),
+            )
+        })?;
+        let Value::Object(mut obj) = value else {
+            return Err(ProtocolError::new(
+                None,
+                ErrorCode::InvalidMessage,
+                "message must be a JSON object with an \"action\"",
+            ));
+        };
+        let id = match obj.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() <= 128 => Some(s),
+            Some(Value::String(_)) => {
+                return Err(ProtocolError::new(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "\"id\" must be at most 128 bytes",
+                ));
+            }
+            Some(Value::Number(n)) => Some(n.to_string()),
+            Some(_) => {
+                return Err(ProtocolError::new(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "\"id\" must be a string or a number",
+                ));
+            }
+        };
+        let fail = |code, msg: String| ProtocolError::new(id.clone(), code, msg);
+        let action = match obj.remove("action") {
+            Some(Value::String(a)) => a,
+            Some(_) => {
+                return Err(fail(
+                    ErrorCode::InvalidMessage,
+                    "\"action\" must be a string".into(),
+                ));
+            }
+            None => {
+                return Err(fail(
+                    ErrorCode::MissingAction,
+                    format!(
+                        "message has no \"action\"; expected one of {}",
+                        ACTIONS.join(", ")
+                    ),
+                ));
+            }
+        };
+        match action.as_str() {
+            "subscribe" | "unsubscribe" => {
+                let topics =
+                    parse_topics(obj.remove("events")).map_err(|(code, msg)| fail(code, msg))?;
+                Ok(if action == "subscribe" {
+                    ClientAction::Subscribe { id, topics }
+                } else {
+                    ClientAction::Unsubscribe { id, topics }
+                })
+            }
+            "ping" => Ok(ClientAction::Ping { id }),
+            "sync" => Ok(ClientAction::Sync { id }),
+            "publish" => {
+                let event_type = match obj.remove("type") {
+                    Some(Value::String(t)) => t
+                        .parse::<EventType>()
+                        .map_err(|e| fail(ErrorCode::UnknownEventType, e.to_string()))?,
+                    Some(_) => {
+                        return Err(fail(
+                            ErrorCode::InvalidMessage,
+                            "\"type\" must be an event type name".into(),
+                        ));
+                    }
+                    None => {
+                        return Err(fail(
+                            ErrorCode::InvalidMessage,
+                            "publish needs a \"type\"".into(),
+                        ));
+                    }
+                };
+                let target = match obj.remove("target") {
+                    None | Some(Value::Null) => Target::Tenant,
+                    Some(t) => serde_json::from_value(t)
+                        .map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?,
+                };
+                let data = obj.remove("data").unwrap_or(Value::Null);
+                Ok(ClientAction::Publish {
+                    id,
+                    event_type,
+                    target,
+                    data,
+                })
+            }
+            other => Err(fail(
+                ErrorCode::UnknownAction,
+                format!(
+                    "unknown action '{other}'; expected one of {}",
+                    ACTIONS.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The request id the client chose, echoed in the reply.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ClientAction::Subscribe { id, .. }
+            | ClientAction::Unsubscribe { id, .. }
+            | ClientAction::Ping { id }
+            | ClientAction::Sync { id }
+            | ClientAction::Publish { id, .. } => id.as_deref(),
+        }
+    }
+}
+
+/// `events` must be a non-empty list of known topics; every unknown name is
+/// reported at once so the client can fix them all in one go.
+fn parse_topics(events: Option<Value>) -> Result<Vec<Topic>, (ErrorCode, String)> {
+    let Some(Value::Array(items)) = events else {
+        return Err((
+            ErrorCode::InvalidMessage,
+            "\"events\" must be a list of event types, e.g. [\"call.incoming\", \"agent.*\"]"
+                .into(),
+        ));
+    };
+    if items.is_empty() {
+        return Err((
+            ErrorCode::InvalidMessage,
+            "\"events\" must not be empty".into(),
+        ));
+    }
+    let mut topics = Vec::with_capacity(items.len());
+    let mut unknown = Vec::new();
+    for item in items {
+        let Value::String(name) = item else {
+            return Err((
+                ErrorCode::InvalidMessage,
+                "\"events\" must contain only strings".into(),
+            ));
+        };
+        match name.parse::<Topic>() {
+            Ok(t) if !topics.contains(&t) => topics.push(t),
+            Ok(_) => {}
+            Err(_) => unknown.push(name),
+        }
+    }
+    if !unknown.is_empty() {
+        let quoted: Vec<String> = unknown.iter().map(|n| format!("'{n}'")).collect();
+        return Err((
+            ErrorCode::UnknownEventType,
+            format!("unknown event type {}", quoted.join(", ")),
+        ));
+    }
+    Ok(topics)
+}
+
+/// What the server sends back on the route response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerReply {
+    /// Subscriptions added; `events` is the connection's full topic list after the change.
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        events: Vec<Topic>,
+    },
+    /// Subscriptions removed; `events` is what remains.
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        events: Vec<Topic>,
+    },
+    /// Answer to `ping`; server time in Unix milliseconds.
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        timestamp: i64,
+    },
+    /// End of a `sync`: how many queued messages were delivered.
+    Synced {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        count: usize,
+    },
+    /// The request failed; the connection stays open.
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl ServerReply {
+    /// The JSON text sent to the client.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("replies contain only strings, numbers and lists")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: &str) -> Result<ClientAction, ProtocolError> {
+        ClientAction::parse(v.as_bytes(), 1024)
+    }
+
+    #[test]
+    fn parses_every_action() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","events":["call.incoming","agent.*","call.incoming"],"id":"r1"}"#).unwrap(),
+            ClientAction::Subscribe { id: Some("r1".into()), topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()] }
+        );
+        assert!(matches!(
+            parse(r#"{"action":"unsubscribe","events":["*"]}"#).unwrap(),
+            ClientAction::Unsubscribe { .. }
+        ));
+        assert_eq!(
+            parse(r#"{"action":"ping","id":7}"#).unwrap(),
+            ClientAction::Ping {
+                id: Some("7".into())
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"sync"}"#).unwrap(),
+            ClientAction::Sync { id: None }
+        );
+        let publish = parse(r#"{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{"text":"hi"}}"#).unwrap();
+        assert_eq!(
+            publish,
+            ClientAction::Publish {
+                id: None,
+                event_type: EventType::ChatMessage,
+                target: Target::User("42".parse().unwrap()),
+                data: json!({"text":"hi"}),
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_get_their_own_codes() {
+        let cases = [
+            ("not json", ErrorCode::InvalidJson),
+            ("[1,2]", ErrorCode::InvalidMessage),
+            (r#"{"events":[]}"#, ErrorCode::MissingAction),
+            (r#"{"action":"dance"}"#, ErrorCode::UnknownAction),
+            (r#"{"action":"subscribe"}"#, ErrorCode::InvalidMessage),
+            (
+                r#"{"action":"subscribe","events":[]}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"subscribe","events":["call.incoming", 3]}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"subscribe","events":["call.nope","x.*","call.incoming"]}"#,
+                ErrorCode::UnknownEventType,
+            ),
+            (
+                r#"{"action":"publish","type":"nope"}"#,
+                ErrorCode::UnknownEventType,
+            ),
+            (
+                r#"{"action":"publish","type":"chat.message","target":{"tenant":false}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"publish","type":"chat.message","target":{"user":"a:b"}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"publish","type":"chat.message","target":{"group":"x"}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+        ];
+        for (input, code) in cases {
+            let err = parse(input).unwrap_err();
+            assert_eq!(err.code, code, "{input}: {}", err.message);
+        }
+        let err =
+            parse(r#"{"action":"subscribe","id":"r9","events":["call.nope","x.*"]}"#).unwrap_err();
+        assert_eq!(err.message, "unknown event type 'call.nope', 'x.*'");
+        assert_eq!(
+            err.id.as_deref(),
+            Some("r9"),
+            "the request id is echoed in errors"
+        );
+        let err = ClientAction::parse(&[b' '; 2000], 1024).unwrap_err();
+        assert_eq!(err.code, ErrorCode::MessageTooLarge);
+        assert!(err.message.contains("2000 bytes"), "{}", err.message);
+    }
+
+    #[test]
+    fn replies_have_the_wire_shape() {
+        let r = ProtocolError::new(
+            Some("r1".into()),
+            ErrorCode::UnknownAction,
+            "unknown action 'x'",
+        )
+        .into_reply();
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"type":"error","id":"r1","code":"unknown_action","message":"unknown action 'x'"})
+        );
+        let r = ServerReply::Subscribed {
+            id: None,
+            events: vec!["call.incoming".parse().unwrap()],
+        };
+        assert_eq!(
+            r.to_json(),
+            r#"{"type":"subscribed","events":["call.incoming"]}"#
+        );
+        assert_eq!(
+            ServerReply::Pong {
+                id: None,
+                timestamp: 5
+            }
+            .to_json(),
+            r#"{"type":"pong","timestamp":5}"#
+        );
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::NotImplemented,
+            ErrorCode::TooManySubscriptions,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn targets_round_trip() {
+        for (t, j) in [
+            (Target::Tenant, json!({"tenant":true})),
+            (Target::User("42".parse().unwrap()), json!({"user":"42"})),
+            (
+                Target::Connection("abc=".parse().unwrap()),
+                json!({"connection":"abc="}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(&t).unwrap(), j);
+            assert_eq!(serde_json::from_value::<Target>(j).unwrap(), t);
+        }
+    }
+}

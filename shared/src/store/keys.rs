@@ -1,0 +1,103 @@
+//! Redis key names. The one place the layout is spelled out in code.
+//!
+//! The tenant is always wrapped in `{}`: Redis Cluster hashes only the part
+//! inside the first braces, so all keys of one tenant land in one slot and a
+//! Lua script may touch any of them. `TenantId` cannot contain braces or
+//! colons, so no tenant can reach into another's slot or keys.
+
+use crate::event::Topic;
+use crate::ids::{ConnectionId, TenantId, UserId};
+
+/// Builds keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (validated by `Config`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{p}:<kind>:{tenant}:` — the stem of per-id keys, also handed to Lua
+    /// scripts that build keys for ids they read from Redis.
+    pub fn stem(&self, kind: &str, tenant: &TenantId) -> String {
+        format!("{}:{kind}:{{{tenant}}}:", self.prefix)
+    }
+
+    /// `{p}:conn:{t}:<conn>` HASH.
+    pub fn conn(&self, tenant: &TenantId, conn: &ConnectionId) -> String {
+        self.stem("conn", tenant) + conn.as_str()
+    }
+
+    /// `{p}:connsubs:{t}:<conn>` SET of topics.
+    pub fn conn_subs(&self, tenant: &TenantId, conn: &ConnectionId) -> String {
+        self.stem("connsubs", tenant) + conn.as_str()
+    }
+
+    /// `{p}:conns:{t}` SET of connection ids.
+    pub fn conns(&self, tenant: &TenantId) -> String {
+        format!("{}:conns:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:user:{t}:<user>` SET of connection ids.
+    pub fn user(&self, tenant: &TenantId, user: &UserId) -> String {
+        self.stem("user", tenant) + user.as_str()
+    }
+
+    /// `{p}:online:{t}` SET of user ids.
+    pub fn online(&self, tenant: &TenantId) -> String {
+        format!("{}:online:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:presence:{t}:<user>` STRING with TTL.
+    pub fn presence(&self, tenant: &TenantId, user: &UserId) -> String {
+        self.stem("presence", tenant) + user.as_str()
+    }
+
+    /// `{p}:subs:{t}:<topic>` SET of connection ids.
+    pub fn subs(&self, tenant: &TenantId, topic: &Topic) -> String {
+        self.stem("subs", tenant) + topic.as_str()
+    }
+
+    /// `{p}:offline:{t}:<user>` LIST.
+    pub fn offline(&self, tenant: &TenantId, user: &UserId) -> String {
+        self.stem("offline", tenant) + user.as_str()
+    }
+
+    /// `{p}:tenants` SET (not per tenant: lives in its own slot).
+    pub fn tenants(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_design() {
+        let k = Keys::new("callcenter");
+        let t: TenantId = "t1".parse().unwrap();
+        let u: UserId = "42".parse().unwrap();
+        let c: ConnectionId = "abc=".parse().unwrap();
+        assert_eq!(k.conn(&t, &c), "callcenter:conn:{t1}:abc=");
+        assert_eq!(k.conns(&t), "callcenter:conns:{t1}");
+        assert_eq!(k.user(&t, &u), "callcenter:user:{t1}:42");
+        assert_eq!(k.online(&t), "callcenter:online:{t1}");
+        assert_eq!(k.presence(&t, &u), "callcenter:presence:{t1}:42");
+        assert_eq!(
+            k.subs(&t, &"call.*".parse().unwrap()),
+            "callcenter:subs:{t1}:call.*"
+        );
+        assert_eq!(k.offline(&t, &u), "callcenter:offline:{t1}:42");
+    }
+}

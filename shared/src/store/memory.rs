@@ -1,0 +1,372 @@
+//! The in-process store: the emulator's zero-configuration default.
+//!
+//! Same contract as Redis, including TTLs (checked lazily on read, as Redis
+//! does for keys nobody touches). One mutex over the whole state: every
+//! operation is short and never awaits while holding it.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    Connection, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
+    Unregistered,
+};
+use crate::config::Limits;
+use crate::event::{EventType, Topic};
+use crate::ids::{ConnectionId, TenantId, UserId};
+use crate::protocol::Target;
+
+/// State kept in process memory.
+#[derive(Debug)]
+pub struct MemoryStore {
+    limits: Limits,
+    state: Mutex<HashMap<TenantId, Tenant>>,
+}
+
+#[derive(Debug, Default)]
+struct Tenant {
+    conns: HashMap<ConnectionId, (Connection, BTreeSet<Topic>)>,
+    users: HashMap<UserId, HashSet<ConnectionId>>,
+    /// Heartbeat expiry per user; present and in the future = online.
+    presence: HashMap<UserId, Instant>,
+    subs: HashMap<Topic, HashSet<ConnectionId>>,
+    offline: HashMap<UserId, (VecDeque<String>, Instant)>,
+}
+
+impl Tenant {
+    fn is_online(&self, user: &UserId, now: Instant) -> bool {
+        self.presence.get(user).is_some_and(|exp| *exp > now)
+    }
+
+    fn live_queue(&mut self, user: &UserId, now: Instant) -> Option<&mut VecDeque<String>> {
+        if self.offline.get(user).is_some_and(|(_, exp)| *exp <= now) {
+            self.offline.remove(user);
+        }
+        self.offline.get_mut(user).map(|(q, _)| q)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with these limits.
+    pub fn new(limits: Limits) -> Self {
+        MemoryStore {
+            limits,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<TenantId, Tenant>) -> T) -> T {
+        // A panic while holding the lock cannot leave the maps half-updated in
+        // a way later calls would misread, so a poisoned lock is still usable.
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    fn deadline(ttl: Duration) -> Instant {
+        Instant::now() + ttl
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn register(&self, conn: &Connection) -> StoreResult<Registered> {
+        let ttl = self.limits.presence_ttl;
+        Ok(self.with(|state| {
+            let t = state.entry(conn.tenant_id.clone()).or_default();
+            let now = Instant::now();
+            let came_online = !t.is_online(&conn.user_id, now);
+            let subs = t.conns.remove(&conn.id).map(|(_, s)| s).unwrap_or_default();
+            t.conns.insert(conn.id.clone(), (conn.clone(), subs));
+            let set = t.users.entry(conn.user_id.clone()).or_default();
+            set.insert(conn.id.clone());
+            let user_connections = set.len();
+            t.presence.insert(conn.user_id.clone(), Self::deadline(ttl));
+            Registered {
+                came_online,
+                user_connections,
+            }
+        }))
+    }
+
+    async fn unregister(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+    ) -> StoreResult<Option<Unregistered>> {
+        Ok(self.with(|state| {
+            let t = state.get_mut(tenant)?;
+            let (c, topics) = t.conns.remove(conn)?;
+            for topic in topics {
+                if let Some(set) = t.subs.get_mut(&topic) {
+                    set.remove(conn);
+                    if set.is_empty() {
+                        t.subs.remove(&topic);
+                    }
+                }
+            }
+            let left = t.users.get_mut(&c.user_id).map(|set| {
+                set.remove(conn);
+                set.len()
+            });
+            let went_offline = left.unwrap_or(0) == 0;
+            if went_offline {
+                t.users.remove(&c.user_id);
+                t.presence.remove(&c.user_id);
+            }
+            Some(Unregistered {
+                user_id: c.user_id,
+                went_offline,
+            })
+        }))
+    }
+
+    async fn connection(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+    ) -> StoreResult<Option<Connection>> {
+        Ok(self.with(|state| state.get(tenant)?.conns.get(conn).map(|(c, _)| c.clone())))
+    }
+
+    async fn subscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>> {
+        let limit = self.limits.max_subscriptions;
+        self.with(|state| {
+            let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
+            let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
+            let new = topics
+                .iter()
+                .filter(|tp| !mine.contains(*tp))
+                .collect::<HashSet<_>>()
+                .len();
+            if mine.len() + new > limit {
+                return Err(StoreError::TooManySubscriptions { limit });
+            }
+            for topic in topics {
+                mine.insert(topic.clone());
+            }
+            let after: Vec<Topic> = mine.iter().cloned().collect();
+            for topic in topics {
+                t.subs
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(conn.clone());
+            }
+            Ok(after)
+        })
+    }
+
+    async fn unsubscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>> {
+        self.with(|state| {
+            let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
+            let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
+            for topic in topics {
+                mine.remove(topic);
+            }
+            let after: Vec<Topic> = mine.iter().cloned().collect();
+            for topic in topics {
+                if let Some(set) = t.subs.get_mut(topic) {
+                    set.remove(conn);
+                }
+            }
+            Ok(after)
+        })
+    }
+
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+        let ttl = self.limits.presence_ttl;
+        Ok(self.with(|state| {
+            let Some(t) = state.get_mut(tenant) else {
+                return false;
+            };
+            if t.users.get(user).is_none_or(HashSet::is_empty) {
+                return false;
+            }
+            t.presence.insert(user.clone(), Self::deadline(ttl));
+            true
+        }))
+    }
+
+    async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence> {
+        Ok(self.with(|state| match state.get(tenant) {
+            None => Presence {
+                online: false,
+                connections: 0,
+            },
+            Some(t) => Presence {
+                online: t.is_online(user, Instant::now()),
+                connections: t.users.get(user).map_or(0, HashSet::len),
+            },
+        }))
+    }
+
+    async fn online_users(&self, tenant: &TenantId) -> StoreResult<Vec<UserId>> {
+        Ok(self.with(|state| {
+            let Some(t) = state.get(tenant) else {
+                return vec![];
+            };
+            let now = Instant::now();
+            let mut users: Vec<UserId> = t
+                .presence
+                .iter()
+                .filter(|(_, exp)| **exp > now)
+                .map(|(u, _)| u.clone())
+                .collect();
+            users.sort();
+            users
+        }))
+    }
+
+    async fn connection_count(&self, tenant: &TenantId) -> StoreResult<usize> {
+        Ok(self.with(|state| state.get(tenant).map_or(0, |t| t.conns.len())))
+    }
+
+    async fn total_connections(&self) -> StoreResult<usize> {
+        Ok(self.with(|state| state.values().map(|t| t.conns.len()).sum()))
+    }
+
+    async fn resolve(
+        &self,
+        tenant: &TenantId,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Resolution> {
+        let topics = event.topics();
+        Ok(self.with(|state| {
+            let Some(t) = state.get(tenant) else {
+                return Resolution::default();
+            };
+            let subscribed = |(c, mine): &(Connection, BTreeSet<Topic>)| -> Option<Recipient> {
+                topics
+                    .iter()
+                    .any(|tp| mine.contains(tp))
+                    .then(|| Recipient {
+                        connection_id: c.id.clone(),
+                        user_id: c.user_id.clone(),
+                        endpoint: c.endpoint.clone(),
+                    })
+            };
+            match target {
+                Target::Tenant => {
+                    let ids: HashSet<&ConnectionId> = topics
+                        .iter()
+                        .filter_map(|tp| t.subs.get(tp))
+                        .flatten()
+                        .collect();
+                    let recipients = ids
+                        .into_iter()
+                        .filter_map(|id| t.conns.get(id))
+                        .filter_map(subscribed)
+                        .collect();
+                    Resolution {
+                        recipients,
+                        target_connections: t.conns.len(),
+                    }
+                }
+                Target::User(user) => {
+                    let live: Vec<_> = t
+                        .users
+                        .get(user)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| t.conns.get(id))
+                        .collect();
+                    Resolution {
+                        target_connections: live.len(),
+                        recipients: live.into_iter().filter_map(subscribed).collect(),
+                    }
+                }
+                Target::Connection(id) => match t.conns.get(id) {
+                    None => Resolution::default(),
+                    Some(entry) => Resolution {
+                        target_connections: 1,
+                        recipients: subscribed(entry).into_iter().collect(),
+                    },
+                },
+            }
+        }))
+    }
+
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<usize> {
+        let (cap, ttl) = (self.limits.offline_max_messages, self.limits.offline_ttl);
+        Ok(self.with(|state| {
+            let t = state.entry(tenant.clone()).or_default();
+            let now = Instant::now();
+            t.live_queue(user, now);
+            let (queue, expiry) = t
+                .offline
+                .entry(user.clone())
+                .or_insert_with(|| (VecDeque::new(), now));
+            queue.push_back(message.to_owned());
+            while queue.len() > cap {
+                queue.pop_front();
+            }
+            *expiry = now + ttl;
+            queue.len()
+        }))
+    }
+
+    async fn offline_peek(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        max: usize,
+    ) -> StoreResult<Vec<String>> {
+        Ok(self.with(|state| {
+            let Some(t) = state.get_mut(tenant) else {
+                return vec![];
+            };
+            t.live_queue(user, Instant::now())
+                .map(|q| q.iter().take(max).cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn offline_ack(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        delivered: &[String],
+    ) -> StoreResult<usize> {
+        Ok(self.with(|state| {
+            let Some(t) = state.get_mut(tenant) else {
+                return 0;
+            };
+            let Some(queue) = t.live_queue(user, Instant::now()) else {
+                return 0;
+            };
+            let mut removed = 0;
+            for message in delivered {
+                if queue.front() == Some(message) {
+                    queue.pop_front();
+                    removed += 1;
+                }
+            }
+            if queue.is_empty() {
+                t.offline.remove(user);
+            }
+            removed
+        }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

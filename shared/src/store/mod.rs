@@ -1,0 +1,231 @@
+//! Connection, subscription, presence and offline-queue state.
+//!
+//! Handlers are stateless; everything they know about connections lives
+//! behind the [`Store`] trait. Two implementations honour one contract
+//! (the suite in `tests/tests/store_contract.rs` runs against both, and
+//! against a 3-node Redis Cluster):
+//!
+//! - [`RedisStore`]: production. Single node or Redis Cluster. Every
+//!   per-tenant key carries the tenant in a hash tag, so one tenant's keys
+//!   share a cluster slot and each operation is one Lua script — one round
+//!   trip, atomic.
+//! - [`MemoryStore`]: the emulator's zero-configuration default.
+//!
+//! The key layout (prefix `callcenter` by default, the seed's):
+//!
+//! ```text
+//! {p}:conn:{tenant}:<conn_id>      HASH   user_id, role, endpoint, connected_at
+//! {p}:conns:{tenant}               SET    connection ids of the tenant
+//! {p}:user:{tenant}:<user_id>      SET    connection ids of one user
+//! {p}:online:{tenant}              SET    online user ids                 (seed)
+//! {p}:presence:{tenant}:<user_id>  STRING last activity (ms), PX ttl       (seed)
+//! {p}:subs:{tenant}:<topic>        SET    subscribed connection ids
+//! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
+//! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
+//! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
+//! ```
+//!
+//! Presence follows the seed: a user is online while their heartbeat key
+//! exists. `$connect` and `ping` refresh it; the last `$disconnect` deletes
+//! it; a user whose connections vanished without `$disconnect` (API
+//! Gateway's is best-effort) drops out when the key expires.
+
+mod keys;
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::event::{EventType, Topic};
+use crate::ids::{ConnectionId, TenantId, UserId};
+use crate::protocol::Target;
+
+pub use self::keys::Keys;
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// A live WebSocket connection as recorded by `$connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// API Gateway's id for the connection.
+    pub id: ConnectionId,
+    /// From the authorizer context; never from the client.
+    pub tenant_id: TenantId,
+    /// From the authorizer context.
+    pub user_id: UserId,
+    /// From the authorizer context.
+    pub role: Role,
+    /// The `@connections` endpoint that reaches this connection
+    /// (`https://{domainName}/{stage}`), so a fan-out from anywhere can post to it.
+    pub endpoint: String,
+    /// Unix milliseconds.
+    pub connected_at: i64,
+}
+
+/// What `register` changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The user was offline before this connection: announce `presence.online`.
+    pub came_online: bool,
+    /// The user's connections, this one included.
+    pub user_connections: usize,
+}
+
+/// What `unregister` removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unregistered {
+    /// Whose connection it was.
+    pub user_id: UserId,
+    /// It was the user's last connection: announce `presence.offline`.
+    pub went_offline: bool,
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The heartbeat is alive.
+    pub online: bool,
+    /// Connections recorded for the user.
+    pub connections: usize,
+}
+
+/// One connection an event should be posted to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Recipient {
+    /// Where to post.
+    pub connection_id: ConnectionId,
+    /// Whose connection.
+    pub user_id: UserId,
+    /// The `@connections` endpoint recorded with the connection.
+    pub endpoint: String,
+}
+
+/// The recipients of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Resolution {
+    /// Live connections in the target that subscribed to the event.
+    pub recipients: Vec<Recipient>,
+    /// Live connections in the target, subscribed or not. Zero for a user
+    /// target means the user is offline and the event belongs in their queue.
+    pub target_connections: usize,
+}
+
+/// A store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or answered with an error.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The connection is not registered (never was, or already gone).
+    #[error("unknown connection")]
+    UnknownConnection,
+    /// A subscribe would exceed the per-connection limit.
+    #[error("too many subscriptions: at most {limit} topics per connection")]
+    TooManySubscriptions {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The backend returned data that does not parse (a bug or tampering).
+    #[error("store returned unexpected data: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The operations the handlers need; one round trip each on Redis.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records a connection, adds it to its tenant and user, marks the user
+    /// online and refreshes the heartbeat. Registering the same connection
+    /// again changes nothing else.
+    async fn register(&self, conn: &Connection) -> StoreResult<Registered>;
+
+    /// Forgets a connection and all its subscriptions; the user goes offline
+    /// when it was their last. `None` when it was not registered (idempotent).
+    async fn unregister(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+    ) -> StoreResult<Option<Unregistered>>;
+
+    /// The recorded connection, if live.
+    async fn connection(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+    ) -> StoreResult<Option<Connection>>;
+
+    /// Adds topics; returns the connection's topics after the change, sorted.
+    async fn subscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>>;
+
+    /// Removes topics; returns what remains, sorted.
+    async fn unsubscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>>;
+
+    /// Refreshes a user's heartbeat. Returns false (and changes nothing) when
+    /// the user has no connection.
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool>;
+
+    /// Is the user online, and with how many connections?
+    async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence>;
+
+    /// Users of the tenant whose heartbeat is alive, sorted.
+    async fn online_users(&self, tenant: &TenantId) -> StoreResult<Vec<UserId>>;
+
+    /// Live connections of one tenant.
+    async fn connection_count(&self, tenant: &TenantId) -> StoreResult<usize>;
+
+    /// Live connections of all tenants.
+    async fn total_connections(&self) -> StoreResult<usize>;
+
+    /// The connections that should receive `event` sent to `target`:
+    /// connections in the target whose subscriptions match the event.
+    async fn resolve(
+        &self,
+        tenant: &TenantId,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Resolution>;
+
+    /// Appends a message to a user's offline queue (dropping the oldest
+    /// beyond the cap, renewing the TTL). Returns the queue length.
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<usize>;
+
+    /// Up to `max` queued messages, oldest first, without removing them.
+    async fn offline_peek(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        max: usize,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Removes messages that were delivered: those of `delivered` still at
+    /// the head of the queue, in order. Messages queued since the peek stay.
+    /// Returns how many were removed.
+    async fn offline_ack(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        delivered: &[String],
+    ) -> StoreResult<usize>;
+
+    /// Is the backend reachable?
+    async fn ping(&self) -> StoreResult<()>;
+}

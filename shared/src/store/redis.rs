@@ -1,0 +1,659 @@
+//! The Redis store: single node or Redis Cluster.
+//!
+//! Each operation is one Lua script over keys of one tenant (one hash-tag
+//! slot), sent as `EVALSHA` — one round trip, atomic, and valid on a
+//! cluster. Scripts read ids from Redis and build further keys from the
+//! `stem`s they are given; those keys share the tenant's hash tag, so they
+//! live in the same slot as the declared keys.
+//!
+//! The connection is made on first use, not at cold start, so a function
+//! whose Redis is down still answers (with a 500 and a log line) instead of
+//! failing to initialise. After that, `ConnectionManager` (single node) and
+//! the cluster client reconnect on their own.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use tokio::sync::OnceCell;
+
+use super::{
+    Connection, Keys, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
+    Unregistered,
+};
+use crate::config::{Limits, RedisConfig};
+use crate::event::{EventType, Topic};
+use crate::ids::{ConnectionId, TenantId, UserId};
+use crate::protocol::Target;
+
+/// KEYS: conn, conns, user, online, presence.
+/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms.
+/// Returns {user_connections, came_online, tenant_was_empty}.
+static REGISTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARGV[4], 'connected_at', ARGV[5])
+        local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('SADD', KEYS[3], ARGV[1])
+        local came_online = 1 - redis.call('EXISTS', KEYS[5])
+        redis.call('SADD', KEYS[4], ARGV[2])
+        redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
+        return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty}
+        ",
+    )
+});
+
+/// KEYS: conn, conns, connsubs, online.
+/// ARGV: conn_id, user stem, presence stem, subs stem.
+/// Returns nil when unknown, else {user_id, connections_left}.
+static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local user = redis.call('HGET', KEYS[1], 'user_id')
+        redis.call('SREM', KEYS[2], ARGV[1])
+        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+            redis.call('SREM', ARGV[4] .. topic, ARGV[1])
+        end
+        redis.call('DEL', KEYS[1], KEYS[3])
+        if not user then return nil end
+        local user_key = ARGV[2] .. user
+        redis.call('SREM', user_key, ARGV[1])
+        local left = redis.call('SCARD', user_key)
+        if left == 0 then
+            redis.call('SREM', KEYS[4], user)
+            redis.call('DEL', ARGV[3] .. user)
+        end
+        return {user, left}
+        ",
+    )
+});
+
+/// KEYS: conn, connsubs, subs key per topic. ARGV: conn_id, limit, topics.
+/// Returns -1 for an unknown connection, -2 over the limit, else the topics.
+static SUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        local new = 0
+        for i = 3, #ARGV do
+            if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then new = new + 1 end
+        end
+        if redis.call('SCARD', KEYS[2]) + new > tonumber(ARGV[2]) then return -2 end
+        for i = 3, #ARGV do
+            redis.call('SADD', KEYS[2], ARGV[i])
+            redis.call('SADD', KEYS[i], ARGV[1])
+        end
+        return redis.call('SMEMBERS', KEYS[2])
+        ",
+    )
+});
+
+/// KEYS: conn, connsubs, subs key per topic. ARGV: conn_id, unused, topics.
+static UNSUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        for i = 3, #ARGV do
+            redis.call('SREM', KEYS[2], ARGV[i])
+            redis.call('SREM', KEYS[i], ARGV[1])
+        end
+        return redis.call('SMEMBERS', KEYS[2])
+        ",
+    )
+});
+
+/// KEYS: presence, online, user. ARGV: user_id, now_ms, ttl_ms.
+static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('SCARD', KEYS[3]) == 0 then return 0 end
+        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+        redis.call('SADD', KEYS[2], ARGV[1])
+        return 1
+        ",
+    )
+});
+
+/// KEYS: online. ARGV: presence stem. Members whose heartbeat is alive.
+static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local out = {}
+        for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+            if redis.call('EXISTS', ARGV[1] .. user) == 1 then out[#out + 1] = user end
+        end
+        return out
+        ",
+    )
+});
+
+/// KEYS: [1] target (conns set, user set or conn hash), [2..] the event's subs keys.
+/// ARGV: mode (tenant | user | connection), conn stem, connection id.
+/// Returns {target_connections, id, user, endpoint, id, user, endpoint, ...}.
+static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local mode, conn_stem = ARGV[1], ARGV[2]
+        local candidates, targeted, filter
+        if mode == 'tenant' then
+            -- Every member of a subs set is subscribed; the union is the answer.
+            candidates = redis.call('SUNION', unpack(KEYS, 2))
+            targeted = redis.call('SCARD', KEYS[1])
+            filter = false
+        elseif mode == 'user' then
+            candidates = redis.call('SMEMBERS', KEYS[1])
+            filter = true
+        else
+            candidates = {}
+            if redis.call('EXISTS', KEYS[1]) == 1 then candidates = {ARGV[3]} end
+            filter = true
+        end
+        local out = {0}
+        local live = 0
+        for _, id in ipairs(candidates) do
+            local rec = redis.call('HMGET', conn_stem .. id, 'user_id', 'endpoint')
+            if rec[1] then
+                live = live + 1
+                local wanted = not filter
+                if filter then
+                    for k = 2, #KEYS do
+                        if redis.call('SISMEMBER', KEYS[k], id) == 1 then wanted = true break end
+                    end
+                end
+                if wanted then
+                    out[#out + 1] = id
+                    out[#out + 1] = rec[1]
+                    out[#out + 1] = rec[2]
+                end
+            end
+        end
+        out[1] = targeted or live
+        return out
+        ",
+    )
+});
+
+/// KEYS: offline list. ARGV: message, cap, ttl_ms. Returns the length.
+static OFFLINE_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('RPUSH', KEYS[1], ARGV[1])
+        redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        return redis.call('LLEN', KEYS[1])
+        ",
+    )
+});
+
+/// KEYS: offline list. ARGV: delivered messages, oldest first. Pops each one
+/// that is at the head; one trimmed away by the cap meanwhile is skipped.
+static OFFLINE_ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local removed = 0
+        for i = 1, #ARGV do
+            if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
+                redis.call('LPOP', KEYS[1])
+                removed = removed + 1
+            end
+        end
+        return removed
+        ",
+    )
+});
+
+/// A connection to either kind of deployment.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The production store.
+pub struct RedisStore {
+    config: RedisConfig,
+    keys: Keys,
+    limits: Limits,
+    conn: OnceCell<Conn>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs may carry a password: show only the shape.
+        f.debug_struct("RedisStore")
+            .field("nodes", &self.config.urls.len())
+            .field("cluster", &self.config.cluster)
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+impl RedisStore {
+    /// A store that connects on first use.
+    pub fn new(config: RedisConfig, keys: Keys, limits: Limits) -> Self {
+        RedisStore {
+            config,
+            keys,
+            limits,
+            conn: OnceCell::new(),
+        }
+    }
+
+    async fn conn(&self) -> StoreResult<Conn> {
+        self.conn
+            .get_or_try_init(|| async {
+                let c = &self.config;
+                if c.cluster {
+                    let client = ClusterClient::builder(c.urls.clone())
+                        .connection_timeout(c.connect_timeout)
+                        .response_timeout(c.response_timeout)
+                        .build()
+                        .map_err(unavailable)?;
+                    Ok(Conn::Cluster(
+                        client.get_async_connection().await.map_err(unavailable)?,
+                    ))
+                } else {
+                    let url = c
+                        .urls
+                        .first()
+                        .ok_or_else(|| StoreError::Unavailable("no Redis URL configured".into()))?;
+                    let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                    let manager_config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(c.connect_timeout))
+                        .set_response_timeout(Some(c.response_timeout))
+                        .set_number_of_retries(2);
+                    Ok(Conn::Single(
+                        ConnectionManager::new_with_config(client, manager_config)
+                            .await
+                            .map_err(unavailable)?,
+                    ))
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    fn millis(d: std::time::Duration) -> u64 {
+        d.as_millis().max(1) as u64
+    }
+
+    fn topics_from(values: Vec<String>) -> StoreResult<Vec<Topic>> {
+        let mut topics = values
+            .iter()
+            .map(|t| {
+                t.parse::<Topic>()
+                    .map_err(|_| corrupt("subscription topic"))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        topics.sort();
+        Ok(topics)
+    }
+
+    async fn change_subscriptions(
+        &self,
+        script: &Script,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>> {
+        let mut inv = script.key(self.keys.conn(tenant, conn));
+        inv.key(self.keys.conn_subs(tenant, conn))
+            .arg(conn.as_str())
+            .arg(self.limits.max_subscriptions);
+        for topic in topics {
+            inv.key(self.keys.subs(tenant, topic)).arg(topic.as_str());
+        }
+        let reply: Value = inv
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        match reply {
+            Value::Int(-1) => Err(StoreError::UnknownConnection),
+            Value::Int(-2) => Err(StoreError::TooManySubscriptions {
+                limit: self.limits.max_subscriptions,
+            }),
+            other => Self::topics_from(
+                redis::from_redis_value(other).map_err(|_| corrupt("subscription list"))?,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn register(&self, c: &Connection) -> StoreResult<Registered> {
+        let (t, k) = (&c.tenant_id, &self.keys);
+        let mut conn = self.conn().await?;
+        let (user_connections, came_online, tenant_was_empty): (usize, u8, u8) = REGISTER
+            .key(k.conn(t, &c.id))
+            .key(k.conns(t))
+            .key(k.user(t, &c.user_id))
+            .key(k.online(t))
+            .key(k.presence(t, &c.user_id))
+            .arg(c.id.as_str())
+            .arg(c.user_id.as_str())
+            .arg(c.role.as_str())
+            .arg(&c.endpoint)
+            .arg(c.connected_at)
+            .arg(Self::millis(self.limits.presence_ttl))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if tenant_was_empty == 1 {
+            // The tenant list lives outside the tenant's slot, so it cannot
+            // join the script; a tenant's first connection pays one more
+            // round trip, every other connection none.
+            redis::cmd("SADD")
+                .arg(k.tenants())
+                .arg(t.as_str())
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(Registered {
+            came_online: came_online == 1,
+            user_connections,
+        })
+    }
+
+    async fn unregister(
+        &self,
+        tenant: &TenantId,
+        conn_id: &ConnectionId,
+    ) -> StoreResult<Option<Unregistered>> {
+        let k = &self.keys;
+        let reply: Option<(String, usize)> = UNREGISTER
+            .key(k.conn(tenant, conn_id))
+            .key(k.conns(tenant))
+            .key(k.conn_subs(tenant, conn_id))
+            .key(k.online(tenant))
+            .arg(conn_id.as_str())
+            .arg(k.stem("user", tenant))
+            .arg(k.stem("presence", tenant))
+            .arg(k.stem("subs", tenant))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        reply
+            .map(|(user, left)| {
+                Ok(Unregistered {
+                    user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
+                    went_offline: left == 0,
+                })
+            })
+            .transpose()
+    }
+
+    async fn connection(
+        &self,
+        tenant: &TenantId,
+        conn_id: &ConnectionId,
+    ) -> StoreResult<Option<Connection>> {
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.conn(tenant, conn_id))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let field = |name: &str| {
+            fields
+                .get(name)
+                .cloned()
+                .ok_or_else(|| corrupt("connection record"))
+        };
+        Ok(Some(Connection {
+            id: conn_id.clone(),
+            tenant_id: tenant.clone(),
+            user_id: UserId::parse(field("user_id")?).map_err(|_| corrupt("user id"))?,
+            role: field("role")?.parse().map_err(|_| corrupt("role"))?,
+            endpoint: field("endpoint")?,
+            connected_at: field("connected_at")?
+                .parse()
+                .map_err(|_| corrupt("connected_at"))?,
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>> {
+        self.change_subscriptions(&SUBSCRIBE, tenant, conn, topics)
+            .await
+    }
+
+    async fn unsubscribe(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+    ) -> StoreResult<Vec<Topic>> {
+        self.change_subscriptions(&UNSUBSCRIBE, tenant, conn, topics)
+            .await
+    }
+
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+        let k = &self.keys;
+        let done: u8 = HEARTBEAT
+            .key(k.presence(tenant, user))
+            .key(k.online(tenant))
+            .key(k.user(tenant, user))
+            .arg(user.as_str())
+            .arg(crate::time::now_millis())
+            .arg(Self::millis(self.limits.presence_ttl))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(done == 1)
+    }
+
+    async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence> {
+        // Both keys share the tenant's slot: one pipelined round trip.
+        let (online, connections): (bool, usize) = redis::pipe()
+            .exists(self.keys.presence(tenant, user))
+            .scard(self.keys.user(tenant, user))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(Presence {
+            online,
+            connections,
+        })
+    }
+
+    async fn online_users(&self, tenant: &TenantId) -> StoreResult<Vec<UserId>> {
+        let raw: Vec<String> = ONLINE_USERS
+            .key(self.keys.online(tenant))
+            .arg(self.keys.stem("presence", tenant))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        let mut users = raw
+            .into_iter()
+            .map(|u| UserId::parse(u).map_err(|_| corrupt("user id")))
+            .collect::<StoreResult<Vec<_>>>()?;
+        users.sort();
+        Ok(users)
+    }
+
+    async fn connection_count(&self, tenant: &TenantId) -> StoreResult<usize> {
+        redis::cmd("SCARD")
+            .arg(self.keys.conns(tenant))
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn total_connections(&self) -> StoreResult<usize> {
+        let mut conn = self.conn().await?;
+        let tenants: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.tenants())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // Each tenant's set lives in its own slot; the counts are fetched
+        // concurrently (pipelined on one node, spread over a cluster).
+        let counts = futures::future::try_join_all(tenants.iter().map(|t| {
+            let mut conn = conn.clone();
+            let key = format!("{}:conns:{{{t}}}", self.keys.prefix());
+            async move {
+                redis::cmd("SCARD")
+                    .arg(key)
+                    .query_async::<usize>(&mut conn)
+                    .await
+            }
+        }))
+        .await
+        .map_err(unavailable)?;
+        Ok(counts.into_iter().sum())
+    }
+
+    async fn resolve(
+        &self,
+        tenant: &TenantId,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Resolution> {
+        let k = &self.keys;
+        let (target_key, mode, conn_arg) = match target {
+            Target::Tenant => (k.conns(tenant), "tenant", ""),
+            Target::User(u) => (k.user(tenant, u), "user", ""),
+            Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
+        };
+        let mut inv = RESOLVE.key(target_key);
+        for topic in event.topics() {
+            inv.key(k.subs(tenant, &topic));
+        }
+        inv.arg(mode).arg(k.stem("conn", tenant)).arg(conn_arg);
+        let flat: Vec<Value> = inv
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        let mut items = flat.into_iter();
+        let target_connections: usize = items
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .ok_or_else(|| corrupt("resolve reply"))?;
+        let strings: Vec<String> = items
+            .map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply")))
+            .collect::<StoreResult<_>>()?;
+        let recipients = strings
+            .chunks_exact(3)
+            .map(|r| {
+                Ok(Recipient {
+                    connection_id: ConnectionId::parse(r[0].as_str())
+                        .map_err(|_| corrupt("connection id"))?,
+                    user_id: UserId::parse(r[1].as_str()).map_err(|_| corrupt("user id"))?,
+                    endpoint: r[2].clone(),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Resolution {
+            recipients,
+            target_connections,
+        })
+    }
+
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<usize> {
+        OFFLINE_PUSH
+            .key(self.keys.offline(tenant, user))
+            .arg(message)
+            .arg(self.limits.offline_max_messages)
+            .arg(Self::millis(self.limits.offline_ttl))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn offline_peek(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        max: usize,
+    ) -> StoreResult<Vec<String>> {
+        if max == 0 {
+            return Ok(vec![]);
+        }
+        redis::cmd("LRANGE")
+            .arg(self.keys.offline(tenant, user))
+            .arg(0)
+            .arg(max as i64 - 1)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn offline_ack(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        delivered: &[String],
+    ) -> StoreResult<usize> {
+        if delivered.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = OFFLINE_ACK.key(self.keys.offline(tenant, user));
+        for m in delivered {
+            inv.arg(m.as_str());
+        }
+        inv.invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn().await?)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
