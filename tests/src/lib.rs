@@ -1,1 +1,215 @@
+//! The test harness: real `redis-server` processes on free ports, a 3-node
+//! Redis Cluster, the backends the store contract runs against, and the
+//! event fixtures.
+//!
+//! Servers are started once per test binary and shared by its tests; each
+//! test gets its own key prefix, so tests never see each other's keys and
+//! may run in parallel. A watchdog shell per server kills it when the test
+//! process exits (statics are never dropped, and a test that panics must
+//! not leak servers into CI).
 
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use switchboard::config::{Limits, RedisConfig};
+use switchboard::store::{Keys, MemoryStore, RedisStore, Store};
+
+/// How long a server gets to come up before the test fails.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `redis-server` child process.
+pub struct RedisServer {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on a free port.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        require_binary("redis-server")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port(extra.contains(&"--cluster-enabled"))?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--dir", dir.path().to_str().context("temp dir is not UTF-8")?])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        watchdog(child.id());
+        let server = RedisServer { child, port, _dir: dir };
+        wait_until(STARTUP_TIMEOUT, || redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG"))
+            .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three masters, no replicas, slots spread by `redis-cli --cluster create`.
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them into a cluster.
+    pub fn start() -> anyhow::Result<Self> {
+        require_binary("redis-cli")?;
+        let nodes = (0..3)
+            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+        }
+        for n in &nodes {
+            wait_until(STARTUP_TIMEOUT, || redis_cmd(n.port, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok")))
+                .with_context(|| format!("cluster node {} never reached cluster_state:ok", n.port))?;
+        }
+        Ok(RedisCluster { nodes })
+    }
+
+    /// Seed URLs of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// The standalone server shared by this test binary.
+pub fn shared_redis() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| RedisServer::start().expect("could not start redis-server"))
+}
+
+/// The cluster shared by this test binary.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start().expect("could not start a Redis Cluster"))
+}
+
+/// The three real backends the store contract runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `MemoryStore`.
+    Memory,
+    /// `RedisStore` on one `redis-server`.
+    Redis,
+    /// `RedisStore` on a 3-node Redis Cluster.
+    Cluster,
+}
+
+impl Backend {
+    /// A fresh, empty store: its own key prefix on the shared servers.
+    pub fn store(self, limits: Limits) -> Arc<dyn Store> {
+        self.store_with_prefix(&unique_prefix(), limits)
+    }
+
+    /// A store under a chosen prefix (to inspect its keys).
+    pub fn store_with_prefix(self, prefix: &str, limits: Limits) -> Arc<dyn Store> {
+        match self {
+            Backend::Memory => Arc::new(MemoryStore::new(limits)),
+            Backend::Redis => Arc::new(RedisStore::new(RedisConfig::single(shared_redis().url()), Keys::new(prefix), limits)),
+            Backend::Cluster => Arc::new(RedisStore::new(RedisConfig::cluster(shared_cluster().urls()), Keys::new(prefix), limits)),
+        }
+    }
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `redis-cli -p <port> <args>` and returns its output.
+pub fn redis_cmd(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        bail!("redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A port that is free now (and, for cluster nodes, whose bus port +10000 is too).
+fn free_port(with_bus: bool) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !with_bus {
+            return Ok(port);
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair found for a cluster node")
+}
+
+fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {timeout:?}")
+}
+
+/// Kills `pid` once this test process is gone.
+fn watchdog(pid: u32) {
+    let me = std::process::id();
+    let script = format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
+    let _ = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+}
+
+fn require_binary(name: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
+    if !found {
+        bail!("{name} is not installed: run `make test` (it installs redis-server and redis-tools), or `apt-get install redis-server redis-tools`");
+    }
+    Ok(())
+}
+
+/// Is something listening on this port?
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// The path of a fixture under `tests/fixtures/`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Parses a fixture under `tests/fixtures/events/` as an event type.
+pub fn event_fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = fixture_path(&format!("events/{name}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}

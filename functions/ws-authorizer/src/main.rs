@@ -1,1 +1,17 @@
-fn main() {}
+use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
+use switchboard::auth::Verifier;
+use switchboard::config::AuthConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    switchboard::telemetry::init();
+    let verifier = Verifier::new(&AuthConfig::from_env()?)?;
+    run(service_fn(|event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async {
+        // API Gateway turns an error whose message is exactly "Unauthorized" into a 401.
+        ws_authorizer::handle(&verifier, event.payload)
+            .await
+            .map_err(|e| Diagnostic { error_type: "Unauthorized".into(), error_message: e.to_string() })
+    }))
+    .await
+}

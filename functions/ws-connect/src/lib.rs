@@ -1,1 +1,77 @@
+//! `ws-connect`: the `$connect` route.
+//!
+//! Runs after the authorizer allowed the handshake. Records the connection
+//! with the `@connections` endpoint that reaches it, adds it to its tenant
+//! and user, marks the user online. The answer decides the handshake: 200
+//! accepts, anything else refuses it.
+//!
+//! API Gateway does not echo `Sec-WebSocket-Protocol`: when the client
+//! offered subprotocols (browsers carrying the token there), this handler
+//! names one in its response, or the browser would drop the connection.
+//!
+//! Offline messages are not delivered here: API Gateway refuses posts to a
+//! connection whose `$connect` has not returned. Clients send `sync`.
 
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use http::{HeaderMap, HeaderValue};
+use switchboard::Context;
+use switchboard::apigw::{self, response, response_with_headers};
+use switchboard::auth::selected_subprotocol;
+use switchboard::store::Connection;
+
+/// Handles one `$connect`.
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let rc = &event.request_context;
+    let request_id = rc.request_id.as_deref().unwrap_or("-");
+    let connection_id = match apigw::connection_id(rc) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "refusing $connect");
+            return response(400, None);
+        }
+    };
+    let identity = match apigw::identity(rc) {
+        Ok(id) => id,
+        Err(e) => {
+            // Only reachable when the route has no authorizer: never accept
+            // a connection we cannot attribute to a tenant.
+            tracing::error!(request_id, connection_id = %connection_id, error = %e, "refusing $connect: is the authorizer attached to the route?");
+            return response(403, None);
+        }
+    };
+    let Some(endpoint) = apigw::callback_endpoint(rc, &ctx.config) else {
+        tracing::error!(request_id, connection_id = %connection_id, "refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
+        return response(500, None);
+    };
+    let connected_at = if rc.connected_at > 0 { rc.connected_at } else { switchboard::time::now_millis() };
+    let conn = Connection {
+        id: connection_id,
+        tenant_id: identity.tenant_id,
+        user_id: identity.user_id,
+        role: identity.role,
+        endpoint,
+        connected_at,
+    };
+    match ctx.store.register(&conn).await {
+        Ok(registered) => {
+            tracing::info!(
+                request_id,
+                tenant_id = %conn.tenant_id,
+                user_id = %conn.user_id,
+                connection_id = %conn.id,
+                came_online = registered.came_online,
+                user_connections = registered.user_connections,
+                "connected"
+            );
+            let mut headers = HeaderMap::new();
+            if let Some(protocol) = selected_subprotocol(&event.headers).and_then(|p| HeaderValue::from_str(p).ok()) {
+                headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
+            }
+            response_with_headers(200, headers)
+        }
+        Err(e) => {
+            tracing::error!(request_id, tenant_id = %conn.tenant_id, connection_id = %conn.id, error = %e, "could not record the connection; refusing it");
+            response(500, None)
+        }
+    }
+}

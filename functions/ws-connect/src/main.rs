@@ -1,1 +1,14 @@
-fn main() {}
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use switchboard::Context;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    switchboard::telemetry::init();
+    let ctx = Context::for_function()?;
+    run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Error>(ws_connect::handle(&ctx, event.payload).await) }
+    }))
+    .await
+}

@@ -1,1 +1,48 @@
+//! `ws-disconnect`: the `$disconnect` route.
+//!
+//! Forgets the connection and its subscriptions; the user goes offline when
+//! it was their last connection. API Gateway sends `$disconnect` at most
+//! once and only on a best-effort basis, and the fan-out also removes
+//! connections it finds gone, so this handler is idempotent: a second call,
+//! or one for an unknown id, succeeds and changes nothing.
 
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use switchboard::Context;
+use switchboard::apigw::{self, response};
+
+/// Handles one `$disconnect`.
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let rc = &event.request_context;
+    let request_id = rc.request_id.as_deref().unwrap_or("-");
+    let (connection_id, tenant_id) = match (apigw::connection_id(rc), apigw::tenant_id(rc)) {
+        (Ok(c), Ok(t)) => (c, t),
+        (Err(e), _) | (_, Err(e)) => {
+            // Nothing was recorded for a connection without both: nothing to undo.
+            tracing::warn!(request_id, error = %e, "ignoring $disconnect");
+            return response(200, None);
+        }
+    };
+    match ctx.store.unregister(&tenant_id, &connection_id).await {
+        Ok(Some(gone)) => {
+            tracing::info!(
+                request_id,
+                tenant_id = %tenant_id,
+                user_id = %gone.user_id,
+                connection_id = %connection_id,
+                went_offline = gone.went_offline,
+                status = rc.disconnect_status_code,
+                reason = rc.disconnect_reason.as_deref().unwrap_or(""),
+                "disconnected"
+            );
+            response(200, None)
+        }
+        Ok(None) => {
+            tracing::debug!(request_id, tenant_id = %tenant_id, connection_id = %connection_id, "already gone");
+            response(200, None)
+        }
+        Err(e) => {
+            tracing::error!(request_id, tenant_id = %tenant_id, connection_id = %connection_id, error = %e, "could not forget the connection");
+            response(500, None)
+        }
+    }
+}

@@ -1,1 +1,97 @@
+//! `ws-message`: `$default` and the named routes (`subscribe`,
+//! `unsubscribe`, `ping`, `sync`, `publish`).
+//!
+//! Every frame gets exactly one reply, sent back as the route response
+//! (API Gateway's two-way route). A client mistake — bad JSON, a missing or
+//! unknown action, an unknown event name, an oversize frame — is answered
+//! with `{"type":"error","code","message"}` and a 200: the connection stays
+//! open and nothing changes. Only our own failures (the store unreachable)
+//! answer 500, still with an error reply the client can read.
+//!
+//! The action is read from the body, not from the route key, so the same
+//! handler serves `$default` and every named route.
 
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use switchboard::Context;
+use switchboard::apigw::{self, response};
+use switchboard::auth::Identity;
+use switchboard::ids::ConnectionId;
+use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
+use switchboard::store::StoreError;
+
+/// Handles one client frame.
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    let rc = &event.request_context;
+    let request_id = rc.request_id.as_deref().unwrap_or("-");
+    let caller = apigw::connection_id(rc).and_then(|c| Ok((c, apigw::identity(rc)?)));
+    let (connection_id, identity) = match caller {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!(request_id, error = %e, "message without a valid connection context");
+            return reply(500, &ProtocolError::new(None, ErrorCode::InternalError, "this connection has no identity; reconnect").into_reply());
+        }
+    };
+    let body = apigw::body_bytes(&event).unwrap_or_default();
+    let action = match ClientAction::parse(&body, ctx.config.limits.max_message_bytes) {
+        Ok(action) => action,
+        Err(e) => {
+            tracing::debug!(request_id, connection_id = %connection_id, code = e.code.as_str(), message = %e.message, "bad client message");
+            return reply(200, &e.into_reply());
+        }
+    };
+    let id = action.id().map(str::to_owned);
+    match dispatch(ctx, &identity, &connection_id, action).await {
+        Ok(answer) => reply(200, &answer),
+        Err(Failure::Client(e)) => reply(200, &e.into_reply()),
+        Err(Failure::Store(e)) => {
+            tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "store failure");
+            reply(500, &ProtocolError::new(id, ErrorCode::InternalError, "temporarily unable to serve this request; retry").into_reply())
+        }
+    }
+}
+
+enum Failure {
+    Client(ProtocolError),
+    Store(StoreError),
+}
+
+/// Store errors that are the client's doing become error replies; the rest
+/// are ours.
+fn classify(id: &Option<String>, e: StoreError) -> Failure {
+    match e {
+        StoreError::UnknownConnection => {
+            Failure::Client(ProtocolError::new(id.clone(), ErrorCode::UnknownConnection, "this connection is no longer registered; reconnect"))
+        }
+        StoreError::TooManySubscriptions { limit } => Failure::Client(ProtocolError::new(
+            id.clone(),
+            ErrorCode::TooManySubscriptions,
+            format!("at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""),
+        )),
+        other => Failure::Store(other),
+    }
+}
+
+async fn dispatch(ctx: &Context, who: &Identity, conn: &ConnectionId, action: ClientAction) -> Result<ServerReply, Failure> {
+    let tenant = &who.tenant_id;
+    match action {
+        ClientAction::Subscribe { id, topics } => match ctx.store.subscribe(tenant, conn, &topics).await {
+            Ok(events) => Ok(ServerReply::Subscribed { id, events }),
+            Err(e) => Err(classify(&id, e)),
+        },
+        ClientAction::Unsubscribe { id, topics } => match ctx.store.unsubscribe(tenant, conn, &topics).await {
+            Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
+            Err(e) => Err(classify(&id, e)),
+        },
+        ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id).await {
+            Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
+            Err(e) => Err(classify(&id, e)),
+        },
+        ClientAction::Sync { id } | ClientAction::Publish { id, .. } => {
+            Err(Failure::Client(ProtocolError::new(id, ErrorCode::NotImplemented, "sync and publish arrive with the fan-out; not available yet")))
+        }
+    }
+}
+
+fn reply(status: u16, answer: &ServerReply) -> ApiGatewayProxyResponse {
+    response(status, Some(answer.to_json()))
+}
