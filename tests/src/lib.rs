@@ -40,17 +40,37 @@ impl RedisServer {
         let dir = tempfile::tempdir()?;
         let port = free_port(extra.contains(&"--cluster-enabled"))?;
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .args(["--dir", dir.path().to_str().context("temp dir is not UTF-8")?])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .args([
+                "--dir",
+                dir.path().to_str().context("temp dir is not UTF-8")?,
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server")?;
         watchdog(child.id());
-        let server = RedisServer { child, port, _dir: dir };
-        wait_until(STARTUP_TIMEOUT, || redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG"))
-            .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
+        let server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until(STARTUP_TIMEOUT, || {
+            redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG")
+        })
+        .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
         Ok(server)
     }
 
@@ -78,9 +98,21 @@ impl RedisCluster {
     pub fn start() -> anyhow::Result<Self> {
         require_binary("redis-cli")?;
         let nodes = (0..3)
-            .map(|_| RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ])
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -89,11 +121,17 @@ impl RedisCluster {
             .output()
             .context("running redis-cli --cluster create")?;
         if !out.status.success() {
-            bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         for n in &nodes {
-            wait_until(STARTUP_TIMEOUT, || redis_cmd(n.port, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok")))
-                .with_context(|| format!("cluster node {} never reached cluster_state:ok", n.port))?;
+            wait_until(STARTUP_TIMEOUT, || {
+                redis_cmd(n.port, &["CLUSTER", "INFO"])
+                    .is_ok_and(|o| o.contains("cluster_state:ok"))
+            })
+            .with_context(|| format!("cluster node {} never reached cluster_state:ok", n.port))?;
         }
         Ok(RedisCluster { nodes })
     }
@@ -137,8 +175,16 @@ impl Backend {
     pub fn store_with_prefix(self, prefix: &str, limits: Limits) -> Arc<dyn Store> {
         match self {
             Backend::Memory => Arc::new(MemoryStore::new(limits)),
-            Backend::Redis => Arc::new(RedisStore::new(RedisConfig::single(shared_redis().url()), Keys::new(prefix), limits)),
-            Backend::Cluster => Arc::new(RedisStore::new(RedisConfig::cluster(shared_cluster().urls()), Keys::new(prefix), limits)),
+            Backend::Redis => Arc::new(RedisStore::new(
+                RedisConfig::single(shared_redis().url()),
+                Keys::new(prefix),
+                limits,
+            )),
+            Backend::Cluster => Arc::new(RedisStore::new(
+                RedisConfig::cluster(shared_cluster().urls()),
+                Keys::new(prefix),
+                limits,
+            )),
         }
     }
 }
@@ -150,9 +196,16 @@ pub fn unique_prefix() -> String {
 
 /// Runs `redis-cli -p <port> <args>` and returns its output.
 pub fn redis_cmd(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).stdin(Stdio::null()).output()?;
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
     if !out.status.success() {
-        bail!("redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "redis-cli {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -185,14 +238,23 @@ fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Res
 /// Kills `pid` once this test process is gone.
 fn watchdog(pid: u32) {
     let me = std::process::id();
-    let script = format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
-    let _ = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let script =
+        format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
 }
 
 fn require_binary(name: &str) -> anyhow::Result<()> {
-    let found = std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
     if !found {
-        bail!("{name} is not installed: run `make test` (it installs redis-server and redis-tools), or `apt-get install redis-server redis-tools`");
+        bail!(
+            "{name} is not installed: run `make test` (it installs redis-server and redis-tools), or `apt-get install redis-server redis-tools`"
+        );
     }
     Ok(())
 }
@@ -204,12 +266,117 @@ pub fn port_open(port: u16) -> bool {
 
 /// The path of a fixture under `tests/fixtures/`.
 pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Parses a fixture under `tests/fixtures/events/` as an event type.
 pub fn event_fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = fixture_path(&format!("events/{name}"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// Expands `async fn case(backend: Backend)` functions into one
+/// `#[tokio::test]` per backend, in a module per backend:
+///
+/// ```ignore
+/// backend_tests!(memory => Memory, redis_single => Redis; [case_a, case_b]);
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($($module:ident => $backend:ident),+ ; $cases:tt) => {
+        $( $crate::backend_tests!(@module $module $backend $cases); )+
+    };
+    (@module $module:ident $backend:ident [$($case:ident),* $(,)?]) => {
+        mod $module {
+            $( #[tokio::test] async fn $case() { super::$case($crate::Backend::$backend).await } )*
+        }
+    };
+}
+
+/// `redis-cli MONITOR` on one server: records the commands clients send,
+/// to count round trips. Commands run inside Lua scripts are reported by
+/// MONITOR as `[0 lua]` and are not round trips; they are kept apart.
+pub struct Monitor {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    port: u16,
+}
+
+/// What clients sent while a [`Monitor`] watched.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Commands sent by clients (each one a round trip, or part of a pipeline).
+    pub client: Vec<String>,
+    /// Commands executed inside scripts.
+    pub scripted: Vec<String>,
+}
+
+impl Monitor {
+    /// Attaches to the server on `port`; returns once MONITOR is active.
+    pub fn attach(port: u16) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "MONITOR"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(STARTUP_TIMEOUT)
+            .context("MONITOR did not start")?;
+        if first.trim() != "OK" {
+            bail!("MONITOR answered {first:?}");
+        }
+        Ok(Monitor { child, lines, port })
+    }
+
+    /// Everything observed since the last call, up to a marker this sends.
+    pub fn take(&mut self) -> anyhow::Result<Observed> {
+        let marker = format!("monitor-marker-{}", uuid::Uuid::new_v4().simple());
+        redis_cmd(self.port, &["ECHO", &marker])?;
+        let mut seen = Observed::default();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .context("MONITOR went quiet before the marker")?;
+            if line.contains(&marker) {
+                return Ok(seen);
+            }
+            // `1700000000.123456 [0 127.0.0.1:5555] "EVALSHA" "..."` or `[0 lua]`.
+            let Some((source, command)) = line.split_once("] ") else {
+                continue;
+            };
+            if source.ends_with("lua") {
+                seen.scripted.push(command.to_owned());
+            } else {
+                seen.client.push(command.to_owned());
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -20,7 +20,10 @@ use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply}
 use switchboard::store::StoreError;
 
 /// Handles one client frame.
-pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handle(
+    ctx: &Context,
+    event: ApiGatewayWebsocketProxyRequest,
+) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let caller = apigw::connection_id(rc).and_then(|c| Ok((c, apigw::identity(rc)?)));
@@ -28,7 +31,15 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
         Ok(pair) => pair,
         Err(e) => {
             tracing::error!(request_id, error = %e, "message without a valid connection context");
-            return reply(500, &ProtocolError::new(None, ErrorCode::InternalError, "this connection has no identity; reconnect").into_reply());
+            return reply(
+                500,
+                &ProtocolError::new(
+                    None,
+                    ErrorCode::InternalError,
+                    "this connection has no identity; reconnect",
+                )
+                .into_reply(),
+            );
         }
     };
     let body = apigw::body_bytes(&event).unwrap_or_default();
@@ -45,7 +56,15 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
         Err(Failure::Client(e)) => reply(200, &e.into_reply()),
         Err(Failure::Store(e)) => {
             tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "store failure");
-            reply(500, &ProtocolError::new(id, ErrorCode::InternalError, "temporarily unable to serve this request; retry").into_reply())
+            reply(
+                500,
+                &ProtocolError::new(
+                    id,
+                    ErrorCode::InternalError,
+                    "temporarily unable to serve this request; retry",
+                )
+                .into_reply(),
+            )
         }
     }
 }
@@ -59,35 +78,55 @@ enum Failure {
 /// are ours.
 fn classify(id: &Option<String>, e: StoreError) -> Failure {
     match e {
-        StoreError::UnknownConnection => {
-            Failure::Client(ProtocolError::new(id.clone(), ErrorCode::UnknownConnection, "this connection is no longer registered; reconnect"))
-        }
+        StoreError::UnknownConnection => Failure::Client(ProtocolError::new(
+            id.clone(),
+            ErrorCode::UnknownConnection,
+            "this connection is no longer registered; reconnect",
+        )),
         StoreError::TooManySubscriptions { limit } => Failure::Client(ProtocolError::new(
             id.clone(),
             ErrorCode::TooManySubscriptions,
-            format!("at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""),
+            format!(
+                "at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""
+            ),
         )),
         other => Failure::Store(other),
     }
 }
 
-async fn dispatch(ctx: &Context, who: &Identity, conn: &ConnectionId, action: ClientAction) -> Result<ServerReply, Failure> {
+async fn dispatch(
+    ctx: &Context,
+    who: &Identity,
+    conn: &ConnectionId,
+    action: ClientAction,
+) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     match action {
-        ClientAction::Subscribe { id, topics } => match ctx.store.subscribe(tenant, conn, &topics).await {
-            Ok(events) => Ok(ServerReply::Subscribed { id, events }),
-            Err(e) => Err(classify(&id, e)),
-        },
-        ClientAction::Unsubscribe { id, topics } => match ctx.store.unsubscribe(tenant, conn, &topics).await {
-            Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
-            Err(e) => Err(classify(&id, e)),
-        },
+        ClientAction::Subscribe { id, topics } => {
+            match ctx.store.subscribe(tenant, conn, &topics).await {
+                Ok(events) => Ok(ServerReply::Subscribed { id, events }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
+        ClientAction::Unsubscribe { id, topics } => {
+            match ctx.store.unsubscribe(tenant, conn, &topics).await {
+                Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
         ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id).await {
-            Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
+            Ok(_) => Ok(ServerReply::Pong {
+                id,
+                timestamp: switchboard::time::now_millis(),
+            }),
             Err(e) => Err(classify(&id, e)),
         },
         ClientAction::Sync { id } | ClientAction::Publish { id, .. } => {
-            Err(Failure::Client(ProtocolError::new(id, ErrorCode::NotImplemented, "sync and publish arrive with the fan-out; not available yet")))
+            Err(Failure::Client(ProtocolError::new(
+                id,
+                ErrorCode::NotImplemented,
+                "sync and publish arrive with the fan-out; not available yet",
+            )))
         }
     }
 }
