@@ -25,7 +25,6 @@
 //! | `JWT_LEEWAY_SECS` | `30` | clock skew allowed on `exp` |
 //! | `ALLOWED_ORIGINS` | empty = all | comma-separated Origin allowlist |
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -468,14 +467,14 @@ fn parse_bool(
     }
 }
 
-/// A lookup over a fixed map, for tests and tools.
-pub fn lookup_from(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
-    move |name| map.get(name).cloned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn lookup_from(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
+        move |name| map.get(name).cloned()
+    }
 
     fn cfg(pairs: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
         let map = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
@@ -620,6 +619,31 @@ mod tests {
         assert!(
             !format!("{ok:?}").contains(&long),
             "debug output must not show the secret"
+        );
+    }
+
+    #[test]
+    fn public_key_algorithm_is_detected_from_the_pem() {
+        let rsa = include_str!("../testdata/rsa-public.pem");
+        let ec = include_str!("../testdata/ec-public.pem");
+        assert!(matches!(
+            auth(&[("JWT_PUBLIC_KEY", rsa)]).unwrap().key,
+            JwtKey::Rs256Pem(_)
+        ));
+        assert!(matches!(
+            auth(&[("JWT_PUBLIC_KEY", ec)]).unwrap().key,
+            JwtKey::Es256Pem(_)
+        ));
+        // A PEM squeezed onto one line with literal \n, as env files do.
+        let one_line = ec.replace('\n', "\\n");
+        assert!(matches!(
+            auth(&[("JWT_PUBLIC_KEY", &one_line)]).unwrap().key,
+            JwtKey::Es256Pem(_)
+        ));
+        let err = auth(&[("JWT_PUBLIC_KEY", rsa), ("JWT_ALGORITHM", "HS512")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("JWT_ALGORITHM is HS512"),
+            "{err}"
         );
     }
 }

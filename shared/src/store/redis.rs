@@ -536,9 +536,13 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         // Each tenant's set lives in its own slot; the counts are fetched
         // concurrently (pipelined on one node, spread over a cluster).
+        let tenants = tenants
+            .into_iter()
+            .map(|t| TenantId::parse(t).map_err(|_| corrupt("tenant id")))
+            .collect::<StoreResult<Vec<_>>>()?;
         let counts = futures::future::try_join_all(tenants.iter().map(|t| {
             let mut conn = conn.clone();
-            let key = format!("{}:conns:{{{t}}}", self.keys.prefix());
+            let key = self.keys.conns(t);
             async move {
                 redis::cmd("SCARD")
                     .arg(key)
