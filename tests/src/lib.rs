@@ -32,13 +32,27 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a standalone server on a free port.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(&[])
+        Self::start_with(None, &[])
     }
 
-    fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+    /// Starts a standalone server on a given port (to restart one in place).
+    pub fn start_on(port: u16) -> anyhow::Result<Self> {
+        Self::start_with(Some(port), &[])
+    }
+
+    /// Stops the server now (as a crash or failover would).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn start_with(port: Option<u16>, extra: &[&str]) -> anyhow::Result<Self> {
         require_binary("redis-server")?;
         let dir = tempfile::tempdir()?;
-        let port = free_port(extra.contains(&"--cluster-enabled"))?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port(extra.contains(&"--cluster-enabled"))?,
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -99,14 +113,17 @@ impl RedisCluster {
         require_binary("redis-cli")?;
         let nodes = (0..3)
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
+                RedisServer::start_with(
+                    None,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let addrs: Vec<String> = nodes
