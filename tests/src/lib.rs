@@ -8,7 +8,7 @@
 //! process exits (statics are never dropped, and a test that panics must
 //! not leak servers into CI).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -274,11 +274,6 @@ fn require_binary(name: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Is something listening on this port?
-pub fn port_open(port: u16) -> bool {
-    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// The path of a fixture under `tests/fixtures/`.
