@@ -83,18 +83,29 @@ pub fn identity(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Identity
 }
 
 /// The `@connections` endpoint for this connection: the configured
-/// override, else `https://{domainName}/{stage}` as API Gateway documents.
+/// override, else `{proto}://{domainName}/{stage}` as API Gateway documents,
+/// where `proto` is the `X-Forwarded-Proto` the gateway set (`https` on AWS,
+/// `http` from the local emulator; anything else counts as `https`).
 pub fn callback_endpoint(
-    ctx: &ApiGatewayWebsocketProxyRequestContext,
+    event: &ApiGatewayWebsocketProxyRequest,
     config: &Config,
 ) -> Option<String> {
     if let Some(url) = &config.callback_endpoint {
         return Some(url.as_str().trim_end_matches('/').to_owned());
     }
+    let ctx = &event.request_context;
     let domain = ctx.domain_name.as_deref().filter(|d| !d.is_empty())?;
+    let scheme = match event
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("http") => "http",
+        _ => "https",
+    };
     match ctx.stage.as_deref().filter(|s| !s.is_empty()) {
-        Some(stage) => Some(format!("https://{domain}/{stage}")),
-        None => Some(format!("https://{domain}")),
+        Some(stage) => Some(format!("{scheme}://{domain}/{stage}")),
+        None => Some(format!("{scheme}://{domain}")),
     }
 }
 

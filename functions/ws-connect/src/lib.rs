@@ -42,7 +42,7 @@ pub async fn handle(
             return response(403, None);
         }
     };
-    let Some(endpoint) = apigw::callback_endpoint(rc, &ctx.config) else {
+    let Some(endpoint) = apigw::callback_endpoint(&event, &ctx.config) else {
         tracing::error!(request_id, connection_id = %connection_id, "refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
         return response(500, None);
     };

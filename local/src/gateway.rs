@@ -1,0 +1,640 @@
+//! The WebSocket gateway and the `@connections` management API, on one
+//! listener, as API Gateway serves them on one domain.
+//!
+//! A handshake runs the authorizer, then `$connect`; only a 2xx from
+//! `$connect` upgrades the connection (101), and `Sec-WebSocket-Protocol` is
+//! answered only when `$connect` returned one. Each live connection then has
+//! a reader (this module's `run_connection`, which routes frames to
+//! `ws-message` and enforces API Gateway's limits and timeouts) and a writer
+//! task fed by a queue, so a handler that posts to its own connection while
+//! its frame is being handled never waits on itself. Every end of a
+//! connection — client close, idle timeout, maximum duration, oversize
+//! frame, `DELETE @connections`, shutdown — runs `$disconnect` once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aws_lambda_events::encodings::Body as LambdaBody;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::events::{self, ConnectionInfo};
+use crate::functions::{Functions, Route, Verdict};
+
+/// API Gateway's WebSocket limits (its documented quotas by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame: 32 KB.
+    pub max_frame_bytes: usize,
+    /// Largest message (after reassembling frames), and largest
+    /// `@connections` POST: 128 KB.
+    pub max_message_bytes: usize,
+    /// A connection with no traffic from the client for this long is closed: 10 minutes.
+    pub idle_timeout: Duration,
+    /// No connection lives longer: 2 hours.
+    pub max_duration: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 32 * 1024,
+            max_message_bytes: 128 * 1024,
+            idle_timeout: Duration::from_secs(600),
+            max_duration: Duration::from_secs(7200),
+        }
+    }
+}
+
+/// `$request.body.<path>`: which field of a JSON message names the route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSelection {
+    path: Vec<String>,
+    routes: Vec<String>,
+}
+
+impl RouteSelection {
+    /// Parses an expression such as `$request.body.action`; `routes` are the
+    /// route keys that exist besides `$connect`, `$disconnect`, `$default`.
+    pub fn new(expression: &str, routes: Vec<String>) -> Result<Self, String> {
+        let rest = expression.strip_prefix("$request.body.").ok_or_else(|| {
+            format!("route selection expression '{expression}' must look like $request.body.action")
+        })?;
+        let path: Vec<String> = rest.split('.').map(str::to_owned).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "route selection expression '{expression}' has an empty field name"
+            ));
+        }
+        Ok(RouteSelection { path, routes })
+    }
+
+    /// The route key for a text message: the selected value when it names a
+    /// route, else `$default` (also for non-JSON bodies).
+    pub fn select(&self, body: &str) -> String {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+            return "$default".into();
+        };
+        let selected = self
+            .path
+            .iter()
+            .try_fold(&value, |v, key| v.get(key))
+            .and_then(|v| v.as_str());
+        match selected {
+            Some(key) if self.routes.iter().any(|r| r == key) => key.to_owned(),
+            _ => "$default".into(),
+        }
+    }
+}
+
+/// A connection the gateway holds.
+struct Live {
+    info: ConnectionInfo,
+    last_active_ms: AtomicI64,
+    outbound: mpsc::Sender<Message>,
+    close: mpsc::UnboundedSender<(u16, String)>,
+}
+
+impl Live {
+    fn touch(&self) {
+        self.last_active_ms
+            .store(switchboard::time::now_millis(), Ordering::Relaxed);
+    }
+}
+
+/// Frames waiting for a slow client before posts to it wait in turn.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// Everything the gateway's handlers share.
+pub struct Gateway {
+    pub(crate) info: events::Gateway,
+    pub(crate) limits: Limits,
+    pub(crate) route_selection: RouteSelection,
+    pub(crate) functions: Arc<dyn Functions>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    live: RwLock<HashMap<String, Arc<Live>>>,
+}
+
+impl Gateway {
+    /// A gateway with no connections yet.
+    pub fn new(
+        info: events::Gateway,
+        limits: Limits,
+        route_selection: RouteSelection,
+        functions: Arc<dyn Functions>,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Gateway {
+            info,
+            limits,
+            route_selection,
+            functions,
+            shutdown,
+            tasks,
+            live: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Live>> {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// How many connections are open.
+    pub fn connection_count(&self) -> usize {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The gateway's routes: the upgrade on `/` and `/{stage}`, and
+/// `@connections` with and without the stage prefix.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/", get(upgrade_root))
+        .route("/{stage}", get(upgrade_stage))
+        .route(
+            "/@connections/{id}",
+            get(get_connection)
+                .post(post_connection)
+                .delete(delete_connection),
+        )
+        .route(
+            "/{stage}/@connections/{id}",
+            get(|s, Path((stage, id)): Path<(String, String)>| {
+                staged(s, stage, id, get_connection)
+            })
+            .post(
+                |s, Path((stage, id)): Path<(String, String)>, body: Bytes| {
+                    staged(s, stage, id, |s, id| post_connection(s, id, body))
+                },
+            )
+            .delete(|s, Path((stage, id)): Path<(String, String)>| {
+                staged(s, stage, id, delete_connection)
+            }),
+        )
+        .with_state(gw)
+}
+
+// ----------------------------------------------------------------- handshake
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "message": message }))).into_response()
+}
+
+async fn upgrade_root(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    upgrade(gw, peer, req).await
+}
+
+async fn upgrade_stage(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stage): Path<String>,
+    req: Request,
+) -> Response {
+    if stage != gw.info.stage {
+        return plain(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    upgrade(gw, peer, req).await
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Response {
+    let headers = req.headers().clone();
+    if !header_has(&headers, header::UPGRADE, "websocket")
+        || !header_has(&headers, header::CONNECTION, "upgrade")
+    {
+        return plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket; connect with a WebSocket client (e.g. wscat -c ws://...)",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+    }
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec())
+    else {
+        return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    let mut query: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        query
+            .entry(k.into_owned())
+            .or_default()
+            .push(v.into_owned());
+    }
+    let mut info = ConnectionInfo {
+        id: events::new_connection_id(),
+        connected_at: switchboard::time::now_millis(),
+        source_ip: peer.ip().to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorizer: HashMap::new(),
+    };
+
+    match gw
+        .functions
+        .authorize(events::authorizer_request(
+            &gw.info, &info, &headers, &query,
+        ))
+        .await
+    {
+        Verdict::Allow(context) => info.authorizer = context,
+        Verdict::Unauthorized => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Verdict::Deny => return plain(StatusCode::FORBIDDEN, "Forbidden"),
+        Verdict::Failed(e) => {
+            tracing::error!(error = %e, "authorizer failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+    }
+
+    // API Gateway sends $connect the handshake as it came, plus the
+    // X-Forwarded-* headers of its own front end; ours is plain http.
+    let mut connect_headers = headers.clone();
+    connect_headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Ok(ip) = HeaderValue::from_str(&info.source_ip) {
+        connect_headers.insert("x-forwarded-for", ip);
+    }
+    let protocol = match gw
+        .functions
+        .route(
+            Route::Connect,
+            events::connect(&gw.info, &info, &connect_headers, &query),
+        )
+        .await
+    {
+        Ok(r) if (200..300).contains(&r.status_code) => {
+            r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned()
+        }
+        Ok(r) => {
+            let status = u16::try_from(r.status_code)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| s.as_u16() >= 400);
+            let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
+            return plain(status, status.canonical_reason().unwrap_or("Refused"));
+        }
+        Err(e) => {
+            tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+    };
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let gw2 = gw.clone();
+    gw.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run_connection(gw2, info, upgraded).await,
+            Err(e) => {
+                // $connect recorded it; the client vanished before the upgrade.
+                tracing::warn!(connection_id = %info.id, error = %e, "upgrade failed after $connect");
+                disconnect(&gw2, &info, 1006, "Connection closed abnormally").await;
+            }
+        }
+    });
+
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(&key));
+    if let Some(p) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    response
+        .body(Body::empty())
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"))
+}
+
+// ----------------------------------------------------------- live connection
+
+async fn run_connection(
+    gw: Arc<Gateway>,
+    info: ConnectionInfo,
+    upgraded: hyper::upgrade::Upgraded,
+) {
+    let mut config = WebSocketConfig::default();
+    config.max_frame_size = Some(gw.limits.max_frame_bytes);
+    config.max_message_size = Some(gw.limits.max_message_bytes);
+    // The default eagerly allocates 128 KiB per connection; idle
+    // connections are the common case, so start small and let it grow.
+    config.read_buffer_size = 4 * 1024;
+    config.write_buffer_size = 0;
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (sink, mut stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    let (close_tx, mut close_rx) = mpsc::unbounded_channel();
+    let live = Arc::new(Live {
+        info: info.clone(),
+        last_active_ms: AtomicI64::new(info.connected_at),
+        outbound: out_tx.clone(),
+        close: close_tx,
+    });
+    gw.live
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(info.id.clone(), live.clone());
+    let writer = tokio::spawn(write_loop(sink, out_rx));
+    tracing::debug!(connection_id = %info.id, "connection open");
+
+    let idle = sleep(gw.limits.idle_timeout);
+    let max = sleep(gw.limits.max_duration);
+    tokio::pin!(idle, max);
+    // (status, reason, send a close frame?)
+    let (status, reason, server_closes): (u16, String, bool) = loop {
+        tokio::select! {
+            _ = gw.shutdown.cancelled() => break (1001, "Going away".into(), true),
+            _ = &mut idle => break (1001, "Going away: idle timeout".into(), true),
+            _ = &mut max => break (1001, "Going away: maximum connection duration".into(), true),
+            Some((code, why)) = close_rx.recv() => break (code, why, true),
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    live.touch();
+                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
+                    let body = text.as_str().to_owned();
+                    let route_key = gw.route_selection.select(&body);
+                    handle_message(&gw, &info, &route_key, body, false, &out_tx).await;
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    live.touch();
+                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
+                    let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                    handle_message(&gw, &info, "$default", body, true, &out_tx).await;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    live.touch();
+                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, why) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, "Client-side close frame status not set".into()));
+                    break (code, why, false);
+                }
+                Some(Err(WsError::Capacity(e))) => {
+                    tracing::info!(connection_id = %info.id, error = %e, "frame or message over the limit");
+                    break (1009, "Message too big".into(), true);
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(connection_id = %info.id, error = %e, "connection broke");
+                    break (1006, "Connection closed abnormally".into(), false);
+                }
+                None => break (1006, "Connection closed abnormally".into(), false),
+            },
+        }
+    };
+
+    gw.live
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&info.id);
+    drop(live);
+    if server_closes {
+        let frame = CloseFrame {
+            code: CloseCode::from(status),
+            reason: reason.clone().into(),
+        };
+        let _ = out_tx.send(Message::Close(Some(frame))).await;
+    }
+    drop(out_tx);
+    // The writer ends once the queue is drained and closed; a client that
+    // stopped reading does not hold the connection open.
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(connection_id = %info.id, "writer did not finish in time");
+    }
+    disconnect(&gw, &info, status, &reason).await;
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<
+        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        Message,
+    >,
+    mut queue: mpsc::Receiver<Message>,
+) {
+    while let Some(message) = queue.recv().await {
+        let closing = matches!(message, Message::Close(_));
+        if sink.send(message).await.is_err() || closing {
+            break;
+        }
+    }
+    // Flushes a pending close reply when the client closed first.
+    let _ = sink.close().await;
+}
+
+async fn handle_message(
+    gw: &Gateway,
+    info: &ConnectionInfo,
+    route_key: &str,
+    body: String,
+    is_base64: bool,
+    out: &mpsc::Sender<Message>,
+) {
+    let event = events::message(&gw.info, info, route_key, body, is_base64);
+    let request_id = event.request_context.request_id.clone().unwrap_or_default();
+    let reply = match gw.functions.route(Route::Message, event).await {
+        // A two-way route: whatever body the integration returns goes back to the client.
+        Ok(response) => match response.body {
+            Some(LambdaBody::Text(text)) => Some(Message::Text(text.into())),
+            Some(LambdaBody::Binary(bytes)) => Some(Message::Binary(bytes.into())),
+            _ => None,
+        },
+        Err(e) => {
+            tracing::error!(connection_id = %info.id, error = %e, "message route failed");
+            let body = json!({"message": "Internal server error", "connectionId": info.id, "requestId": request_id});
+            Some(Message::Text(body.to_string().into()))
+        }
+    };
+    if let Some(message) = reply {
+        let _ = out.send(message).await;
+    }
+}
+
+async fn disconnect(gw: &Gateway, info: &ConnectionInfo, status: u16, reason: &str) {
+    tracing::debug!(connection_id = %info.id, status, reason, "connection closed");
+    if let Err(e) = gw
+        .functions
+        .route(
+            Route::Disconnect,
+            events::disconnect(&gw.info, info, status, reason),
+        )
+        .await
+    {
+        tracing::error!(connection_id = %info.id, error = %e, "$disconnect failed");
+    }
+}
+
+// -------------------------------------------------------------- @connections
+
+/// An error shaped as the AWS SDKs read it: the type in `x-amzn-ErrorType`
+/// (so `aws-sdk-apigatewaymanagement` surfaces e.g. `GoneException`), the
+/// text in `message`.
+fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
+    let mut r = (status, axum::Json(json!({ "message": message }))).into_response();
+    r.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    r
+}
+
+/// Why a management call cannot reach a connection.
+enum Unreachable {
+    /// The id is not a connection id at all: 400.
+    Malformed,
+    /// No open connection has it: 410, as for a closed one.
+    Gone,
+}
+
+impl IntoResponse for Unreachable {
+    fn into_response(self) -> Response {
+        match self {
+            Unreachable::Malformed => aws_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestException",
+                "Invalid connectionId",
+            ),
+            Unreachable::Gone => aws_error(StatusCode::GONE, "GoneException", ""),
+        }
+    }
+}
+
+fn lookup(gw: &Gateway, id: &str) -> Result<Arc<Live>, Unreachable> {
+    if switchboard::ids::ConnectionId::parse(id).is_err() {
+        return Err(Unreachable::Malformed);
+    }
+    gw.get(id).ok_or(Unreachable::Gone)
+}
+
+async fn staged<F, Fut>(
+    State(gw): State<Arc<Gateway>>,
+    stage: String,
+    id: String,
+    inner: F,
+) -> Response
+where
+    F: FnOnce(State<Arc<Gateway>>, Path<String>) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    if stage != gw.info.stage {
+        return aws_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+    }
+    inner(State(gw), Path(id)).await
+}
+
+async fn post_connection(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let live = match lookup(&gw, &id) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    if body.len() > gw.limits.max_message_bytes {
+        return aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLargeException",
+            &format!(
+                "Data is {} bytes; the limit is {}",
+                body.len(),
+                gw.limits.max_message_bytes
+            ),
+        );
+    }
+    let message = match String::from_utf8(body.to_vec()) {
+        Ok(text) => Message::Text(text.into()),
+        Err(raw) => Message::Binary(raw.into_bytes().into()),
+    };
+    if live.outbound.send(message).await.is_err() {
+        return Unreachable::Gone.into_response();
+    }
+    live.touch();
+    StatusCode::OK.into_response()
+}
+
+async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match lookup(&gw, &id) {
+        Ok(live) => axum::Json(json!({
+            "connectedAt": events::iso8601(live.info.connected_at),
+            "lastActiveAt": events::iso8601(live.last_active_ms.load(Ordering::Relaxed)),
+            "identity": { "sourceIp": live.info.source_ip, "userAgent": live.info.user_agent },
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+    match lookup(&gw, &id) {
+        Ok(live) => {
+            let _ = live.close.send((1000, "Connection deleted".into()));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_selection() {
+        let routes = vec!["subscribe".to_string(), "ping".to_string()];
+        let sel = RouteSelection::new("$request.body.action", routes.clone()).unwrap();
+        assert_eq!(sel.select(r#"{"action":"subscribe"}"#), "subscribe");
+        assert_eq!(sel.select(r#"{"action":"dance"}"#), "$default");
+        assert_eq!(sel.select(r#"{"action":7}"#), "$default");
+        assert_eq!(sel.select("not json"), "$default");
+        let nested = RouteSelection::new("$request.body.meta.kind", routes).unwrap();
+        assert_eq!(nested.select(r#"{"meta":{"kind":"ping"}}"#), "ping");
+        assert!(RouteSelection::new("$request.header.x", vec![]).is_err());
+        assert!(RouteSelection::new("$request.body.", vec![]).is_err());
+    }
+}

@@ -1,0 +1,310 @@
+//! `switchboard-local`: API Gateway's WebSocket API, its `@connections`
+//! management API and the HTTP API, on one machine.
+//!
+//! The emulator is a router over the handler libraries, not a second
+//! implementation: it turns WebSocket traffic into the `aws_lambda_events`
+//! values API Gateway would send and calls `ws-authorizer`, `ws-connect`,
+//! `ws-message` and `ws-disconnect` — in this process (the default), or
+//! through the Lambda Invoke API of `cargo lambda watch`
+//! (`--functions-url`) for hot reload. The HTTP API is the `api` crate's
+//! axum Router, the same one `lambda_http` runs in AWS.
+//!
+//! [`Emulator::start`] binds its listeners (port 0 is fine) and returns at
+//! once with their addresses, so tests own the sockets; [`Emulator::shutdown`]
+//! closes every connection with 1001, runs `$disconnect` for each and stops.
+
+pub mod events;
+pub mod functions;
+pub mod gateway;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::functions::{Functions, InProcess, Remote};
+pub use crate::gateway::{Limits, RouteSelection};
+
+/// The named routes besides `$connect`, `$disconnect` and `$default` (as in
+/// the SAM template); all of them are served by `ws-message`.
+pub const ROUTES: &[&str] = &["subscribe", "unsubscribe", "ping", "sync", "publish"];
+
+/// Where and how the emulator listens.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind both listeners to.
+    pub host: IpAddr,
+    /// WebSocket gateway and `@connections` port (0: any free port).
+    pub ws_port: u16,
+    /// HTTP API port (0: any free port).
+    pub http_port: u16,
+    /// Stage name: the gateway answers on `/` and `/{stage}`.
+    pub stage: String,
+    /// `domainName` in events (and so in callback endpoints); default: the bound `host:port`.
+    pub domain_name: Option<String>,
+    /// Route selection expression, `$request.body.action` by default.
+    pub route_selection: String,
+    /// API Gateway's limits.
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ws_port: 3001,
+            http_port: 3000,
+            stage: "local".into(),
+            domain_name: None,
+            route_selection: "$request.body.action".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Any free ports: what tests use.
+    pub fn ephemeral() -> Self {
+        Settings {
+            ws_port: 0,
+            http_port: 0,
+            ..Settings::default()
+        }
+    }
+}
+
+/// Who runs the functions.
+#[expect(clippy::large_enum_variant, reason = "built once at start-up")]
+pub enum Mode {
+    /// The handler libraries, in this process, over this context.
+    InProcess {
+        /// Store and configuration.
+        ctx: switchboard::Context,
+        /// Token verification for the authorizer and the HTTP API.
+        verifier: switchboard::auth::Verifier,
+    },
+    /// A Lambda Invoke API (`cargo lambda watch`) at this URL.
+    Remote {
+        /// e.g. `http://127.0.0.1:9000`.
+        functions_url: url::Url,
+    },
+}
+
+/// A running emulator.
+pub struct Emulator {
+    /// The WebSocket gateway and `@connections`.
+    pub ws_addr: SocketAddr,
+    /// The HTTP API.
+    pub http_addr: SocketAddr,
+    /// The stage.
+    pub stage: String,
+    gateway: Arc<gateway::Gateway>,
+    shutdown: CancellationToken,
+    servers: TaskTracker,
+}
+
+impl Emulator {
+    /// Binds both listeners and starts serving.
+    pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
+        let route_selection = RouteSelection::new(
+            &settings.route_selection,
+            ROUTES.iter().map(|r| r.to_string()).collect(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        if settings.stage.is_empty()
+            || !settings
+                .stage
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            anyhow::bail!(
+                "stage '{}' must be letters, digits, '-' or '_'",
+                settings.stage
+            );
+        }
+        let ws_listener = TcpListener::bind((settings.host, settings.ws_port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{} for WebSockets (is another emulator running? try --ws-port)", settings.host, settings.ws_port))?;
+        let http_listener = TcpListener::bind((settings.host, settings.http_port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} for the HTTP API (try --http-port)",
+                    settings.host, settings.http_port
+                )
+            })?;
+        let ws_addr = ws_listener.local_addr()?;
+        let http_addr = http_listener.local_addr()?;
+
+        let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
+            Mode::InProcess { ctx, verifier } => {
+                let api = api::router(ctx.clone(), verifier.clone());
+                (Arc::new(InProcess::new(ctx, verifier)), api)
+            }
+            Mode::Remote { functions_url } => {
+                let proxy = Router::new()
+                    .fallback(proxy_to_function_url)
+                    .with_state(ProxyTarget {
+                        client: reqwest::Client::new(),
+                        base: functions_url
+                            .join("lambda-url/api/")
+                            .context("functions URL")?,
+                    });
+                (Arc::new(Remote::new(functions_url)), proxy)
+            }
+        };
+
+        let shutdown = CancellationToken::new();
+        let info = events::Gateway {
+            domain_name: settings
+                .domain_name
+                .clone()
+                .unwrap_or_else(|| ws_addr.to_string()),
+            stage: settings.stage.clone(),
+            api_id: events::new_api_id(),
+        };
+        let gateway = Arc::new(gateway::Gateway::new(
+            info,
+            settings.limits.clone(),
+            route_selection,
+            functions,
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+
+        let servers = TaskTracker::new();
+        let ws_app =
+            gateway::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            if let Err(e) = axum::serve(ws_listener, ws_app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "gateway server stopped");
+            }
+        });
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            if let Err(e) = axum::serve(http_listener, http_api)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "HTTP API server stopped");
+            }
+        });
+        servers.close();
+        Ok(Emulator {
+            ws_addr,
+            http_addr,
+            stage: settings.stage,
+            gateway,
+            shutdown,
+            servers,
+        })
+    }
+
+    /// `ws://host:port/{stage}`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/{}", self.ws_addr, self.stage)
+    }
+
+    /// `http://host:port`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The `@connections` endpoint to give an SDK client: `http://host:port/{stage}`.
+    pub fn connections_endpoint(&self) -> String {
+        format!("http://{}/{}", self.ws_addr, self.stage)
+    }
+
+    /// Open WebSocket connections.
+    pub fn connection_count(&self) -> usize {
+        self.gateway.connection_count()
+    }
+
+    /// Cancelled when the emulator shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Closes every connection with 1001, runs `$disconnect` for each, stops
+    /// the listeners. Bounded: gives up waiting after 10 seconds.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let tasks = self.gateway.tasks.clone();
+        tasks.close();
+        let wait = async {
+            tasks.wait().await;
+            self.servers.wait().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some connections did not finish within 10 s");
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ProxyTarget {
+    client: reqwest::Client,
+    base: url::Url,
+}
+
+/// In `--functions-url` mode the HTTP API is forwarded to the `api`
+/// function's URL that `cargo lambda watch` serves (`/lambda-url/api/...`).
+async fn proxy_to_function_url(State(target): State<ProxyTarget>, req: Request) -> Response {
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().trim_start_matches('/').to_owned())
+        .unwrap_or_default();
+    let Ok(url) = target.base.join(&path_and_query) else {
+        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 6 * 1024 * 1024).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body over 6 MB (Lambda's limit)",
+        )
+            .into_response();
+    };
+    let mut forward = target.client.request(parts.method, url).body(body);
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != axum::http::header::HOST)
+    {
+        forward = forward.header(name, value);
+    }
+    match forward.send().await {
+        Ok(r) => {
+            let mut builder = Response::builder().status(r.status());
+            for (name, value) in r.headers() {
+                builder = builder.header(name, value);
+            }
+            let bytes = r.bytes().await.unwrap_or_default();
+            builder
+                .body(Body::from(bytes))
+                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+        }
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("the api function is not reachable: {e}"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,264 @@
+//! `switchboard-local`: run the emulator, or mint a development token.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::config::{AuthConfig, Config, JwtKey};
+use switchboard::telemetry::{LogFormat, init_with};
+use switchboard_local::{Emulator, Limits, Mode, Settings};
+
+/// The development secret: printed as such, refused in production mode.
+const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-local",
+    version,
+    about = "Switchboard's local emulator: API Gateway WebSocket, @connections and the HTTP API on one machine."
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a signed development token (HS256 with JWT_SECRET, or the dev default).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Tenant id (the `tenant_id` claim).
+    #[arg(long, default_value = "t1")]
+    tenant: String,
+    /// User id (the `sub` claim).
+    #[arg(long, default_value = "42")]
+    user: String,
+    /// admin, service, supervisor or agent.
+    #[arg(long, default_value = "agent")]
+    role: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    ttl_secs: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogArg {
+    Text,
+    Json,
+}
+
+/// Serving flags; each has an environment variable too. The functions read
+/// the usual variables (REDIS_URL, JWT_SECRET, KEY_PREFIX, ... see README).
+#[derive(Args)]
+struct Serve {
+    /// Address to bind to.
+    #[arg(long, env = "SWITCHBOARD_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// WebSocket gateway and @connections port.
+    #[arg(long, env = "WS_PORT", default_value_t = 3001)]
+    ws_port: u16,
+    /// HTTP API port.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 3000)]
+    http_port: u16,
+    /// Stage name: the gateway answers on / and /{stage}.
+    #[arg(long, env = "STAGE", default_value = "local")]
+    stage: String,
+    /// domainName in events and callback endpoints (default: the bound host:port).
+    #[arg(long, env = "DOMAIN_NAME")]
+    domain_name: Option<String>,
+    /// Route selection expression.
+    #[arg(
+        long,
+        env = "ROUTE_SELECTION_EXPRESSION",
+        default_value = "$request.body.action"
+    )]
+    route_selection: String,
+    /// Largest WebSocket frame in bytes (API Gateway: 32 KB).
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
+    max_frame_bytes: usize,
+    /// Largest WebSocket message and @connections POST in bytes (API Gateway: 128 KB).
+    #[arg(long, env = "GATEWAY_MAX_MESSAGE_BYTES", default_value_t = 128 * 1024)]
+    max_message_bytes: usize,
+    /// Idle timeout in seconds (API Gateway: 600).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Maximum connection duration in seconds (API Gateway: 7200).
+    #[arg(long, env = "MAX_CONNECTION_SECS", default_value_t = 7200)]
+    max_connection_secs: u64,
+    /// Send invocations to this Lambda Invoke API (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in-process.
+    #[arg(long, env = "FUNCTIONS_URL")]
+    functions_url: Option<url::Url>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogArg,
+    /// Production mode: refuse the development JWT secret.
+    #[arg(long, env = "SWITCHBOARD_PRODUCTION")]
+    production: bool,
+}
+
+/// The auth settings: from JWT_SECRET / JWT_PUBLIC_KEY when set, else the
+/// dev default (refused in production mode). Returns whether the default was used.
+fn auth_config(production: bool) -> anyhow::Result<(AuthConfig, bool)> {
+    let configured =
+        std::env::var_os("JWT_SECRET").is_some() || std::env::var_os("JWT_PUBLIC_KEY").is_some();
+    let (auth, dev) = if configured {
+        (AuthConfig::from_env()?, false)
+    } else {
+        (AuthConfig::hs256(DEV_JWT_SECRET), true)
+    };
+    let uses_dev_secret =
+        matches!(&auth.key, JwtKey::Hs256Secret(s) if s == DEV_JWT_SECRET.as_bytes());
+    if production && uses_dev_secret {
+        bail!(
+            "production mode refuses the development JWT secret: set JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY"
+        );
+    }
+    Ok((auth, dev || uses_dev_secret))
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let (auth, _) = auth_config(false)?;
+    let JwtKey::Hs256Secret(secret) = auth.key else {
+        bail!(
+            "with JWT_PUBLIC_KEY, tokens come from your identity provider; `token` signs only with JWT_SECRET (HS256)"
+        );
+    };
+    let identity = Identity {
+        tenant_id: args.tenant.parse().context("--tenant")?,
+        user_id: args.user.parse().context("--user")?,
+        role: args
+            .role
+            .parse::<Role>()
+            .map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+    };
+    println!("{}", mint_hs256(&secret, &identity, args.ttl_secs));
+    Ok(())
+}
+
+async fn serve(args: Serve) -> anyhow::Result<()> {
+    init_with(match args.log_format {
+        LogArg::Text => LogFormat::Text,
+        LogArg::Json => LogFormat::Json,
+    });
+    let settings = Settings {
+        host: args.host,
+        ws_port: args.ws_port,
+        http_port: args.http_port,
+        stage: args.stage,
+        domain_name: args.domain_name,
+        route_selection: args.route_selection,
+        limits: Limits {
+            max_frame_bytes: args.max_frame_bytes,
+            max_message_bytes: args.max_message_bytes,
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            max_duration: Duration::from_secs(args.max_connection_secs),
+        },
+    };
+    let (auth, dev_secret) = auth_config(args.production)?;
+    let (mode, store_line) = match args.functions_url {
+        Some(functions_url) => (
+            Mode::Remote {
+                functions_url: functions_url.clone(),
+            },
+            format!("functions at {functions_url} (cargo lambda watch)"),
+        ),
+        None => {
+            let config = Config::from_env()?;
+            let store_line = match &config.redis {
+                Some(r) => format!(
+                    "Redis{} store, functions in-process",
+                    if r.cluster { " Cluster" } else { "" }
+                ),
+                None => "memory store, functions in-process".to_owned(),
+            };
+            (
+                Mode::InProcess {
+                    ctx: switchboard::Context::from_config(config),
+                    verifier: Verifier::new(&auth)?,
+                },
+                store_line,
+            )
+        }
+    };
+    let emulator = Emulator::start(settings, mode).await?;
+    let sample = match &auth.key {
+        JwtKey::Hs256Secret(secret) => Some(mint_hs256(
+            secret,
+            &Identity {
+                tenant_id: "t1".parse()?,
+                user_id: "42".parse()?,
+                role: Role::Agent,
+            },
+            86_400,
+        )),
+        _ => None,
+    };
+    println!("switchboard-local is up ({store_line})");
+    println!("  WebSocket     {}", emulator.ws_url());
+    println!("  HTTP API      {}/v1/health", emulator.http_url());
+    println!(
+        "  @connections  {}/@connections/{{connectionId}}",
+        emulator.connections_endpoint()
+    );
+    if dev_secret {
+        println!(
+            "  JWT secret    development default \"{DEV_JWT_SECRET}\" (set JWT_SECRET to change it; refused with --production)"
+        );
+    }
+    println!(
+        "  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)"
+    );
+    if let Some(t) = sample {
+        println!(
+            "  Try it        wscat -c \"{}?token={t}\"",
+            emulator.ws_url()
+        );
+        println!(
+            "                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}"
+        );
+    }
+    println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
+
+    wait_for_signal().await;
+    println!(
+        "shutting down: closing {} connection(s)",
+        emulator.connection_count()
+    );
+    emulator.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(args)) => token(args),
+        None => serve(cli.serve).await,
+    };
+    if let Err(e) = result {
+        eprintln!("switchboard-local: {e:#}");
+        std::process::exit(2);
+    }
+}
