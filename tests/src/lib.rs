@@ -392,3 +392,122 @@ impl Drop for Monitor {
         let _ = self.child.wait();
     }
 }
+
+/// WebSocket clients for end-to-end tests: every wait is bounded.
+pub mod ws {
+    use std::time::Duration;
+
+    use futures::{SinkExt, StreamExt};
+    use serde_json::Value;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    /// A client connection.
+    pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+    /// The outcome of a handshake: the socket and the server's response, or
+    /// the error (`Error::Http(response)` for a refusal).
+    pub type Handshake = Result<(Ws, http::Response<Option<Vec<u8>>>), Error>;
+
+    /// The longest any single wait in a test may take.
+    pub const WAIT: Duration = Duration::from_secs(10);
+
+    /// Connects with extra handshake headers; returns the socket and the
+    /// server's handshake response (to check `Sec-WebSocket-Protocol`), or
+    /// the error — `Error::Http(response)` carries a refusal's status.
+    pub async fn connect(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Ws, http::Response<Option<Vec<u8>>>), Error> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| Error::ConnectionClosed)?
+    }
+
+    /// The HTTP status of a refused handshake.
+    pub fn refusal_status(result: Handshake) -> u16 {
+        match result {
+            Err(Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("expected a refusal, the handshake succeeded"),
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(ws: &mut Ws, text: impl Into<String>) {
+        let text: String = text.into();
+        tokio::time::timeout(WAIT, ws.send(Message::Text(text.into())))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    /// Sends a JSON message.
+    pub async fn send_json(ws: &mut Ws, value: Value) {
+        send_text(ws, value.to_string()).await;
+    }
+
+    /// The next text frame, parsed as JSON (pings and pongs skipped).
+    pub async fn next_json(ws: &mut Ws) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("no message within the wait");
+            match frame {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|_| Value::String(t.to_string()));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `message` and returns the next JSON reply.
+    pub async fn request(ws: &mut Ws, message: Value) -> Value {
+        send_json(ws, message).await;
+        next_json(ws).await
+    }
+
+    /// Waits for the server's close frame (skipping other frames).
+    pub async fn next_close(ws: &mut Ws) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("no close within the wait")
+            {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed instead of closing: {e}"),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// Polls `check` until it holds, for at most `ws::WAIT`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + ws::WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
