@@ -140,6 +140,7 @@ impl Remote {
     /// `X-Amz-Function-Error` header, or an error status) comes back as
     /// `Err(errorMessage)`.
     async fn invoke(&self, name: &str, payload: &impl serde::Serialize) -> Result<Value, String> {
+        let payload = api_gateway_json(payload)?;
         let url = self
             .base
             .join(&format!("2015-03-31/functions/{name}/invocations"))
@@ -147,7 +148,7 @@ impl Remote {
         let response = self
             .client
             .post(url)
-            .json(payload)
+            .json(&payload)
             .send()
             .await
             .map_err(|e| format!("invoking {name}: {e}"))?;
@@ -166,6 +167,21 @@ impl Remote {
         }
         Ok(body)
     }
+}
+
+/// The event as API Gateway puts it on the wire. `aws_lambda_events`
+/// serialises `queryStringParameters` with list values; API Gateway sends
+/// one string per key (the last one), so that is what goes out.
+fn api_gateway_json(event: &impl serde::Serialize) -> Result<Value, String> {
+    let mut value = serde_json::to_value(event).map_err(|e| e.to_string())?;
+    if let Some(Value::Object(params)) = value.get_mut("queryStringParameters") {
+        for v in params.values_mut() {
+            if let Value::Array(items) = v {
+                *v = items.pop().unwrap_or(Value::Null);
+            }
+        }
+    }
+    Ok(value)
 }
 
 #[async_trait]
