@@ -27,7 +27,13 @@ pub fn init() {
 /// Installs the global subscriber with a chosen format.
 pub fn init_with(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr (Lambda captures it like stdout), leaving stdout to
+    // program output such as the emulator's banner; colour only on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match format {
         // Lambda adds its own timestamps and request ids to every line.
         LogFormat::Json => builder
