@@ -114,6 +114,11 @@ impl Lab {
     async fn connection_count(&self) -> usize {
         self.ctx.store.connection_count(&tenant()).await.unwrap()
     }
+
+    /// Waits until `$disconnect` has forgotten every connection of the tenant.
+    async fn until_no_connections(&self, what: &str) {
+        eventually(what, || async { self.connection_count().await == 0 }).await;
+    }
 }
 
 fn sdk(endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
@@ -339,10 +344,8 @@ async fn an_oversize_frame_closes_with_1009_and_runs_disconnect() {
     .await;
     let close = next_close(&mut c).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1009);
-    eventually("$disconnect forgot the connection", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect forgot the connection")
+        .await;
     assert!(
         !lab.ctx
             .store
@@ -387,10 +390,7 @@ async fn an_oversize_message_in_small_frames_closes_with_1009() {
     .await
     .unwrap();
     assert_eq!(u16::from(next_close(&mut c).await.unwrap().code), 1009);
-    eventually("$disconnect ran", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect ran").await;
 }
 
 #[tokio::test]
@@ -416,10 +416,8 @@ async fn idle_connections_close_with_1001_and_run_disconnect() {
     // ...silence closes it.
     let close = next_close(&mut c).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
-    eventually("$disconnect forgot the connection", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect forgot the connection")
+        .await;
 }
 
 #[tokio::test]
@@ -437,10 +435,7 @@ async fn connections_end_at_the_maximum_duration() {
     let close = next_close(&mut c).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
     assert!(close.reason.contains("maximum"), "{}", close.reason);
-    eventually("$disconnect ran", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect ran").await;
 }
 
 #[tokio::test]
@@ -452,18 +447,13 @@ async fn client_close_runs_disconnect() {
         "pong"
     );
     c.close(None).await.unwrap();
-    eventually("$disconnect ran", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect ran").await;
     // A dropped TCP connection without a close frame too.
     let c2 = lab.client("43").await;
     eventually("connected", || async { lab.connection_count().await == 1 }).await;
     drop(c2);
-    eventually("$disconnect ran after an abrupt drop", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect ran after an abrupt drop")
+        .await;
 }
 
 #[tokio::test]
@@ -548,10 +538,7 @@ async fn connections_api_works_with_the_aws_sdk() {
         .await
         .unwrap();
     next_close(&mut c).await;
-    eventually("$disconnect ran", || async {
-        lab.connection_count().await == 0
-    })
-    .await;
+    lab.until_no_connections("$disconnect ran").await;
     let err = client
         .post_to_connection()
         .connection_id(&id)
