@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerRequestTypeRequest,
-    ApiGatewayCustomAuthorizerRequestTypeRequestIdentity, ApiGatewayWebsocketProxyRequest,
+    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerRequestTypeRequestIdentity,
+    ApiGatewayWebsocketProxyRequest,
 };
 use base64::Engine;
 use http::HeaderMap;
@@ -71,9 +71,7 @@ pub fn new_api_id() -> String {
 
 /// `26/Nov/2026:09:15:42 +0000`, API Gateway's `requestTime`.
 pub fn request_time(epoch_ms: i64) -> String {
-    let format = time::macros::format_description!(
-        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
-    );
+    let format = time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(epoch_ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&format).ok())
@@ -84,24 +82,16 @@ pub fn request_time(epoch_ms: i64) -> String {
 pub fn iso8601(epoch_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(epoch_ms) * 1_000_000)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
 
 fn query_map(
     query: &HashMap<String, Vec<String>>,
-) -> (
-    aws_lambda_events::query_map::QueryMap,
-    aws_lambda_events::query_map::QueryMap,
-) {
+) -> (aws_lambda_events::query_map::QueryMap, aws_lambda_events::query_map::QueryMap) {
     // API Gateway's single-value map keeps the last value of a repeated key.
-    let single: HashMap<String, String> = query
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.last()?.clone())))
-        .collect();
+    let single: HashMap<String, String> =
+        query.iter().filter_map(|(k, v)| Some((k.clone(), v.last()?.clone()))).collect();
     (single.into(), query.clone().into())
 }
 
@@ -115,16 +105,10 @@ pub fn authorizer_request(
     let now = switchboard::time::now_millis();
     let mut e = ApiGatewayCustomAuthorizerRequestTypeRequest::default();
     e.other.insert("type".into(), json!("REQUEST"));
-    e.method_arn = Some(format!(
-        "arn:aws:execute-api:local:000000000000:{}/{}/$connect",
-        gw.api_id, gw.stage
-    ));
+    e.method_arn = Some(format!("arn:aws:execute-api:local:000000000000:{}/{}/$connect", gw.api_id, gw.stage));
     e.headers = headers.clone();
     e.multi_value_headers = headers.clone();
-    (
-        e.query_string_parameters,
-        e.multi_value_query_string_parameters,
-    ) = query_map(query);
+    (e.query_string_parameters, e.multi_value_query_string_parameters) = query_map(query);
     let rc = &mut e.request_context;
     rc.stage = Some(gw.stage.clone());
     rc.request_id = Some(new_request_id());
@@ -190,10 +174,7 @@ pub fn connect(
     let mut e = route_event(gw, conn, "$connect", "CONNECT");
     e.headers = headers.clone();
     e.multi_value_headers = headers.clone();
-    (
-        e.query_string_parameters,
-        e.multi_value_query_string_parameters,
-    ) = query_map(query);
+    (e.query_string_parameters, e.multi_value_query_string_parameters) = query_map(query);
     e.is_base64_encoded = false;
     e
 }
@@ -214,12 +195,7 @@ pub fn message(
 }
 
 /// `$disconnect`, with the close code and reason.
-pub fn disconnect(
-    gw: &Gateway,
-    conn: &ConnectionInfo,
-    status: u16,
-    reason: &str,
-) -> ApiGatewayWebsocketProxyRequest {
+pub fn disconnect(gw: &Gateway, conn: &ConnectionInfo, status: u16, reason: &str) -> ApiGatewayWebsocketProxyRequest {
     let mut e = route_event(gw, conn, "$disconnect", "DISCONNECT");
     e.request_context.disconnect_status_code = Some(i64::from(status));
     e.request_context.disconnect_reason = Some(reason.to_owned());
@@ -235,11 +211,7 @@ mod tests {
         let id = new_connection_id();
         assert_eq!(id.len(), 16);
         assert!(id.ends_with('='));
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'='),
-            "{id}"
-        );
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'='), "{id}");
         assert!(switchboard::ids::ConnectionId::parse(&id).is_ok());
         assert_ne!(new_connection_id(), id);
         assert_eq!(new_api_id().len(), 10);
@@ -247,10 +219,7 @@ mod tests {
 
     #[test]
     fn times_have_api_gateway_formats() {
-        assert_eq!(
-            request_time(1_795_684_542_112),
-            "26/Nov/2026:09:15:42 +0000"
-        );
+        assert_eq!(request_time(1_795_684_542_112), "26/Nov/2026:09:15:42 +0000");
         assert_eq!(iso8601(1_795_684_542_112), "2026-11-26T09:15:42.112Z");
     }
 }

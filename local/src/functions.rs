@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
-    ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest,
+    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse, ApiGatewayProxyResponse,
+    ApiGatewayWebsocketProxyRequest,
 };
 use aws_lambda_events::iam::IamPolicyEffect;
 use serde_json::Value;
@@ -71,11 +71,7 @@ pub trait Functions: Send + Sync + 'static {
 /// must allow `execute-api:Invoke`; one `Deny` denies.
 fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> Verdict {
     let statements = &response.policy_document.statement;
-    if statements.is_empty()
-        || statements
-            .iter()
-            .any(|s| matches!(s.effect, IamPolicyEffect::Deny))
-    {
+    if statements.is_empty() || statements.iter().any(|s| matches!(s.effect, IamPolicyEffect::Deny)) {
         return Verdict::Deny;
     }
     match response.context {
@@ -130,10 +126,7 @@ pub struct Remote {
 impl Remote {
     /// Functions behind `base`, e.g. `http://127.0.0.1:9000`.
     pub fn new(base: url::Url) -> Self {
-        Remote {
-            client: reqwest::Client::new(),
-            base,
-        }
+        Remote { client: reqwest::Client::new(), base }
     }
 
     /// Invokes `name` with `payload`. A function error (the
@@ -141,28 +134,15 @@ impl Remote {
     /// `Err(errorMessage)`.
     async fn invoke(&self, name: &str, payload: &impl serde::Serialize) -> Result<Value, String> {
         let payload = api_gateway_json(payload)?;
-        let url = self
-            .base
-            .join(&format!("2015-03-31/functions/{name}/invocations"))
-            .map_err(|e| e.to_string())?;
-        let response = self
-            .client
-            .post(url)
-            .json(&payload)
-            .send()
-            .await
-            .map_err(|e| format!("invoking {name}: {e}"))?;
+        let url = self.base.join(&format!("2015-03-31/functions/{name}/invocations")).map_err(|e| e.to_string())?;
+        let response =
+            self.client.post(url).json(&payload).send().await.map_err(|e| format!("invoking {name}: {e}"))?;
         let function_error = response.headers().contains_key("x-amz-function-error");
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| format!("{name} answered something that is not JSON: {e}"))?;
+        let body: Value =
+            response.json().await.map_err(|e| format!("{name} answered something that is not JSON: {e}"))?;
         if function_error || !status.is_success() {
-            let message = body
-                .get("errorMessage")
-                .and_then(Value::as_str)
-                .unwrap_or("function error");
+            let message = body.get("errorMessage").and_then(Value::as_str).unwrap_or("function error");
             return Err(message.to_owned());
         }
         Ok(body)
@@ -188,12 +168,10 @@ fn api_gateway_json(event: &impl serde::Serialize) -> Result<Value, String> {
 impl Functions for Remote {
     async fn authorize(&self, event: ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict {
         match self.invoke("ws-authorizer", &event).await {
-            Ok(body) => {
-                match serde_json::from_value::<ApiGatewayCustomAuthorizerResponse<Value>>(body) {
-                    Ok(response) => verdict_from_policy(response),
-                    Err(e) => Verdict::Failed(format!("authorizer response is not a policy: {e}")),
-                }
-            }
+            Ok(body) => match serde_json::from_value::<ApiGatewayCustomAuthorizerResponse<Value>>(body) {
+                Ok(response) => verdict_from_policy(response),
+                Err(e) => Verdict::Failed(format!("authorizer response is not a policy: {e}")),
+            },
             Err(message) if message == "Unauthorized" => Verdict::Unauthorized,
             Err(message) => Verdict::Failed(message),
         }
@@ -205,11 +183,7 @@ impl Functions for Remote {
         event: ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, String> {
         let body = self.invoke(route.function_name(), &event).await?;
-        serde_json::from_value(body).map_err(|e| {
-            format!(
-                "{} answered something that is not a proxy response: {e}",
-                route.function_name()
-            )
-        })
+        serde_json::from_value(body)
+            .map_err(|e| format!("{} answered something that is not a proxy response: {e}", route.function_name()))
     }
 }

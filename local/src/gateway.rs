@@ -78,14 +78,12 @@ impl RouteSelection {
     /// Parses an expression such as `$request.body.action`; `routes` are the
     /// route keys that exist besides `$connect`, `$disconnect`, `$default`.
     pub fn new(expression: &str, routes: Vec<String>) -> Result<Self, String> {
-        let rest = expression.strip_prefix("$request.body.").ok_or_else(|| {
-            format!("route selection expression '{expression}' must look like $request.body.action")
-        })?;
+        let rest = expression
+            .strip_prefix("$request.body.")
+            .ok_or_else(|| format!("route selection expression '{expression}' must look like $request.body.action"))?;
         let path: Vec<String> = rest.split('.').map(str::to_owned).collect();
         if path.iter().any(|p| p.is_empty()) {
-            return Err(format!(
-                "route selection expression '{expression}' has an empty field name"
-            ));
+            return Err(format!("route selection expression '{expression}' has an empty field name"));
         }
         Ok(RouteSelection { path, routes })
     }
@@ -96,11 +94,7 @@ impl RouteSelection {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
             return "$default".into();
         };
-        let selected = self
-            .path
-            .iter()
-            .try_fold(&value, |v, key| v.get(key))
-            .and_then(|v| v.as_str());
+        let selected = self.path.iter().try_fold(&value, |v, key| v.get(key)).and_then(|v| v.as_str());
         match selected {
             Some(key) if self.routes.iter().any(|r| r == key) => key.to_owned(),
             _ => "$default".into(),
@@ -118,8 +112,7 @@ struct Live {
 
 impl Live {
     fn touch(&self) {
-        self.last_active_ms
-            .store(switchboard::time::now_millis(), Ordering::Relaxed);
+        self.last_active_ms.store(switchboard::time::now_millis(), Ordering::Relaxed);
     }
 }
 
@@ -147,23 +140,11 @@ impl Gateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        Gateway {
-            info,
-            limits,
-            route_selection,
-            functions,
-            shutdown,
-            tasks,
-            live: RwLock::new(HashMap::new()),
-        }
+        Gateway { info, limits, route_selection, functions, shutdown, tasks, live: RwLock::new(HashMap::new()) }
     }
 
     fn get(&self, id: &str) -> Option<Arc<Live>> {
-        self.live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
+        self.live.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
     /// How many connections are open.
@@ -178,25 +159,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/", get(upgrade_root))
         .route("/{stage}", get(upgrade_stage))
-        .route(
-            "/@connections/{id}",
-            get(get_connection)
-                .post(post_connection)
-                .delete(delete_connection),
-        )
+        .route("/@connections/{id}", get(get_connection).post(post_connection).delete(delete_connection))
         .route(
             "/{stage}/@connections/{id}",
-            get(|s, Path((stage, id)): Path<(String, String)>| {
-                staged(s, stage, id, get_connection)
-            })
-            .post(
-                |s, Path((stage, id)): Path<(String, String)>, body: Bytes| {
+            get(|s, Path((stage, id)): Path<(String, String)>| staged(s, stage, id, get_connection))
+                .post(|s, Path((stage, id)): Path<(String, String)>, body: Bytes| {
                     staged(s, stage, id, |s, id| post_connection(s, id, body))
-                },
-            )
-            .delete(|s, Path((stage, id)): Path<(String, String)>| {
-                staged(s, stage, id, delete_connection)
-            }),
+                })
+                .delete(|s, Path((stage, id)): Path<(String, String)>| staged(s, stage, id, delete_connection)),
         )
         .with_state(gw)
 }
@@ -238,51 +208,31 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 
 async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Response {
     let headers = req.headers().clone();
-    if !header_has(&headers, header::UPGRADE, "websocket")
-        || !header_has(&headers, header::CONNECTION, "upgrade")
-    {
+    if !header_has(&headers, header::UPGRADE, "websocket") || !header_has(&headers, header::CONNECTION, "upgrade") {
         return plain(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket; connect with a WebSocket client (e.g. wscat -c ws://...)",
         );
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v != "13")
-    {
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
     }
-    let Some(key) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| k.as_bytes().to_vec())
-    else {
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
     let mut query: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        query
-            .entry(k.into_owned())
-            .or_default()
-            .push(v.into_owned());
+        query.entry(k.into_owned()).or_default().push(v.into_owned());
     }
     let mut info = ConnectionInfo {
         id: events::new_connection_id(),
         connected_at: switchboard::time::now_millis(),
         source_ip: peer.ip().to_string(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
         authorizer: HashMap::new(),
     };
 
-    match gw
-        .functions
-        .authorize(events::authorizer_request(
-            &gw.info, &info, &headers, &query,
-        ))
-        .await
-    {
+    match gw.functions.authorize(events::authorizer_request(&gw.info, &info, &headers, &query)).await {
         Verdict::Allow(context) => info.authorizer = context,
         Verdict::Unauthorized => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
         Verdict::Deny => return plain(StatusCode::FORBIDDEN, "Forbidden"),
@@ -299,31 +249,23 @@ async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Respon
     if let Ok(ip) = HeaderValue::from_str(&info.source_ip) {
         connect_headers.insert("x-forwarded-for", ip);
     }
-    let protocol = match gw
-        .functions
-        .route(
-            Route::Connect,
-            events::connect(&gw.info, &info, &connect_headers, &query),
-        )
-        .await
-    {
-        Ok(r) if (200..300).contains(&r.status_code) => {
-            r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned()
-        }
-        Ok(r) => {
-            let status = u16::try_from(r.status_code)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(|s| s.as_u16() >= 400);
-            let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
-            return plain(status, status.canonical_reason().unwrap_or("Refused"));
-        }
-        Err(e) => {
-            tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
-        }
-    };
+    let protocol =
+        match gw.functions.route(Route::Connect, events::connect(&gw.info, &info, &connect_headers, &query)).await {
+            Ok(r) if (200..300).contains(&r.status_code) => r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned(),
+            Ok(r) => {
+                let status = u16::try_from(r.status_code)
+                    .ok()
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .filter(|s| s.as_u16() >= 400);
+                let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
+                return plain(status, status.canonical_reason().unwrap_or("Refused"));
+            }
+            Err(e) => {
+                tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+            }
+        };
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let gw2 = gw.clone();
@@ -346,18 +288,12 @@ async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Respon
     if let Some(p) = protocol {
         response = response.header(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
-    response
-        .body(Body::empty())
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"))
+    response.body(Body::empty()).unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"))
 }
 
 // ----------------------------------------------------------- live connection
 
-async fn run_connection(
-    gw: Arc<Gateway>,
-    info: ConnectionInfo,
-    upgraded: hyper::upgrade::Upgraded,
-) {
+async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
     let mut config = WebSocketConfig::default();
     config.max_frame_size = Some(gw.limits.max_frame_bytes);
     config.max_message_size = Some(gw.limits.max_message_bytes);
@@ -365,8 +301,7 @@ async fn run_connection(
     // connections are the common case, so start small and let it grow.
     config.read_buffer_size = 4 * 1024;
     config.write_buffer_size = 0;
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (sink, mut stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let (close_tx, mut close_rx) = mpsc::unbounded_channel();
@@ -376,10 +311,7 @@ async fn run_connection(
         outbound: out_tx.clone(),
         close: close_tx,
     });
-    gw.live
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(info.id.clone(), live.clone());
+    gw.live.write().unwrap_or_else(|p| p.into_inner()).insert(info.id.clone(), live.clone());
     let writer = tokio::spawn(write_loop(sink, out_rx));
     tracing::debug!(connection_id = %info.id, "connection open");
 
@@ -428,35 +360,23 @@ async fn run_connection(
         }
     };
 
-    gw.live
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&info.id);
+    gw.live.write().unwrap_or_else(|p| p.into_inner()).remove(&info.id);
     drop(live);
     if server_closes {
-        let frame = CloseFrame {
-            code: CloseCode::from(status),
-            reason: reason.clone().into(),
-        };
+        let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
         let _ = out_tx.send(Message::Close(Some(frame))).await;
     }
     drop(out_tx);
     // The writer ends once the queue is drained and closed; a client that
     // stopped reading does not hold the connection open.
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
         tracing::debug!(connection_id = %info.id, "writer did not finish in time");
     }
     disconnect(&gw, &info, status, &reason).await;
 }
 
 async fn write_loop(
-    mut sink: futures::stream::SplitSink<
-        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-        Message,
-    >,
+    mut sink: futures::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>,
     mut queue: mpsc::Receiver<Message>,
 ) {
     while let Some(message) = queue.recv().await {
@@ -499,14 +419,7 @@ async fn handle_message(
 
 async fn disconnect(gw: &Gateway, info: &ConnectionInfo, status: u16, reason: &str) {
     tracing::debug!(connection_id = %info.id, status, reason, "connection closed");
-    if let Err(e) = gw
-        .functions
-        .route(
-            Route::Disconnect,
-            events::disconnect(&gw.info, info, status, reason),
-        )
-        .await
-    {
+    if let Err(e) = gw.functions.route(Route::Disconnect, events::disconnect(&gw.info, info, status, reason)).await {
         tracing::error!(connection_id = %info.id, error = %e, "$disconnect failed");
     }
 }
@@ -518,8 +431,7 @@ async fn disconnect(gw: &Gateway, info: &ConnectionInfo, status: u16, reason: &s
 /// text in `message`.
 fn aws_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
     let mut r = (status, axum::Json(json!({ "message": message }))).into_response();
-    r.headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    r.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static(error_type));
     r
 }
 
@@ -534,11 +446,7 @@ enum Unreachable {
 impl IntoResponse for Unreachable {
     fn into_response(self) -> Response {
         match self {
-            Unreachable::Malformed => aws_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestException",
-                "Invalid connectionId",
-            ),
+            Unreachable::Malformed => aws_error(StatusCode::BAD_REQUEST, "BadRequestException", "Invalid connectionId"),
             Unreachable::Gone => aws_error(StatusCode::GONE, "GoneException", ""),
         }
     }
@@ -551,12 +459,7 @@ fn lookup(gw: &Gateway, id: &str) -> Result<Arc<Live>, Unreachable> {
     gw.get(id).ok_or(Unreachable::Gone)
 }
 
-async fn staged<F, Fut>(
-    State(gw): State<Arc<Gateway>>,
-    stage: String,
-    id: String,
-    inner: F,
-) -> Response
+async fn staged<F, Fut>(State(gw): State<Arc<Gateway>>, stage: String, id: String, inner: F) -> Response
 where
     F: FnOnce(State<Arc<Gateway>>, Path<String>) -> Fut,
     Fut: std::future::Future<Output = Response>,
@@ -567,11 +470,7 @@ where
     inner(State(gw), Path(id)).await
 }
 
-async fn post_connection(
-    State(gw): State<Arc<Gateway>>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn post_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
     let live = match lookup(&gw, &id) {
         Ok(l) => l,
         Err(e) => return e.into_response(),
@@ -580,11 +479,7 @@ async fn post_connection(
         return aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLargeException",
-            &format!(
-                "Data is {} bytes; the limit is {}",
-                body.len(),
-                gw.limits.max_message_bytes
-            ),
+            &format!("Data is {} bytes; the limit is {}", body.len(), gw.limits.max_message_bytes),
         );
     }
     let message = match String::from_utf8(body.to_vec()) {

@@ -74,11 +74,7 @@ impl Default for Settings {
 impl Settings {
     /// Any free ports: what tests use.
     pub fn ephemeral() -> Self {
-        Settings {
-            ws_port: 0,
-            http_port: 0,
-            ..Settings::default()
-        }
+        Settings { ws_port: 0, http_port: 0, ..Settings::default() }
     }
 }
 
@@ -115,33 +111,23 @@ pub struct Emulator {
 impl Emulator {
     /// Binds both listeners and starts serving.
     pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
-        let route_selection = RouteSelection::new(
-            &settings.route_selection,
-            ROUTES.iter().map(|r| r.to_string()).collect(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let route_selection =
+            RouteSelection::new(&settings.route_selection, ROUTES.iter().map(|r| r.to_string()).collect())
+                .map_err(anyhow::Error::msg)?;
         if settings.stage.is_empty()
-            || !settings
-                .stage
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !settings.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            anyhow::bail!(
-                "stage '{}' must be letters, digits, '-' or '_'",
-                settings.stage
-            );
+            anyhow::bail!("stage '{}' must be letters, digits, '-' or '_'", settings.stage);
         }
-        let ws_listener = TcpListener::bind((settings.host, settings.ws_port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{} for WebSockets (is another emulator running? try --ws-port)", settings.host, settings.ws_port))?;
-        let http_listener = TcpListener::bind((settings.host, settings.http_port))
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {}:{} for the HTTP API (try --http-port)",
-                    settings.host, settings.http_port
-                )
-            })?;
+        let ws_listener = TcpListener::bind((settings.host, settings.ws_port)).await.with_context(|| {
+            format!(
+                "cannot listen on {}:{} for WebSockets (is another emulator running? try --ws-port)",
+                settings.host, settings.ws_port
+            )
+        })?;
+        let http_listener = TcpListener::bind((settings.host, settings.http_port)).await.with_context(|| {
+            format!("cannot listen on {}:{} for the HTTP API (try --http-port)", settings.host, settings.http_port)
+        })?;
         let ws_addr = ws_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
 
@@ -151,24 +137,17 @@ impl Emulator {
                 (Arc::new(InProcess::new(ctx, verifier)), api)
             }
             Mode::Remote { functions_url } => {
-                let proxy = Router::new()
-                    .fallback(proxy_to_function_url)
-                    .with_state(ProxyTarget {
-                        client: reqwest::Client::new(),
-                        base: functions_url
-                            .join("lambda-url/api/")
-                            .context("functions URL")?,
-                    });
+                let proxy = Router::new().fallback(proxy_to_function_url).with_state(ProxyTarget {
+                    client: reqwest::Client::new(),
+                    base: functions_url.join("lambda-url/api/").context("functions URL")?,
+                });
                 (Arc::new(Remote::new(functions_url)), proxy)
             }
         };
 
         let shutdown = CancellationToken::new();
         let info = events::Gateway {
-            domain_name: settings
-                .domain_name
-                .clone()
-                .unwrap_or_else(|| ws_addr.to_string()),
+            domain_name: settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string()),
             stage: settings.stage.clone(),
             api_id: events::new_api_id(),
         };
@@ -182,35 +161,21 @@ impl Emulator {
         ));
 
         let servers = TaskTracker::new();
-        let ws_app =
-            gateway::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let ws_app = gateway::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         servers.spawn(async move {
-            if let Err(e) = axum::serve(ws_listener, ws_app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
+            if let Err(e) = axum::serve(ws_listener, ws_app).with_graceful_shutdown(stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "gateway server stopped");
             }
         });
         let stop = shutdown.clone();
         servers.spawn(async move {
-            if let Err(e) = axum::serve(http_listener, http_api)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
+            if let Err(e) = axum::serve(http_listener, http_api).with_graceful_shutdown(stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "HTTP API server stopped");
             }
         });
         servers.close();
-        Ok(Emulator {
-            ws_addr,
-            http_addr,
-            stage: settings.stage,
-            gateway,
-            shutdown,
-            servers,
-        })
+        Ok(Emulator { ws_addr, http_addr, stage: settings.stage, gateway, shutdown, servers })
     }
 
     /// `ws://host:port/{stage}`.
@@ -248,10 +213,7 @@ impl Emulator {
             tasks.wait().await;
             self.servers.wait().await;
         };
-        if tokio::time::timeout(Duration::from_secs(10), wait)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(10), wait).await.is_err() {
             tracing::warn!("shutdown: some connections did not finish within 10 s");
         }
     }
@@ -266,28 +228,17 @@ struct ProxyTarget {
 /// In `--functions-url` mode the HTTP API is forwarded to the `api`
 /// function's URL that `cargo lambda watch` serves (`/lambda-url/api/...`).
 async fn proxy_to_function_url(State(target): State<ProxyTarget>, req: Request) -> Response {
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().trim_start_matches('/').to_owned())
-        .unwrap_or_default();
+    let path_and_query =
+        req.uri().path_and_query().map(|p| p.as_str().trim_start_matches('/').to_owned()).unwrap_or_default();
     let Ok(url) = target.base.join(&path_and_query) else {
         return (StatusCode::BAD_REQUEST, "bad path").into_response();
     };
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 6 * 1024 * 1024).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body over 6 MB (Lambda's limit)",
-        )
-            .into_response();
+        return (StatusCode::PAYLOAD_TOO_LARGE, "body over 6 MB (Lambda's limit)").into_response();
     };
     let mut forward = target.client.request(parts.method, url).body(body);
-    for (name, value) in parts
-        .headers
-        .iter()
-        .filter(|(n, _)| *n != axum::http::header::HOST)
-    {
+    for (name, value) in parts.headers.iter().filter(|(n, _)| *n != axum::http::header::HOST) {
         forward = forward.header(name, value);
     }
     match forward.send().await {
@@ -297,14 +248,8 @@ async fn proxy_to_function_url(State(target): State<ProxyTarget>, req: Request) 
                 builder = builder.header(name, value);
             }
             let bytes = r.bytes().await.unwrap_or_default();
-            builder
-                .body(Body::from(bytes))
-                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+            builder.body(Body::from(bytes)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
-        Err(e) => (
-            StatusCode::BAD_GATEWAY,
-            format!("the api function is not reachable: {e}"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("the api function is not reachable: {e}")).into_response(),
     }
 }

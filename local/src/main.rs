@@ -75,11 +75,7 @@ struct Serve {
     #[arg(long, env = "DOMAIN_NAME")]
     domain_name: Option<String>,
     /// Route selection expression.
-    #[arg(
-        long,
-        env = "ROUTE_SELECTION_EXPRESSION",
-        default_value = "$request.body.action"
-    )]
+    #[arg(long, env = "ROUTE_SELECTION_EXPRESSION", default_value = "$request.body.action")]
     route_selection: String,
     /// Largest WebSocket frame in bytes (API Gateway: 32 KB).
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 32 * 1024)]
@@ -107,19 +103,12 @@ struct Serve {
 /// The auth settings: from JWT_SECRET / JWT_PUBLIC_KEY when set, else the
 /// dev default (refused in production mode). Returns whether the default was used.
 fn auth_config(production: bool) -> anyhow::Result<(AuthConfig, bool)> {
-    let configured =
-        std::env::var_os("JWT_SECRET").is_some() || std::env::var_os("JWT_PUBLIC_KEY").is_some();
-    let (auth, dev) = if configured {
-        (AuthConfig::from_env()?, false)
-    } else {
-        (AuthConfig::hs256(DEV_JWT_SECRET), true)
-    };
-    let uses_dev_secret =
-        matches!(&auth.key, JwtKey::Hs256Secret(s) if s == DEV_JWT_SECRET.as_bytes());
+    let configured = std::env::var_os("JWT_SECRET").is_some() || std::env::var_os("JWT_PUBLIC_KEY").is_some();
+    let (auth, dev) =
+        if configured { (AuthConfig::from_env()?, false) } else { (AuthConfig::hs256(DEV_JWT_SECRET), true) };
+    let uses_dev_secret = matches!(&auth.key, JwtKey::Hs256Secret(s) if s == DEV_JWT_SECRET.as_bytes());
     if production && uses_dev_secret {
-        bail!(
-            "production mode refuses the development JWT secret: set JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY"
-        );
+        bail!("production mode refuses the development JWT secret: set JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY");
     }
     Ok((auth, dev || uses_dev_secret))
 }
@@ -134,10 +123,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     let identity = Identity {
         tenant_id: args.tenant.parse().context("--tenant")?,
         user_id: args.user.parse().context("--user")?,
-        role: args
-            .role
-            .parse::<Role>()
-            .map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+        role: args.role.parse::<Role>().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
     };
     println!("{}", mint_hs256(&secret, &identity, args.ttl_secs));
     Ok(())
@@ -165,25 +151,17 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let (auth, dev_secret) = auth_config(args.production)?;
     let (mode, store_line) = match args.functions_url {
         Some(functions_url) => (
-            Mode::Remote {
-                functions_url: functions_url.clone(),
-            },
+            Mode::Remote { functions_url: functions_url.clone() },
             format!("functions at {functions_url} (cargo lambda watch)"),
         ),
         None => {
             let config = Config::from_env()?;
             let store_line = match &config.redis {
-                Some(r) => format!(
-                    "Redis{} store, functions in-process",
-                    if r.cluster { " Cluster" } else { "" }
-                ),
+                Some(r) => format!("Redis{} store, functions in-process", if r.cluster { " Cluster" } else { "" }),
                 None => "memory store, functions in-process".to_owned(),
             };
             (
-                Mode::InProcess {
-                    ctx: switchboard::Context::from_config(config),
-                    verifier: Verifier::new(&auth)?,
-                },
+                Mode::InProcess { ctx: switchboard::Context::from_config(config), verifier: Verifier::new(&auth)? },
                 store_line,
             )
         }
@@ -192,11 +170,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let sample = match &auth.key {
         JwtKey::Hs256Secret(secret) => Some(mint_hs256(
             secret,
-            &Identity {
-                tenant_id: "t1".parse()?,
-                user_id: "42".parse()?,
-                role: Role::Agent,
-            },
+            &Identity { tenant_id: "t1".parse()?, user_id: "42".parse()?, role: Role::Agent },
             86_400,
         )),
         _ => None,
@@ -204,34 +178,21 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     println!("switchboard-local is up ({store_line})");
     println!("  WebSocket     {}", emulator.ws_url());
     println!("  HTTP API      {}/v1/health", emulator.http_url());
-    println!(
-        "  @connections  {}/@connections/{{connectionId}}",
-        emulator.connections_endpoint()
-    );
+    println!("  @connections  {}/@connections/{{connectionId}}", emulator.connections_endpoint());
     if dev_secret {
         println!(
             "  JWT secret    development default \"{DEV_JWT_SECRET}\" (set JWT_SECRET to change it; refused with --production)"
         );
     }
-    println!(
-        "  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)"
-    );
+    println!("  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)");
     if let Some(t) = sample {
-        println!(
-            "  Try it        wscat -c \"{}?token={t}\"",
-            emulator.ws_url()
-        );
-        println!(
-            "                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}"
-        );
+        println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
+        println!("                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}");
     }
     println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
 
     wait_for_signal().await;
-    println!(
-        "shutting down: closing {} connection(s)",
-        emulator.connection_count()
-    );
+    println!("shutting down: closing {} connection(s)", emulator.connection_count());
     emulator.shutdown().await;
     Ok(())
 }
@@ -239,8 +200,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

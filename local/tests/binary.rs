@@ -28,19 +28,10 @@ impl Process {
     fn start(envs: &[(&str, &str)], args: &[&str]) -> Process {
         let mut cmd = Command::new(BIN);
         cmd.args(["--ws-port", "0", "--http-port", "0"]).args(args);
-        for var in [
-            "JWT_SECRET",
-            "JWT_PUBLIC_KEY",
-            "REDIS_URL",
-            "KEY_PREFIX",
-            "SWITCHBOARD_PRODUCTION",
-        ] {
+        for var in ["JWT_SECRET", "JWT_PUBLIC_KEY", "REDIS_URL", "KEY_PREFIX", "SWITCHBOARD_PRODUCTION"] {
             cmd.env_remove(var);
         }
-        cmd.envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.envs(envs.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn switchboard-local");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
@@ -51,10 +42,7 @@ impl Process {
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut lines = Vec::new();
-        while !lines
-            .iter()
-            .any(|l: &String| l.trim_start().starts_with("Stop"))
-        {
+        while !lines.iter().any(|l: &String| l.trim_start().starts_with("Stop")) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => lines.push(line),
@@ -75,11 +63,7 @@ impl Process {
     }
 
     fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok, "kill -TERM failed");
     }
 
@@ -105,12 +89,7 @@ impl Drop for Process {
 /// Runs the binary to completion (for `token` and refused start-ups).
 fn run(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    for var in [
-        "JWT_SECRET",
-        "JWT_PUBLIC_KEY",
-        "REDIS_URL",
-        "SWITCHBOARD_PRODUCTION",
-    ] {
+    for var in ["JWT_SECRET", "JWT_PUBLIC_KEY", "REDIS_URL", "SWITCHBOARD_PRODUCTION"] {
         cmd.env_remove(var);
     }
     let mut child = cmd
@@ -141,15 +120,8 @@ async fn a_newcomer_follows_the_printed_instructions() {
     let try_it = p.printed("Try it");
     let url = try_it.split('"').nth(1).expect("a quoted URL");
     let (mut client, _) = connect(url, &[]).await.expect("the printed URL connects");
-    let reply = request(
-        &mut client,
-        json!({"action": "subscribe", "events": ["call.incoming"]}),
-    )
-    .await;
-    assert_eq!(
-        reply,
-        json!({"type": "subscribed", "events": ["call.incoming"]})
-    );
+    let reply = request(&mut client, json!({"action": "subscribe", "events": ["call.incoming"]})).await;
+    assert_eq!(reply, json!({"type": "subscribed", "events": ["call.incoming"]}));
     let health = reqwest::get(p.printed("HTTP API")).await.unwrap();
     assert_eq!(health.status(), 200);
 
@@ -161,45 +133,20 @@ async fn a_newcomer_follows_the_printed_instructions() {
 
 #[tokio::test]
 async fn the_token_command_mints_what_the_emulator_accepts() {
-    let out = run(
-        &[("JWT_SECRET", SECRET)],
-        &[
-            "token",
-            "--tenant",
-            "acme",
-            "--user",
-            "7",
-            "--role",
-            "supervisor",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&[("JWT_SECRET", SECRET)], &["token", "--tenant", "acme", "--user", "7", "--role", "supervisor"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let p = Process::start(&[("JWT_SECRET", SECRET)], &[]);
     assert!(
         !p.lines.iter().any(|l| l.contains("development default")),
         "a configured secret is not called the default"
     );
-    let (mut client, _) = connect(&format!("{}?token={token}", p.printed("WebSocket")), &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        request(&mut client, json!({"action": "ping"})).await["type"],
-        "pong"
-    );
+    let (mut client, _) = connect(&format!("{}?token={token}", p.printed("WebSocket")), &[]).await.unwrap();
+    assert_eq!(request(&mut client, json!({"action": "ping"})).await["type"], "pong");
     // A token minted with another secret is refused.
     let other = run(&[], &["token"]);
     let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
-    assert_eq!(
-        ws::refusal_status(
-            connect(&format!("{}?token={other}", p.printed("WebSocket")), &[]).await
-        ),
-        401
-    );
+    assert_eq!(ws::refusal_status(connect(&format!("{}?token={other}", p.printed("WebSocket")), &[]).await), 401);
 
     let bad = run(&[], &["token", "--role", "root"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -210,30 +157,11 @@ async fn the_token_command_mints_what_the_emulator_accepts() {
 fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
     let out = run(&[], &["--production", "--ws-port", "0", "--http-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("production mode refuses the development JWT secret")
-    );
-    let out = run(
-        &[("REDIS_URL", "http://localhost")],
-        &["--ws-port", "0", "--http-port", "0"],
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("production mode refuses the development JWT secret"));
+    let out = run(&[("REDIS_URL", "http://localhost")], &["--ws-port", "0", "--http-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("REDIS_URL is not a redis:// or rediss:// URL")
-    );
-    let out = run(
-        &[],
-        &[
-            "--route-selection",
-            "$request.header.x",
-            "--ws-port",
-            "0",
-            "--http-port",
-            "0",
-        ],
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL is not a redis:// or rediss:// URL"));
+    let out = run(&[], &["--route-selection", "$request.header.x", "--ws-port", "0", "--http-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("route selection expression"));
     let help = run(&[], &["--help"]);
@@ -256,68 +184,28 @@ fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
 async fn two_processes_on_one_redis_reach_each_others_connections() {
     let redis_url = switchboard_tests::shared_redis().url();
     let prefix = switchboard_tests::unique_prefix();
-    let envs = [
-        ("JWT_SECRET", SECRET),
-        ("REDIS_URL", redis_url.as_str()),
-        ("KEY_PREFIX", prefix.as_str()),
-    ];
+    let envs = [("JWT_SECRET", SECRET), ("REDIS_URL", redis_url.as_str()), ("KEY_PREFIX", prefix.as_str())];
     let (a, b) = (Process::start(&envs, &[]), Process::start(&envs, &[]));
     let token = |user: &str| {
-        let out = run(
-            &[("JWT_SECRET", SECRET)],
-            &["token", "--tenant", "t1", "--user", user],
-        );
+        let out = run(&[("JWT_SECRET", SECRET)], &["token", "--tenant", "t1", "--user", user]);
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    let (mut on_a, _) = connect(
-        &format!("{}?token={}", a.printed("WebSocket"), token("alice")),
-        &[],
-    )
-    .await
-    .unwrap();
-    let (mut on_b, _) = connect(
-        &format!("{}?token={}", b.printed("WebSocket"), token("bob")),
-        &[],
-    )
-    .await
-    .unwrap();
+    let (mut on_a, _) = connect(&format!("{}?token={}", a.printed("WebSocket"), token("alice")), &[]).await.unwrap();
+    let (mut on_b, _) = connect(&format!("{}?token={}", b.printed("WebSocket"), token("bob")), &[]).await.unwrap();
     for c in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            request(c, json!({"action": "subscribe", "events": ["agent.*"]})).await["type"],
-            "subscribed"
-        );
+        assert_eq!(request(c, json!({"action": "subscribe", "events": ["agent.*"]})).await["type"], "subscribed");
     }
 
     // Whoever resolves the event finds both, each with its own endpoint, and
     // a plain POST to that endpoint reaches the connection.
-    let store = RedisStore::new(
-        RedisConfig::single(redis_url.clone()),
-        Keys::new(prefix.as_str()),
-        Limits::default(),
-    );
-    let resolved = store
-        .resolve(
-            &"t1".parse().unwrap(),
-            EventType::AgentLogin,
-            &Target::Tenant,
-        )
-        .await
-        .unwrap();
+    let store = RedisStore::new(RedisConfig::single(redis_url.clone()), Keys::new(prefix.as_str()), Limits::default());
+    let resolved = store.resolve(&"t1".parse().unwrap(), EventType::AgentLogin, &Target::Tenant).await.unwrap();
     assert_eq!(resolved.recipients.len(), 2);
     let http = reqwest::Client::new();
     for r in &resolved.recipients {
-        let printed = if r.user_id.as_str() == "alice" {
-            a.printed("@connections")
-        } else {
-            b.printed("@connections")
-        };
-        assert!(
-            printed.starts_with(&r.endpoint),
-            "{printed} vs {}",
-            r.endpoint
-        );
-        let id: String =
-            url::form_urlencoded::byte_serialize(r.connection_id.as_str().as_bytes()).collect();
+        let printed = if r.user_id.as_str() == "alice" { a.printed("@connections") } else { b.printed("@connections") };
+        assert!(printed.starts_with(&r.endpoint), "{printed} vs {}", r.endpoint);
+        let id: String = url::form_urlencoded::byte_serialize(r.connection_id.as_str().as_bytes()).collect();
         let status = http
             .post(format!("{}/@connections/{id}", r.endpoint))
             .body(format!("{{\"to\":\"{}\"}}", r.user_id))

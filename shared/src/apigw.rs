@@ -7,8 +7,7 @@
 //! never a panic.
 
 use aws_lambda_events::apigw::{
-    ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest,
-    ApiGatewayWebsocketProxyRequestContext,
+    ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest, ApiGatewayWebsocketProxyRequestContext,
 };
 use aws_lambda_events::encodings::Body;
 use http::HeaderMap;
@@ -40,20 +39,12 @@ pub enum EventError {
 }
 
 /// The connection id of the event.
-pub fn connection_id(
-    ctx: &ApiGatewayWebsocketProxyRequestContext,
-) -> Result<ConnectionId, EventError> {
-    let raw = ctx
-        .connection_id
-        .as_deref()
-        .ok_or_else(|| EventError::ConnectionId("missing".into()))?;
+pub fn connection_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<ConnectionId, EventError> {
+    let raw = ctx.connection_id.as_deref().ok_or_else(|| EventError::ConnectionId("missing".into()))?;
     ConnectionId::parse(raw).map_err(|e| EventError::ConnectionId(e.to_string()))
 }
 
-fn context_str<'a>(
-    ctx: &'a ApiGatewayWebsocketProxyRequestContext,
-    key: &str,
-) -> Result<&'a str, EventError> {
+fn context_str<'a>(ctx: &'a ApiGatewayWebsocketProxyRequestContext, key: &str) -> Result<&'a str, EventError> {
     match ctx.authorizer.fields.get(key) {
         Some(Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(EventError::Authorizer(format!("'{key}' is not a string"))),
@@ -63,43 +54,31 @@ fn context_str<'a>(
 
 /// The tenant, from the authorizer context alone (what `$disconnect` needs).
 pub fn tenant_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<TenantId, EventError> {
-    TenantId::parse(context_str(ctx, context_keys::TENANT_ID)?)
-        .map_err(|e| EventError::Authorizer(e.to_string()))
+    TenantId::parse(context_str(ctx, context_keys::TENANT_ID)?).map_err(|e| EventError::Authorizer(e.to_string()))
 }
 
 /// The caller, from the authorizer context.
 pub fn identity(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Identity, EventError> {
     let tenant_id = tenant_id(ctx)?;
-    let user_id = UserId::parse(context_str(ctx, context_keys::USER_ID)?)
-        .map_err(|e| EventError::Authorizer(e.to_string()))?;
+    let user_id =
+        UserId::parse(context_str(ctx, context_keys::USER_ID)?).map_err(|e| EventError::Authorizer(e.to_string()))?;
     let role: Role = context_str(ctx, context_keys::ROLE)?
         .parse()
         .map_err(|e: crate::auth::AuthError| EventError::Authorizer(e.to_string()))?;
-    Ok(Identity {
-        tenant_id,
-        user_id,
-        role,
-    })
+    Ok(Identity { tenant_id, user_id, role })
 }
 
 /// The `@connections` endpoint for this connection: the configured
 /// override, else `{proto}://{domainName}/{stage}` as API Gateway documents,
 /// where `proto` is the `X-Forwarded-Proto` the gateway set (`https` on AWS,
 /// `http` from the local emulator; anything else counts as `https`).
-pub fn callback_endpoint(
-    event: &ApiGatewayWebsocketProxyRequest,
-    config: &Config,
-) -> Option<String> {
+pub fn callback_endpoint(event: &ApiGatewayWebsocketProxyRequest, config: &Config) -> Option<String> {
     if let Some(url) = &config.callback_endpoint {
         return Some(url.as_str().trim_end_matches('/').to_owned());
     }
     let ctx = &event.request_context;
     let domain = ctx.domain_name.as_deref().filter(|d| !d.is_empty())?;
-    let scheme = match event
-        .headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
+    let scheme = match event.headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
         Some("http") => "http",
         _ => "https",
     };

@@ -77,9 +77,7 @@ pub struct Identity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No token in the header, the query string or the subprotocols.
-    #[error(
-        "no token: send Authorization: Bearer <jwt>, ?token=<jwt> or a Sec-WebSocket-Protocol entry"
-    )]
+    #[error("no token: send Authorization: Bearer <jwt>, ?token=<jwt> or a Sec-WebSocket-Protocol entry")]
     MissingToken,
     /// Not a JWT, or its claims are not the right types.
     #[error("malformed token: {0}")]
@@ -164,22 +162,11 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// Builds the verifier; fails when the key cannot be used.
     pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let bad_key =
-            |_| ConfigError::new("JWT_PUBLIC_KEY", "could not be loaded as a PEM public key");
+        let bad_key = |_| ConfigError::new("JWT_PUBLIC_KEY", "could not be loaded as a PEM public key");
         let (key, algorithm, name) = match &config.key {
-            JwtKey::Hs256Secret(secret) => {
-                (DecodingKey::from_secret(secret), Algorithm::HS256, "HS256")
-            }
-            JwtKey::Rs256Pem(pem) => (
-                DecodingKey::from_rsa_pem(pem).map_err(bad_key)?,
-                Algorithm::RS256,
-                "RS256",
-            ),
-            JwtKey::Es256Pem(pem) => (
-                DecodingKey::from_ec_pem(pem).map_err(bad_key)?,
-                Algorithm::ES256,
-                "ES256",
-            ),
+            JwtKey::Hs256Secret(secret) => (DecodingKey::from_secret(secret), Algorithm::HS256, "HS256"),
+            JwtKey::Rs256Pem(pem) => (DecodingKey::from_rsa_pem(pem).map_err(bad_key)?, Algorithm::RS256, "RS256"),
+            JwtKey::Es256Pem(pem) => (DecodingKey::from_ec_pem(pem).map_err(bad_key)?, Algorithm::ES256, "ES256"),
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_secs;
@@ -208,38 +195,26 @@ impl Verifier {
 
     /// Verifies `token` and returns the caller it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                    AuthError::WrongAlgorithm(self.algorithm)
-                }
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingClaim("exp"),
-                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
-                _ => AuthError::Malformed(e.to_string()),
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::WrongAlgorithm(self.algorithm),
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingClaim("exp"),
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+            _ => AuthError::Malformed(e.to_string()),
+        })?;
         let claims = data.claims;
         let tenant = claims.tenant_id.ok_or(AuthError::MissingTenant)?;
-        let tenant_id = TenantId::parse(tenant)
-            .map_err(|e| AuthError::InvalidClaim(format!("tenant_id claim: {e}")))?;
+        let tenant_id =
+            TenantId::parse(tenant).map_err(|e| AuthError::InvalidClaim(format!("tenant_id claim: {e}")))?;
         let sub = claims.sub.ok_or(AuthError::MissingClaim("sub"))?;
-        let user_id =
-            UserId::parse(sub).map_err(|e| AuthError::InvalidClaim(format!("sub claim: {e}")))?;
-        let role = claims
-            .role
-            .ok_or(AuthError::MissingClaim("role"))?
-            .parse()?;
-        Ok(Identity {
-            tenant_id,
-            user_id,
-            role,
-        })
+        let user_id = UserId::parse(sub).map_err(|e| AuthError::InvalidClaim(format!("sub claim: {e}")))?;
+        let role = claims.role.ok_or(AuthError::MissingClaim("role"))?.parse()?;
+        Ok(Identity { tenant_id, user_id, role })
     }
 
     /// Checks a browser's `Origin` against the allowlist. An empty allowlist
@@ -273,17 +248,11 @@ pub enum TokenSource {
 }
 
 /// Looks for a token in the header, the query string, then the subprotocols.
-pub fn extract_token<'a>(
-    headers: &'a HeaderMap,
-    query_token: Option<&'a str>,
-) -> Option<(&'a str, TokenSource)> {
+pub fn extract_token<'a>(headers: &'a HeaderMap, query_token: Option<&'a str>) -> Option<(&'a str, TokenSource)> {
     if let Some(token) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
@@ -292,9 +261,7 @@ pub fn extract_token<'a>(
     if let Some(token) = query_token.map(str::trim).filter(|t| !t.is_empty()) {
         return Some((token, TokenSource::Query));
     }
-    offered_subprotocols(headers)
-        .find(|p| looks_like_jwt(p))
-        .map(|t| (t, TokenSource::Subprotocol))
+    offered_subprotocols(headers).find(|p| looks_like_jwt(p)).map(|t| (t, TokenSource::Subprotocol))
 }
 
 /// The subprotocols a client offered, in order.
@@ -320,11 +287,7 @@ pub fn selected_subprotocol(headers: &HeaderMap) -> Option<&str> {
 fn looks_like_jwt(s: &str) -> bool {
     let parts: Vec<&str> = s.split('.').collect();
     parts.len() == 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 /// Signs an HS256 token for `identity`, valid for `ttl_secs`. For the
@@ -338,11 +301,7 @@ pub fn mint_hs256(secret: &[u8], identity: &Identity, ttl_secs: u64) -> String {
         exp: Some(jsonwebtoken::get_current_timestamp() + ttl_secs),
         ..Claims::default()
     };
-    sign(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
+    sign(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
 }
 
 /// Signs arbitrary claims (tests use it to build every kind of bad token).
@@ -372,11 +331,7 @@ mod tests {
     }
 
     fn hs(c: &Claims) -> String {
-        sign(
-            &Header::new(Algorithm::HS256),
-            c,
-            &EncodingKey::from_secret(SECRET),
-        )
+        sign(&Header::new(Algorithm::HS256), c, &EncodingKey::from_secret(SECRET))
     }
 
     #[test]
@@ -390,10 +345,7 @@ mod tests {
     #[test]
     fn each_failure_has_its_reason() {
         let v = verifier();
-        let expired = Claims {
-            exp: Some(jsonwebtoken::get_current_timestamp() - 3600),
-            ..claims()
-        };
+        let expired = Claims { exp: Some(jsonwebtoken::get_current_timestamp() - 3600), ..claims() };
         assert_eq!(v.verify(&hs(&expired)), Err(AuthError::Expired));
         let other_key = sign(
             &Header::new(Algorithm::HS256),
@@ -401,53 +353,19 @@ mod tests {
             &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
         );
         assert_eq!(v.verify(&other_key), Err(AuthError::BadSignature));
+        assert_eq!(v.verify(&hs(&Claims { tenant_id: None, ..claims() })), Err(AuthError::MissingTenant));
+        assert_eq!(v.verify(&hs(&Claims { sub: None, ..claims() })), Err(AuthError::MissingClaim("sub")));
+        assert_eq!(v.verify(&hs(&Claims { role: None, ..claims() })), Err(AuthError::MissingClaim("role")));
+        assert_eq!(v.verify(&hs(&Claims { exp: None, ..claims() })), Err(AuthError::MissingClaim("exp")));
         assert_eq!(
-            v.verify(&hs(&Claims {
-                tenant_id: None,
-                ..claims()
-            })),
-            Err(AuthError::MissingTenant)
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                sub: None,
-                ..claims()
-            })),
-            Err(AuthError::MissingClaim("sub"))
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                role: None,
-                ..claims()
-            })),
-            Err(AuthError::MissingClaim("role"))
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                exp: None,
-                ..claims()
-            })),
-            Err(AuthError::MissingClaim("exp"))
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                role: Some("root".into()),
-                ..claims()
-            })),
+            v.verify(&hs(&Claims { role: Some("root".into()), ..claims() })),
             Err(AuthError::InvalidRole("root".into()))
         );
         assert!(
             matches!(v.verify(&hs(&Claims { tenant_id: Some("a:b".into()), ..claims() })), Err(AuthError::InvalidClaim(m)) if m.contains("tenant"))
         );
-        assert!(matches!(
-            v.verify("not-a-token"),
-            Err(AuthError::Malformed(_))
-        ));
-        let hs384 = sign(
-            &Header::new(Algorithm::HS384),
-            &claims(),
-            &EncodingKey::from_secret(SECRET),
-        );
+        assert!(matches!(v.verify("not-a-token"), Err(AuthError::Malformed(_))));
+        let hs384 = sign(&Header::new(Algorithm::HS384), &claims(), &EncodingKey::from_secret(SECRET));
         assert_eq!(v.verify(&hs384), Err(AuthError::WrongAlgorithm("HS256")));
     }
 
@@ -457,46 +375,17 @@ mod tests {
         cfg.issuer = Some("https://idp.example".into());
         cfg.audience = Some("switchboard".into());
         let v = Verifier::new(&cfg).unwrap();
-        let good = Claims {
-            iss: Some("https://idp.example".into()),
-            aud: Some("switchboard".into()),
-            ..claims()
-        };
+        let good = Claims { iss: Some("https://idp.example".into()), aud: Some("switchboard".into()), ..claims() };
         assert!(v.verify(&hs(&good)).is_ok());
         assert_eq!(
-            v.verify(&hs(&Claims {
-                iss: Some("https://evil".into()),
-                ..good.clone()
-            })),
+            v.verify(&hs(&Claims { iss: Some("https://evil".into()), ..good.clone() })),
             Err(AuthError::WrongIssuer)
         );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                aud: Some("other".into()),
-                ..good.clone()
-            })),
-            Err(AuthError::WrongAudience)
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims {
-                iss: None,
-                ..good.clone()
-            })),
-            Err(AuthError::WrongIssuer)
-        );
-        assert_eq!(
-            v.verify(&hs(&Claims { aud: None, ..good })),
-            Err(AuthError::WrongAudience)
-        );
+        assert_eq!(v.verify(&hs(&Claims { aud: Some("other".into()), ..good.clone() })), Err(AuthError::WrongAudience));
+        assert_eq!(v.verify(&hs(&Claims { iss: None, ..good.clone() })), Err(AuthError::WrongIssuer));
+        assert_eq!(v.verify(&hs(&Claims { aud: None, ..good })), Err(AuthError::WrongAudience));
         // Without configuration, an aud in the token is not a reason to refuse.
-        assert!(
-            verifier()
-                .verify(&hs(&Claims {
-                    aud: Some("x".into()),
-                    ..claims()
-                }))
-                .is_ok()
-        );
+        assert!(verifier().verify(&hs(&Claims { aud: Some("x".into()), ..claims() })).is_ok());
     }
 
     #[test]
@@ -518,32 +407,14 @@ mod tests {
         let jwt = hs(&claims());
         let mut h = HeaderMap::new();
         assert_eq!(extract_token(&h, None), None);
-        h.insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_str(&format!("switchboard, {jwt}")).unwrap(),
-        );
-        assert_eq!(
-            extract_token(&h, None),
-            Some((jwt.as_str(), TokenSource::Subprotocol))
-        );
+        h.insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&format!("switchboard, {jwt}")).unwrap());
+        assert_eq!(extract_token(&h, None), Some((jwt.as_str(), TokenSource::Subprotocol)));
         assert_eq!(selected_subprotocol(&h), Some("switchboard"));
-        assert_eq!(
-            extract_token(&h, Some("q.q.q")),
-            Some(("q.q.q", TokenSource::Query))
-        );
-        h.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer a.b.c"),
-        );
-        assert_eq!(
-            extract_token(&h, Some("q.q.q")),
-            Some(("a.b.c", TokenSource::Header))
-        );
+        assert_eq!(extract_token(&h, Some("q.q.q")), Some(("q.q.q", TokenSource::Query)));
+        h.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer a.b.c"));
+        assert_eq!(extract_token(&h, Some("q.q.q")), Some(("a.b.c", TokenSource::Header)));
         let mut only = HeaderMap::new();
-        only.insert(
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_str(&jwt).unwrap(),
-        );
+        only.insert(http::header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(&jwt).unwrap());
         assert_eq!(selected_subprotocol(&only), Some(jwt.as_str()));
     }
 
@@ -563,11 +434,7 @@ mod tests {
             ),
         ];
         for (alg, public, private) in pairs {
-            let v = Verifier::new(&AuthConfig {
-                key: public,
-                ..AuthConfig::hs256(SECRET)
-            })
-            .unwrap();
+            let v = Verifier::new(&AuthConfig { key: public, ..AuthConfig::hs256(SECRET) }).unwrap();
             let token = sign(&Header::new(alg), &claims(), &private);
             assert_eq!(v.verify(&token).unwrap().user_id.as_str(), "42", "{alg:?}");
             // An HS256 token signed with the public key's bytes (the classic
@@ -578,11 +445,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify() {
-        let id = Identity {
-            tenant_id: "t9".parse().unwrap(),
-            user_id: "u1".parse().unwrap(),
-            role: Role::Service,
-        };
+        let id = Identity { tenant_id: "t9".parse().unwrap(), user_id: "u1".parse().unwrap(), role: Role::Service };
         assert_eq!(verifier().verify(&mint_hs256(SECRET, &id, 60)).unwrap(), id);
     }
 }

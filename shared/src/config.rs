@@ -43,10 +43,7 @@ pub struct ConfigError {
 impl ConfigError {
     /// `var` + a phrase such as "is not a number".
     pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            var,
-            problem: problem.into(),
-        }
+        ConfigError { var, problem: problem.into() }
     }
 }
 
@@ -76,11 +73,7 @@ impl RedisConfig {
 
     /// A cluster configuration from seed nodes, with default timeouts.
     pub fn cluster(urls: Vec<String>) -> Self {
-        RedisConfig {
-            urls,
-            cluster: true,
-            ..RedisConfig::single("")
-        }
+        RedisConfig { urls, cluster: true, ..RedisConfig::single("") }
     }
 }
 
@@ -172,10 +165,7 @@ impl AuthConfig {
         let algorithm = non_empty(get, "JWT_ALGORITHM").map(|a| a.to_ascii_uppercase());
         let key = match (secret, public_key) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "JWT_SECRET",
-                    "and JWT_PUBLIC_KEY are both set; set exactly one",
-                ));
+                return Err(ConfigError::new("JWT_SECRET", "and JWT_PUBLIC_KEY are both set; set exactly one"));
             }
             (None, None) => {
                 return Err(ConfigError::new(
@@ -193,10 +183,7 @@ impl AuthConfig {
                 if secret.len() < 32 {
                     return Err(ConfigError::new(
                         "JWT_SECRET",
-                        format!(
-                            "is {} bytes; at least 32 are needed for HS256",
-                            secret.len()
-                        ),
+                        format!("is {} bytes; at least 32 are needed for HS256", secret.len()),
                     ));
                 }
                 JwtKey::Hs256Secret(secret.into_bytes())
@@ -256,12 +243,7 @@ impl AuthConfig {
 }
 
 fn detect_pem_algorithm(pem: &[u8]) -> Result<JwtKey, ConfigError> {
-    let bad = || {
-        ConfigError::new(
-            "JWT_PUBLIC_KEY",
-            "is not a PEM-encoded RSA or EC (P-256) public key",
-        )
-    };
+    let bad = || ConfigError::new("JWT_PUBLIC_KEY", "is not a PEM-encoded RSA or EC (P-256) public key");
     if jsonwebtoken::DecodingKey::from_rsa_pem(pem).is_ok() {
         Ok(JwtKey::Rs256Pem(pem.to_vec()))
     } else if jsonwebtoken::DecodingKey::from_ec_pem(pem).is_ok() {
@@ -286,12 +268,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            redis: None,
-            key_prefix: "callcenter".into(),
-            limits: Limits::default(),
-            callback_endpoint: None,
-        }
+        Config { redis: None, key_prefix: "callcenter".into(), limits: Limits::default(), callback_endpoint: None }
     }
 }
 
@@ -307,12 +284,8 @@ impl Config {
         let redis = match non_empty(get, "REDIS_URL") {
             None => None,
             Some(raw) => {
-                let urls: Vec<String> = raw
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                let urls: Vec<String> =
+                    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
                 if urls.len() > 1 && !cluster {
                     return Err(ConfigError::new(
                         "REDIS_URL",
@@ -342,9 +315,7 @@ impl Config {
         };
         let key_prefix = non_empty(get, "KEY_PREFIX").unwrap_or_else(|| "callcenter".into());
         if key_prefix.len() > 64
-            || !key_prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || !key_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
             return Err(ConfigError::new(
                 "KEY_PREFIX",
@@ -353,63 +324,37 @@ impl Config {
         }
         let d = Limits::default();
         let limits = Limits {
-            presence_ttl: Duration::from_secs(positive(
-                get,
-                "PRESENCE_TTL_SECS",
-                d.presence_ttl.as_secs(),
-            )?),
-            offline_max_messages: positive(
-                get,
-                "OFFLINE_MAX_MESSAGES",
-                d.offline_max_messages as u64,
-            )? as usize,
-            offline_ttl: Duration::from_secs(positive(
-                get,
-                "OFFLINE_TTL_SECS",
-                d.offline_ttl.as_secs(),
-            )?),
-            max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)?
-                as usize,
-            max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)?
-                as usize,
+            presence_ttl: Duration::from_secs(positive(get, "PRESENCE_TTL_SECS", d.presence_ttl.as_secs())?),
+            offline_max_messages: positive(get, "OFFLINE_MAX_MESSAGES", d.offline_max_messages as u64)? as usize,
+            offline_ttl: Duration::from_secs(positive(get, "OFFLINE_TTL_SECS", d.offline_ttl.as_secs())?),
+            max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
+            max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
         };
         let callback_endpoint = match non_empty(get, "CALLBACK_ENDPOINT") {
             None => None,
             Some(raw) => {
-                let url = Url::parse(&raw)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+                let url =
+                    Url::parse(&raw).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
                 Some(url.ok_or_else(|| {
-                    ConfigError::new(
-                        "CALLBACK_ENDPOINT",
-                        format!("is not an http:// or https:// URL (got '{raw}')"),
-                    )
+                    ConfigError::new("CALLBACK_ENDPOINT", format!("is not an http:// or https:// URL (got '{raw}')"))
                 })?)
             }
         };
-        Ok(Config {
-            redis,
-            key_prefix,
-            limits,
-            callback_endpoint,
-        })
+        Ok(Config { redis, key_prefix, limits, callback_endpoint })
     }
 
     /// The Redis settings, for functions that cannot run without Redis.
     pub fn require_redis(&self) -> Result<&RedisConfig, ConfigError> {
         self.redis.as_ref().ok_or_else(|| {
-            ConfigError::new(
-                "REDIS_URL",
-                "is not set; functions keep their state in Redis (redis://host:6379)",
-            )
+            ConfigError::new("REDIS_URL", "is not set; functions keep their state in Redis (redis://host:6379)")
         })
     }
 }
 
 fn validate_redis_url(u: &str) -> Result<(), ConfigError> {
-    let parsed = Url::parse(u).ok().filter(|p| {
-        matches!(p.scheme(), "redis" | "rediss") && p.host_str().is_some_and(|h| !h.is_empty())
-    });
+    let parsed = Url::parse(u)
+        .ok()
+        .filter(|p| matches!(p.scheme(), "redis" | "rediss") && p.host_str().is_some_and(|h| !h.is_empty()));
     match parsed {
         Some(_) => Ok(()),
         // Do not echo the URL: it may carry a password.
@@ -421,9 +366,7 @@ fn validate_redis_url(u: &str) -> Result<(), ConfigError> {
 }
 
 fn non_empty(get: &dyn Fn(&str) -> Option<String>, var: &str) -> Option<String> {
-    get(var)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    get(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn parse_or<T: FromStr>(
@@ -434,17 +377,11 @@ fn parse_or<T: FromStr>(
 ) -> Result<T, ConfigError> {
     match non_empty(get, var) {
         None => Ok(default),
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| ConfigError::new(var, format!("is not {expected} (got '{raw}')"))),
+        Some(raw) => raw.parse().map_err(|_| ConfigError::new(var, format!("is not {expected} (got '{raw}')"))),
     }
 }
 
-fn positive(
-    get: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-    default: u64,
-) -> Result<u64, ConfigError> {
+fn positive(get: &dyn Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {
     let v = parse_or(get, var, default, "a positive whole number")?;
     if v == 0 {
         return Err(ConfigError::new(var, "must be greater than 0"));
@@ -452,18 +389,12 @@ fn positive(
     Ok(v)
 }
 
-fn parse_bool(
-    get: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<bool>, ConfigError> {
+fn parse_bool(get: &dyn Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<bool>, ConfigError> {
     match non_empty(get, var).map(|v| v.to_ascii_lowercase()) {
         None => Ok(None),
         Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
         Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
-        Some(v) => Err(ConfigError::new(
-            var,
-            format!("is not true or false (got '{v}')"),
-        )),
+        Some(v) => Err(ConfigError::new(var, format!("is not true or false (got '{v}')"))),
     }
 }
 
@@ -492,70 +423,35 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.key_prefix, "callcenter");
         assert_eq!(c.limits.presence_ttl, Duration::from_secs(300));
-        assert!(
-            c.require_redis()
-                .unwrap_err()
-                .to_string()
-                .starts_with("REDIS_URL is not set")
-        );
+        assert!(c.require_redis().unwrap_err().to_string().starts_with("REDIS_URL is not set"));
     }
 
     #[test]
     fn errors_name_the_variable_and_the_expectation() {
         let cases: &[(&[(&'static str, &str)], &str)] = &[
+            (&[("REDIS_URL", "http://x")], "REDIS_URL is not a redis:// or rediss:// URL"),
+            (&[("REDIS_URL", "redis://a:1,redis://b:2")], "REDIS_URL lists several nodes"),
+            (&[("REDIS_URL", "redis://a:1"), ("REDIS_CLUSTER", "maybe")], "REDIS_CLUSTER is not true or false"),
             (
-                &[("REDIS_URL", "http://x")],
-                "REDIS_URL is not a redis:// or rediss:// URL",
-            ),
-            (
-                &[("REDIS_URL", "redis://a:1,redis://b:2")],
-                "REDIS_URL lists several nodes",
-            ),
-            (
-                &[("REDIS_URL", "redis://a:1"), ("REDIS_CLUSTER", "maybe")],
-                "REDIS_CLUSTER is not true or false",
-            ),
-            (
-                &[
-                    ("REDIS_URL", "redis://a:1"),
-                    ("REDIS_RESPONSE_TIMEOUT_MS", "soon"),
-                ],
+                &[("REDIS_URL", "redis://a:1"), ("REDIS_RESPONSE_TIMEOUT_MS", "soon")],
                 "REDIS_RESPONSE_TIMEOUT_MS is not a number of milliseconds",
             ),
-            (
-                &[("PRESENCE_TTL_SECS", "0")],
-                "PRESENCE_TTL_SECS must be greater than 0",
-            ),
-            (
-                &[("OFFLINE_MAX_MESSAGES", "-3")],
-                "OFFLINE_MAX_MESSAGES is not a positive whole number",
-            ),
+            (&[("PRESENCE_TTL_SECS", "0")], "PRESENCE_TTL_SECS must be greater than 0"),
+            (&[("OFFLINE_MAX_MESSAGES", "-3")], "OFFLINE_MAX_MESSAGES is not a positive whole number"),
             (&[("KEY_PREFIX", "a{b}")], "KEY_PREFIX must be"),
-            (
-                &[("CALLBACK_ENDPOINT", "ftp://x")],
-                "CALLBACK_ENDPOINT is not an http:// or https:// URL",
-            ),
+            (&[("CALLBACK_ENDPOINT", "ftp://x")], "CALLBACK_ENDPOINT is not an http:// or https:// URL"),
         ];
         for (pairs, expected) in cases {
             let err = cfg(pairs).unwrap_err().to_string();
-            assert!(
-                err.starts_with(expected),
-                "{err:?} should start with {expected:?}"
-            );
+            assert!(err.starts_with(expected), "{err:?} should start with {expected:?}");
         }
-        let err = cfg(&[("REDIS_URL", "redis//:secretpw@host")])
-            .unwrap_err()
-            .to_string();
+        let err = cfg(&[("REDIS_URL", "redis//:secretpw@host")]).unwrap_err().to_string();
         assert!(!err.contains("secretpw"), "URLs may carry passwords: {err}");
     }
 
     #[test]
     fn redis_cluster_seeds() {
-        let c = cfg(&[
-            ("REDIS_URL", "redis://a:7000, redis://b:7001"),
-            ("REDIS_CLUSTER", "true"),
-        ])
-        .unwrap();
+        let c = cfg(&[("REDIS_URL", "redis://a:7000, redis://b:7001"), ("REDIS_CLUSTER", "true")]).unwrap();
         let r = c.require_redis().unwrap();
         assert!(r.cluster);
         assert_eq!(r.urls, vec!["redis://a:7000", "redis://b:7001"]);
@@ -565,24 +461,9 @@ mod tests {
     #[test]
     fn auth_errors() {
         let long = "s".repeat(32);
-        assert!(
-            auth(&[])
-                .unwrap_err()
-                .to_string()
-                .starts_with("JWT_SECRET is not set")
-        );
-        assert!(
-            auth(&[("JWT_SECRET", "short")])
-                .unwrap_err()
-                .to_string()
-                .contains("at least 32")
-        );
-        assert!(
-            auth(&[("JWT_SECRET", &long), ("JWT_PUBLIC_KEY", "x")])
-                .unwrap_err()
-                .to_string()
-                .contains("both set")
-        );
+        assert!(auth(&[]).unwrap_err().to_string().starts_with("JWT_SECRET is not set"));
+        assert!(auth(&[("JWT_SECRET", "short")]).unwrap_err().to_string().contains("at least 32"));
+        assert!(auth(&[("JWT_SECRET", &long), ("JWT_PUBLIC_KEY", "x")]).unwrap_err().to_string().contains("both set"));
         assert!(
             auth(&[("JWT_SECRET", &long), ("JWT_ALGORITHM", "RS256")])
                 .unwrap_err()
@@ -596,54 +477,27 @@ mod tests {
                 .starts_with("JWT_PUBLIC_KEY is not a PEM")
         );
         assert!(
-            auth(&[
-                ("JWT_SECRET", &long),
-                ("ALLOWED_ORIGINS", "app.example.com")
-            ])
-            .unwrap_err()
-            .to_string()
-            .starts_with("ALLOWED_ORIGINS entry")
+            auth(&[("JWT_SECRET", &long), ("ALLOWED_ORIGINS", "app.example.com")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("ALLOWED_ORIGINS entry")
         );
-        let ok = auth(&[
-            ("JWT_SECRET", &long),
-            (
-                "ALLOWED_ORIGINS",
-                "https://App.example.com/, http://localhost:5173",
-            ),
-        ])
-        .unwrap();
-        assert_eq!(
-            ok.allowed_origins,
-            vec!["https://app.example.com", "http://localhost:5173"]
-        );
-        assert!(
-            !format!("{ok:?}").contains(&long),
-            "debug output must not show the secret"
-        );
+        let ok = auth(&[("JWT_SECRET", &long), ("ALLOWED_ORIGINS", "https://App.example.com/, http://localhost:5173")])
+            .unwrap();
+        assert_eq!(ok.allowed_origins, vec!["https://app.example.com", "http://localhost:5173"]);
+        assert!(!format!("{ok:?}").contains(&long), "debug output must not show the secret");
     }
 
     #[test]
     fn public_key_algorithm_is_detected_from_the_pem() {
         let rsa = include_str!("../testdata/rsa-public.pem");
         let ec = include_str!("../testdata/ec-public.pem");
-        assert!(matches!(
-            auth(&[("JWT_PUBLIC_KEY", rsa)]).unwrap().key,
-            JwtKey::Rs256Pem(_)
-        ));
-        assert!(matches!(
-            auth(&[("JWT_PUBLIC_KEY", ec)]).unwrap().key,
-            JwtKey::Es256Pem(_)
-        ));
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", rsa)]).unwrap().key, JwtKey::Rs256Pem(_)));
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", ec)]).unwrap().key, JwtKey::Es256Pem(_)));
         // A PEM squeezed onto one line with literal \n, as env files do.
         let one_line = ec.replace('\n', "\\n");
-        assert!(matches!(
-            auth(&[("JWT_PUBLIC_KEY", &one_line)]).unwrap().key,
-            JwtKey::Es256Pem(_)
-        ));
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", &one_line)]).unwrap().key, JwtKey::Es256Pem(_)));
         let err = auth(&[("JWT_PUBLIC_KEY", rsa), ("JWT_ALGORITHM", "HS512")]).unwrap_err();
-        assert!(
-            err.to_string().starts_with("JWT_ALGORITHM is HS512"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("JWT_ALGORITHM is HS512"), "{err}");
     }
 }

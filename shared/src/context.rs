@@ -19,30 +19,23 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
     }
 }
 
 impl Context {
     /// A context over an existing store (tests, the emulator).
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Context {
-            config: Arc::new(config),
-            store,
-        }
+        Context { config: Arc::new(config), store }
     }
 
     /// The store the configuration asks for: Redis when `REDIS_URL` is set,
     /// memory otherwise.
     pub fn from_config(config: Config) -> Self {
         let store: Arc<dyn Store> = match &config.redis {
-            Some(redis) => Arc::new(RedisStore::new(
-                redis.clone(),
-                Keys::new(&config.key_prefix),
-                config.limits.clone(),
-            )),
+            Some(redis) => {
+                Arc::new(RedisStore::new(redis.clone(), Keys::new(&config.key_prefix), config.limits.clone()))
+            }
             None => Arc::new(MemoryStore::new(config.limits.clone())),
         };
         Context::new(config, store)

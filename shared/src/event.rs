@@ -222,11 +222,7 @@ impl FromStr for Topic {
         if let Some(prefix) = s.strip_suffix(".*") {
             // `call.*` is valid because `call.incoming` exists; `cal.*` is not.
             let dotted = format!("{prefix}.");
-            if !prefix.is_empty()
-                && EventType::ALL
-                    .iter()
-                    .any(|e| e.as_str().starts_with(&dotted))
-            {
+            if !prefix.is_empty() && EventType::ALL.iter().any(|e| e.as_str().starts_with(&dotted)) {
                 return Ok(Topic(s.to_owned()));
             }
             return Err(UnknownEventType(s.to_owned()));
@@ -269,13 +265,7 @@ pub struct Envelope {
 impl Envelope {
     /// A new event with a fresh id and the current time.
     pub fn new(tenant_id: TenantId, event_type: EventType, data: Value) -> Self {
-        Envelope {
-            id: Uuid::now_v7().to_string(),
-            event_type,
-            tenant_id,
-            timestamp: crate::time::now_millis(),
-            data,
-        }
+        Envelope { id: Uuid::now_v7().to_string(), event_type, tenant_id, timestamp: crate::time::now_millis(), data }
     }
 }
 
@@ -316,13 +306,8 @@ mod tests {
         ] {
             assert!(names.contains(seed), "{seed} missing");
         }
-        for family in [
-            "agent", "call", "queue", "chat", "ticket", "system", "presence",
-        ] {
-            assert!(
-                EventType::ALL.iter().any(|e| e.category() == family),
-                "{family}"
-            );
+        for family in ["agent", "call", "queue", "chat", "ticket", "system", "presence"] {
+            assert!(EventType::ALL.iter().any(|e| e.category() == family), "{family}");
         }
     }
 
@@ -336,27 +321,15 @@ mod tests {
 
     #[test]
     fn topics_cover_exact_prefix_and_all() {
-        let topics: Vec<String> = EventType::QueueMemberAdded
-            .topics()
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        assert_eq!(
-            topics,
-            ["queue.member.added", "queue.member.*", "queue.*", "*"]
-        );
+        let topics: Vec<String> = EventType::QueueMemberAdded.topics().iter().map(|t| t.to_string()).collect();
+        assert_eq!(topics, ["queue.member.added", "queue.member.*", "queue.*", "*"]);
         for e in EventType::ALL {
             for t in e.topics() {
                 assert!(t.matches(*e), "{t} should match {e}");
                 assert_eq!(t.as_str().parse::<Topic>().unwrap(), t);
             }
         }
-        assert!(
-            !"call.*"
-                .parse::<Topic>()
-                .unwrap()
-                .matches(EventType::ChatMessage)
-        );
+        assert!(!"call.*".parse::<Topic>().unwrap().matches(EventType::ChatMessage));
         assert!("cal.*".parse::<Topic>().is_err());
         assert!(".*".parse::<Topic>().is_err());
         assert!("call.incoming.*".parse::<Topic>().is_err());
@@ -365,17 +338,10 @@ mod tests {
     #[test]
     fn envelope_has_the_documented_shape() {
         let tenant = TenantId::parse("t1").unwrap();
-        let env = Envelope::new(
-            tenant,
-            EventType::CallIncoming,
-            serde_json::json!({"caller_id": "+1234"}),
-        );
+        let env = Envelope::new(tenant, EventType::CallIncoming, serde_json::json!({"caller_id": "+1234"}));
         let v = serde_json::to_value(&env).unwrap();
         let keys: HashSet<_> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            HashSet::from(["id", "type", "tenant_id", "timestamp", "data"])
-        );
+        assert_eq!(keys, HashSet::from(["id", "type", "tenant_id", "timestamp", "data"]));
         assert_eq!(v["type"], "call.incoming");
         let back: Envelope = serde_json::from_value(v).unwrap();
         assert_eq!(back, env);

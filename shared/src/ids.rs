@@ -33,27 +33,14 @@ fn validate(
     rule: &str,
 ) -> Result<(), InvalidId> {
     if value.is_empty() {
-        return Err(InvalidId {
-            kind,
-            reason: "must not be empty".into(),
-        });
+        return Err(InvalidId { kind, reason: "must not be empty".into() });
     }
     if value.len() > max_len {
-        return Err(InvalidId {
-            kind,
-            reason: format!("is {} bytes long, at most {max_len} allowed", value.len()),
-        });
+        return Err(InvalidId { kind, reason: format!("is {} bytes long, at most {max_len} allowed", value.len()) });
     }
     if let Some(bad) = value.bytes().find(|b| !allowed(*b)) {
-        let shown = if bad.is_ascii_graphic() {
-            format!("'{}'", bad as char)
-        } else {
-            format!("byte 0x{bad:02x}")
-        };
-        return Err(InvalidId {
-            kind,
-            reason: format!("contains {shown}; only {rule} are allowed"),
-        });
+        let shown = if bad.is_ascii_graphic() { format!("'{}'", bad as char) } else { format!("byte 0x{bad:02x}") };
+        return Err(InvalidId { kind, reason: format!("contains {shown}; only {rule} are allowed") });
     }
     Ok(())
 }
@@ -169,12 +156,7 @@ mod tests {
             assert!(ConnectionId::parse(ok).is_ok(), "{ok}");
         }
         assert!(ConnectionId::parse("a b").is_err());
-        assert!(
-            ConnectionId::parse("a\u{0}")
-                .unwrap_err()
-                .to_string()
-                .contains("0x00")
-        );
+        assert!(ConnectionId::parse("a\u{0}").unwrap_err().to_string().contains("0x00"));
     }
 
     #[test]

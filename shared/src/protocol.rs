@@ -54,7 +54,9 @@ impl<'de> Deserialize<'de> for Target {
             ))
         })? {
             Wire::Tenant(true) => Ok(Target::Tenant),
-            Wire::Tenant(false) => Err(serde::de::Error::custom("target {\"tenant\":false} means nobody; omit the target or name a user or connection")),
+            Wire::Tenant(false) => Err(serde::de::Error::custom(
+                "target {\"tenant\":false} means nobody; omit the target or name a user or connection",
+            )),
             Wire::User(u) => Ok(Target::User(u)),
             Wire::Connection(c) => Ok(Target::Connection(c)),
         }
@@ -65,26 +67,15 @@ impl<'de> Deserialize<'de> for Target {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
     /// Start receiving events matching these topics.
-    Subscribe {
-        id: Option<String>,
-        topics: Vec<Topic>,
-    },
+    Subscribe { id: Option<String>, topics: Vec<Topic> },
     /// Stop receiving events matching these topics.
-    Unsubscribe {
-        id: Option<String>,
-        topics: Vec<Topic>,
-    },
+    Unsubscribe { id: Option<String>, topics: Vec<Topic> },
     /// Keep-alive; refreshes presence.
     Ping { id: Option<String> },
     /// Deliver the messages queued while the user was offline.
     Sync { id: Option<String> },
     /// Send an event to other users of the tenant (role-checked).
-    Publish {
-        id: Option<String>,
-        event_type: EventType,
-        target: Target,
-        data: Value,
-    },
+    Publish { id: Option<String>, event_type: EventType, target: Target, data: Value },
 }
 
 /// Stable, machine-readable error codes of the `error` reply.
@@ -149,20 +140,12 @@ pub struct ProtocolError {
 impl ProtocolError {
     /// An error reply for the request `id`.
     pub fn new(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError {
-            id,
-            code,
-            message: message.into(),
-        }
+        ProtocolError { id, code, message: message.into() }
     }
 
     /// The reply that carries this error to the client.
     pub fn into_reply(self) -> ServerReply {
-        ServerReply::Error {
-            id: self.id,
-            code: self.code,
-            message: self.message,
-        }
+        ServerReply::Error { id: self.id, code: self.code, message: self.message }
     }
 }
 
@@ -179,13 +162,8 @@ impl ClientAction {
                 format!("message is {} bytes, the limit is {max_bytes}", body.len()),
             ));
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ProtocolError::new(
-                None,
-                ErrorCode::InvalidJson,
-                format!("message is not valid JSON: {e}"),
-            )
-        })?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ProtocolError::new(None, ErrorCode::InvalidJson, format!("message is not valid JSON: {e}")))?;
         let Value::Object(mut obj) = value else {
             return Err(ProtocolError::new(
                 None,
@@ -197,44 +175,29 @@ impl ClientAction {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.len() <= 128 => Some(s),
             Some(Value::String(_)) => {
-                return Err(ProtocolError::new(
-                    None,
-                    ErrorCode::InvalidMessage,
-                    "\"id\" must be at most 128 bytes",
-                ));
+                return Err(ProtocolError::new(None, ErrorCode::InvalidMessage, "\"id\" must be at most 128 bytes"));
             }
             Some(Value::Number(n)) => Some(n.to_string()),
             Some(_) => {
-                return Err(ProtocolError::new(
-                    None,
-                    ErrorCode::InvalidMessage,
-                    "\"id\" must be a string or a number",
-                ));
+                return Err(ProtocolError::new(None, ErrorCode::InvalidMessage, "\"id\" must be a string or a number"));
             }
         };
         let fail = |code, msg: String| ProtocolError::new(id.clone(), code, msg);
         let action = match obj.remove("action") {
             Some(Value::String(a)) => a,
             Some(_) => {
-                return Err(fail(
-                    ErrorCode::InvalidMessage,
-                    "\"action\" must be a string".into(),
-                ));
+                return Err(fail(ErrorCode::InvalidMessage, "\"action\" must be a string".into()));
             }
             None => {
                 return Err(fail(
                     ErrorCode::MissingAction,
-                    format!(
-                        "message has no \"action\"; expected one of {}",
-                        ACTIONS.join(", ")
-                    ),
+                    format!("message has no \"action\"; expected one of {}", ACTIONS.join(", ")),
                 ));
             }
         };
         match action.as_str() {
             "subscribe" | "unsubscribe" => {
-                let topics =
-                    parse_topics(obj.remove("events")).map_err(|(code, msg)| fail(code, msg))?;
+                let topics = parse_topics(obj.remove("events")).map_err(|(code, msg)| fail(code, msg))?;
                 Ok(if action == "subscribe" {
                     ClientAction::Subscribe { id, topics }
                 } else {
@@ -245,41 +208,26 @@ impl ClientAction {
             "sync" => Ok(ClientAction::Sync { id }),
             "publish" => {
                 let event_type = match obj.remove("type") {
-                    Some(Value::String(t)) => t
-                        .parse::<EventType>()
-                        .map_err(|e| fail(ErrorCode::UnknownEventType, e.to_string()))?,
+                    Some(Value::String(t)) => {
+                        t.parse::<EventType>().map_err(|e| fail(ErrorCode::UnknownEventType, e.to_string()))?
+                    }
                     Some(_) => {
-                        return Err(fail(
-                            ErrorCode::InvalidMessage,
-                            "\"type\" must be an event type name".into(),
-                        ));
+                        return Err(fail(ErrorCode::InvalidMessage, "\"type\" must be an event type name".into()));
                     }
                     None => {
-                        return Err(fail(
-                            ErrorCode::InvalidMessage,
-                            "publish needs a \"type\"".into(),
-                        ));
+                        return Err(fail(ErrorCode::InvalidMessage, "publish needs a \"type\"".into()));
                     }
                 };
                 let target = match obj.remove("target") {
                     None | Some(Value::Null) => Target::Tenant,
-                    Some(t) => serde_json::from_value(t)
-                        .map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?,
+                    Some(t) => serde_json::from_value(t).map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?,
                 };
                 let data = obj.remove("data").unwrap_or(Value::Null);
-                Ok(ClientAction::Publish {
-                    id,
-                    event_type,
-                    target,
-                    data,
-                })
+                Ok(ClientAction::Publish { id, event_type, target, data })
             }
             other => Err(fail(
                 ErrorCode::UnknownAction,
-                format!(
-                    "unknown action '{other}'; expected one of {}",
-                    ACTIONS.join(", ")
-                ),
+                format!("unknown action '{other}'; expected one of {}", ACTIONS.join(", ")),
             )),
         }
     }
@@ -302,24 +250,17 @@ fn parse_topics(events: Option<Value>) -> Result<Vec<Topic>, (ErrorCode, String)
     let Some(Value::Array(items)) = events else {
         return Err((
             ErrorCode::InvalidMessage,
-            "\"events\" must be a list of event types, e.g. [\"call.incoming\", \"agent.*\"]"
-                .into(),
+            "\"events\" must be a list of event types, e.g. [\"call.incoming\", \"agent.*\"]".into(),
         ));
     };
     if items.is_empty() {
-        return Err((
-            ErrorCode::InvalidMessage,
-            "\"events\" must not be empty".into(),
-        ));
+        return Err((ErrorCode::InvalidMessage, "\"events\" must not be empty".into()));
     }
     let mut topics = Vec::with_capacity(items.len());
     let mut unknown = Vec::new();
     for item in items {
         let Value::String(name) = item else {
-            return Err((
-                ErrorCode::InvalidMessage,
-                "\"events\" must contain only strings".into(),
-            ));
+            return Err((ErrorCode::InvalidMessage, "\"events\" must contain only strings".into()));
         };
         match name.parse::<Topic>() {
             Ok(t) if !topics.contains(&t) => topics.push(t),
@@ -329,10 +270,7 @@ fn parse_topics(events: Option<Value>) -> Result<Vec<Topic>, (ErrorCode, String)
     }
     if !unknown.is_empty() {
         let quoted: Vec<String> = unknown.iter().map(|n| format!("'{n}'")).collect();
-        return Err((
-            ErrorCode::UnknownEventType,
-            format!("unknown event type {}", quoted.join(", ")),
-        ));
+        return Err((ErrorCode::UnknownEventType, format!("unknown event type {}", quoted.join(", "))));
     }
     Ok(topics)
 }
@@ -394,23 +332,19 @@ mod tests {
     fn parses_every_action() {
         assert_eq!(
             parse(r#"{"action":"subscribe","events":["call.incoming","agent.*","call.incoming"],"id":"r1"}"#).unwrap(),
-            ClientAction::Subscribe { id: Some("r1".into()), topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()] }
+            ClientAction::Subscribe {
+                id: Some("r1".into()),
+                topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()]
+            }
         );
         assert!(matches!(
             parse(r#"{"action":"unsubscribe","events":["*"]}"#).unwrap(),
             ClientAction::Unsubscribe { .. }
         ));
-        assert_eq!(
-            parse(r#"{"action":"ping","id":7}"#).unwrap(),
-            ClientAction::Ping {
-                id: Some("7".into())
-            }
-        );
-        assert_eq!(
-            parse(r#"{"action":"sync"}"#).unwrap(),
-            ClientAction::Sync { id: None }
-        );
-        let publish = parse(r#"{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{"text":"hi"}}"#).unwrap();
+        assert_eq!(parse(r#"{"action":"ping","id":7}"#).unwrap(), ClientAction::Ping { id: Some("7".into()) });
+        assert_eq!(parse(r#"{"action":"sync"}"#).unwrap(), ClientAction::Sync { id: None });
+        let publish =
+            parse(r#"{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{"text":"hi"}}"#).unwrap();
         assert_eq!(
             publish,
             ClientAction::Publish {
@@ -430,47 +364,21 @@ mod tests {
             (r#"{"events":[]}"#, ErrorCode::MissingAction),
             (r#"{"action":"dance"}"#, ErrorCode::UnknownAction),
             (r#"{"action":"subscribe"}"#, ErrorCode::InvalidMessage),
-            (
-                r#"{"action":"subscribe","events":[]}"#,
-                ErrorCode::InvalidMessage,
-            ),
-            (
-                r#"{"action":"subscribe","events":["call.incoming", 3]}"#,
-                ErrorCode::InvalidMessage,
-            ),
-            (
-                r#"{"action":"subscribe","events":["call.nope","x.*","call.incoming"]}"#,
-                ErrorCode::UnknownEventType,
-            ),
-            (
-                r#"{"action":"publish","type":"nope"}"#,
-                ErrorCode::UnknownEventType,
-            ),
-            (
-                r#"{"action":"publish","type":"chat.message","target":{"tenant":false}}"#,
-                ErrorCode::InvalidMessage,
-            ),
-            (
-                r#"{"action":"publish","type":"chat.message","target":{"user":"a:b"}}"#,
-                ErrorCode::InvalidMessage,
-            ),
-            (
-                r#"{"action":"publish","type":"chat.message","target":{"group":"x"}}"#,
-                ErrorCode::InvalidMessage,
-            ),
+            (r#"{"action":"subscribe","events":[]}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe","events":["call.incoming", 3]}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe","events":["call.nope","x.*","call.incoming"]}"#, ErrorCode::UnknownEventType),
+            (r#"{"action":"publish","type":"nope"}"#, ErrorCode::UnknownEventType),
+            (r#"{"action":"publish","type":"chat.message","target":{"tenant":false}}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"publish","type":"chat.message","target":{"user":"a:b"}}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"publish","type":"chat.message","target":{"group":"x"}}"#, ErrorCode::InvalidMessage),
         ];
         for (input, code) in cases {
             let err = parse(input).unwrap_err();
             assert_eq!(err.code, code, "{input}: {}", err.message);
         }
-        let err =
-            parse(r#"{"action":"subscribe","id":"r9","events":["call.nope","x.*"]}"#).unwrap_err();
+        let err = parse(r#"{"action":"subscribe","id":"r9","events":["call.nope","x.*"]}"#).unwrap_err();
         assert_eq!(err.message, "unknown event type 'call.nope', 'x.*'");
-        assert_eq!(
-            err.id.as_deref(),
-            Some("r9"),
-            "the request id is echoed in errors"
-        );
+        assert_eq!(err.id.as_deref(), Some("r9"), "the request id is echoed in errors");
         let err = ClientAction::parse(&[b' '; 2000], 1024).unwrap_err();
         assert_eq!(err.code, ErrorCode::MessageTooLarge);
         assert!(err.message.contains("2000 bytes"), "{}", err.message);
@@ -478,37 +386,15 @@ mod tests {
 
     #[test]
     fn replies_have_the_wire_shape() {
-        let r = ProtocolError::new(
-            Some("r1".into()),
-            ErrorCode::UnknownAction,
-            "unknown action 'x'",
-        )
-        .into_reply();
+        let r = ProtocolError::new(Some("r1".into()), ErrorCode::UnknownAction, "unknown action 'x'").into_reply();
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({"type":"error","id":"r1","code":"unknown_action","message":"unknown action 'x'"})
         );
-        let r = ServerReply::Subscribed {
-            id: None,
-            events: vec!["call.incoming".parse().unwrap()],
-        };
-        assert_eq!(
-            r.to_json(),
-            r#"{"type":"subscribed","events":["call.incoming"]}"#
-        );
-        assert_eq!(
-            ServerReply::Pong {
-                id: None,
-                timestamp: 5
-            }
-            .to_json(),
-            r#"{"type":"pong","timestamp":5}"#
-        );
-        for code in [
-            ErrorCode::InvalidJson,
-            ErrorCode::NotImplemented,
-            ErrorCode::TooManySubscriptions,
-        ] {
+        let r = ServerReply::Subscribed { id: None, events: vec!["call.incoming".parse().unwrap()] };
+        assert_eq!(r.to_json(), r#"{"type":"subscribed","events":["call.incoming"]}"#);
+        assert_eq!(ServerReply::Pong { id: None, timestamp: 5 }.to_json(), r#"{"type":"pong","timestamp":5}"#);
+        for code in [ErrorCode::InvalidJson, ErrorCode::NotImplemented, ErrorCode::TooManySubscriptions] {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
     }
@@ -518,10 +404,7 @@ mod tests {
         for (t, j) in [
             (Target::Tenant, json!({"tenant":true})),
             (Target::User("42".parse().unwrap()), json!({"user":"42"})),
-            (
-                Target::Connection("abc=".parse().unwrap()),
-                json!({"connection":"abc="}),
-            ),
+            (Target::Connection("abc=".parse().unwrap()), json!({"connection":"abc="})),
         ] {
             assert_eq!(serde_json::to_value(&t).unwrap(), j);
             assert_eq!(serde_json::from_value::<Target>(j).unwrap(), t);

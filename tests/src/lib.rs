@@ -66,25 +66,16 @@ impl RedisServer {
                 "--protected-mode",
                 "no",
             ])
-            .args([
-                "--dir",
-                dir.path().to_str().context("temp dir is not UTF-8")?,
-            ])
+            .args(["--dir", dir.path().to_str().context("temp dir is not UTF-8")?])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server")?;
         watchdog(child.id());
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_until(STARTUP_TIMEOUT, || {
-            redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG")
-        })
-        .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
+        let server = RedisServer { child, port, _dir: dir };
+        wait_until(STARTUP_TIMEOUT, || redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG"))
+            .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
         Ok(server)
     }
 
@@ -126,10 +117,7 @@ impl RedisCluster {
                 )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
@@ -138,15 +126,11 @@ impl RedisCluster {
             .output()
             .context("running redis-cli --cluster create")?;
         if !out.status.success() {
-            bail!(
-                "redis-cli --cluster create failed: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            bail!("redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
         }
         for n in &nodes {
             wait_until(STARTUP_TIMEOUT, || {
-                redis_cmd(n.port, &["CLUSTER", "INFO"])
-                    .is_ok_and(|o| o.contains("cluster_state:ok"))
+                redis_cmd(n.port, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok"))
             })
             .with_context(|| format!("cluster node {} never reached cluster_state:ok", n.port))?;
         }
@@ -192,16 +176,12 @@ impl Backend {
     pub fn store_with_prefix(self, prefix: &str, limits: Limits) -> Arc<dyn Store> {
         match self {
             Backend::Memory => Arc::new(MemoryStore::new(limits)),
-            Backend::Redis => Arc::new(RedisStore::new(
-                RedisConfig::single(shared_redis().url()),
-                Keys::new(prefix),
-                limits,
-            )),
-            Backend::Cluster => Arc::new(RedisStore::new(
-                RedisConfig::cluster(shared_cluster().urls()),
-                Keys::new(prefix),
-                limits,
-            )),
+            Backend::Redis => {
+                Arc::new(RedisStore::new(RedisConfig::single(shared_redis().url()), Keys::new(prefix), limits))
+            }
+            Backend::Cluster => {
+                Arc::new(RedisStore::new(RedisConfig::cluster(shared_cluster().urls()), Keys::new(prefix), limits))
+            }
         }
     }
 }
@@ -219,10 +199,7 @@ pub fn redis_cmd(port: u16, args: &[&str]) -> anyhow::Result<String> {
         .stdin(Stdio::null())
         .output()?;
     if !out.status.success() {
-        bail!(
-            "redis-cli {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -255,8 +232,7 @@ fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Res
 /// Kills `pid` once this test process is gone.
 fn watchdog(pid: u32) {
     let me = std::process::id();
-    let script =
-        format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
+    let script = format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
     let _ = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
@@ -266,8 +242,8 @@ fn watchdog(pid: u32) {
 }
 
 fn require_binary(name: &str) -> anyhow::Result<()> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
+    let found =
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()));
     if !found {
         bail!(
             "{name} is not installed: run `make test` (it installs redis-server and redis-tools), or `apt-get install redis-server redis-tools`"
@@ -278,16 +254,13 @@ fn require_binary(name: &str) -> anyhow::Result<()> {
 
 /// The path of a fixture under `tests/fixtures/`.
 pub fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 /// Parses a fixture under `tests/fixtures/events/` as an event type.
 pub fn event_fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = fixture_path(&format!("events/{name}"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -340,18 +313,13 @@ impl Monitor {
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
-        let first = lines
-            .recv_timeout(STARTUP_TIMEOUT)
-            .context("MONITOR did not start")?;
+        let first = lines.recv_timeout(STARTUP_TIMEOUT).context("MONITOR did not start")?;
         if first.trim() != "OK" {
             bail!("MONITOR answered {first:?}");
         }
@@ -366,10 +334,7 @@ impl Monitor {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .context("MONITOR went quiet before the marker")?;
+            let line = self.lines.recv_timeout(left).context("MONITOR went quiet before the marker")?;
             if line.contains(&marker) {
                 return Ok(seen);
             }
@@ -418,10 +383,7 @@ pub mod ws {
     /// Connects with extra handshake headers; returns the socket and the
     /// server's handshake response (to check `Sec-WebSocket-Protocol`), or
     /// the error — `Error::Http(response)` carries a refusal's status.
-    pub async fn connect(
-        url: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(Ws, http::Response<Option<Vec<u8>>>), Error> {
+    pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<(Ws, http::Response<Option<Vec<u8>>>), Error> {
         let mut request = url.into_client_request()?;
         for (name, value) in headers {
             request.headers_mut().insert(
@@ -460,13 +422,10 @@ pub mod ws {
     /// The next text frame, parsed as JSON (pings and pongs skipped).
     pub async fn next_json(ws: &mut Ws) -> Value {
         loop {
-            let frame = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("no message within the wait");
+            let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("no message within the wait");
             match frame {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|_| Value::String(t.to_string()));
+                    return serde_json::from_str(t.as_str()).unwrap_or_else(|_| Value::String(t.to_string()));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text message, got {other:?}"),
@@ -483,10 +442,7 @@ pub mod ws {
     /// Waits for the server's close frame (skipping other frames).
     pub async fn next_close(ws: &mut Ws) -> Option<CloseFrame> {
         loop {
-            match tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("no close within the wait")
-            {
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("no close within the wait") {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => panic!("connection failed instead of closing: {e}"),

@@ -7,9 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayWebsocketProxyRequest,
-};
+use aws_lambda_events::apigw::{ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayWebsocketProxyRequest};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -34,18 +32,12 @@ struct FakeLambda {
 }
 
 /// The Lambda Invoke API, over the real handler libraries.
-async fn invoke(
-    State(l): State<FakeLambda>,
-    Path(name): Path<String>,
-    Json(payload): Json<Value>,
-) -> Response {
+async fn invoke(State(l): State<FakeLambda>, Path(name): Path<String>, Json(payload): Json<Value>) -> Response {
     l.seen.lock().unwrap().push((name.clone(), payload.clone()));
-    let ws_event =
-        || serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(payload.clone()).unwrap();
+    let ws_event = || serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(payload.clone()).unwrap();
     match name.as_str() {
         "ws-authorizer" => {
-            let event: ApiGatewayCustomAuthorizerRequestTypeRequest =
-                serde_json::from_value(payload.clone()).unwrap();
+            let event: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_value(payload.clone()).unwrap();
             match ws_authorizer::handle(&l.verifier, event).await {
                 Ok(policy) => Json(serde_json::to_value(policy).unwrap()).into_response(),
                 // How the Invoke API reports a function error.
@@ -59,31 +51,19 @@ async fn invoke(
         "ws-connect" => Json(ws_connect::handle(&l.ctx, ws_event()).await).into_response(),
         "ws-message" => Json(ws_message::handle(&l.ctx, ws_event()).await).into_response(),
         "ws-disconnect" => Json(ws_disconnect::handle(&l.ctx, ws_event()).await).into_response(),
-        _ => (
-            axum::http::StatusCode::NOT_FOUND,
-            Json(json!({"Type": "User", "message": "Function not found"})),
-        )
+        _ => (axum::http::StatusCode::NOT_FOUND, Json(json!({"Type": "User", "message": "Function not found"})))
             .into_response(),
     }
 }
 
 async fn fake_lambda() -> (String, FakeLambda) {
     let auth = AuthConfig::hs256(SECRET);
-    let ctx = Context::new(
-        Config::default(),
-        switchboard_tests::Backend::Memory.store(Default::default()),
-    );
-    let state = FakeLambda {
-        ctx: ctx.clone(),
-        verifier: Arc::new(Verifier::new(&auth).unwrap()),
-        seen: Arc::default(),
-    };
+    let ctx = Context::new(Config::default(), switchboard_tests::Backend::Memory.store(Default::default()));
+    let state =
+        FakeLambda { ctx: ctx.clone(), verifier: Arc::new(Verifier::new(&auth).unwrap()), seen: Arc::default() };
     let app = Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
-        .nest_service(
-            "/lambda-url/api",
-            api::router(ctx, Verifier::new(&auth).unwrap()),
-        )
+        .nest_service("/lambda-url/api", api::router(ctx, Verifier::new(&auth).unwrap()))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -92,30 +72,18 @@ async fn fake_lambda() -> (String, FakeLambda) {
 }
 
 fn events_of<'a>(seen: &'a [(String, Value)], function: &str) -> Vec<&'a Value> {
-    seen.iter()
-        .filter(|(n, _)| n == function)
-        .map(|(_, v)| v)
-        .collect()
+    seen.iter().filter(|(n, _)| n == function).map(|(_, v)| v).collect()
 }
 
 #[tokio::test]
 async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     let (functions_url, lambda) = fake_lambda().await;
-    let emu = Emulator::start(
-        Settings::ephemeral(),
-        Mode::Remote {
-            functions_url: functions_url.parse().unwrap(),
-        },
-    )
-    .await
-    .unwrap();
+    let emu = Emulator::start(Settings::ephemeral(), Mode::Remote { functions_url: functions_url.parse().unwrap() })
+        .await
+        .unwrap();
     let token = mint_hs256(
         SECRET,
-        &Identity {
-            tenant_id: "t1".parse().unwrap(),
-            user_id: "42".parse().unwrap(),
-            role: Role::Agent,
-        },
+        &Identity { tenant_id: "t1".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent },
         600,
     );
 
@@ -123,70 +91,30 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     assert_eq!(refusal_status(connect(&emu.ws_url(), &[]).await), 401);
 
     let url = format!("{}?token={token}", emu.ws_url());
-    let (mut ws, _) = connect(&url, &[("user-agent", "switchboard-test/1.0")])
-        .await
-        .unwrap();
-    let reply = request(
-        &mut ws,
-        json!({"action": "subscribe", "events": ["call.incoming"], "id": "r1"}),
-    )
-    .await;
-    assert_eq!(
-        reply,
-        json!({"type": "subscribed", "id": "r1", "events": ["call.incoming"]})
-    );
-    assert_eq!(
-        request(&mut ws, json!({"action": "dance"})).await["code"],
-        "unknown_action"
-    );
-    ws.close(Some(CloseFrame {
-        code: CloseCode::from(4000),
-        reason: "bye".into(),
-    }))
-    .await
-    .unwrap();
+    let (mut ws, _) = connect(&url, &[("user-agent", "switchboard-test/1.0")]).await.unwrap();
+    let reply = request(&mut ws, json!({"action": "subscribe", "events": ["call.incoming"], "id": "r1"})).await;
+    assert_eq!(reply, json!({"type": "subscribed", "id": "r1", "events": ["call.incoming"]}));
+    assert_eq!(request(&mut ws, json!({"action": "dance"})).await["code"], "unknown_action");
+    ws.close(Some(CloseFrame { code: CloseCode::from(4000), reason: "bye".into() })).await.unwrap();
     eventually("$disconnect reached the remote function", || {
         let seen = lambda.seen.clone();
-        async move {
-            seen.lock()
-                .unwrap()
-                .iter()
-                .any(|(n, _)| n == "ws-disconnect")
-        }
+        async move { seen.lock().unwrap().iter().any(|(n, _)| n == "ws-disconnect") }
     })
     .await;
 
     // The HTTP API is proxied to the api function's URL.
-    let health: Value = reqwest::get(format!("{}/v1/health", emu.http_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = reqwest::get(format!("{}/v1/health", emu.http_url())).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
 
     let seen = lambda.seen.lock().unwrap().clone();
     let order: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        order,
-        [
-            "ws-authorizer",
-            "ws-authorizer",
-            "ws-connect",
-            "ws-message",
-            "ws-message",
-            "ws-disconnect"
-        ]
-    );
+    assert_eq!(order, ["ws-authorizer", "ws-authorizer", "ws-connect", "ws-message", "ws-message", "ws-disconnect"]);
 
     // The authorizer: a REQUEST event for $connect with headers and query.
     let auth = events_of(&seen, "ws-authorizer")[1];
     assert_eq!(auth["type"], "REQUEST");
     let arn = auth["methodArn"].as_str().unwrap();
-    assert!(
-        arn.starts_with("arn:aws:execute-api:") && arn.ends_with("/local/$connect"),
-        "{arn}"
-    );
+    assert!(arn.starts_with("arn:aws:execute-api:") && arn.ends_with("/local/$connect"), "{arn}");
     assert_eq!(auth["queryStringParameters"]["token"], token);
     assert_eq!(auth["headers"]["user-agent"], "switchboard-test/1.0");
 
@@ -195,19 +123,9 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     let rc = &connect["requestContext"];
     let id = rc["connectionId"].as_str().unwrap();
     assert_eq!(id.len(), 16);
-    assert!(
-        id.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)),
-        "URL-safe: {id}"
-    );
-    assert_eq!(
-        auth["requestContext"]["connectionId"], id,
-        "the authorizer saw the same connection"
-    );
-    assert_eq!(
-        (rc["routeKey"].as_str(), rc["eventType"].as_str()),
-        (Some("$connect"), Some("CONNECT"))
-    );
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)), "URL-safe: {id}");
+    assert_eq!(auth["requestContext"]["connectionId"], id, "the authorizer saw the same connection");
+    assert_eq!((rc["routeKey"].as_str(), rc["eventType"].as_str()), (Some("$connect"), Some("CONNECT")));
     assert_eq!(rc["domainName"], emu.ws_addr.to_string());
     assert_eq!(rc["stage"], "local");
     assert_eq!(rc["apiId"].as_str().unwrap().len(), 10);
@@ -226,10 +144,7 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     // Messages: route selection on $request.body.action, the context again.
     let messages = events_of(&seen, "ws-message");
     assert_eq!(messages[0]["requestContext"]["routeKey"], "subscribe");
-    assert_eq!(
-        messages[1]["requestContext"]["routeKey"], "$default",
-        "an action that is no route"
-    );
+    assert_eq!(messages[1]["requestContext"]["routeKey"], "$default", "an action that is no route");
     for m in &messages {
         let rc = &m["requestContext"];
         assert_eq!(rc["eventType"], "MESSAGE");
@@ -245,10 +160,7 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
 
     // $disconnect: the client's close code and reason.
     let rc = &events_of(&seen, "ws-disconnect")[0]["requestContext"];
-    assert_eq!(
-        (rc["routeKey"].as_str(), rc["eventType"].as_str()),
-        (Some("$disconnect"), Some("DISCONNECT"))
-    );
+    assert_eq!((rc["routeKey"].as_str(), rc["eventType"].as_str()), (Some("$disconnect"), Some("DISCONNECT")));
     assert_eq!(rc["disconnectStatusCode"], 4000);
     assert_eq!(rc["disconnectReason"], "bye");
     assert_eq!(rc["connectionId"], id);
@@ -257,21 +169,12 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
 
 #[tokio::test]
 async fn an_unreachable_function_url_fails_the_handshake_with_500() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let emu = Emulator::start(
         Settings::ephemeral(),
-        Mode::Remote {
-            functions_url: format!("http://127.0.0.1:{port}").parse().unwrap(),
-        },
+        Mode::Remote { functions_url: format!("http://127.0.0.1:{port}").parse().unwrap() },
     )
     .await
     .unwrap();
-    assert_eq!(
-        refusal_status(connect(&format!("{}?token=a.b.c", emu.ws_url()), &[]).await),
-        500
-    );
+    assert_eq!(refusal_status(connect(&format!("{}?token=a.b.c", emu.ws_url()), &[]).await), 500);
 }

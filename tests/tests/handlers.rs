@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayProxyResponse,
-    ApiGatewayWebsocketProxyRequest,
+    ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest,
 };
 use aws_lambda_events::encodings::Body;
 use http::HeaderValue;
@@ -35,20 +34,12 @@ fn fixture_conn() -> ConnectionId {
 }
 
 fn ctx_on(backend: Backend, limits: Limits) -> Context {
-    Context::new(
-        Config {
-            limits: limits.clone(),
-            ..Config::default()
-        },
-        backend.store(limits),
-    )
+    Context::new(Config { limits: limits.clone(), ..Config::default() }, backend.store(limits))
 }
 
 fn body_json(r: &ApiGatewayProxyResponse) -> Value {
     match &r.body {
-        Some(Body::Text(t)) => {
-            serde_json::from_str(t).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {t}"))
-        }
+        Some(Body::Text(t)) => serde_json::from_str(t).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {t}")),
         other => panic!("expected a text body, got {other:?}"),
     }
 }
@@ -66,23 +57,14 @@ fn authorizer_event() -> ApiGatewayCustomAuthorizerRequestTypeRequest {
 }
 
 fn token(role: Role) -> String {
-    mint_hs256(
-        SECRET,
-        &Identity {
-            tenant_id: tenant(),
-            user_id: user(),
-            role,
-        },
-        300,
-    )
+    mint_hs256(SECRET, &Identity { tenant_id: tenant(), user_id: user(), role }, 300)
 }
 
 fn with_query_token(
     mut e: ApiGatewayCustomAuthorizerRequestTypeRequest,
     token: &str,
 ) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
-    e.query_string_parameters =
-        std::collections::HashMap::from([("token".to_string(), token.to_string())]).into();
+    e.query_string_parameters = std::collections::HashMap::from([("token".to_string(), token.to_string())]).into();
     e
 }
 
@@ -99,39 +81,23 @@ async fn authorizer_allows_a_valid_token_with_the_identity_as_context() {
     assert_eq!(statement["Effect"], "Allow");
     assert_eq!(statement["Action"], json!(["execute-api:Invoke"]));
     assert_eq!(statement["Resource"], json!([arn]));
-    assert_eq!(
-        wire["context"],
-        json!({"tenant_id": "acme", "user_id": "42", "role": "supervisor"})
-    );
+    assert_eq!(wire["context"], json!({"tenant_id": "acme", "user_id": "42", "role": "supervisor"}));
 }
 
 #[tokio::test]
 async fn authorizer_finds_tokens_in_header_and_subprotocol() {
     let mut by_header = authorizer_event();
-    by_header.headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", token(Role::Agent))).unwrap(),
-    );
-    assert_eq!(
-        ws_authorizer::handle(&verifier(), by_header)
-            .await
-            .unwrap()
-            .context["role"],
-        "agent"
-    );
+    by_header
+        .headers
+        .insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token(Role::Agent))).unwrap());
+    assert_eq!(ws_authorizer::handle(&verifier(), by_header).await.unwrap().context["role"], "agent");
 
     let mut by_protocol = authorizer_event();
     by_protocol.headers.insert(
         "sec-websocket-protocol",
         HeaderValue::from_str(&format!("switchboard, {}", token(Role::Admin))).unwrap(),
     );
-    assert_eq!(
-        ws_authorizer::handle(&verifier(), by_protocol)
-            .await
-            .unwrap()
-            .context["role"],
-        "admin"
-    );
+    assert_eq!(ws_authorizer::handle(&verifier(), by_protocol).await.unwrap().context["role"], "admin");
 }
 
 #[tokio::test]
@@ -144,75 +110,30 @@ async fn authorizer_refuses_missing_and_bad_tokens_with_unauthorized() {
         exp: Some(now + 60),
         ..Claims::default()
     };
-    let hs = |c: &Claims, key: &[u8]| {
-        sign(
-            &Header::new(Algorithm::HS256),
-            c,
-            &EncodingKey::from_secret(key),
-        )
-    };
+    let hs = |c: &Claims, key: &[u8]| sign(&Header::new(Algorithm::HS256), c, &EncodingKey::from_secret(key));
     let bad = [
-        (
-            "expired",
-            hs(
-                &Claims {
-                    exp: Some(now - 600),
-                    ..claims.clone()
-                },
-                SECRET,
-            ),
-        ),
-        (
-            "bad signature",
-            hs(&claims, b"some-other-secret-some-other-secret"),
-        ),
-        (
-            "missing tenant",
-            hs(
-                &Claims {
-                    tenant_id: None,
-                    ..claims.clone()
-                },
-                SECRET,
-            ),
-        ),
-        (
-            "unknown role",
-            hs(
-                &Claims {
-                    role: Some("root".into()),
-                    ..claims.clone()
-                },
-                SECRET,
-            ),
-        ),
+        ("expired", hs(&Claims { exp: Some(now - 600), ..claims.clone() }, SECRET)),
+        ("bad signature", hs(&claims, b"some-other-secret-some-other-secret")),
+        ("missing tenant", hs(&Claims { tenant_id: None, ..claims.clone() }, SECRET)),
+        ("unknown role", hs(&Claims { role: Some("root".into()), ..claims.clone() }, SECRET)),
         ("malformed", "definitely.not.a-jwt".into()),
     ];
     for (why, token) in bad {
-        let err = ws_authorizer::handle(&verifier(), with_query_token(authorizer_event(), &token))
-            .await
-            .unwrap_err();
+        let err = ws_authorizer::handle(&verifier(), with_query_token(authorizer_event(), &token)).await.unwrap_err();
         assert_eq!(err.to_string(), "Unauthorized", "{why}");
     }
-    let err = ws_authorizer::handle(&verifier(), authorizer_event())
-        .await
-        .unwrap_err();
+    let err = ws_authorizer::handle(&verifier(), authorizer_event()).await.unwrap_err();
     assert_eq!(err.to_string(), "Unauthorized", "no token at all");
 }
 
 #[tokio::test]
 async fn authorizer_denies_an_origin_outside_the_allowlist() {
     let mut event = with_query_token(authorizer_event(), &token(Role::Agent));
-    event
-        .headers
-        .insert("origin", HeaderValue::from_static("https://evil.example"));
+    event.headers.insert("origin", HeaderValue::from_static("https://evil.example"));
     let response = ws_authorizer::handle(&verifier(), event).await.unwrap();
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["policyDocument"]["Statement"][0]["Effect"], "Deny");
-    assert!(
-        wire["context"].get("tenant_id").is_none(),
-        "a denied caller gets no identity"
-    );
+    assert!(wire["context"].get("tenant_id").is_none(), "a denied caller gets no identity");
 }
 
 #[tokio::test]
@@ -224,9 +145,7 @@ async fn authorizer_never_panics_on_odd_events() {
     let bare: ApiGatewayCustomAuthorizerRequestTypeRequest =
         serde_json::from_value(json!({"requestContext": {}})).unwrap();
     assert!(
-        ws_authorizer::handle(&verifier(), with_query_token(bare, &token(Role::Agent)))
-            .await
-            .is_err(),
+        ws_authorizer::handle(&verifier(), with_query_token(bare, &token(Role::Agent))).await.is_err(),
         "no methodArn: nothing to allow"
     );
 }
@@ -245,100 +164,58 @@ async fn connect_records_the_connection(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     let r = connect(&ctx).await;
     assert_eq!(r.status_code, 200);
-    let conn = ctx
-        .store
-        .connection(&tenant(), &fixture_conn())
-        .await
-        .unwrap()
-        .expect("recorded");
+    let conn = ctx.store.connection(&tenant(), &fixture_conn()).await.unwrap().expect("recorded");
     assert_eq!(conn.user_id, user());
     assert_eq!(conn.role, Role::Agent);
-    assert_eq!(
-        conn.endpoint,
-        "https://abcd1234.execute-api.eu-west-1.amazonaws.com/prod"
-    );
+    assert_eq!(conn.endpoint, "https://abcd1234.execute-api.eu-west-1.amazonaws.com/prod");
     assert_eq!(conn.connected_at, 1795684542112);
-    assert_eq!(
-        ctx.store.presence(&tenant(), &user()).await.unwrap(),
-        Presence {
-            online: true,
-            connections: 1
-        }
-    );
+    assert_eq!(ctx.store.presence(&tenant(), &user()).await.unwrap(), Presence { online: true, connections: 1 });
     // The browser offered "switchboard": API Gateway will not echo it, we must.
-    assert_eq!(
-        r.headers.get("sec-websocket-protocol").unwrap(),
-        "switchboard"
-    );
+    assert_eq!(r.headers.get("sec-websocket-protocol").unwrap(), "switchboard");
 }
 
 async fn connect_honours_the_endpoint_override_and_omits_unoffered_protocols(b: Backend) {
     let store = b.store(Limits::default());
-    let config = Config {
-        callback_endpoint: Some("http://127.0.0.1:3001/local/".parse().unwrap()),
-        ..Config::default()
-    };
+    let config =
+        Config { callback_endpoint: Some("http://127.0.0.1:3001/local/".parse().unwrap()), ..Config::default() };
     let ctx = Context::new(config, store);
     let mut event = connect_event();
     event.headers.remove("sec-websocket-protocol");
     let r = ws_connect::handle(&ctx, event).await;
     assert_eq!(r.status_code, 200);
     assert!(r.headers.get("sec-websocket-protocol").is_none());
-    let conn = ctx
-        .store
-        .connection(&tenant(), &fixture_conn())
-        .await
-        .unwrap()
-        .unwrap();
+    let conn = ctx.store.connection(&tenant(), &fixture_conn()).await.unwrap().unwrap();
     assert_eq!(conn.endpoint, "http://127.0.0.1:3001/local");
 }
 
 async fn connect_without_authorizer_context_is_refused(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     // The upstream fixture: its authorizer context has no tenant.
-    let upstream: ApiGatewayWebsocketProxyRequest =
-        event_fixture("example-apigw-websocket-request.json");
+    let upstream: ApiGatewayWebsocketProxyRequest = event_fixture("example-apigw-websocket-request.json");
     assert_eq!(ws_connect::handle(&ctx, upstream).await.status_code, 403);
     let mut bad_tenant = connect_event();
-    bad_tenant
-        .request_context
-        .authorizer
-        .fields
-        .insert("tenant_id".into(), json!("acme:{other}"));
+    bad_tenant.request_context.authorizer.fields.insert("tenant_id".into(), json!("acme:{other}"));
     assert_eq!(ws_connect::handle(&ctx, bad_tenant).await.status_code, 403);
     let mut no_id = connect_event();
     no_id.request_context.connection_id = None;
     assert_eq!(ws_connect::handle(&ctx, no_id).await.status_code, 400);
-    assert_eq!(
-        ctx.store.total_connections().await.unwrap(),
-        0,
-        "nothing recorded"
-    );
+    assert_eq!(ctx.store.total_connections().await.unwrap(), 0, "nothing recorded");
 }
 
 #[tokio::test]
 async fn connect_answers_500_when_redis_is_unreachable() {
     // A port nobody listens on: connection refused, at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut redis = RedisConfig::single(format!("redis://127.0.0.1:{port}"));
     redis.connect_timeout = Duration::from_millis(500);
     let store = Arc::new(RedisStore::new(redis, Keys::new("x"), Limits::default()));
     let ctx = Context::new(Config::default(), store);
-    let r = tokio::time::timeout(Duration::from_secs(10), connect(&ctx))
-        .await
-        .expect("answers promptly");
+    let r = tokio::time::timeout(Duration::from_secs(10), connect(&ctx)).await.expect("answers promptly");
     assert_eq!(r.status_code, 500);
     // And the message route says so in a reply the client can read.
-    let m = tokio::time::timeout(
-        Duration::from_secs(10),
-        ws_message::handle(&ctx, message(r#"{"action":"ping"}"#)),
-    )
-    .await
-    .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), ws_message::handle(&ctx, message(r#"{"action":"ping"}"#)))
+        .await
+        .unwrap();
     assert_eq!(m.status_code, 500);
     assert_eq!(body_json(&m)["code"], "internal_error");
 }
@@ -353,49 +230,18 @@ async fn disconnect_forgets_and_is_idempotent(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     connect(&ctx).await;
     assert_eq!(
-        body_json(
-            &ws_message::handle(&ctx, message(r#"{"action":"subscribe","events":["*"]}"#)).await
-        )["type"],
+        body_json(&ws_message::handle(&ctx, message(r#"{"action":"subscribe","events":["*"]}"#)).await)["type"],
         "subscribed"
     );
 
-    assert_eq!(
-        ws_disconnect::handle(&ctx, disconnect_event())
-            .await
-            .status_code,
-        200
-    );
-    assert_eq!(
-        ctx.store
-            .connection(&tenant(), &fixture_conn())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        ctx.store.presence(&tenant(), &user()).await.unwrap(),
-        Presence {
-            online: false,
-            connections: 0
-        }
-    );
-    let r = ctx
-        .store
-        .resolve(&tenant(), EventType::CallIncoming, &Target::Tenant)
-        .await
-        .unwrap();
-    assert!(
-        r.recipients.is_empty(),
-        "subscriptions went with the connection"
-    );
+    assert_eq!(ws_disconnect::handle(&ctx, disconnect_event()).await.status_code, 200);
+    assert_eq!(ctx.store.connection(&tenant(), &fixture_conn()).await.unwrap(), None);
+    assert_eq!(ctx.store.presence(&tenant(), &user()).await.unwrap(), Presence { online: false, connections: 0 });
+    let r = ctx.store.resolve(&tenant(), EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    assert!(r.recipients.is_empty(), "subscriptions went with the connection");
 
     // Twice, unknown, and the upstream fixture without authorizer context: all fine.
-    assert_eq!(
-        ws_disconnect::handle(&ctx, disconnect_event())
-            .await
-            .status_code,
-        200
-    );
+    assert_eq!(ws_disconnect::handle(&ctx, disconnect_event()).await.status_code, 200);
     let mut unknown = disconnect_event();
     unknown.request_context.connection_id = Some("NeverSeen=".into());
     assert_eq!(ws_disconnect::handle(&ctx, unknown).await.status_code, 200);
@@ -411,13 +257,7 @@ async fn disconnect_keeps_the_user_online_while_another_connection_lives(b: Back
     second.request_context.connection_id = Some("SecondConn=".into());
     assert_eq!(ws_connect::handle(&ctx, second).await.status_code, 200);
     ws_disconnect::handle(&ctx, disconnect_event()).await;
-    assert_eq!(
-        ctx.store.presence(&tenant(), &user()).await.unwrap(),
-        Presence {
-            online: true,
-            connections: 1
-        }
-    );
+    assert_eq!(ctx.store.presence(&tenant(), &user()).await.unwrap(), Presence { online: true, connections: 1 });
 }
 
 // ------------------------------------------------------------------ messages
@@ -439,67 +279,32 @@ async fn subscribe_and_unsubscribe(b: Backend) {
     // The fixture's own body: subscribe to call.incoming and agent.*.
     let r = ws_message::handle(&ctx, event_fixture("ws-message.json")).await;
     assert_eq!(r.status_code, 200);
-    assert_eq!(
-        body_json(&r),
-        json!({"type": "subscribed", "id": "r1", "events": ["agent.*", "call.incoming"]})
-    );
+    assert_eq!(body_json(&r), json!({"type": "subscribed", "id": "r1", "events": ["agent.*", "call.incoming"]}));
     let who = |e| {
         let ctx = ctx.clone();
-        async move {
-            ctx.store
-                .resolve(&tenant(), e, &Target::Tenant)
-                .await
-                .unwrap()
-                .recipients
-                .len()
-        }
+        async move { ctx.store.resolve(&tenant(), e, &Target::Tenant).await.unwrap().recipients.len() }
     };
     assert_eq!(who(EventType::AgentStateChanged).await, 1);
     assert_eq!(who(EventType::CallIncoming).await, 1);
     assert_eq!(who(EventType::CallEnded).await, 0);
 
-    let (status, reply) = send(
-        &ctx,
-        r#"{"action":"unsubscribe","events":["agent.*"],"id":"r2"}"#,
-    )
-    .await;
-    assert_eq!(
-        (status, reply),
-        (
-            200,
-            json!({"type": "unsubscribed", "id": "r2", "events": ["call.incoming"]})
-        )
-    );
+    let (status, reply) = send(&ctx, r#"{"action":"unsubscribe","events":["agent.*"],"id":"r2"}"#).await;
+    assert_eq!((status, reply), (200, json!({"type": "unsubscribed", "id": "r2", "events": ["call.incoming"]})));
     assert_eq!(who(EventType::AgentStateChanged).await, 0);
 }
 
 async fn client_mistakes_get_error_replies_and_change_nothing(b: Backend) {
-    let ctx = ctx_on(
-        b,
-        Limits {
-            max_message_bytes: 512,
-            ..Limits::default()
-        },
-    );
+    let ctx = ctx_on(b, Limits { max_message_bytes: 512, ..Limits::default() });
     connect(&ctx).await;
     send(&ctx, r#"{"action":"subscribe","events":["chat.message"]}"#).await;
-    let oversize = format!(
-        r#"{{"action":"subscribe","events":["call.incoming"],"pad":"{}"}}"#,
-        "x".repeat(600)
-    );
+    let oversize = format!(r#"{{"action":"subscribe","events":["call.incoming"],"pad":"{}"}}"#, "x".repeat(600));
     let cases = [
         ("{not json", "invalid_json"),
         ("42", "invalid_message"),
         (r#"{"events":["call.incoming"]}"#, "missing_action"),
         (r#"{"action":"teleport","id":"r7"}"#, "unknown_action"),
-        (
-            r#"{"action":"subscribe","events":["call.incomming","call.incoming"]}"#,
-            "unknown_event_type",
-        ),
-        (
-            r#"{"action":"subscribe","events":"call.incoming"}"#,
-            "invalid_message",
-        ),
+        (r#"{"action":"subscribe","events":["call.incomming","call.incoming"]}"#, "unknown_event_type"),
+        (r#"{"action":"subscribe","events":"call.incoming"}"#, "invalid_message"),
         (oversize.as_str(), "message_too_large"),
         ("", "invalid_json"),
     ];
@@ -512,80 +317,45 @@ async fn client_mistakes_get_error_replies_and_change_nothing(b: Backend) {
     }
     let (_, reply) = send(&ctx, r#"{"action":"teleport","id":"r7"}"#).await;
     assert_eq!(reply["id"], "r7", "errors echo the request id");
-    let (_, reply) = send(
-        &ctx,
-        r#"{"action":"subscribe","events":["call.incomming","queue.nope"]}"#,
-    )
-    .await;
-    assert_eq!(
-        reply["message"],
-        "unknown event type 'call.incomming', 'queue.nope'"
-    );
+    let (_, reply) = send(&ctx, r#"{"action":"subscribe","events":["call.incomming","queue.nope"]}"#).await;
+    assert_eq!(reply["message"], "unknown event type 'call.incomming', 'queue.nope'");
 
     // None of that touched the subscriptions.
-    let r = ctx
-        .store
-        .resolve(&tenant(), EventType::CallIncoming, &Target::Tenant)
-        .await
-        .unwrap();
+    let r = ctx.store.resolve(&tenant(), EventType::CallIncoming, &Target::Tenant).await.unwrap();
     assert!(r.recipients.is_empty());
-    let r = ctx
-        .store
-        .resolve(&tenant(), EventType::ChatMessage, &Target::Tenant)
-        .await
-        .unwrap();
+    let r = ctx.store.resolve(&tenant(), EventType::ChatMessage, &Target::Tenant).await.unwrap();
     assert_eq!(r.recipients.len(), 1);
 }
 
 async fn ping_answers_pong_and_refreshes_presence(b: Backend) {
-    let ctx = ctx_on(
-        b,
-        Limits {
-            presence_ttl: Duration::from_millis(300),
-            ..Limits::default()
-        },
-    );
+    let ctx = ctx_on(b, Limits { presence_ttl: Duration::from_millis(300), ..Limits::default() });
     connect(&ctx).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        !ctx.store.presence(&tenant(), &user()).await.unwrap().online,
-        "heartbeat lapsed"
-    );
+    assert!(!ctx.store.presence(&tenant(), &user()).await.unwrap().online, "heartbeat lapsed");
     let before = switchboard::time::now_millis();
     let (status, reply) = send(&ctx, r#"{"action":"ping","id":"p1"}"#).await;
     assert_eq!(status, 200);
     assert_eq!(reply["type"], "pong");
     assert_eq!(reply["id"], "p1");
     assert!(reply["timestamp"].as_i64().unwrap() >= before);
-    assert!(
-        ctx.store.presence(&tenant(), &user()).await.unwrap().online,
-        "ping brought the user back"
-    );
+    assert!(ctx.store.presence(&tenant(), &user()).await.unwrap().online, "ping brought the user back");
 }
 
 async fn sync_and_publish_are_not_implemented_yet(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     connect(&ctx).await;
-    for body in [
-        r#"{"action":"sync"}"#,
-        r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{}}"#,
-    ] {
+    for body in
+        [r#"{"action":"sync"}"#, r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{}}"#]
+    {
         let (status, reply) = send(&ctx, body).await;
-        assert_eq!(
-            (status, reply["code"].as_str()),
-            (200, Some("not_implemented")),
-            "{body}"
-        );
+        assert_eq!((status, reply["code"].as_str()), (200, Some("not_implemented")), "{body}");
     }
 }
 
 async fn messages_from_unregistered_connections_are_refused(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     let (status, reply) = send(&ctx, r#"{"action":"subscribe","events":["*"]}"#).await;
-    assert_eq!(
-        (status, reply["code"].as_str()),
-        (200, Some("unknown_connection"))
-    );
+    assert_eq!((status, reply["code"].as_str()), (200, Some("unknown_connection")));
 }
 
 async fn binary_frames_are_decoded(b: Backend) {
@@ -593,15 +363,9 @@ async fn binary_frames_are_decoded(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     connect(&ctx).await;
     let mut e = message("");
-    e.body = Some(
-        base64::engine::general_purpose::STANDARD
-            .encode(r#"{"action":"subscribe","events":["ticket.*"]}"#),
-    );
+    e.body = Some(base64::engine::general_purpose::STANDARD.encode(r#"{"action":"subscribe","events":["ticket.*"]}"#));
     e.is_base64_encoded = true;
-    assert_eq!(
-        body_json(&ws_message::handle(&ctx, e).await)["events"],
-        json!(["ticket.*"])
-    );
+    assert_eq!(body_json(&ws_message::handle(&ctx, e).await)["events"], json!(["ticket.*"]));
 }
 
 #[test]
@@ -618,8 +382,7 @@ fn fixtures_round_trip_through_the_event_types() {
             serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
         assert_eq!(event, again, "{name}");
     }
-    let auth: ApiGatewayCustomAuthorizerRequestTypeRequest =
-        event_fixture("ws-authorizer-request.json");
+    let auth: ApiGatewayCustomAuthorizerRequestTypeRequest = event_fixture("ws-authorizer-request.json");
     let again: ApiGatewayCustomAuthorizerRequestTypeRequest =
         serde_json::from_value(serde_json::to_value(&auth).unwrap()).unwrap();
     assert_eq!(auth, again);

@@ -33,11 +33,7 @@ async fn the_store_reconnects_after_a_redis_restart() {
     let started = Instant::now();
     let err = store.register(&conn("during")).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "failed fast, not after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "failed fast, not after {:?}", started.elapsed());
 
     // The same address comes back (an empty server, as after a failover
     // without persistence). No new store, no new client: it reconnects.
@@ -53,10 +49,7 @@ async fn the_store_reconnects_after_a_redis_restart() {
     assert!(result.is_ok(), "the store did not reconnect: {result:?}");
     store.ping().await.unwrap();
     assert_eq!(
-        store
-            .connection_count(&"acme".parse().unwrap())
-            .await
-            .unwrap(),
+        store.connection_count(&"acme".parse().unwrap()).await.unwrap(),
         1,
         "the new server holds only the new connection"
     );

@@ -23,11 +23,7 @@ fn conn(id: &str, user: &str) -> Connection {
 }
 
 fn report(what: &str, seen: &Observed) {
-    eprintln!(
-        "{what}: {} client command(s), {} inside the script",
-        seen.client.len(),
-        seen.scripted.len()
-    );
+    eprintln!("{what}: {} client command(s), {} inside the script", seen.client.len(), seen.scripted.len());
     for c in &seen.client {
         eprintln!("    client  {}", c.chars().take(100).collect::<String>());
     }
@@ -43,29 +39,16 @@ fn report(what: &str, seen: &Observed) {
 async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
     // A server of its own: other tests' traffic would blur the count.
     let server = RedisServer::start().unwrap();
-    let store = RedisStore::new(
-        RedisConfig::single(server.url()),
-        Keys::new("callcenter"),
-        Limits::default(),
-    );
+    let store = RedisStore::new(RedisConfig::single(server.url()), Keys::new("callcenter"), Limits::default());
     let tenant: TenantId = "acme".parse().unwrap();
     let all: Vec<Topic> = vec!["*".parse().unwrap()];
 
     // Warm up: the connection handshake, script loading (EVALSHA falls back
     // to EVAL once per script and server) and the tenant's first connection.
     store.register(&conn("warm", "0")).await.unwrap();
-    store
-        .subscribe(&tenant, &"warm".parse().unwrap(), &all)
-        .await
-        .unwrap();
-    store
-        .resolve(&tenant, EventType::CallIncoming, &Target::Tenant)
-        .await
-        .unwrap();
-    store
-        .unregister(&tenant, &"warm".parse().unwrap())
-        .await
-        .unwrap();
+    store.subscribe(&tenant, &"warm".parse().unwrap(), &all).await.unwrap();
+    store.resolve(&tenant, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    store.unregister(&tenant, &"warm".parse().unwrap()).await.unwrap();
     store.register(&conn("keep", "0")).await.unwrap();
 
     let mut monitor = Monitor::attach(server.port).unwrap();
@@ -80,10 +63,7 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
         .subscribe(
             &tenant,
             &"c1".parse().unwrap(),
-            &[
-                "call.*".parse().unwrap(),
-                "agent.state.changed".parse().unwrap(),
-            ],
+            &["call.*".parse().unwrap(), "agent.state.changed".parse().unwrap()],
         )
         .await
         .unwrap();
@@ -91,34 +71,21 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
     report("subscribe", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");
 
-    for (what, n) in [
-        ("resolve, 1 recipient", 1),
-        ("resolve, 200 recipients", 200),
-    ] {
+    for (what, n) in [("resolve, 1 recipient", 1), ("resolve, 200 recipients", 200)] {
         for i in 1..n {
             let c = conn(&format!("r{n}-{i}"), &format!("u{i}"));
             store.register(&c).await.unwrap();
             store.subscribe(&tenant, &c.id, &all).await.unwrap();
         }
         monitor.take().unwrap();
-        let r = store
-            .resolve(&tenant, EventType::CallIncoming, &Target::Tenant)
-            .await
-            .unwrap();
+        let r = store.resolve(&tenant, EventType::CallIncoming, &Target::Tenant).await.unwrap();
         assert_eq!(r.recipients.len(), n);
         let seen = monitor.take().unwrap();
         report(what, &seen);
-        assert_eq!(
-            seen.client.len(),
-            1,
-            "one round trip whatever the number of recipients"
-        );
+        assert_eq!(seen.client.len(), 1, "one round trip whatever the number of recipients");
     }
 
-    store
-        .unregister(&tenant, &"c1".parse().unwrap())
-        .await
-        .unwrap();
+    store.unregister(&tenant, &"c1".parse().unwrap()).await.unwrap();
     let seen = monitor.take().unwrap();
     report("disconnect", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");

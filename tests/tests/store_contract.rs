@@ -41,12 +41,7 @@ fn conn(t: &str, u: &str, c: &str) -> Connection {
     }
 }
 
-async fn recipients(
-    store: &Arc<dyn Store>,
-    t: &str,
-    event: EventType,
-    target: Target,
-) -> BTreeSet<String> {
+async fn recipients(store: &Arc<dyn Store>, t: &str, event: EventType, target: Target) -> BTreeSet<String> {
     store
         .resolve(&tenant(t), event, &target)
         .await
@@ -63,11 +58,7 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 
 /// Short TTLs so expiry is observable within a test.
 fn short_ttls() -> Limits {
-    Limits {
-        presence_ttl: Duration::from_millis(300),
-        offline_ttl: Duration::from_millis(300),
-        ..Limits::default()
-    }
+    Limits { presence_ttl: Duration::from_millis(300), offline_ttl: Duration::from_millis(300), ..Limits::default() }
 }
 
 async fn register_and_look_up(b: Backend) {
@@ -76,23 +67,11 @@ async fn register_and_look_up(b: Backend) {
     let r = s.register(&c).await.unwrap();
     assert!(r.came_online);
     assert_eq!(r.user_connections, 1);
-    assert_eq!(
-        s.connection(&tenant("t1"), &cid("c1=")).await.unwrap(),
-        Some(c.clone())
-    );
+    assert_eq!(s.connection(&tenant("t1"), &cid("c1=")).await.unwrap(), Some(c.clone()));
     assert_eq!(s.connection_count(&tenant("t1")).await.unwrap(), 1);
     assert_eq!(s.total_connections().await.unwrap(), 1);
-    assert_eq!(
-        s.presence(&tenant("t1"), &user("42")).await.unwrap(),
-        Presence {
-            online: true,
-            connections: 1
-        }
-    );
-    assert_eq!(
-        s.online_users(&tenant("t1")).await.unwrap(),
-        vec![user("42")]
-    );
+    assert_eq!(s.presence(&tenant("t1"), &user("42")).await.unwrap(), Presence { online: true, connections: 1 });
+    assert_eq!(s.online_users(&tenant("t1")).await.unwrap(), vec![user("42")]);
     s.ping().await.unwrap();
 
     // Registering the same connection again is harmless.
@@ -108,152 +87,58 @@ async fn tenants_never_see_each_other(b: Backend) {
     s.register(&conn("acme", "42", "a1")).await.unwrap();
     s.register(&conn("globex", "42", "g1")).await.unwrap();
     s.register(&conn("globex", "7", "g2")).await.unwrap();
-    s.subscribe(&tenant("acme"), &cid("a1"), &topics(&["*"]))
-        .await
-        .unwrap();
-    s.subscribe(&tenant("globex"), &cid("g1"), &topics(&["*"]))
-        .await
-        .unwrap();
+    s.subscribe(&tenant("acme"), &cid("a1"), &topics(&["*"])).await.unwrap();
+    s.subscribe(&tenant("globex"), &cid("g1"), &topics(&["*"])).await.unwrap();
 
     assert_eq!(s.connection_count(&tenant("acme")).await.unwrap(), 1);
     assert_eq!(s.connection_count(&tenant("globex")).await.unwrap(), 2);
     assert_eq!(s.total_connections().await.unwrap(), 3);
 
     // Nothing of acme is visible or changeable through globex.
+    assert_eq!(s.connection(&tenant("globex"), &cid("a1")).await.unwrap(), None);
+    assert_eq!(recipients(&s, "globex", EventType::CallIncoming, Target::Tenant).await, set(&["g1"]));
+    assert_eq!(recipients(&s, "acme", EventType::CallIncoming, Target::Tenant).await, set(&["a1"]));
+    assert_eq!(recipients(&s, "globex", EventType::CallIncoming, Target::Connection(cid("a1"))).await, set(&[]));
+    assert_eq!(recipients(&s, "acme", EventType::CallIncoming, Target::User(user("7"))).await, set(&[]));
     assert_eq!(
-        s.connection(&tenant("globex"), &cid("a1")).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        recipients(&s, "globex", EventType::CallIncoming, Target::Tenant).await,
-        set(&["g1"])
-    );
-    assert_eq!(
-        recipients(&s, "acme", EventType::CallIncoming, Target::Tenant).await,
-        set(&["a1"])
-    );
-    assert_eq!(
-        recipients(
-            &s,
-            "globex",
-            EventType::CallIncoming,
-            Target::Connection(cid("a1"))
-        )
-        .await,
-        set(&[])
-    );
-    assert_eq!(
-        recipients(&s, "acme", EventType::CallIncoming, Target::User(user("7"))).await,
-        set(&[])
-    );
-    assert_eq!(
-        s.subscribe(&tenant("globex"), &cid("a1"), &topics(&["call.*"]))
-            .await,
+        s.subscribe(&tenant("globex"), &cid("a1"), &topics(&["call.*"])).await,
         Err(StoreError::UnknownConnection)
     );
-    assert_eq!(
-        s.unsubscribe(&tenant("globex"), &cid("a1"), &topics(&["*"]))
-            .await,
-        Err(StoreError::UnknownConnection)
-    );
-    assert_eq!(
-        s.unregister(&tenant("globex"), &cid("a1")).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        s.connection_count(&tenant("acme")).await.unwrap(),
-        1,
-        "acme's connection survived"
-    );
+    assert_eq!(s.unsubscribe(&tenant("globex"), &cid("a1"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
+    assert_eq!(s.unregister(&tenant("globex"), &cid("a1")).await.unwrap(), None);
+    assert_eq!(s.connection_count(&tenant("acme")).await.unwrap(), 1, "acme's connection survived");
     assert!(!s.heartbeat(&tenant("nobody"), &user("42")).await.unwrap());
-    assert_eq!(
-        s.online_users(&tenant("acme")).await.unwrap(),
-        vec![user("42")]
-    );
-    assert_eq!(
-        s.online_users(&tenant("globex")).await.unwrap(),
-        vec![user("42"), user("7")]
-    );
+    assert_eq!(s.online_users(&tenant("acme")).await.unwrap(), vec![user("42")]);
+    assert_eq!(s.online_users(&tenant("globex")).await.unwrap(), vec![user("42"), user("7")]);
 
     // Unregistering globex's user 42 leaves acme's user 42 online.
-    assert!(
-        s.unregister(&tenant("globex"), &cid("g1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .went_offline
-    );
-    assert!(
-        s.presence(&tenant("acme"), &user("42"))
-            .await
-            .unwrap()
-            .online
-    );
+    assert!(s.unregister(&tenant("globex"), &cid("g1")).await.unwrap().unwrap().went_offline);
+    assert!(s.presence(&tenant("acme"), &user("42")).await.unwrap().online);
 
     // Offline queues are per tenant too.
-    s.offline_push(&tenant("acme"), &user("9"), "for acme")
-        .await
-        .unwrap();
-    assert!(
-        s.offline_peek(&tenant("globex"), &user("9"), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        s.offline_ack(&tenant("globex"), &user("9"), &["for acme".into()])
-            .await
-            .unwrap(),
-        0
-    );
-    assert_eq!(
-        s.offline_peek(&tenant("acme"), &user("9"), 10)
-            .await
-            .unwrap(),
-        vec!["for acme"]
-    );
+    s.offline_push(&tenant("acme"), &user("9"), "for acme").await.unwrap();
+    assert!(s.offline_peek(&tenant("globex"), &user("9"), 10).await.unwrap().is_empty());
+    assert_eq!(s.offline_ack(&tenant("globex"), &user("9"), &["for acme".into()]).await.unwrap(), 0);
+    assert_eq!(s.offline_peek(&tenant("acme"), &user("9"), 10).await.unwrap(), vec!["for acme"]);
 }
 
 async fn presence_with_several_connections(b: Backend) {
     let s = b.store(Limits::default());
     let (t, u) = (tenant("t1"), user("42"));
-    assert!(
-        s.register(&conn("t1", "42", "phone"))
-            .await
-            .unwrap()
-            .came_online
-    );
+    assert!(s.register(&conn("t1", "42", "phone")).await.unwrap().came_online);
     let second = s.register(&conn("t1", "42", "laptop")).await.unwrap();
     assert!(!second.came_online, "already online");
     assert_eq!(second.user_connections, 2);
-    assert_eq!(
-        s.presence(&t, &u).await.unwrap(),
-        Presence {
-            online: true,
-            connections: 2
-        }
-    );
+    assert_eq!(s.presence(&t, &u).await.unwrap(), Presence { online: true, connections: 2 });
 
     let gone = s.unregister(&t, &cid("phone")).await.unwrap().unwrap();
     assert_eq!(gone.user_id, u);
     assert!(!gone.went_offline, "the laptop is still connected");
-    assert_eq!(
-        s.presence(&t, &u).await.unwrap(),
-        Presence {
-            online: true,
-            connections: 1
-        }
-    );
+    assert_eq!(s.presence(&t, &u).await.unwrap(), Presence { online: true, connections: 1 });
 
     let last = s.unregister(&t, &cid("laptop")).await.unwrap().unwrap();
     assert!(last.went_offline);
-    assert_eq!(
-        s.presence(&t, &u).await.unwrap(),
-        Presence {
-            online: false,
-            connections: 0
-        }
-    );
+    assert_eq!(s.presence(&t, &u).await.unwrap(), Presence { online: false, connections: 0 });
     assert!(s.online_users(&t).await.unwrap().is_empty());
     assert_eq!(s.connection_count(&t).await.unwrap(), 0);
 }
@@ -267,13 +152,7 @@ async fn heartbeat_expiry(b: Backend) {
     // No ping and no $disconnect: the heartbeat lapses, the user is offline,
     // though the connection record is still there.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        s.presence(&t, &u).await.unwrap(),
-        Presence {
-            online: false,
-            connections: 1
-        }
-    );
+    assert_eq!(s.presence(&t, &u).await.unwrap(), Presence { online: false, connections: 1 });
     assert!(s.online_users(&t).await.unwrap().is_empty());
 
     // A ping brings them back; a new connection after expiry announces them.
@@ -281,12 +160,7 @@ async fn heartbeat_expiry(b: Backend) {
     assert!(s.presence(&t, &u).await.unwrap().online);
     assert_eq!(s.online_users(&t).await.unwrap(), vec![u.clone()]);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        s.register(&conn("t1", "42", "c2"))
-            .await
-            .unwrap()
-            .came_online
-    );
+    assert!(s.register(&conn("t1", "42", "c2")).await.unwrap().came_online);
 
     // A heartbeat for a user without connections changes nothing.
     assert!(!s.heartbeat(&t, &user("ghost")).await.unwrap());
@@ -294,180 +168,71 @@ async fn heartbeat_expiry(b: Backend) {
 }
 
 async fn subscription_filtering(b: Backend) {
-    let s = b.store(Limits {
-        max_subscriptions: 3,
-        ..Limits::default()
-    });
+    let s = b.store(Limits { max_subscriptions: 3, ..Limits::default() });
     let t = tenant("t1");
-    for (u, c) in [
-        ("1", "exact"),
-        ("2", "family"),
-        ("3", "all"),
-        ("4", "chat"),
-        ("5", "none"),
-        ("1", "exact2"),
-    ] {
+    for (u, c) in [("1", "exact"), ("2", "family"), ("3", "all"), ("4", "chat"), ("5", "none"), ("1", "exact2")] {
         s.register(&conn("t1", u, c)).await.unwrap();
     }
-    assert_eq!(
-        s.subscribe(&t, &cid("exact"), &topics(&["call.incoming"]))
-            .await
-            .unwrap(),
-        topics(&["call.incoming"])
-    );
-    s.subscribe(&t, &cid("family"), &topics(&["call.*"]))
-        .await
-        .unwrap();
+    assert_eq!(s.subscribe(&t, &cid("exact"), &topics(&["call.incoming"])).await.unwrap(), topics(&["call.incoming"]));
+    s.subscribe(&t, &cid("family"), &topics(&["call.*"])).await.unwrap();
     s.subscribe(&t, &cid("all"), &topics(&["*"])).await.unwrap();
-    let chat = s
-        .subscribe(&t, &cid("chat"), &topics(&["chat.typing", "chat.message"]))
-        .await
-        .unwrap();
-    assert_eq!(
-        chat,
-        topics(&["chat.message", "chat.typing"]),
-        "sorted, full list"
-    );
+    let chat = s.subscribe(&t, &cid("chat"), &topics(&["chat.typing", "chat.message"])).await.unwrap();
+    assert_eq!(chat, topics(&["chat.message", "chat.typing"]), "sorted, full list");
 
-    let all = s
-        .resolve(&t, EventType::CallIncoming, &Target::Tenant)
-        .await
-        .unwrap();
+    let all = s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
     assert_eq!(all.target_connections, 6);
-    let ids: BTreeSet<String> = all
-        .recipients
-        .iter()
-        .map(|r| r.connection_id.to_string())
-        .collect();
+    let ids: BTreeSet<String> = all.recipients.iter().map(|r| r.connection_id.to_string()).collect();
     assert_eq!(ids, set(&["exact", "family", "all"]));
-    let exact = all
-        .recipients
-        .iter()
-        .find(|r| r.connection_id.as_str() == "exact")
-        .unwrap();
+    let exact = all.recipients.iter().find(|r| r.connection_id.as_str() == "exact").unwrap();
     assert_eq!(exact.user_id, user("1"));
     assert_eq!(exact.endpoint, "https://gw.example/t1");
 
-    assert_eq!(
-        recipients(&s, "t1", EventType::CallEnded, Target::Tenant).await,
-        set(&["family", "all"])
-    );
-    assert_eq!(
-        recipients(&s, "t1", EventType::ChatMessage, Target::Tenant).await,
-        set(&["all", "chat"])
-    );
-    assert_eq!(
-        recipients(&s, "t1", EventType::TicketCreated, Target::Tenant).await,
-        set(&["all"])
-    );
+    assert_eq!(recipients(&s, "t1", EventType::CallEnded, Target::Tenant).await, set(&["family", "all"]));
+    assert_eq!(recipients(&s, "t1", EventType::ChatMessage, Target::Tenant).await, set(&["all", "chat"]));
+    assert_eq!(recipients(&s, "t1", EventType::TicketCreated, Target::Tenant).await, set(&["all"]));
 
     // User targets: only that user's subscribed connections.
-    let u1 = s
-        .resolve(&t, EventType::CallIncoming, &Target::User(user("1")))
-        .await
-        .unwrap();
+    let u1 = s.resolve(&t, EventType::CallIncoming, &Target::User(user("1"))).await.unwrap();
     assert_eq!(u1.target_connections, 2, "user 1 has two connections");
     assert_eq!(u1.recipients.len(), 1, "only one of them subscribed");
-    let u5 = s
-        .resolve(&t, EventType::CallIncoming, &Target::User(user("5")))
-        .await
-        .unwrap();
-    assert_eq!(
-        (u5.target_connections, u5.recipients.len()),
-        (1, 0),
-        "online but not subscribed"
-    );
-    let nobody = s
-        .resolve(&t, EventType::CallIncoming, &Target::User(user("99")))
-        .await
-        .unwrap();
-    assert_eq!(
-        (nobody.target_connections, nobody.recipients.len()),
-        (0, 0),
-        "offline user"
-    );
+    let u5 = s.resolve(&t, EventType::CallIncoming, &Target::User(user("5"))).await.unwrap();
+    assert_eq!((u5.target_connections, u5.recipients.len()), (1, 0), "online but not subscribed");
+    let nobody = s.resolve(&t, EventType::CallIncoming, &Target::User(user("99"))).await.unwrap();
+    assert_eq!((nobody.target_connections, nobody.recipients.len()), (0, 0), "offline user");
 
     // Connection targets.
     assert_eq!(
-        recipients(
-            &s,
-            "t1",
-            EventType::CallIncoming,
-            Target::Connection(cid("family"))
-        )
-        .await,
+        recipients(&s, "t1", EventType::CallIncoming, Target::Connection(cid("family"))).await,
         set(&["family"])
     );
-    assert_eq!(
-        recipients(
-            &s,
-            "t1",
-            EventType::CallIncoming,
-            Target::Connection(cid("chat"))
-        )
-        .await,
-        set(&[])
-    );
+    assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Connection(cid("chat"))).await, set(&[]));
 
     // Unsubscribe stops delivery; the remaining list comes back.
-    assert_eq!(
-        s.unsubscribe(&t, &cid("chat"), &topics(&["chat.message"]))
-            .await
-            .unwrap(),
-        topics(&["chat.typing"])
-    );
-    assert_eq!(
-        recipients(&s, "t1", EventType::ChatMessage, Target::Tenant).await,
-        set(&["all"])
-    );
+    assert_eq!(s.unsubscribe(&t, &cid("chat"), &topics(&["chat.message"])).await.unwrap(), topics(&["chat.typing"]));
+    assert_eq!(recipients(&s, "t1", EventType::ChatMessage, Target::Tenant).await, set(&["all"]));
 
     // The limit: 3 topics; a subscribe that would exceed it changes nothing.
-    s.subscribe(&t, &cid("none"), &topics(&["agent.login", "agent.logout"]))
-        .await
-        .unwrap();
+    s.subscribe(&t, &cid("none"), &topics(&["agent.login", "agent.logout"])).await.unwrap();
     assert_eq!(
-        s.subscribe(&t, &cid("none"), &topics(&["queue.*", "ticket.*"]))
-            .await,
+        s.subscribe(&t, &cid("none"), &topics(&["queue.*", "ticket.*"])).await,
         Err(StoreError::TooManySubscriptions { limit: 3 })
     );
-    assert_eq!(
-        recipients(&s, "t1", EventType::QueueJoined, Target::Tenant).await,
-        set(&["all"])
-    );
+    assert_eq!(recipients(&s, "t1", EventType::QueueJoined, Target::Tenant).await, set(&["all"]));
     // Re-subscribing to topics already held does not count against it.
-    assert_eq!(
-        s.subscribe(&t, &cid("none"), &topics(&["agent.login", "queue.*"]))
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(s.subscribe(&t, &cid("none"), &topics(&["agent.login", "queue.*"])).await.unwrap().len(), 3);
 }
 
 async fn unregister_forgets_subscriptions(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("t1");
     s.register(&conn("t1", "1", "c1")).await.unwrap();
-    s.subscribe(&t, &cid("c1"), &topics(&["call.*", "chat.message"]))
-        .await
-        .unwrap();
+    s.subscribe(&t, &cid("c1"), &topics(&["call.*", "chat.message"])).await.unwrap();
     s.unregister(&t, &cid("c1")).await.unwrap();
-    assert_eq!(
-        recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await,
-        set(&[])
-    );
+    assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&[]));
     // The same id registered again starts with no subscriptions.
     s.register(&conn("t1", "1", "c1")).await.unwrap();
-    assert_eq!(
-        recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await,
-        set(&[])
-    );
-    assert_eq!(
-        s.subscribe(&t, &cid("c1"), &topics(&["ticket.*"]))
-            .await
-            .unwrap(),
-        topics(&["ticket.*"])
-    );
+    assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&[]));
+    assert_eq!(s.subscribe(&t, &cid("c1"), &topics(&["ticket.*"])).await.unwrap(), topics(&["ticket.*"]));
 }
 
 async fn unregister_is_idempotent(b: Backend) {
@@ -476,68 +241,37 @@ async fn unregister_is_idempotent(b: Backend) {
     s.register(&conn("t1", "1", "c1")).await.unwrap();
     s.register(&conn("t1", "2", "c2")).await.unwrap();
     assert!(s.unregister(&t, &cid("c1")).await.unwrap().is_some());
-    assert_eq!(
-        s.unregister(&t, &cid("c1")).await.unwrap(),
-        None,
-        "second time: nothing to do"
-    );
+    assert_eq!(s.unregister(&t, &cid("c1")).await.unwrap(), None, "second time: nothing to do");
     assert_eq!(s.unregister(&t, &cid("never")).await.unwrap(), None);
     assert_eq!(s.connection_count(&t).await.unwrap(), 1);
-    assert!(
-        s.presence(&t, &user("2")).await.unwrap().online,
-        "others untouched"
-    );
+    assert!(s.presence(&t, &user("2")).await.unwrap().online, "others untouched");
 }
 
 async fn unknown_ids(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("empty");
     assert_eq!(s.connection(&t, &cid("x")).await.unwrap(), None);
-    assert_eq!(
-        s.subscribe(&t, &cid("x"), &topics(&["*"])).await,
-        Err(StoreError::UnknownConnection)
-    );
-    assert_eq!(
-        s.unsubscribe(&t, &cid("x"), &topics(&["*"])).await,
-        Err(StoreError::UnknownConnection)
-    );
+    assert_eq!(s.subscribe(&t, &cid("x"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
+    assert_eq!(s.unsubscribe(&t, &cid("x"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
     assert!(!s.heartbeat(&t, &user("x")).await.unwrap());
-    assert_eq!(
-        s.presence(&t, &user("x")).await.unwrap(),
-        Presence {
-            online: false,
-            connections: 0
-        }
-    );
+    assert_eq!(s.presence(&t, &user("x")).await.unwrap(), Presence { online: false, connections: 0 });
     assert!(s.online_users(&t).await.unwrap().is_empty());
     assert_eq!(s.connection_count(&t).await.unwrap(), 0);
     assert_eq!(s.total_connections().await.unwrap(), 0);
-    let r = s
-        .resolve(&t, EventType::CallIncoming, &Target::Connection(cid("x")))
-        .await
-        .unwrap();
+    let r = s.resolve(&t, EventType::CallIncoming, &Target::Connection(cid("x"))).await.unwrap();
     assert_eq!((r.target_connections, r.recipients.len()), (0, 0));
     assert!(s.offline_peek(&t, &user("x"), 10).await.unwrap().is_empty());
-    assert_eq!(
-        s.offline_ack(&t, &user("x"), &["m".into()]).await.unwrap(),
-        0
-    );
+    assert_eq!(s.offline_ack(&t, &user("x"), &["m".into()]).await.unwrap(), 0);
 }
 
 async fn offline_queue_order_and_cap(b: Backend) {
-    let s = b.store(Limits {
-        offline_max_messages: 3,
-        ..Limits::default()
-    });
+    let s = b.store(Limits { offline_max_messages: 3, ..Limits::default() });
     let (t, u) = (tenant("t1"), user("42"));
     for (i, m) in ["m1", "m2", "m3", "m4", "m5"].iter().enumerate() {
         assert_eq!(s.offline_push(&t, &u, m).await.unwrap(), (i + 1).min(3));
     }
     // The cap dropped the oldest; order is oldest first.
-    assert_eq!(
-        s.offline_peek(&t, &u, 10).await.unwrap(),
-        vec!["m3", "m4", "m5"]
-    );
+    assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["m3", "m4", "m5"]);
     assert_eq!(s.offline_peek(&t, &u, 2).await.unwrap(), vec!["m3", "m4"]);
 
     // Peek does not remove; a message arriving mid-sync is kept.
@@ -552,12 +286,7 @@ async fn offline_queue_order_and_cap(b: Backend) {
 
     // Acking something that is not at the head removes nothing.
     assert_eq!(s.offline_ack(&t, &u, &["m6".into()]).await.unwrap(), 0);
-    assert_eq!(
-        s.offline_ack(&t, &u, &["m5".into(), "m6".into()])
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(s.offline_ack(&t, &u, &["m5".into(), "m6".into()]).await.unwrap(), 2);
     assert!(s.offline_peek(&t, &u, 10).await.unwrap().is_empty());
 }
 
@@ -566,10 +295,7 @@ async fn offline_queue_expires(b: Backend) {
     let (t, u) = (tenant("t1"), user("42"));
     s.offline_push(&t, &u, "old").await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(
-        s.offline_peek(&t, &u, 10).await.unwrap().is_empty(),
-        "expired with its TTL"
-    );
+    assert!(s.offline_peek(&t, &u, 10).await.unwrap().is_empty(), "expired with its TTL");
     s.offline_push(&t, &u, "new").await.unwrap();
     assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["new"]);
 }

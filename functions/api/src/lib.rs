@@ -32,15 +32,8 @@ pub struct ApiState {
 
 /// The whole HTTP API.
 pub fn router(ctx: Context, verifier: Verifier) -> Router {
-    let state = ApiState {
-        ctx,
-        verifier: Arc::new(verifier),
-    };
-    Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/stats", get(stats))
-        .fallback(not_found)
-        .with_state(state)
+    let state = ApiState { ctx, verifier: Arc::new(verifier) };
+    Router::new().route("/v1/health", get(health)).route("/v1/stats", get(stats)).fallback(not_found).with_state(state)
 }
 
 /// An API failure, answered as `{"code","message"}`.
@@ -70,16 +63,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response = (
-            status,
-            Json(json!({"code": code, "message": self.to_string()})),
-        )
-            .into_response();
+        let mut response = (status, Json(json!({"code": code, "message": self.to_string()}))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -96,20 +84,13 @@ pub struct Caller(pub Identity);
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &ApiState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let (token, _) = extract_token(&parts.headers, None)
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <jwt>".into()))?;
-        state
-            .verifier
-            .verify(token)
-            .map(Caller)
-            .map_err(|e: AuthError| {
-                tracing::info!(reason = %e, "API request refused");
-                ApiError::Unauthorized(e.to_string())
-            })
+        state.verifier.verify(token).map(Caller).map_err(|e: AuthError| {
+            tracing::info!(reason = %e, "API request refused");
+            ApiError::Unauthorized(e.to_string())
+        })
     }
 }
 
@@ -119,10 +100,7 @@ async fn health(State(state): State<ApiState>) -> Response {
         Ok(()) => Json(json!({"status": "ok", "store": "ok"})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: store unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "degraded", "store": "unavailable"})),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "store": "unavailable"})))
                 .into_response()
         }
     }
@@ -131,10 +109,7 @@ async fn health(State(state): State<ApiState>) -> Response {
 /// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.
 async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Response, ApiError> {
     let store = &state.ctx.store;
-    let tenant_connections = store
-        .connection_count(&who.tenant_id)
-        .await
-        .map_err(store_error)?;
+    let tenant_connections = store.connection_count(&who.tenant_id).await.map_err(store_error)?;
     let total_connections = store.total_connections().await.map_err(store_error)?;
     Ok(Json(json!({
         "tenant_id": who.tenant_id,

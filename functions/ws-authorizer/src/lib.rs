@@ -9,8 +9,7 @@
 //! the handler never panics and never lets an unverified caller through.
 
 use aws_lambda_events::apigw::{
-    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
-    ApiGatewayCustomAuthorizerResponse,
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest, ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::{Value, json};
@@ -32,58 +31,29 @@ pub async fn handle(
     event: ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
     let request_id = event.request_context.request_id.as_deref().unwrap_or("-");
-    let source_ip = event
-        .request_context
-        .identity
-        .as_ref()
-        .and_then(|i| i.source_ip.as_deref())
-        .unwrap_or("-");
+    let source_ip = event.request_context.identity.as_ref().and_then(|i| i.source_ip.as_deref()).unwrap_or("-");
     let Some(method_arn) = event.method_arn.as_deref().filter(|a| !a.is_empty()) else {
         tracing::error!(request_id, "authorizer event has no methodArn; refusing");
         return Err(Unauthorized);
     };
-    let origin = event
-        .headers
-        .get(http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
+    let origin = event.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
     if let Err(reason) = verifier.check_origin(origin) {
         tracing::warn!(request_id, source_ip, %reason, "connection refused");
-        return Ok(policy(
-            IamPolicyEffect::Deny,
-            method_arn,
-            "anonymous",
-            Value::Null,
-        ));
+        return Ok(policy(IamPolicyEffect::Deny, method_arn, "anonymous", Value::Null));
     }
-    let Some((token, source)) =
-        extract_token(&event.headers, event.query_string_parameters.first("token"))
-    else {
-        tracing::warn!(
-            request_id,
-            source_ip,
-            reason = "no token",
-            "connection refused"
-        );
+    let Some((token, source)) = extract_token(&event.headers, event.query_string_parameters.first("token")) else {
+        tracing::warn!(request_id, source_ip, reason = "no token", "connection refused");
         return Err(Unauthorized);
     };
     match verifier.verify(token) {
-        Ok(Identity {
-            tenant_id,
-            user_id,
-            role,
-        }) => {
+        Ok(Identity { tenant_id, user_id, role }) => {
             tracing::info!(request_id, tenant_id = %tenant_id, user_id = %user_id, role = role.as_str(), token_source = ?source, "connection authorized");
             let context = json!({
                 context_keys::TENANT_ID: tenant_id.as_str(),
                 context_keys::USER_ID: user_id.as_str(),
                 context_keys::ROLE: role.as_str(),
             });
-            Ok(policy(
-                IamPolicyEffect::Allow,
-                method_arn,
-                user_id.as_str(),
-                context,
-            ))
+            Ok(policy(IamPolicyEffect::Allow, method_arn, user_id.as_str(), context))
         }
         Err(reason) => {
             tracing::warn!(request_id, source_ip, %reason, "connection refused");
@@ -92,12 +62,7 @@ pub async fn handle(
     }
 }
 
-fn policy(
-    effect: IamPolicyEffect,
-    method_arn: &str,
-    principal: &str,
-    context: Value,
-) -> AuthorizerResponse {
+fn policy(effect: IamPolicyEffect, method_arn: &str, principal: &str, context: Value) -> AuthorizerResponse {
     let mut statement = IamPolicyStatement::default();
     statement.action = vec!["execute-api:Invoke".into()];
     statement.effect = effect;

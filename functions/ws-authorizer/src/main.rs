@@ -7,16 +7,11 @@ use switchboard::config::AuthConfig;
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     let verifier = Verifier::new(&AuthConfig::from_env()?)?;
-    run(service_fn(
-        |event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async {
-            // API Gateway turns an error whose message is exactly "Unauthorized" into a 401.
-            ws_authorizer::handle(&verifier, event.payload)
-                .await
-                .map_err(|e| Diagnostic {
-                    error_type: "Unauthorized".into(),
-                    error_message: e.to_string(),
-                })
-        },
-    ))
+    run(service_fn(|event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async {
+        // API Gateway turns an error whose message is exactly "Unauthorized" into a 401.
+        ws_authorizer::handle(&verifier, event.payload)
+            .await
+            .map_err(|e| Diagnostic { error_type: "Unauthorized".into(), error_message: e.to_string() })
+    }))
     .await
 }

@@ -20,10 +20,7 @@ use switchboard::auth::selected_subprotocol;
 use switchboard::store::Connection;
 
 /// Handles one `$connect`.
-pub async fn handle(
-    ctx: &Context,
-    event: ApiGatewayWebsocketProxyRequest,
-) -> ApiGatewayProxyResponse {
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let connection_id = match apigw::connection_id(rc) {
@@ -46,11 +43,7 @@ pub async fn handle(
         tracing::error!(request_id, connection_id = %connection_id, "refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
         return response(500, None);
     };
-    let connected_at = if rc.connected_at > 0 {
-        rc.connected_at
-    } else {
-        switchboard::time::now_millis()
-    };
+    let connected_at = if rc.connected_at > 0 { rc.connected_at } else { switchboard::time::now_millis() };
     let conn = Connection {
         id: connection_id,
         tenant_id: identity.tenant_id,
@@ -71,9 +64,7 @@ pub async fn handle(
                 "connected"
             );
             let mut headers = HeaderMap::new();
-            if let Some(protocol) =
-                selected_subprotocol(&event.headers).and_then(|p| HeaderValue::from_str(p).ok())
-            {
+            if let Some(protocol) = selected_subprotocol(&event.headers).and_then(|p| HeaderValue::from_str(p).ok()) {
                 headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
             }
             response_with_headers(200, headers)

@@ -6,11 +6,9 @@ use switchboard::Context;
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     let ctx = Context::for_function()?;
-    run(service_fn(
-        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
-            let ctx = ctx.clone();
-            async move { Ok::<_, Error>(ws_connect::handle(&ctx, event.payload).await) }
-        },
-    ))
+    run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Error>(ws_connect::handle(&ctx, event.payload).await) }
+    }))
     .await
 }

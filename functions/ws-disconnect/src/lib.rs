@@ -11,10 +11,7 @@ use switchboard::Context;
 use switchboard::apigw::{self, response};
 
 /// Handles one `$disconnect`.
-pub async fn handle(
-    ctx: &Context,
-    event: ApiGatewayWebsocketProxyRequest,
-) -> ApiGatewayProxyResponse {
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let (connection_id, tenant_id) = match (apigw::connection_id(rc), apigw::tenant_id(rc)) {

@@ -20,10 +20,7 @@ use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply}
 use switchboard::store::StoreError;
 
 /// Handles one client frame.
-pub async fn handle(
-    ctx: &Context,
-    event: ApiGatewayWebsocketProxyRequest,
-) -> ApiGatewayProxyResponse {
+pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let caller = apigw::connection_id(rc).and_then(|c| Ok((c, apigw::identity(rc)?)));
@@ -33,12 +30,8 @@ pub async fn handle(
             tracing::error!(request_id, error = %e, "message without a valid connection context");
             return reply(
                 500,
-                &ProtocolError::new(
-                    None,
-                    ErrorCode::InternalError,
-                    "this connection has no identity; reconnect",
-                )
-                .into_reply(),
+                &ProtocolError::new(None, ErrorCode::InternalError, "this connection has no identity; reconnect")
+                    .into_reply(),
             );
         }
     };
@@ -58,12 +51,8 @@ pub async fn handle(
             tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "store failure");
             reply(
                 500,
-                &ProtocolError::new(
-                    id,
-                    ErrorCode::InternalError,
-                    "temporarily unable to serve this request; retry",
-                )
-                .into_reply(),
+                &ProtocolError::new(id, ErrorCode::InternalError, "temporarily unable to serve this request; retry")
+                    .into_reply(),
             )
         }
     }
@@ -86,9 +75,7 @@ fn classify(id: &Option<String>, e: StoreError) -> Failure {
         StoreError::TooManySubscriptions { limit } => Failure::Client(ProtocolError::new(
             id.clone(),
             ErrorCode::TooManySubscriptions,
-            format!(
-                "at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""
-            ),
+            format!("at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""),
         )),
         other => Failure::Store(other),
     }
@@ -102,32 +89,23 @@ async fn dispatch(
 ) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     match action {
-        ClientAction::Subscribe { id, topics } => {
-            match ctx.store.subscribe(tenant, conn, &topics).await {
-                Ok(events) => Ok(ServerReply::Subscribed { id, events }),
-                Err(e) => Err(classify(&id, e)),
-            }
-        }
-        ClientAction::Unsubscribe { id, topics } => {
-            match ctx.store.unsubscribe(tenant, conn, &topics).await {
-                Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
-                Err(e) => Err(classify(&id, e)),
-            }
-        }
-        ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id).await {
-            Ok(_) => Ok(ServerReply::Pong {
-                id,
-                timestamp: switchboard::time::now_millis(),
-            }),
+        ClientAction::Subscribe { id, topics } => match ctx.store.subscribe(tenant, conn, &topics).await {
+            Ok(events) => Ok(ServerReply::Subscribed { id, events }),
             Err(e) => Err(classify(&id, e)),
         },
-        ClientAction::Sync { id } | ClientAction::Publish { id, .. } => {
-            Err(Failure::Client(ProtocolError::new(
-                id,
-                ErrorCode::NotImplemented,
-                "sync and publish arrive with the fan-out; not available yet",
-            )))
-        }
+        ClientAction::Unsubscribe { id, topics } => match ctx.store.unsubscribe(tenant, conn, &topics).await {
+            Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
+            Err(e) => Err(classify(&id, e)),
+        },
+        ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id).await {
+            Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
+            Err(e) => Err(classify(&id, e)),
+        },
+        ClientAction::Sync { id } | ClientAction::Publish { id, .. } => Err(Failure::Client(ProtocolError::new(
+            id,
+            ErrorCode::NotImplemented,
+            "sync and publish arrive with the fan-out; not available yet",
+        ))),
     }
 }
 

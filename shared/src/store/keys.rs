@@ -17,9 +17,7 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (validated by `Config`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Keys {
-            prefix: prefix.into(),
-        }
+        Keys { prefix: prefix.into() }
     }
 
     /// The prefix.
@@ -94,10 +92,7 @@ mod tests {
         assert_eq!(k.user(&t, &u), "callcenter:user:{t1}:42");
         assert_eq!(k.online(&t), "callcenter:online:{t1}");
         assert_eq!(k.presence(&t, &u), "callcenter:presence:{t1}:42");
-        assert_eq!(
-            k.subs(&t, &"call.*".parse().unwrap()),
-            "callcenter:subs:{t1}:call.*"
-        );
+        assert_eq!(k.subs(&t, &"call.*".parse().unwrap()), "callcenter:subs:{t1}:call.*");
         assert_eq!(k.offline(&t, &u), "callcenter:offline:{t1}:42");
     }
 }

@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{
-    Connection, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
-    Unregistered,
-};
+use super::{Connection, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult, Unregistered};
 use crate::config::Limits;
 use crate::event::{EventType, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
@@ -52,10 +49,7 @@ impl Tenant {
 impl MemoryStore {
     /// An empty store with these limits.
     pub fn new(limits: Limits) -> Self {
-        MemoryStore {
-            limits,
-            state: Mutex::new(HashMap::new()),
-        }
+        MemoryStore { limits, state: Mutex::new(HashMap::new()) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<TenantId, Tenant>) -> T) -> T {
@@ -84,18 +78,11 @@ impl Store for MemoryStore {
             set.insert(conn.id.clone());
             let user_connections = set.len();
             t.presence.insert(conn.user_id.clone(), Self::deadline(ttl));
-            Registered {
-                came_online,
-                user_connections,
-            }
+            Registered { came_online, user_connections }
         }))
     }
 
-    async fn unregister(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-    ) -> StoreResult<Option<Unregistered>> {
+    async fn unregister(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Unregistered>> {
         Ok(self.with(|state| {
             let t = state.get_mut(tenant)?;
             let (c, topics) = t.conns.remove(conn)?;
@@ -116,36 +103,20 @@ impl Store for MemoryStore {
                 t.users.remove(&c.user_id);
                 t.presence.remove(&c.user_id);
             }
-            Some(Unregistered {
-                user_id: c.user_id,
-                went_offline,
-            })
+            Some(Unregistered { user_id: c.user_id, went_offline })
         }))
     }
 
-    async fn connection(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-    ) -> StoreResult<Option<Connection>> {
+    async fn connection(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Connection>> {
         Ok(self.with(|state| state.get(tenant)?.conns.get(conn).map(|(c, _)| c.clone())))
     }
 
-    async fn subscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>> {
+    async fn subscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
         let limit = self.limits.max_subscriptions;
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
             let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
-            let new = topics
-                .iter()
-                .filter(|tp| !mine.contains(*tp))
-                .collect::<HashSet<_>>()
-                .len();
+            let new = topics.iter().filter(|tp| !mine.contains(*tp)).collect::<HashSet<_>>().len();
             if mine.len() + new > limit {
                 return Err(StoreError::TooManySubscriptions { limit });
             }
@@ -154,21 +125,13 @@ impl Store for MemoryStore {
             }
             let after: Vec<Topic> = mine.iter().cloned().collect();
             for topic in topics {
-                t.subs
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert(conn.clone());
+                t.subs.entry(topic.clone()).or_default().insert(conn.clone());
             }
             Ok(after)
         })
     }
 
-    async fn unsubscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>> {
+    async fn unsubscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
             let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
@@ -201,10 +164,7 @@ impl Store for MemoryStore {
 
     async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence> {
         Ok(self.with(|state| match state.get(tenant) {
-            None => Presence {
-                online: false,
-                connections: 0,
-            },
+            None => Presence { online: false, connections: 0 },
             Some(t) => Presence {
                 online: t.is_online(user, Instant::now()),
                 connections: t.users.get(user).map_or(0, HashSet::len),
@@ -218,12 +178,8 @@ impl Store for MemoryStore {
                 return vec![];
             };
             let now = Instant::now();
-            let mut users: Vec<UserId> = t
-                .presence
-                .iter()
-                .filter(|(_, exp)| **exp > now)
-                .map(|(u, _)| u.clone())
-                .collect();
+            let mut users: Vec<UserId> =
+                t.presence.iter().filter(|(_, exp)| **exp > now).map(|(u, _)| u.clone()).collect();
             users.sort();
             users
         }))
@@ -237,52 +193,28 @@ impl Store for MemoryStore {
         Ok(self.with(|state| state.values().map(|t| t.conns.len()).sum()))
     }
 
-    async fn resolve(
-        &self,
-        tenant: &TenantId,
-        event: EventType,
-        target: &Target,
-    ) -> StoreResult<Resolution> {
+    async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution> {
         let topics = event.topics();
         Ok(self.with(|state| {
             let Some(t) = state.get(tenant) else {
                 return Resolution::default();
             };
             let subscribed = |(c, mine): &(Connection, BTreeSet<Topic>)| -> Option<Recipient> {
-                topics
-                    .iter()
-                    .any(|tp| mine.contains(tp))
-                    .then(|| Recipient {
-                        connection_id: c.id.clone(),
-                        user_id: c.user_id.clone(),
-                        endpoint: c.endpoint.clone(),
-                    })
+                topics.iter().any(|tp| mine.contains(tp)).then(|| Recipient {
+                    connection_id: c.id.clone(),
+                    user_id: c.user_id.clone(),
+                    endpoint: c.endpoint.clone(),
+                })
             };
             match target {
                 Target::Tenant => {
-                    let ids: HashSet<&ConnectionId> = topics
-                        .iter()
-                        .filter_map(|tp| t.subs.get(tp))
-                        .flatten()
-                        .collect();
-                    let recipients = ids
-                        .into_iter()
-                        .filter_map(|id| t.conns.get(id))
-                        .filter_map(subscribed)
-                        .collect();
-                    Resolution {
-                        recipients,
-                        target_connections: t.conns.len(),
-                    }
+                    let ids: HashSet<&ConnectionId> = topics.iter().filter_map(|tp| t.subs.get(tp)).flatten().collect();
+                    let recipients = ids.into_iter().filter_map(|id| t.conns.get(id)).filter_map(subscribed).collect();
+                    Resolution { recipients, target_connections: t.conns.len() }
                 }
                 Target::User(user) => {
-                    let live: Vec<_> = t
-                        .users
-                        .get(user)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|id| t.conns.get(id))
-                        .collect();
+                    let live: Vec<_> =
+                        t.users.get(user).into_iter().flatten().filter_map(|id| t.conns.get(id)).collect();
                     Resolution {
                         target_connections: live.len(),
                         recipients: live.into_iter().filter_map(subscribed).collect(),
@@ -290,30 +222,21 @@ impl Store for MemoryStore {
                 }
                 Target::Connection(id) => match t.conns.get(id) {
                     None => Resolution::default(),
-                    Some(entry) => Resolution {
-                        target_connections: 1,
-                        recipients: subscribed(entry).into_iter().collect(),
-                    },
+                    Some(entry) => {
+                        Resolution { target_connections: 1, recipients: subscribed(entry).into_iter().collect() }
+                    }
                 },
             }
         }))
     }
 
-    async fn offline_push(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        message: &str,
-    ) -> StoreResult<usize> {
+    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
         let (cap, ttl) = (self.limits.offline_max_messages, self.limits.offline_ttl);
         Ok(self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
             let now = Instant::now();
             t.live_queue(user, now);
-            let (queue, expiry) = t
-                .offline
-                .entry(user.clone())
-                .or_insert_with(|| (VecDeque::new(), now));
+            let (queue, expiry) = t.offline.entry(user.clone()).or_insert_with(|| (VecDeque::new(), now));
             queue.push_back(message.to_owned());
             while queue.len() > cap {
                 queue.pop_front();
@@ -323,28 +246,16 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn offline_peek(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        max: usize,
-    ) -> StoreResult<Vec<String>> {
+    async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>> {
         Ok(self.with(|state| {
             let Some(t) = state.get_mut(tenant) else {
                 return vec![];
             };
-            t.live_queue(user, Instant::now())
-                .map(|q| q.iter().take(max).cloned().collect())
-                .unwrap_or_default()
+            t.live_queue(user, Instant::now()).map(|q| q.iter().take(max).cloned().collect()).unwrap_or_default()
         }))
     }
 
-    async fn offline_ack(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        delivered: &[String],
-    ) -> StoreResult<usize> {
+    async fn offline_ack(&self, tenant: &TenantId, user: &UserId, delivered: &[String]) -> StoreResult<usize> {
         Ok(self.with(|state| {
             let Some(t) = state.get_mut(tenant) else {
                 return 0;

@@ -145,34 +145,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets a connection and all its subscriptions; the user goes offline
     /// when it was their last. `None` when it was not registered (idempotent).
-    async fn unregister(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-    ) -> StoreResult<Option<Unregistered>>;
+    async fn unregister(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Unregistered>>;
 
     /// The recorded connection, if live.
-    async fn connection(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-    ) -> StoreResult<Option<Connection>>;
+    async fn connection(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Connection>>;
 
     /// Adds topics; returns the connection's topics after the change, sorted.
-    async fn subscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>>;
+    async fn subscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>>;
 
     /// Removes topics; returns what remains, sorted.
-    async fn unsubscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>>;
+    async fn unsubscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>>;
 
     /// Refreshes a user's heartbeat. Returns false (and changes nothing) when
     /// the user has no connection.
@@ -192,39 +174,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The connections that should receive `event` sent to `target`:
     /// connections in the target whose subscriptions match the event.
-    async fn resolve(
-        &self,
-        tenant: &TenantId,
-        event: EventType,
-        target: &Target,
-    ) -> StoreResult<Resolution>;
+    async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution>;
 
     /// Appends a message to a user's offline queue (dropping the oldest
     /// beyond the cap, renewing the TTL). Returns the queue length.
-    async fn offline_push(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        message: &str,
-    ) -> StoreResult<usize>;
+    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize>;
 
     /// Up to `max` queued messages, oldest first, without removing them.
-    async fn offline_peek(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        max: usize,
-    ) -> StoreResult<Vec<String>>;
+    async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>>;
 
     /// Removes messages that were delivered: those of `delivered` still at
     /// the head of the queue, in order. Messages queued since the peek stay.
     /// Returns how many were removed.
-    async fn offline_ack(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        delivered: &[String],
-    ) -> StoreResult<usize>;
+    async fn offline_ack(&self, tenant: &TenantId, user: &UserId, delivered: &[String]) -> StoreResult<usize>;
 
     /// Is the backend reachable?
     async fn ping(&self) -> StoreResult<()>;

@@ -21,8 +21,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Connection, Keys, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
-    Unregistered,
+    Connection, Keys, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult, Unregistered,
 };
 use crate::config::{Limits, RedisConfig};
 use crate::event::{EventType, Topic};
@@ -271,12 +270,7 @@ fn corrupt(what: &str) -> StoreError {
 impl RedisStore {
     /// A store that connects on first use.
     pub fn new(config: RedisConfig, keys: Keys, limits: Limits) -> Self {
-        RedisStore {
-            config,
-            keys,
-            limits,
-            conn: OnceCell::new(),
-        }
+        RedisStore { config, keys, limits, conn: OnceCell::new() }
     }
 
     async fn conn(&self) -> StoreResult<Conn> {
@@ -289,23 +283,17 @@ impl RedisStore {
                         .response_timeout(c.response_timeout)
                         .build()
                         .map_err(unavailable)?;
-                    Ok(Conn::Cluster(
-                        client.get_async_connection().await.map_err(unavailable)?,
-                    ))
+                    Ok(Conn::Cluster(client.get_async_connection().await.map_err(unavailable)?))
                 } else {
-                    let url = c
-                        .urls
-                        .first()
-                        .ok_or_else(|| StoreError::Unavailable("no Redis URL configured".into()))?;
+                    let url =
+                        c.urls.first().ok_or_else(|| StoreError::Unavailable("no Redis URL configured".into()))?;
                     let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
                     let manager_config = ConnectionManagerConfig::new()
                         .set_connection_timeout(Some(c.connect_timeout))
                         .set_response_timeout(Some(c.response_timeout))
                         .set_number_of_retries(2);
                     Ok(Conn::Single(
-                        ConnectionManager::new_with_config(client, manager_config)
-                            .await
-                            .map_err(unavailable)?,
+                        ConnectionManager::new_with_config(client, manager_config).await.map_err(unavailable)?,
                     ))
                 }
             })
@@ -320,10 +308,7 @@ impl RedisStore {
     fn topics_from(values: Vec<String>) -> StoreResult<Vec<Topic>> {
         let mut topics = values
             .iter()
-            .map(|t| {
-                t.parse::<Topic>()
-                    .map_err(|_| corrupt("subscription topic"))
-            })
+            .map(|t| t.parse::<Topic>().map_err(|_| corrupt("subscription topic")))
             .collect::<StoreResult<Vec<_>>>()?;
         topics.sort();
         Ok(topics)
@@ -337,24 +322,15 @@ impl RedisStore {
         topics: &[Topic],
     ) -> StoreResult<Vec<Topic>> {
         let mut inv = script.key(self.keys.conn(tenant, conn));
-        inv.key(self.keys.conn_subs(tenant, conn))
-            .arg(conn.as_str())
-            .arg(self.limits.max_subscriptions);
+        inv.key(self.keys.conn_subs(tenant, conn)).arg(conn.as_str()).arg(self.limits.max_subscriptions);
         for topic in topics {
             inv.key(self.keys.subs(tenant, topic)).arg(topic.as_str());
         }
-        let reply: Value = inv
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
+        let reply: Value = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
         match reply {
             Value::Int(-1) => Err(StoreError::UnknownConnection),
-            Value::Int(-2) => Err(StoreError::TooManySubscriptions {
-                limit: self.limits.max_subscriptions,
-            }),
-            other => Self::topics_from(
-                redis::from_redis_value(other).map_err(|_| corrupt("subscription list"))?,
-            ),
+            Value::Int(-2) => Err(StoreError::TooManySubscriptions { limit: self.limits.max_subscriptions }),
+            other => Self::topics_from(redis::from_redis_value(other).map_err(|_| corrupt("subscription list"))?),
         }
     }
 }
@@ -390,17 +366,10 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(Registered {
-            came_online: came_online == 1,
-            user_connections,
-        })
+        Ok(Registered { came_online: came_online == 1, user_connections })
     }
 
-    async fn unregister(
-        &self,
-        tenant: &TenantId,
-        conn_id: &ConnectionId,
-    ) -> StoreResult<Option<Unregistered>> {
+    async fn unregister(&self, tenant: &TenantId, conn_id: &ConnectionId) -> StoreResult<Option<Unregistered>> {
         let k = &self.keys;
         let reply: Option<(String, usize)> = UNREGISTER
             .key(k.conn(tenant, conn_id))
@@ -424,11 +393,7 @@ impl Store for RedisStore {
             .transpose()
     }
 
-    async fn connection(
-        &self,
-        tenant: &TenantId,
-        conn_id: &ConnectionId,
-    ) -> StoreResult<Option<Connection>> {
+    async fn connection(&self, tenant: &TenantId, conn_id: &ConnectionId) -> StoreResult<Option<Connection>> {
         let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.conn(tenant, conn_id))
             .query_async(&mut self.conn().await?)
@@ -437,42 +402,23 @@ impl Store for RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .cloned()
-                .ok_or_else(|| corrupt("connection record"))
-        };
+        let field = |name: &str| fields.get(name).cloned().ok_or_else(|| corrupt("connection record"));
         Ok(Some(Connection {
             id: conn_id.clone(),
             tenant_id: tenant.clone(),
             user_id: UserId::parse(field("user_id")?).map_err(|_| corrupt("user id"))?,
             role: field("role")?.parse().map_err(|_| corrupt("role"))?,
             endpoint: field("endpoint")?,
-            connected_at: field("connected_at")?
-                .parse()
-                .map_err(|_| corrupt("connected_at"))?,
+            connected_at: field("connected_at")?.parse().map_err(|_| corrupt("connected_at"))?,
         }))
     }
 
-    async fn subscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>> {
-        self.change_subscriptions(&SUBSCRIBE, tenant, conn, topics)
-            .await
+    async fn subscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
+        self.change_subscriptions(&SUBSCRIBE, tenant, conn, topics).await
     }
 
-    async fn unsubscribe(
-        &self,
-        tenant: &TenantId,
-        conn: &ConnectionId,
-        topics: &[Topic],
-    ) -> StoreResult<Vec<Topic>> {
-        self.change_subscriptions(&UNSUBSCRIBE, tenant, conn, topics)
-            .await
+    async fn unsubscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
+        self.change_subscriptions(&UNSUBSCRIBE, tenant, conn, topics).await
     }
 
     async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
@@ -498,10 +444,7 @@ impl Store for RedisStore {
             .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        Ok(Presence {
-            online,
-            connections,
-        })
+        Ok(Presence { online, connections })
     }
 
     async fn online_users(&self, tenant: &TenantId) -> StoreResult<Vec<UserId>> {
@@ -520,20 +463,13 @@ impl Store for RedisStore {
     }
 
     async fn connection_count(&self, tenant: &TenantId) -> StoreResult<usize> {
-        redis::cmd("SCARD")
-            .arg(self.keys.conns(tenant))
-            .query_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)
+        redis::cmd("SCARD").arg(self.keys.conns(tenant)).query_async(&mut self.conn().await?).await.map_err(unavailable)
     }
 
     async fn total_connections(&self) -> StoreResult<usize> {
         let mut conn = self.conn().await?;
-        let tenants: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.tenants())
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let tenants: Vec<String> =
+            redis::cmd("SMEMBERS").arg(self.keys.tenants()).query_async(&mut conn).await.map_err(unavailable)?;
         // Each tenant's set lives in its own slot; the counts are fetched
         // concurrently (pipelined on one node, spread over a cluster).
         let tenants = tenants
@@ -543,24 +479,14 @@ impl Store for RedisStore {
         let counts = futures::future::try_join_all(tenants.iter().map(|t| {
             let mut conn = conn.clone();
             let key = self.keys.conns(t);
-            async move {
-                redis::cmd("SCARD")
-                    .arg(key)
-                    .query_async::<usize>(&mut conn)
-                    .await
-            }
+            async move { redis::cmd("SCARD").arg(key).query_async::<usize>(&mut conn).await }
         }))
         .await
         .map_err(unavailable)?;
         Ok(counts.into_iter().sum())
     }
 
-    async fn resolve(
-        &self,
-        tenant: &TenantId,
-        event: EventType,
-        target: &Target,
-    ) -> StoreResult<Resolution> {
+    async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution> {
         let k = &self.keys;
         let (target_key, mode, conn_arg) = match target {
             Target::Tenant => (k.conns(tenant), "tenant", ""),
@@ -572,15 +498,10 @@ impl Store for RedisStore {
             inv.key(k.subs(tenant, &topic));
         }
         inv.arg(mode).arg(k.stem("conn", tenant)).arg(conn_arg);
-        let flat: Vec<Value> = inv
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
+        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
         let mut items = flat.into_iter();
-        let target_connections: usize = items
-            .next()
-            .and_then(|v| redis::from_redis_value(v).ok())
-            .ok_or_else(|| corrupt("resolve reply"))?;
+        let target_connections: usize =
+            items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
         let strings: Vec<String> = items
             .map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply")))
             .collect::<StoreResult<_>>()?;
@@ -588,25 +509,16 @@ impl Store for RedisStore {
             .chunks_exact(3)
             .map(|r| {
                 Ok(Recipient {
-                    connection_id: ConnectionId::parse(r[0].as_str())
-                        .map_err(|_| corrupt("connection id"))?,
+                    connection_id: ConnectionId::parse(r[0].as_str()).map_err(|_| corrupt("connection id"))?,
                     user_id: UserId::parse(r[1].as_str()).map_err(|_| corrupt("user id"))?,
                     endpoint: r[2].clone(),
                 })
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Resolution {
-            recipients,
-            target_connections,
-        })
+        Ok(Resolution { recipients, target_connections })
     }
 
-    async fn offline_push(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        message: &str,
-    ) -> StoreResult<usize> {
+    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
         OFFLINE_PUSH
             .key(self.keys.offline(tenant, user))
             .arg(message)
@@ -617,12 +529,7 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn offline_peek(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        max: usize,
-    ) -> StoreResult<Vec<String>> {
+    async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>> {
         if max == 0 {
             return Ok(vec![]);
         }
@@ -635,12 +542,7 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn offline_ack(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        delivered: &[String],
-    ) -> StoreResult<usize> {
+    async fn offline_ack(&self, tenant: &TenantId, user: &UserId, delivered: &[String]) -> StoreResult<usize> {
         if delivered.is_empty() {
             return Ok(0);
         }
@@ -648,16 +550,10 @@ impl Store for RedisStore {
         for m in delivered {
             inv.arg(m.as_str());
         }
-        inv.invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)
+        inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        redis::cmd("PING")
-            .query_async::<String>(&mut self.conn().await?)
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        redis::cmd("PING").query_async::<String>(&mut self.conn().await?).await.map(drop).map_err(unavailable)
     }
 }
