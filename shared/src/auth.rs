@@ -62,6 +62,35 @@ impl std::str::FromStr for Role {
     }
 }
 
+impl Role {
+    /// May this role publish `event` to `target`? Back-end callers (`admin`,
+    /// `service`) may publish anything; clients (`supervisor`, `agent`) may
+    /// send chat messages, typing and read receipts to a user or a
+    /// connection of their tenant. The error says why not.
+    pub fn may_publish(self, event: crate::event::EventType, target: &crate::protocol::Target) -> Result<(), String> {
+        use crate::event::EventType;
+        use crate::protocol::Target;
+        match self {
+            Role::Admin | Role::Service => Ok(()),
+            Role::Supervisor | Role::Agent => {
+                if !matches!(event, EventType::ChatMessage | EventType::ChatTyping | EventType::ChatRead) {
+                    return Err(format!(
+                        "the {} role may publish only chat.message, chat.typing and chat.read, not {event}",
+                        self.as_str()
+                    ));
+                }
+                if matches!(target, Target::Tenant) {
+                    return Err(format!(
+                        "the {} role may send {event} to a user or a connection, not to the whole tenant",
+                        self.as_str()
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {

@@ -18,6 +18,10 @@
 //! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
+//! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
+//! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
+//! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
+//! | `SEED_CHANNELS` | `false` | also PUBLISH events on the seed's Redis channels |
 //! | `CALLBACK_ENDPOINT` | `https://{domainName}/{stage}` | override of the `@connections` endpoint stored per connection |
 //! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
 //! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
@@ -90,6 +94,12 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Most topics one connection may subscribe to.
     pub max_subscriptions: usize,
+    /// Posts in flight at once during one fan-out.
+    pub fanout_concurrency: usize,
+    /// Requests per second one tenant may make to the HTTP API (all instances together).
+    pub rate_limit_per_sec: u32,
+    /// Largest HTTP API request body.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -100,6 +110,9 @@ impl Default for Limits {
             offline_ttl: Duration::from_secs(7 * 24 * 3600),
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
+            fanout_concurrency: 128,
+            rate_limit_per_sec: 1000,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -264,11 +277,19 @@ pub struct Config {
     pub limits: Limits,
     /// Override for the `@connections` endpoint recorded with each connection.
     pub callback_endpoint: Option<Url>,
+    /// Also PUBLISH every event on the seed's Redis channels.
+    pub seed_channels: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { redis: None, key_prefix: "callcenter".into(), limits: Limits::default(), callback_endpoint: None }
+        Config {
+            redis: None,
+            key_prefix: "callcenter".into(),
+            limits: Limits::default(),
+            callback_endpoint: None,
+            seed_channels: false,
+        }
     }
 }
 
@@ -329,6 +350,11 @@ impl Config {
             offline_ttl: Duration::from_secs(positive(get, "OFFLINE_TTL_SECS", d.offline_ttl.as_secs())?),
             max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
             max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
+            fanout_concurrency: positive(get, "FANOUT_CONCURRENCY", d.fanout_concurrency as u64)? as usize,
+            rate_limit_per_sec: positive(get, "RATE_LIMIT_PER_SECOND", u64::from(d.rate_limit_per_sec))?
+                .try_into()
+                .map_err(|_| ConfigError::new("RATE_LIMIT_PER_SECOND", "is too large"))?,
+            max_body_bytes: positive(get, "MAX_BODY_BYTES", d.max_body_bytes as u64)? as usize,
         };
         let callback_endpoint = match non_empty(get, "CALLBACK_ENDPOINT") {
             None => None,
@@ -340,7 +366,8 @@ impl Config {
                 })?)
             }
         };
-        Ok(Config { redis, key_prefix, limits, callback_endpoint })
+        let seed_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
+        Ok(Config { redis, key_prefix, limits, callback_endpoint, seed_channels })
     }
 
     /// The Redis settings, for functions that cannot run without Redis.

@@ -1,4 +1,5 @@
-//! The handles every handler receives: configuration and the store.
+//! The handles every handler receives: configuration, the store and the
+//! `@connections` gateway.
 //!
 //! Built once per cold start (or once per emulator process) and cloned
 //! cheaply into each invocation.
@@ -6,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
+use crate::gateway::{Gateway, ManagementApi};
 use crate::store::{Keys, MemoryStore, RedisStore, Store};
 
 /// Shared, cheap-to-clone runtime context.
@@ -15,6 +17,8 @@ pub struct Context {
     pub config: Arc<Config>,
     /// Connection, subscription and presence state.
     pub store: Arc<dyn Store>,
+    /// Posts frames to connections.
+    pub gateway: Arc<dyn Gateway>,
 }
 
 impl std::fmt::Debug for Context {
@@ -24,9 +28,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context over an existing store (tests, the emulator).
+    /// A context over an existing store (tests, the emulator), posting with
+    /// local credentials (right for the emulator's `@connections`).
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Context { config: Arc::new(config), store }
+        Context { config: Arc::new(config), store, gateway: Arc::new(ManagementApi::local()) }
+    }
+
+    /// The same context posting through another gateway.
+    pub fn with_gateway(self, gateway: Arc<dyn Gateway>) -> Self {
+        Context { gateway, ..self }
     }
 
     /// The store the configuration asks for: Redis when `REDIS_URL` is set,
@@ -41,11 +51,12 @@ impl Context {
         Context::new(config, store)
     }
 
-    /// For a Lambda function: reads the environment and insists on Redis, the
-    /// only store that is shared between function instances.
-    pub fn for_function() -> Result<Self, ConfigError> {
+    /// For a Lambda function: reads the environment, insists on Redis (the
+    /// only store shared between function instances) and posts with the
+    /// function's AWS credentials.
+    pub async fn for_function() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         config.require_redis()?;
-        Ok(Context::from_config(config))
+        Ok(Context::from_config(config).with_gateway(Arc::new(ManagementApi::from_env().await)))
     }
 }

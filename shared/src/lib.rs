@@ -10,14 +10,18 @@
 //! - [`protocol`]: what clients send and what they get back;
 //! - [`store`]: connection, subscription, presence and offline state
 //!   (Redis in production, memory in the emulator);
+//! - [`gateway`]: posting to connections through `@connections`;
+//! - [`broadcast`]: one call routes an event to every connection that should have it;
 //! - [`apigw`]: helpers over the API Gateway event types;
 //! - [`telemetry`]: logging setup.
 
 pub mod apigw;
 pub mod auth;
+pub mod broadcast;
 pub mod config;
 pub mod context;
 pub mod event;
+pub mod gateway;
 pub mod ids;
 pub mod protocol;
 pub mod store;

@@ -303,6 +303,13 @@ pub enum ServerReply {
         id: Option<String>,
         count: usize,
     },
+    /// A `publish` went out: the new event's id and what the fan-out did.
+    Published {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        event_id: String,
+        report: crate::broadcast::Report,
+    },
     /// The request failed; the connection stays open.
     Error {
         #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -15,6 +15,7 @@ use switchboard::Context;
 use switchboard::auth::{Claims, Identity, Role, Verifier, mint_hs256, sign};
 use switchboard::config::{AuthConfig, Config, Limits, RedisConfig};
 use switchboard::event::EventType;
+use switchboard::gateway::{Gateway, PostOutcome};
 use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;
 use switchboard::store::{Keys, Presence, RedisStore};
@@ -33,8 +34,23 @@ fn fixture_conn() -> ConnectionId {
     FIXTURE_CONN.parse().unwrap()
 }
 
+/// The fixtures' endpoints are AWS hosts: handler tests must never post.
+/// (Posting is tested end to end through the emulator.)
+struct NoPosts;
+
+#[async_trait::async_trait]
+impl Gateway for NoPosts {
+    async fn post(&self, endpoint: &str, connection: &ConnectionId, _: &[u8]) -> PostOutcome {
+        panic!("a handler test tried to post to {connection} at {endpoint}");
+    }
+}
+
+fn no_posts(ctx: Context) -> Context {
+    ctx.with_gateway(Arc::new(NoPosts))
+}
+
 fn ctx_on(backend: Backend, limits: Limits) -> Context {
-    Context::new(Config { limits: limits.clone(), ..Config::default() }, backend.store(limits))
+    no_posts(Context::new(Config { limits: limits.clone(), ..Config::default() }, backend.store(limits)))
 }
 
 fn body_json(r: &ApiGatewayProxyResponse) -> Value {
@@ -178,7 +194,7 @@ async fn connect_honours_the_endpoint_override_and_omits_unoffered_protocols(b: 
     let store = b.store(Limits::default());
     let config =
         Config { callback_endpoint: Some("http://127.0.0.1:3001/local/".parse().unwrap()), ..Config::default() };
-    let ctx = Context::new(config, store);
+    let ctx = no_posts(Context::new(config, store));
     let mut event = connect_event();
     event.headers.remove("sec-websocket-protocol");
     let r = ws_connect::handle(&ctx, event).await;
@@ -209,7 +225,7 @@ async fn connect_answers_500_when_redis_is_unreachable() {
     let mut redis = RedisConfig::single(format!("redis://127.0.0.1:{port}"));
     redis.connect_timeout = Duration::from_millis(500);
     let store = Arc::new(RedisStore::new(redis, Keys::new("x"), Limits::default()));
-    let ctx = Context::new(Config::default(), store);
+    let ctx = no_posts(Context::new(Config::default(), store));
     let r = tokio::time::timeout(Duration::from_secs(10), connect(&ctx)).await.expect("answers promptly");
     assert_eq!(r.status_code, 500);
     // And the message route says so in a reply the client can read.
@@ -341,15 +357,29 @@ async fn ping_answers_pong_and_refreshes_presence(b: Backend) {
     assert!(ctx.store.presence(&tenant(), &user()).await.unwrap().online, "ping brought the user back");
 }
 
-async fn sync_and_publish_are_not_implemented_yet(b: Backend) {
+async fn publish_is_role_checked_and_an_empty_sync_answers_zero(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     connect(&ctx).await;
-    for body in
-        [r#"{"action":"sync"}"#, r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{}}"#]
-    {
-        let (status, reply) = send(&ctx, body).await;
-        assert_eq!((status, reply["code"].as_str()), (200, Some("not_implemented")), "{body}");
-    }
+    // The fixture's caller is an agent.
+    let (status, reply) =
+        send(&ctx, r#"{"action":"publish","type":"call.incoming","target":{"user":"7"},"id":"x"}"#).await;
+    assert_eq!((status, reply["code"].as_str(), reply["id"].as_str()), (200, Some("forbidden"), Some("x")));
+    assert!(reply["message"].as_str().unwrap().contains("not call.incoming"), "{reply}");
+    let (_, reply) = send(&ctx, r#"{"action":"publish","type":"chat.message","data":{"text":"hi all"}}"#).await;
+    assert_eq!(reply["code"], "forbidden", "agents may not broadcast to the whole tenant");
+    // Allowed: a chat message to a user who is offline goes to their queue, no post.
+    let (_, reply) =
+        send(&ctx, r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{"text":"hi"}}"#).await;
+    assert_eq!(reply["type"], "published", "{reply}");
+    assert_eq!(reply["report"]["queued_offline"], 1);
+    let queued = ctx.store.offline_peek(&tenant(), &"7".parse().unwrap(), 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let event: Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!((event["type"].as_str(), event["tenant_id"].as_str()), (Some("chat.message"), Some("acme")));
+    assert_eq!(event["id"], reply["event_id"]);
+    // The caller's own queue is empty: sync delivers nothing.
+    let (status, reply) = send(&ctx, r#"{"action":"sync","id":"s"}"#).await;
+    assert_eq!((status, reply), (200, json!({"type": "synced", "id": "s", "count": 0})));
 }
 
 async fn messages_from_unregistered_connections_are_refused(b: Backend) {
@@ -397,7 +427,7 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis; [
     subscribe_and_unsubscribe,
     client_mistakes_get_error_replies_and_change_nothing,
     ping_answers_pong_and_refreshes_presence,
-    sync_and_publish_are_not_implemented_yet,
+    publish_is_role_checked_and_an_empty_sync_answers_zero,
     messages_from_unregistered_connections_are_refused,
     binary_frames_are_decoded,
 ]);

@@ -9,15 +9,19 @@
 //! offered subprotocols (browsers carrying the token there), this handler
 //! names one in its response, or the browser would drop the connection.
 //!
+//! A user's first connection announces `presence.online` to the tenant's
+//! subscribers (the new connection has no subscriptions yet, so it is never
+//! among the recipients while its `$connect` runs).
+//!
 //! Offline messages are not delivered here: API Gateway refuses posts to a
 //! connection whose `$connect` has not returned. Clients send `sync`.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use http::{HeaderMap, HeaderValue};
-use switchboard::Context;
 use switchboard::apigw::{self, response, response_with_headers};
 use switchboard::auth::selected_subprotocol;
 use switchboard::store::Connection;
+use switchboard::{Context, broadcast};
 
 /// Handles one `$connect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
@@ -63,6 +67,12 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 user_connections = registered.user_connections,
                 "connected"
             );
+            if registered.came_online {
+                // A presence failure must not cost the user their connection.
+                if let Err(e) = broadcast::announce_presence(ctx, &conn.tenant_id, &conn.user_id, true).await {
+                    tracing::warn!(request_id, tenant_id = %conn.tenant_id, error = %e, "could not announce presence.online");
+                }
+            }
             let mut headers = HeaderMap::new();
             if let Some(protocol) = selected_subprotocol(&event.headers).and_then(|p| HeaderValue::from_str(p).ok()) {
                 headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);

@@ -7,8 +7,8 @@
 //! or one for an unknown id, succeeds and changes nothing.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use switchboard::Context;
 use switchboard::apigw::{self, response};
+use switchboard::{Context, broadcast};
 
 /// Handles one `$disconnect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
@@ -34,6 +34,11 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 reason = rc.disconnect_reason.as_deref().unwrap_or(""),
                 "disconnected"
             );
+            if gone.went_offline
+                && let Err(e) = broadcast::announce_presence(ctx, &tenant_id, &gone.user_id, false).await
+            {
+                tracing::warn!(request_id, tenant_id = %tenant_id, error = %e, "could not announce presence.offline");
+            }
             response(200, None)
         }
         Ok(None) => {

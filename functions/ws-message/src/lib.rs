@@ -8,6 +8,10 @@
 //! open and nothing changes. Only our own failures (the store unreachable)
 //! answer 500, still with an error reply the client can read.
 //!
+//! `publish` is role-checked ([`switchboard::auth::Role::may_publish`]) and
+//! fans out inside the caller's tenant; `sync` posts the queued messages to
+//! this very connection before the `synced` reply.
+//!
 //! The action is read from the body, not from the route key, so the same
 //! handler serves `$default` and every named route.
 
@@ -15,6 +19,9 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::Context;
 use switchboard::apigw::{self, response};
 use switchboard::auth::Identity;
+use switchboard::broadcast;
+use switchboard::event::Envelope;
+use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
 use switchboard::store::StoreError;
@@ -101,12 +108,67 @@ async fn dispatch(
             Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
             Err(e) => Err(classify(&id, e)),
         },
-        ClientAction::Sync { id } | ClientAction::Publish { id, .. } => Err(Failure::Client(ProtocolError::new(
-            id,
-            ErrorCode::NotImplemented,
-            "sync and publish arrive with the fan-out; not available yet",
-        ))),
+        ClientAction::Sync { id } => sync(ctx, who, conn, id).await,
+        ClientAction::Publish { id, event_type, target, data } => {
+            if let Err(why) = who.role.may_publish(event_type, &target) {
+                return Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)));
+            }
+            let event = Envelope::new(tenant.clone(), event_type, data);
+            match broadcast::publish(ctx, &event, &target).await {
+                Ok(report) => Ok(ServerReply::Published { id, event_id: event.id, report }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
     }
+}
+
+/// Delivers the user's offline queue to this connection, oldest first. A
+/// message leaves the queue only after its post succeeded, so a crash
+/// mid-sync loses nothing; messages queued during the sync are delivered
+/// too (up to twice the queue cap, so a busy sender cannot pin the handler).
+async fn sync(ctx: &Context, who: &Identity, conn: &ConnectionId, id: Option<String>) -> Result<ServerReply, Failure> {
+    let (tenant, user) = (&who.tenant_id, &who.user_id);
+    let me = match ctx.store.connection(tenant, conn).await {
+        Ok(Some(me)) => me,
+        Ok(None) => return Err(classify(&id, StoreError::UnknownConnection)),
+        Err(e) => return Err(classify(&id, e)),
+    };
+    let batch_size = ctx.config.limits.offline_max_messages;
+    let mut count = 0;
+    while count < 2 * batch_size {
+        let batch = ctx.store.offline_peek(tenant, user, batch_size).await.map_err(|e| classify(&id, e))?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut delivered = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for message in batch.iter() {
+            match ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await {
+                PostOutcome::Delivered => delivered.push(message.clone()),
+                PostOutcome::Gone => {
+                    failure = Some("this connection is gone".to_owned());
+                    break;
+                }
+                PostOutcome::Failed(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        ctx.store.offline_ack(tenant, user, &delivered).await.map_err(|e| classify(&id, e))?;
+        count += delivered.len();
+        if let Some(why) = failure {
+            tracing::warn!(tenant_id = %tenant, connection_id = %conn, error = %why, delivered = count, "sync stopped early");
+            return Err(Failure::Client(ProtocolError::new(
+                id,
+                ErrorCode::InternalError,
+                format!(
+                    "delivered {count} queued messages, then could not deliver more; the rest stay queued, sync again"
+                ),
+            )));
+        }
+    }
+    Ok(ServerReply::Synced { id, count })
 }
 
 fn reply(status: u16, answer: &ServerReply) -> ApiGatewayProxyResponse {

@@ -5,7 +5,7 @@ use switchboard::Context;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
-    let ctx = Context::for_function()?;
+    let ctx = Context::for_function().await?;
     run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
         let ctx = ctx.clone();
         async move { Ok::<_, Error>(ws_message::handle(&ctx, event.payload).await) }

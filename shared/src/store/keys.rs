@@ -71,6 +71,27 @@ impl Keys {
         self.stem("offline", tenant) + user.as_str()
     }
 
+    /// `{p}:ratelimit:{t}:<second>` counter of one one-second window.
+    pub fn rate_limit(&self, tenant: &TenantId, second: i64) -> String {
+        self.stem("ratelimit", tenant) + &second.to_string()
+    }
+
+    /// The seed's pub/sub channels for an event of this tenant: `{p}:events`,
+    /// plus `{p}:agents:<t>`, `{p}:calls:<t>` or `{p}:queues:<t>` by family.
+    pub fn seed_channels(&self, tenant: &TenantId, event: crate::event::EventType) -> Vec<String> {
+        let mut channels = vec![format!("{}:events", self.prefix)];
+        let family = match event.category() {
+            "agent" => Some("agents"),
+            "call" => Some("calls"),
+            "queue" => Some("queues"),
+            _ => None,
+        };
+        if let Some(family) = family {
+            channels.push(format!("{}:{family}:{tenant}", self.prefix));
+        }
+        channels
+    }
+
     /// `{p}:tenants` SET (not per tenant: lives in its own slot).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.prefix)

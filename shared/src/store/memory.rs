@@ -31,6 +31,8 @@ struct Tenant {
     presence: HashMap<UserId, Instant>,
     subs: HashMap<Topic, HashSet<ConnectionId>>,
     offline: HashMap<UserId, (VecDeque<String>, Instant)>,
+    /// (Unix second, requests in it).
+    rate_window: (i64, u32),
 }
 
 impl Tenant {
@@ -82,28 +84,33 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn unregister(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Unregistered>> {
+    async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
         Ok(self.with(|state| {
-            let t = state.get_mut(tenant)?;
-            let (c, topics) = t.conns.remove(conn)?;
-            for topic in topics {
-                if let Some(set) = t.subs.get_mut(&topic) {
-                    set.remove(conn);
-                    if set.is_empty() {
-                        t.subs.remove(&topic);
+            let Some(t) = state.get_mut(tenant) else { return vec![] };
+            conns
+                .iter()
+                .filter_map(|conn| {
+                    let (c, topics) = t.conns.remove(conn)?;
+                    for topic in topics {
+                        if let Some(set) = t.subs.get_mut(&topic) {
+                            set.remove(conn);
+                            if set.is_empty() {
+                                t.subs.remove(&topic);
+                            }
+                        }
                     }
-                }
-            }
-            let left = t.users.get_mut(&c.user_id).map(|set| {
-                set.remove(conn);
-                set.len()
-            });
-            let went_offline = left.unwrap_or(0) == 0;
-            if went_offline {
-                t.users.remove(&c.user_id);
-                t.presence.remove(&c.user_id);
-            }
-            Some(Unregistered { user_id: c.user_id, went_offline })
+                    let left = t.users.get_mut(&c.user_id).map(|set| {
+                        set.remove(conn);
+                        set.len()
+                    });
+                    let went_offline = left.unwrap_or(0) == 0;
+                    if went_offline {
+                        t.users.remove(&c.user_id);
+                        t.presence.remove(&c.user_id);
+                    }
+                    Some(Unregistered { user_id: c.user_id, went_offline })
+                })
+                .collect()
         }))
     }
 
@@ -275,6 +282,23 @@ impl Store for MemoryStore {
             }
             removed
         }))
+    }
+
+    async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool> {
+        let second = crate::time::now_millis() / 1000;
+        Ok(self.with(|state| {
+            let t = state.entry(tenant.clone()).or_default();
+            if t.rate_window.0 != second {
+                t.rate_window = (second, 0);
+            }
+            t.rate_window.1 += 1;
+            t.rate_window.1 <= limit
+        }))
+    }
+
+    async fn publish_seed(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {
+        // Nobody can SUBSCRIBE to an in-process store.
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -145,7 +145,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets a connection and all its subscriptions; the user goes offline
     /// when it was their last. `None` when it was not registered (idempotent).
-    async fn unregister(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Unregistered>>;
+    async fn unregister(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Unregistered>> {
+        Ok(self.unregister_many(tenant, std::slice::from_ref(conn)).await?.pop())
+    }
+
+    /// Forgets several connections of one tenant at once (the stale ones a
+    /// fan-out found): one round trip. Returns one entry per connection that
+    /// was registered, in the order given; unknown ids are skipped.
+    async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>>;
 
     /// The recorded connection, if live.
     async fn connection(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Connection>>;
@@ -187,6 +194,15 @@ pub trait Store: Send + Sync + 'static {
     /// the head of the queue, in order. Messages queued since the peek stay.
     /// Returns how many were removed.
     async fn offline_ack(&self, tenant: &TenantId, user: &UserId, delivered: &[String]) -> StoreResult<usize>;
+
+    /// Counts one request against the tenant's budget of `limit` per
+    /// second; false when the budget is spent. Shared by every instance.
+    async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool>;
+
+    /// PUBLISHes an event on the seed's channels (`{p}:events` and, for
+    /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for
+    /// services that still listen to the seed. A no-op without Redis.
+    async fn publish_seed(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()>;
 
     /// Is the backend reachable?
     async fn ping(&self) -> StoreResult<()>;

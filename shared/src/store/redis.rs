@@ -46,27 +46,47 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: conn, conns, connsubs, online.
-/// ARGV: conn_id, user stem, presence stem, subs stem.
-/// Returns nil when unknown, else {user_id, connections_left}.
+/// KEYS: conns, online.
+/// ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem, then connection ids.
+/// Returns {user_id, connections_left, ...} for each id that was registered.
 static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        local user = redis.call('HGET', KEYS[1], 'user_id')
-        redis.call('SREM', KEYS[2], ARGV[1])
-        for _, topic in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-            redis.call('SREM', ARGV[4] .. topic, ARGV[1])
+        local out = {}
+        for i = 6, #ARGV do
+            local id = ARGV[i]
+            local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
+            local user = redis.call('HGET', conn_key, 'user_id')
+            redis.call('SREM', KEYS[1], id)
+            for _, topic in ipairs(redis.call('SMEMBERS', subs_key)) do
+                redis.call('SREM', ARGV[5] .. topic, id)
+            end
+            redis.call('DEL', conn_key, subs_key)
+            if user then
+                local user_key = ARGV[3] .. user
+                redis.call('SREM', user_key, id)
+                local left = redis.call('SCARD', user_key)
+                if left == 0 then
+                    redis.call('SREM', KEYS[2], user)
+                    redis.call('DEL', ARGV[4] .. user)
+                end
+                out[#out + 1] = user
+                out[#out + 1] = left
+            end
         end
-        redis.call('DEL', KEYS[1], KEYS[3])
-        if not user then return nil end
-        local user_key = ARGV[2] .. user
-        redis.call('SREM', user_key, ARGV[1])
-        local left = redis.call('SCARD', user_key)
-        if left == 0 then
-            redis.call('SREM', KEYS[4], user)
-            redis.call('DEL', ARGV[3] .. user)
-        end
-        return {user, left}
+        return out
+        ",
+    )
+});
+
+/// KEYS: rate-limit counter. ARGV: limit. Returns 1 while within the limit.
+static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local n = redis.call('INCR', KEYS[1])
+        if n == 1 then redis.call('PEXPIRE', KEYS[1], 2000) end
+        if n > tonumber(ARGV[1]) then return 0 end
+        return 1
         ",
     )
 });
@@ -369,28 +389,32 @@ impl Store for RedisStore {
         Ok(Registered { came_online: came_online == 1, user_connections })
     }
 
-    async fn unregister(&self, tenant: &TenantId, conn_id: &ConnectionId) -> StoreResult<Option<Unregistered>> {
+    async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
+        if conns.is_empty() {
+            return Ok(vec![]);
+        }
         let k = &self.keys;
-        let reply: Option<(String, usize)> = UNREGISTER
-            .key(k.conn(tenant, conn_id))
-            .key(k.conns(tenant))
-            .key(k.conn_subs(tenant, conn_id))
-            .key(k.online(tenant))
-            .arg(conn_id.as_str())
+        let mut inv = UNREGISTER.key(k.conns(tenant));
+        inv.key(k.online(tenant))
+            .arg(k.stem("conn", tenant))
+            .arg(k.stem("connsubs", tenant))
             .arg(k.stem("user", tenant))
             .arg(k.stem("presence", tenant))
-            .arg(k.stem("subs", tenant))
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        reply
-            .map(|(user, left)| {
+            .arg(k.stem("subs", tenant));
+        for c in conns {
+            inv.arg(c.as_str());
+        }
+        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        flat.chunks_exact(2)
+            .map(|pair| {
+                let user: String = redis::from_redis_value(pair[0].clone()).map_err(|_| corrupt("user id"))?;
+                let left: usize = redis::from_redis_value(pair[1].clone()).map_err(|_| corrupt("connection count"))?;
                 Ok(Unregistered {
                     user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
                     went_offline: left == 0,
                 })
             })
-            .transpose()
+            .collect()
     }
 
     async fn connection(&self, tenant: &TenantId, conn_id: &ConnectionId) -> StoreResult<Option<Connection>> {
@@ -551,6 +575,22 @@ impl Store for RedisStore {
             inv.arg(m.as_str());
         }
         inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)
+    }
+
+    async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool> {
+        let key = self.keys.rate_limit(tenant, crate::time::now_millis() / 1000);
+        let allowed: u8 =
+            RATE_LIMIT.key(key).arg(limit).invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        Ok(allowed == 1)
+    }
+
+    async fn publish_seed(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()> {
+        // Channels are not keys: in a cluster, PUBLISH reaches subscribers on every node.
+        let mut pipe = redis::pipe();
+        for channel in self.keys.seed_channels(tenant, event) {
+            pipe.publish(channel, message).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> StoreResult<()> {
