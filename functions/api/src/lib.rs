@@ -2,24 +2,44 @@
 //!
 //! In AWS, `lambda_http` runs this Router behind an API Gateway HTTP API;
 //! locally, `switchboard-local` serves the very same Router on :3000. All
-//! routes live under `/v1` and answer JSON. Every route but `/v1/health`
-//! needs `Authorization: Bearer <jwt>`, and the tenant always comes from
-//! the token — never from the URL or the body.
+//! routes live under `/v1` and answer JSON. Every route but `/v1/health` and
+//! `/v1/openapi.json` needs `Authorization: Bearer <jwt>`, and the tenant
+//! always comes from the token — never from the URL or the body.
 //!
-//! Errors are `{"code","message"}` with a stable `code`; a failure on our
-//! side is a 503/500 whose message says what to do, never internals.
+//! | route | answer |
+//! | --- | --- |
+//! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
+//! | `GET /v1/stats` | `{tenant_id, tenant_connections, total_connections}` (the seed's `/ws/stats`) |
+//! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the seed's) |
+//! | `GET /v1/presence` | `{online_users, count}` |
+//! | `GET /v1/health` | `{status, store, version}`; 503 when the store is down |
+//! | `GET /v1/openapi.json` | the OpenAPI 3 description of all of this |
+//!
+//! Errors are `{"code","message"}` with a stable `code` and the right
+//! status: 400 naming the bad field, 401, 403, 404, 405, 413, 429 (a
+//! per-tenant budget kept in the store, so it holds across instances), 503
+//! when the store is down. Never a 500 for bad input, never internals.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
-use switchboard::Context;
+use serde_json::{Value, json};
 use switchboard::auth::{AuthError, Identity, Verifier, extract_token};
+use switchboard::event::{Envelope, EventType};
+use switchboard::ids::UserId;
+use switchboard::protocol::Target;
+use switchboard::{Context, broadcast};
+
+mod openapi;
+
+pub use openapi::document as openapi_document;
 
 /// What every route can reach.
 #[derive(Clone)]
@@ -30,21 +50,65 @@ pub struct ApiState {
     pub verifier: Arc<Verifier>,
 }
 
+/// Every route with its method, as served (the OpenAPI test walks this).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/events"),
+    ("get", "/v1/stats"),
+    ("get", "/v1/users/{id}/online"),
+    ("get", "/v1/presence"),
+    ("get", "/v1/health"),
+    ("get", "/v1/openapi.json"),
+];
+
 /// The whole HTTP API.
 pub fn router(ctx: Context, verifier: Verifier) -> Router {
+    let body_limit = ctx.config.limits.max_body_bytes;
     let state = ApiState { ctx, verifier: Arc::new(verifier) };
-    Router::new().route("/v1/health", get(health)).route("/v1/stats", get(stats)).fallback(not_found).with_state(state)
+    Router::new()
+        .route("/v1/events", post(publish))
+        .route("/v1/stats", get(stats))
+        .route("/v1/users/{id}/online", get(user_online))
+        .route("/v1/presence", get(presence))
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
 }
 
 /// An API failure, answered as `{"code","message"}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request body is not JSON.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// A field is missing or wrong; the message names it.
+    #[error("{field}: {problem}")]
+    InvalidField {
+        /// The field, e.g. `type` or `target`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// No or bad credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such route.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body is over the limit.
+    #[error("request body over {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The tenant's request budget for this second is spent.
+    #[error("more than {0} requests per second for this tenant; retry after a second")]
+    RateLimited(u32),
     /// The store could not be reached.
     #[error("the state store is unavailable; retry shortly")]
     Unavailable,
@@ -53,8 +117,14 @@ pub enum ApiError {
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
@@ -63,11 +133,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response = (status, Json(json!({"code": code, "message": self.to_string()}))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        let mut body = json!({"code": code, "message": self.to_string()});
+        if let ApiError::InvalidField { field, .. } = &self {
+            body["field"] = json!(field);
+        }
+        let mut response = (status, Json(body)).into_response();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -78,7 +156,7 @@ fn store_error(e: switchboard::store::StoreError) -> ApiError {
     ApiError::Unavailable
 }
 
-/// The verified caller of a request.
+/// The verified caller of a request, counted against its tenant's budget.
 pub struct Caller(pub Identity);
 
 impl FromRequestParts<ApiState> for Caller {
@@ -87,23 +165,57 @@ impl FromRequestParts<ApiState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let (token, _) = extract_token(&parts.headers, None)
             .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <jwt>".into()))?;
-        state.verifier.verify(token).map(Caller).map_err(|e: AuthError| {
+        let who = state.verifier.verify(token).map_err(|e: AuthError| {
             tracing::info!(reason = %e, "API request refused");
             ApiError::Unauthorized(e.to_string())
-        })
+        })?;
+        let limit = state.ctx.config.limits.rate_limit_per_sec;
+        if !state.ctx.store.rate_limit(&who.tenant_id, limit).await.map_err(store_error)? {
+            return Err(ApiError::RateLimited(limit));
+        }
+        Ok(Caller(who))
     }
 }
 
-/// `GET /v1/health`: is the store reachable? No token needed (load balancers, `make dev` checks).
-async fn health(State(state): State<ApiState>) -> Response {
-    match state.ctx.store.ping().await {
-        Ok(()) => Json(json!({"status": "ok", "store": "ok"})).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "health check: store unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "degraded", "store": "unavailable"})))
-                .into_response()
+/// `POST /v1/events`: validates `{type, data, target}` field by field, checks
+/// the role, then fans out inside the caller's tenant.
+async fn publish(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.ctx.config.limits.max_body_bytes),
+        _ => ApiError::InvalidJson(rejection.body_text()),
+    })?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(format!("body is not valid JSON: {e}")))?;
+    let Value::Object(mut obj) = value else {
+        return Err(ApiError::InvalidJson("body must be a JSON object {\"type\", \"data\", \"target\"}".into()));
+    };
+    let event_type = match obj.remove("type") {
+        Some(Value::String(t)) => {
+            t.parse::<EventType>().map_err(|e| ApiError::InvalidField { field: "type", problem: e.to_string() })?
         }
+        Some(_) => return Err(ApiError::InvalidField { field: "type", problem: "must be a string".into() }),
+        None => return Err(ApiError::InvalidField { field: "type", problem: "is required".into() }),
+    };
+    let target = match obj.remove("target") {
+        None | Some(Value::Null) => Target::Tenant,
+        Some(t) => serde_json::from_value::<Target>(t)
+            .map_err(|e| ApiError::InvalidField { field: "target", problem: e.to_string() })?,
+    };
+    let data = obj.remove("data").unwrap_or(Value::Null);
+    if let Some(extra) = obj.keys().next() {
+        return Err(ApiError::InvalidField {
+            field: "body",
+            problem: format!("unknown field '{extra}'; expected type, data and target"),
+        });
     }
+    who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
+    let event = Envelope::new(who.tenant_id.clone(), event_type, data);
+    let report = broadcast::publish(&state.ctx, &event, &target).await.map_err(store_error)?;
+    Ok(Json(json!({"event_id": event.id, "report": report})).into_response())
 }
 
 /// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.
@@ -119,6 +231,41 @@ async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Res
     .into_response())
 }
 
+/// `GET /v1/users/{id}/online`: the seed's user check, inside the caller's tenant.
+async fn user_online(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = UserId::parse(id).map_err(|e| ApiError::InvalidField { field: "id", problem: e.to_string() })?;
+    let presence = state.ctx.store.presence(&who.tenant_id, &user).await.map_err(store_error)?;
+    Ok(Json(json!({"user_id": user, "is_online": presence.online, "connection_count": presence.connections}))
+        .into_response())
+}
+
+/// `GET /v1/presence`: who is online in the caller's tenant.
+async fn presence(State(state): State<ApiState>, Caller(who): Caller) -> Result<Response, ApiError> {
+    let users = state.ctx.store.online_users(&who.tenant_id).await.map_err(store_error)?;
+    Ok(Json(json!({"count": users.len(), "online_users": users})).into_response())
+}
+
+/// `GET /v1/health`: is the store reachable? No token needed (load balancers, `make dev` checks).
+async fn health(State(state): State<ApiState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION");
+    match state.ctx.store.ping().await {
+        Ok(()) => Json(json!({"status": "ok", "store": "ok", "version": version})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unavailable");
+            let body = json!({"status": "degraded", "store": "unavailable", "version": version});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

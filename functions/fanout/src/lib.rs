@@ -1,0 +1,110 @@
+//! `fanout`: publish events from back-end code by invoking a function.
+//!
+//! Services inside the AWS account invoke it directly (IAM decides who may),
+//! with one event or a batch:
+//!
+//! ```json
+//! {"tenant_id": "acme", "type": "call.incoming", "data": {...}, "target": {"user": "42"}}
+//! {"events": [ ...the same shape... ]}
+//! ```
+//!
+//! Each event goes through the broadcaster (`switchboard::broadcast`); the
+//! answer lists, per event, its id and the fan-out report, plus the totals.
+//! A malformed request is refused whole, with a message naming the field,
+//! before anything is sent. (The SQS trigger for asynchronous publishing
+//! arrives with the SQS work; it reuses [`PublishRequest`].)
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard::Context;
+use switchboard::broadcast::{self, Report};
+use switchboard::event::{Envelope, EventType};
+use switchboard::ids::TenantId;
+use switchboard::protocol::Target;
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The tenant the event belongs to.
+    pub tenant_id: TenantId,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Payload.
+    #[serde(default)]
+    pub data: Value,
+    /// Recipients inside the tenant; absent = the whole tenant.
+    #[serde(default)]
+    pub target: Target,
+}
+
+/// What came of one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// The new event's id.
+    pub event_id: String,
+    /// The fan-out report.
+    pub report: Report,
+}
+
+/// The function's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutResponse {
+    /// One entry per event, in request order.
+    pub results: Vec<Published>,
+    /// The reports added up.
+    pub total: Report,
+}
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    /// The request does not have the documented shape.
+    #[error("invalid fan-out request: {0}")]
+    Invalid(String),
+    /// The store failed; events before the failure may have gone out.
+    #[error("store unavailable after {published} event(s): {source}")]
+    Store {
+        /// Events already published.
+        published: usize,
+        /// The failure.
+        source: switchboard::store::StoreError,
+    },
+}
+
+/// Parses `{"events":[...]}` or a single event.
+pub fn parse(payload: Value) -> Result<Vec<PublishRequest>, FanoutError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        events: Vec<Value>,
+    }
+    let items = match payload.get("events") {
+        Some(_) => serde_json::from_value::<Batch>(payload).map_err(|e| FanoutError::Invalid(e.to_string()))?.events,
+        None => vec![payload],
+    };
+    if items.is_empty() {
+        return Err(FanoutError::Invalid("\"events\" is empty".into()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| serde_json::from_value(item).map_err(|e| FanoutError::Invalid(format!("event {i}: {e}"))))
+        .collect()
+}
+
+/// Publishes every event of the request, in order.
+pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, FanoutError> {
+    let requests = parse(payload)?;
+    let mut response = FanoutResponse { results: Vec::with_capacity(requests.len()), total: Report::default() };
+    for request in requests {
+        let event = Envelope::new(request.tenant_id, request.event_type, request.data);
+        let report = broadcast::publish(ctx, &event, &request.target)
+            .await
+            .map_err(|source| FanoutError::Store { published: response.results.len(), source })?;
+        response.total += report;
+        response.results.push(Published { event_id: event.id, report });
+    }
+    Ok(response)
+}

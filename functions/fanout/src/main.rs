@@ -1,0 +1,14 @@
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+use switchboard::Context;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    switchboard::telemetry::init();
+    let ctx = Context::for_function().await?;
+    run(service_fn(|event: LambdaEvent<Value>| {
+        let ctx = ctx.clone();
+        async move { fanout::handle(&ctx, event.payload).await.map_err(Error::from) }
+    }))
+    .await
+}
