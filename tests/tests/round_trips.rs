@@ -22,7 +22,7 @@ fn conn(id: &str, user: &str) -> Connection {
     }
 }
 
-fn report(what: &str, seen: &Observed) {
+fn print_commands(what: &str, seen: &Observed) {
     eprintln!("{what}: {} client command(s), {} inside the script", seen.client.len(), seen.scripted.len());
     for c in &seen.client {
         eprintln!("    client  {}", c.chars().take(100).collect::<String>());
@@ -55,7 +55,7 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
 
     store.register(&conn("c1", "42")).await.unwrap();
     let seen = monitor.take().unwrap();
-    report("connect", &seen);
+    print_commands("connect", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");
     assert!(seen.client[0].starts_with("\"EVALSHA\""));
 
@@ -68,7 +68,7 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
         .await
         .unwrap();
     let seen = monitor.take().unwrap();
-    report("subscribe", &seen);
+    print_commands("subscribe", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");
 
     for (what, n) in [("resolve, 1 recipient", 1), ("resolve, 200 recipients", 200)] {
@@ -81,12 +81,58 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
         let r = store.resolve(&tenant, EventType::CallIncoming, &Target::Tenant).await.unwrap();
         assert_eq!(r.recipients.len(), n);
         let seen = monitor.take().unwrap();
-        report(what, &seen);
+        print_commands(what, &seen);
         assert_eq!(seen.client.len(), 1, "one round trip whatever the number of recipients");
     }
 
     store.unregister(&tenant, &"c1".parse().unwrap()).await.unwrap();
     let seen = monitor.take().unwrap();
-    report("disconnect", &seen);
+    print_commands("disconnect", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients() {
+    use serde_json::json;
+    use switchboard::auth::{Identity, Verifier, mint_hs256};
+    use switchboard::config::{AuthConfig, Config};
+    use switchboard::event::Envelope;
+    use switchboard_local::{Emulator, Mode, Settings};
+    use switchboard_tests::ws;
+
+    const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
+    let server = RedisServer::start().unwrap();
+    let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
+    let ctx = switchboard::Context::from_config(config);
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let identity =
+            Identity { tenant_id: tenant.clone(), user_id: format!("u{i}").parse().unwrap(), role: Role::Agent };
+        let url = format!("{}?token={}", emu.ws_url(), mint_hs256(SECRET, &identity, 60));
+        let (mut c, _) = ws::connect(&url, &[]).await.unwrap();
+        ws::request(&mut c, json!({"action": "subscribe", "events": ["call.*"]})).await;
+        clients.push(c);
+    }
+    // Warm the script cache.
+    switchboard::broadcast::publish(
+        &ctx,
+        &Envelope::new(tenant.clone(), EventType::CallEnded, json!({})),
+        &Target::Tenant,
+    )
+    .await
+    .unwrap();
+    for c in &mut clients {
+        ws::next_json(c).await;
+    }
+
+    let mut monitor = Monitor::attach(server.port).unwrap();
+    let event = Envelope::new(tenant.clone(), EventType::CallIncoming, json!({"n": 1}));
+    let report = switchboard::broadcast::publish(&ctx, &event, &Target::Tenant).await.unwrap();
+    assert_eq!(report.delivered, 100);
+    let seen = monitor.take().unwrap();
+    print_commands("publish to 100 recipients", &seen);
+    assert_eq!(seen.client.len(), 1, "resolve only: posts go to @connections, not Redis");
 }

@@ -300,7 +300,48 @@ async fn offline_queue_expires(b: Backend) {
     assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["new"]);
 }
 
+async fn stale_connections_are_forgotten_together(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    for (u, c) in [("1", "a"), ("1", "b"), ("2", "c"), ("3", "d")] {
+        s.register(&conn("t1", u, c)).await.unwrap();
+        s.subscribe(&t, &cid(c), &topics(&["*"])).await.unwrap();
+    }
+    // "a" and "c" went stale, "zz" never existed, "b" keeps user 1 online.
+    let gone = s.unregister_many(&t, &[cid("a"), cid("zz"), cid("c")]).await.unwrap();
+    let summary: Vec<(String, bool)> = gone.iter().map(|g| (g.user_id.to_string(), g.went_offline)).collect();
+    assert_eq!(summary, [("1".to_string(), false), ("2".to_string(), true)]);
+    assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&["b", "d"]));
+    assert!(s.presence(&t, &user("1")).await.unwrap().online);
+    assert!(!s.presence(&t, &user("2")).await.unwrap().online);
+    assert_eq!(s.connection_count(&t).await.unwrap(), 2);
+    assert!(s.unregister_many(&t, &[]).await.unwrap().is_empty());
+    // Another tenant's ids are not touched from here.
+    s.register(&conn("t2", "9", "x")).await.unwrap();
+    assert!(s.unregister_many(&t, &[cid("x")]).await.unwrap().is_empty());
+    assert_eq!(s.connection_count(&tenant("t2")).await.unwrap(), 1);
+}
+
+async fn rate_limits_are_per_tenant(b: Backend) {
+    let s = b.store(Limits::default());
+    // Align to the start of a second so the burst stays in one window.
+    let ms = switchboard::time::now_millis() % 1000;
+    if ms > 700 {
+        tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
+    }
+    let mut allowed = 0;
+    for _ in 0..5 {
+        allowed += usize::from(s.rate_limit(&tenant("t1"), 3).await.unwrap());
+    }
+    assert_eq!(allowed, 3, "three in a second, then refused");
+    assert!(s.rate_limit(&tenant("t2"), 3).await.unwrap(), "another tenant has its own budget");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(s.rate_limit(&tenant("t1"), 3).await.unwrap(), "a new second, a new budget");
+}
+
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
+    stale_connections_are_forgotten_together,
+    rate_limits_are_per_tenant,
     register_and_look_up,
     tenants_never_see_each_other,
     presence_with_several_connections,
