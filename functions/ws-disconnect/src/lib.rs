@@ -1,7 +1,8 @@
 //! `ws-disconnect`: the `$disconnect` route.
 //!
 //! Forgets the connection and its subscriptions; the user goes offline when
-//! it was their last connection. API Gateway sends `$disconnect` at most
+//! it was their last connection, and the tenant's subscribers then get
+//! `presence.offline`. API Gateway sends `$disconnect` at most
 //! once and only on a best-effort basis, and the fan-out also removes
 //! connections it finds gone, so this handler is idempotent: a second call,
 //! or one for an unknown id, succeeds and changes nothing.
