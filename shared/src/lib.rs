@@ -13,6 +13,7 @@
 //! - [`gateway`]: posting to connections through `@connections`;
 //! - [`broadcast`]: one call routes an event to every connection that should have it;
 //! - [`apigw`]: helpers over the API Gateway event types;
+//! - [`webhook`]: webhook signatures (the seed's and Standard Webhooks), verification, retry schedule;
 //! - [`telemetry`]: logging setup.
 
 pub mod apigw;
@@ -27,5 +28,6 @@ pub mod protocol;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod webhook;
 
 pub use context::Context;
