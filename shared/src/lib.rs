@@ -13,6 +13,7 @@
 //! - [`gateway`]: posting to connections through `@connections`;
 //! - [`broadcast`]: one call routes an event to every connection that should have it;
 //! - [`apigw`]: helpers over the API Gateway event types;
+//! - [`ssrf`]: the guard that keeps webhook deliveries out of internal networks;
 //! - [`webhook`]: webhook signatures (the seed's and Standard Webhooks), verification, retry schedule;
 //! - [`telemetry`]: logging setup.
 
@@ -25,6 +26,7 @@ pub mod event;
 pub mod gateway;
 pub mod ids;
 pub mod protocol;
+pub mod ssrf;
 pub mod store;
 pub mod telemetry;
 pub mod time;
