@@ -461,7 +461,8 @@ async fn a_broadcast_reaches_1000_connections_exactly_once() {
         .collect()
         .await;
     assert_eq!(extra.iter().filter(|e| **e).count(), 0);
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
     eprintln!(
-        "broadcast to {N} connections (debug build, Redis store): API answered after {answered:?}, last client had it after {all_received:?}"
+        "broadcast to {N} connections ({build} build, Redis store): API answered after {answered:?}, last client had it after {all_received:?}"
     );
 }
