@@ -155,7 +155,12 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             format!("functions at {functions_url} (cargo lambda watch)"),
         ),
         None => {
-            let config = Config::from_env()?;
+            let mut config = Config::from_env()?;
+            // Local receivers (http://127.0.0.1:...) are the point of local
+            // development; production mode keeps the strict policy.
+            if !args.production && std::env::var_os("WEBHOOK_ALLOW_PRIVATE").is_none() {
+                config.webhook_urls = switchboard::ssrf::UrlPolicy::LOCAL;
+            }
             let store_line = match &config.redis {
                 Some(r) => format!("Redis{} store, functions in-process", if r.cluster { " Cluster" } else { "" }),
                 None => "memory store, functions in-process".to_owned(),

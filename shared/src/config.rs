@@ -22,6 +22,7 @@
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
 //! | `SEED_CHANNELS` | `false` | also PUBLISH events on the seed's Redis channels |
+//! | `WEBHOOK_ALLOW_PRIVATE` | `false` | let webhooks use http and loopback/private addresses (local development) |
 //! | `CALLBACK_ENDPOINT` | `https://{domainName}/{stage}` | override of the `@connections` endpoint stored per connection |
 //! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
 //! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
@@ -279,6 +280,10 @@ pub struct Config {
     pub callback_endpoint: Option<Url>,
     /// Also PUBLISH every event on the seed's Redis channels.
     pub seed_channels: bool,
+    /// Where webhooks may point: https to public addresses in production;
+    /// `WEBHOOK_ALLOW_PRIVATE=true` (the emulator's default) allows http,
+    /// loopback and private ranges for local receivers.
+    pub webhook_urls: crate::ssrf::UrlPolicy,
 }
 
 impl Default for Config {
@@ -289,6 +294,7 @@ impl Default for Config {
             limits: Limits::default(),
             callback_endpoint: None,
             seed_channels: false,
+            webhook_urls: crate::ssrf::UrlPolicy::PRODUCTION,
         }
     }
 }
@@ -367,7 +373,11 @@ impl Config {
             }
         };
         let seed_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
-        Ok(Config { redis, key_prefix, limits, callback_endpoint, seed_channels })
+        let webhook_urls = match parse_bool(get, "WEBHOOK_ALLOW_PRIVATE")? {
+            Some(true) => crate::ssrf::UrlPolicy::LOCAL,
+            _ => crate::ssrf::UrlPolicy::PRODUCTION,
+        };
+        Ok(Config { redis, key_prefix, limits, callback_endpoint, seed_channels, webhook_urls })
     }
 
     /// The Redis settings, for functions that cannot run without Redis.

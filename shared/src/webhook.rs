@@ -284,3 +284,54 @@ mod tests {
         assert_eq!(RetrySchedule::default().delays.len(), 6);
     }
 }
+
+/// A webhook of a tenant, as stored in its registry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookConfig {
+    /// `wh_` + 32 hex digits.
+    pub id: String,
+    /// A label for people.
+    pub name: String,
+    /// Where deliveries go (checked by the SSRF guard on save and on delivery).
+    pub url: String,
+    /// Topics it receives (`call.incoming`, `call.*`, `*`).
+    pub events: Vec<crate::event::Topic>,
+    /// The signing secret (shown once, on create).
+    pub secret: String,
+    /// Paused webhooks receive nothing.
+    pub is_active: bool,
+    /// Attempts after the first before a delivery is dead-lettered (seed default 3).
+    pub retry_count: u32,
+    /// Per-attempt timeout in seconds (seed default 30).
+    pub timeout: u32,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+impl WebhookConfig {
+    /// A fresh id.
+    pub fn new_id() -> String {
+        format!("wh_{}", uuid::Uuid::now_v7().simple())
+    }
+
+    /// Is `id` shaped like a webhook id?
+    pub fn valid_id(id: &str) -> bool {
+        id.strip_prefix("wh_").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// Does this webhook want `event`?
+    pub fn wants(&self, event: crate::event::EventType) -> bool {
+        self.is_active && self.events.iter().any(|t| t.matches(event))
+    }
+
+    /// The configuration without its secret (what list and get answer).
+    pub fn public_view(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("plain data");
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("secret");
+        }
+        v
+    }
+}

@@ -339,7 +339,26 @@ async fn rate_limits_are_per_tenant(b: Backend) {
     assert!(s.rate_limit(&tenant("t1"), 3).await.unwrap(), "a new second, a new budget");
 }
 
+async fn webhook_registries_are_per_tenant(b: Backend) {
+    let s = b.store(Limits::default());
+    let (a, g) = (tenant("acme"), tenant("globex"));
+    s.put_webhook(&a, "wh_1", r#"{"v":1}"#).await.unwrap();
+    s.put_webhook(&a, "wh_2", r#"{"v":2}"#).await.unwrap();
+    s.put_webhook(&a, "wh_1", r#"{"v":3}"#).await.unwrap();
+    let mut all = s.list_webhooks(&a).await.unwrap();
+    all.sort();
+    assert_eq!(all, [r#"{"v":2}"#, r#"{"v":3}"#]);
+    assert_eq!(s.get_webhook(&a, "wh_1").await.unwrap().as_deref(), Some(r#"{"v":3}"#));
+    assert_eq!(s.get_webhook(&g, "wh_1").await.unwrap(), None, "another tenant's registry");
+    assert!(s.list_webhooks(&g).await.unwrap().is_empty());
+    assert!(!s.delete_webhook(&g, "wh_1").await.unwrap());
+    assert!(s.delete_webhook(&a, "wh_1").await.unwrap());
+    assert!(!s.delete_webhook(&a, "wh_1").await.unwrap());
+    assert_eq!(s.list_webhooks(&a).await.unwrap(), [r#"{"v":2}"#]);
+}
+
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
+    webhook_registries_are_per_tenant,
     stale_connections_are_forgotten_together,
     rate_limits_are_per_tenant,
     register_and_look_up,

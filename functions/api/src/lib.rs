@@ -14,6 +14,7 @@
 //! | `GET /v1/presence` | `{online_users, count}` |
 //! | `GET /v1/health` | `{status, store, version}`; 503 when the store is down |
 //! | `GET /v1/openapi.json` | the OpenAPI 3 description of all of this |
+//! | `/v1/webhooks` | the tenant's webhook registry (admin): see [`webhooks`] |
 //!
 //! Errors are `{"code","message"}` with a stable `code` and the right
 //! status: 400 naming the bad field, 401, 403, 404, 405, 413, 429 (a
@@ -23,6 +24,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::FromRequest;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -38,6 +40,7 @@ use switchboard::protocol::Target;
 use switchboard::{Context, broadcast};
 
 mod openapi;
+mod webhooks;
 
 pub use openapi::document as openapi_document;
 
@@ -58,6 +61,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/presence"),
     ("get", "/v1/health"),
     ("get", "/v1/openapi.json"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("get", "/v1/webhooks/{id}"),
+    ("patch", "/v1/webhooks/{id}"),
+    ("delete", "/v1/webhooks/{id}"),
 ];
 
 /// The whole HTTP API.
@@ -71,6 +79,8 @@ pub fn router(ctx: Context, verifier: Verifier) -> Router {
         .route("/v1/presence", get(presence))
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -151,6 +161,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A request body that must be a JSON object: not JSON, not an object and
+/// over the size limit each get their own error.
+pub struct JsonBody(Result<Bytes, BytesRejection>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(JsonBody(Bytes::from_request(req, state).await))
+    }
+}
+
+impl JsonBody {
+    /// The body as a JSON object.
+    pub fn object(self, limit: usize) -> Result<serde_json::Map<String, Value>, ApiError> {
+        let bytes = self.0.map_err(|rejection| match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
+            _ => ApiError::InvalidJson(rejection.body_text()),
+        })?;
+        match serde_json::from_slice(&bytes) {
+            Ok(Value::Object(obj)) => Ok(obj),
+            Ok(_) => Err(ApiError::InvalidJson("body must be a JSON object".into())),
+            Err(e) => Err(ApiError::InvalidJson(format!("body is not valid JSON: {e}"))),
+        }
+    }
+}
+
 fn store_error(e: switchboard::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store failure");
     ApiError::Unavailable
@@ -179,20 +216,8 @@ impl FromRequestParts<ApiState> for Caller {
 
 /// `POST /v1/events`: validates `{type, data, target}` field by field, checks
 /// the role, then fans out inside the caller's tenant.
-async fn publish(
-    State(state): State<ApiState>,
-    Caller(who): Caller,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(state.ctx.config.limits.max_body_bytes),
-        _ => ApiError::InvalidJson(rejection.body_text()),
-    })?;
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(format!("body is not valid JSON: {e}")))?;
-    let Value::Object(mut obj) = value else {
-        return Err(ApiError::InvalidJson("body must be a JSON object {\"type\", \"data\", \"target\"}".into()));
-    };
+async fn publish(State(state): State<ApiState>, Caller(who): Caller, body: JsonBody) -> Result<Response, ApiError> {
+    let mut obj = body.object(state.ctx.config.limits.max_body_bytes)?;
     let event_type = match obj.remove("type") {
         Some(Value::String(t)) => {
             t.parse::<EventType>().map_err(|e| ApiError::InvalidField { field: "type", problem: e.to_string() })?

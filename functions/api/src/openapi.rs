@@ -71,6 +71,31 @@ pub fn document() -> Value {
                 "Stats": {"type": "object", "properties": {"tenant_id": {"type": "string"}, "tenant_connections": {"type": "integer"}, "total_connections": {"type": "integer"}}},
                 "UserOnline": {"type": "object", "properties": {"user_id": {"type": "string"}, "is_online": {"type": "boolean"}, "connection_count": {"type": "integer"}}},
                 "Presence": {"type": "object", "properties": {"count": {"type": "integer"}, "online_users": {"type": "array", "items": {"type": "string"}}}},
+                "WebhookRequest": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "description": "name and url are required on create; every field is optional on PATCH",
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 255},
+                        "url": {"type": "string", "format": "uri", "description": "https to a public address in production"},
+                        "events": {"type": "array", "items": {"type": "string"}, "description": "event types or prefixes (call.*), default [\"*\"]"},
+                        "secret": {"type": "string", "description": "whsec_<base64>, generated when absent"},
+                        "is_active": {"type": "boolean"},
+                        "retry_count": {"type": "integer", "minimum": 0, "maximum": 10},
+                        "timeout": {"type": "integer", "minimum": 1, "maximum": 30}
+                    }
+                },
+                "Webhook": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"}, "name": {"type": "string"}, "url": {"type": "string"},
+                        "events": {"type": "array", "items": {"type": "string"}},
+                        "secret": {"type": "string", "description": "only in the answer to create"},
+                        "is_active": {"type": "boolean"}, "retry_count": {"type": "integer"}, "timeout": {"type": "integer"},
+                        "created_at": {"type": "integer"}, "updated_at": {"type": "integer"}
+                    }
+                },
+                "WebhookList": {"type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string"}, "version": {"type": "string"}}}
             }
         },
@@ -109,6 +134,48 @@ pub fn document() -> Value {
                 "summary": "Is the state store reachable?",
                 "responses": {"200": ok("Health"), "503": {"description": "Store unavailable", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}
             }},
+            "/v1/webhooks": {
+                "post": {
+                    "summary": "Register a webhook (admin); the answer shows its secret, once",
+                    "security": secured,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookRequest"}}}},
+                    "responses": common(serde_json::Map::from_iter([
+                        ("201".to_string(), ok("Webhook")),
+                        ("400".to_string(), error("A field is wrong (named in `field`), e.g. a URL the SSRF guard refuses")),
+                        ("403".to_string(), error("Not an admin token")),
+                    ]))
+                },
+                "get": {
+                    "summary": "The tenant's webhooks, without secrets (admin)",
+                    "security": secured,
+                    "responses": common(serde_json::Map::from_iter([("200".to_string(), ok("WebhookList")), ("403".to_string(), error("Not an admin token"))]))
+                }
+            },
+            "/v1/webhooks/{id}": {
+                "get": {
+                    "summary": "One webhook, without secret (admin)",
+                    "security": secured,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": common(serde_json::Map::from_iter([("200".to_string(), ok("Webhook")), ("404".to_string(), error("No such webhook in this tenant"))]))
+                },
+                "patch": {
+                    "summary": "Change a webhook (admin)",
+                    "security": secured,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebhookRequest"}}}},
+                    "responses": common(serde_json::Map::from_iter([
+                        ("200".to_string(), ok("Webhook")),
+                        ("400".to_string(), error("A field is wrong")),
+                        ("404".to_string(), error("No such webhook in this tenant")),
+                    ]))
+                },
+                "delete": {
+                    "summary": "Remove a webhook (admin)",
+                    "security": secured,
+                    "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                    "responses": common(serde_json::Map::from_iter([("204".to_string(), json!({"description": "Removed"})), ("404".to_string(), error("No such webhook in this tenant"))]))
+                }
+            },
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}}

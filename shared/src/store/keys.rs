@@ -92,6 +92,11 @@ impl Keys {
         channels
     }
 
+    /// `{p}:webhooks:{t}` HASH id -> configuration JSON.
+    pub fn webhooks(&self, tenant: &TenantId) -> String {
+        format!("{}:webhooks:{{{tenant}}}", self.prefix)
+    }
+
     /// `{p}:tenants` SET (not per tenant: lives in its own slot).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.prefix)

@@ -33,6 +33,7 @@ struct Tenant {
     offline: HashMap<UserId, (VecDeque<String>, Instant)>,
     /// (Unix second, requests in it).
     rate_window: (i64, u32),
+    webhooks: HashMap<String, String>,
 }
 
 impl Tenant {
@@ -299,6 +300,23 @@ impl Store for MemoryStore {
     async fn publish_seed(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {
         // Nobody can SUBSCRIBE to an in-process store.
         Ok(())
+    }
+
+    async fn put_webhook(&self, tenant: &TenantId, id: &str, config: &str) -> StoreResult<()> {
+        self.with(|state| state.entry(tenant.clone()).or_default().webhooks.insert(id.to_owned(), config.to_owned()));
+        Ok(())
+    }
+
+    async fn get_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<String>> {
+        Ok(self.with(|state| state.get(tenant)?.webhooks.get(id).cloned()))
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        Ok(self.with(|state| state.get(tenant).map(|t| t.webhooks.values().cloned().collect()).unwrap_or_default()))
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
+        Ok(self.with(|state| state.get_mut(tenant).is_some_and(|t| t.webhooks.remove(id).is_some())))
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -22,6 +22,8 @@
 //! {p}:subs:{tenant}:<topic>        SET    subscribed connection ids
 //! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
 //! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
+//! {p}:webhooks:{tenant}           HASH   webhook id -> configuration JSON
+//! {p}:ratelimit:{tenant}:<second> STRING request counter of one second, PX 2 s
 //! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
 //! ```
 //!
@@ -203,6 +205,18 @@ pub trait Store: Send + Sync + 'static {
     /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for
     /// services that still listen to the seed. A no-op without Redis.
     async fn publish_seed(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()>;
+
+    /// Stores a webhook's configuration (JSON) under its id in the tenant's registry.
+    async fn put_webhook(&self, tenant: &TenantId, id: &str, config: &str) -> StoreResult<()>;
+
+    /// One webhook's configuration, if the tenant has it.
+    async fn get_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<String>>;
+
+    /// All of the tenant's webhook configurations, in no particular order.
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<String>>;
+
+    /// Removes a webhook; false when the tenant had no such webhook.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
 
     /// Is the backend reachable?
     async fn ping(&self) -> StoreResult<()>;

@@ -593,6 +593,34 @@ impl Store for RedisStore {
         pipe.query_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
     }
 
+    async fn put_webhook(&self, tenant: &TenantId, id: &str, config: &str) -> StoreResult<()> {
+        let key = self.keys.webhooks(tenant);
+        redis::cmd("HSET")
+            .arg(key)
+            .arg(id)
+            .arg(config)
+            .query_async::<()>(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<String>> {
+        let key = self.keys.webhooks(tenant);
+        redis::cmd("HGET").arg(key).arg(id).query_async(&mut self.conn().await?).await.map_err(unavailable)
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<String>> {
+        let key = self.keys.webhooks(tenant);
+        redis::cmd("HVALS").arg(key).query_async(&mut self.conn().await?).await.map_err(unavailable)
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool> {
+        let key = self.keys.webhooks(tenant);
+        let removed: u32 =
+            redis::cmd("HDEL").arg(key).arg(id).query_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING").query_async::<String>(&mut self.conn().await?).await.map(drop).map_err(unavailable)
     }
