@@ -335,3 +335,133 @@ impl WebhookConfig {
         v
     }
 }
+
+/// One delivery of one event to one webhook: the SQS message body.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Delivery {
+    /// Idempotency key: the Standard Webhooks `webhook-id`, the same on every attempt.
+    pub delivery_id: String,
+    /// The event's tenant.
+    pub tenant_id: crate::ids::TenantId,
+    /// The webhook's id (the seed's `X-Webhook-ID`).
+    pub webhook_id: String,
+    /// The event type.
+    pub event: crate::event::EventType,
+    /// When the event happened, Unix seconds (the seed's payload field).
+    pub timestamp: i64,
+    /// The event's data.
+    pub data: serde_json::Value,
+}
+
+impl Delivery {
+    /// The seed's payload: `{"event","timestamp","data"}`.
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"event": self.event, "timestamp": self.timestamp, "data": self.data}))
+            .expect("plain JSON")
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// 410: the receiver is gone for good; disable the webhook.
+    Gone,
+    /// Anything else; try again later (no sooner than `retry_after` if the receiver said so).
+    Retry {
+        /// The receiver's `Retry-After`, in seconds form.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The record of one attempt (the delivery log's entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// The first 1 KiB of the response body.
+    pub body_excerpt: String,
+    /// Transport or policy error, when there was no response.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What to do next.
+    pub outcome: Outcome,
+}
+
+/// Sends one attempt: the seed's payload and headers plus the Standard
+/// Webhooks headers, signed with `secrets` (current first, then any in
+/// their rotation grace period), through `client` (see
+/// [`crate::ssrf::delivery_client`]) within the webhook's timeout. The URL
+/// is checked against `policy` again first: a stored URL may predate a
+/// stricter policy.
+pub async fn send(
+    client: &reqwest::Client,
+    hook: &WebhookConfig,
+    secrets: &[&Secret],
+    delivery: &Delivery,
+    attempt: u32,
+    policy: crate::ssrf::UrlPolicy,
+) -> Attempt {
+    let started = std::time::Instant::now();
+    let done = |status, body_excerpt, error, outcome| Attempt {
+        attempt,
+        status,
+        body_excerpt,
+        error,
+        duration_ms: started.elapsed().as_millis() as u64,
+        outcome,
+    };
+    let url = match crate::ssrf::check_url(&hook.url, policy) {
+        Ok(url) => url,
+        Err(e) => return done(None, String::new(), Some(e.to_string()), Outcome::Retry { retry_after: None }),
+    };
+    let body = delivery.payload();
+    let now = crate::time::now_millis() / 1000;
+    let seed = secrets.first().map(|s| seed_signature(s, &body)).unwrap_or_default();
+    let request = client
+        .post(url)
+        .timeout(Duration::from_secs(u64::from(hook.timeout.max(1))))
+        .header("content-type", "application/json")
+        .header("x-webhook-event", delivery.event.as_str())
+        .header("x-webhook-id", &hook.id)
+        .header("x-webhook-attempt", attempt.to_string())
+        .header("x-webhook-signature", seed)
+        .header("webhook-id", &delivery.delivery_id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", signature_header(secrets, &delivery.delivery_id, now, &body))
+        .body(body);
+    match request.send().await {
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(inner) = source {
+                message = format!("{message}: {inner}");
+                source = inner.source();
+            }
+            done(None, String::new(), Some(message), Outcome::Retry { retry_after: None })
+        }
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = response.bytes().await.unwrap_or_default();
+            let excerpt = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
+            let outcome = if status.is_success() {
+                Outcome::Delivered
+            } else if status.as_u16() == 410 {
+                Outcome::Gone
+            } else {
+                Outcome::Retry { retry_after }
+            };
+            done(Some(status.as_u16()), excerpt, None, outcome)
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! One webhook attempt against a real HTTP receiver (an axum server on a
+//! free port that records what it gets and answers from a script): the
+//! seed's payload and headers, both signatures verifiable, timeouts,
+//! `Retry-After`, 410, and the SSRF guard on the stored URL.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use switchboard::event::EventType;
+use switchboard::ssrf::{UrlPolicy, delivery_client};
+use switchboard::webhook::{Delivery, Outcome, Secret, WebhookConfig, seed_signature, send, verify_signature};
+
+/// What the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// One scripted answer: status, `Retry-After`, delay before answering.
+type Answer = (u16, Option<&'static str>, Duration);
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    /// Answers to give, in order: (status, Retry-After, delay). Empty: 200.
+    script: Arc<Mutex<VecDeque<Answer>>>,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    r.got.lock().unwrap().push(Received { headers, body });
+    let next = r.script.lock().unwrap().pop_front();
+    let (status, retry_after, delay) = next.unwrap_or((200, None, Duration::ZERO));
+    tokio::time::sleep(delay).await;
+    let mut response = (StatusCode::from_u16(status).unwrap(), "receiver says hello").into_response();
+    if let Some(r) = retry_after {
+        response.headers_mut().insert("retry-after", r.parse().unwrap());
+    }
+    response
+}
+
+async fn receiver(script: Vec<Answer>) -> (String, Receiver) {
+    let r = Receiver { script: Arc::new(Mutex::new(script.into())), ..Receiver::default() };
+    let app = Router::new().fallback(receive).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://127.0.0.1:{}/hooks/switchboard", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, r)
+}
+
+fn hook(url: &str, secret: &Secret) -> WebhookConfig {
+    WebhookConfig {
+        id: WebhookConfig::new_id(),
+        name: "crm".into(),
+        url: url.into(),
+        events: vec!["*".parse().unwrap()],
+        secret: secret.expose().into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 1,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn delivery(webhook_id: &str) -> Delivery {
+    Delivery {
+        delivery_id: "dlv_0001".into(),
+        tenant_id: "acme".parse().unwrap(),
+        webhook_id: webhook_id.into(),
+        event: EventType::CallIncoming,
+        timestamp: 1_729_866_000,
+        data: json!({"unique_id": "1729866000.123", "caller_id": "+1234567890", "queue_name": "support"}),
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_carries_the_seed_payload_and_both_signatures() {
+    let (url, r) = receiver(vec![]).await;
+    let secret = Secret::generate();
+    let old = Secret::generate();
+    let h = hook(&url, &secret);
+    let d = delivery(&h.id);
+    let client = delivery_client(UrlPolicy::LOCAL, Duration::from_secs(5));
+    let attempt = send(&client, &h, &[&secret, &old], &d, 2, UrlPolicy::LOCAL).await;
+    assert_eq!(attempt.outcome, Outcome::Delivered);
+    assert_eq!((attempt.status, attempt.attempt), (Some(200), 2));
+    assert_eq!(attempt.body_excerpt, "receiver says hello");
+
+    let got = r.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let Received { headers, body } = &got[0];
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload, json!({"event": "call.incoming", "timestamp": 1_729_866_000, "data": d.data}));
+    let h_ = |name: &str| headers.get(name).unwrap_or_else(|| panic!("{name} missing")).to_str().unwrap().to_owned();
+    assert_eq!(h_("content-type"), "application/json");
+    assert_eq!(h_("user-agent"), "Switchboard-Webhook/1.0");
+    assert_eq!(h_("x-webhook-event"), "call.incoming");
+    assert_eq!(h_("x-webhook-id"), h.id);
+    assert_eq!(h_("x-webhook-attempt"), "2");
+    assert_eq!(h_("x-webhook-signature"), seed_signature(&secret, body), "the seed's hex HMAC of the body");
+    assert_eq!(h_("webhook-id"), "dlv_0001");
+    let ts = h_("webhook-timestamp");
+    let sigs = h_("webhook-signature");
+    assert_eq!(sigs.split(' ').count(), 2, "current and rotated-out secret: {sigs}");
+    let now = switchboard::time::now_millis() / 1000;
+    for s in [&secret, &old] {
+        verify_signature(s, "dlv_0001", &ts, body, &sigs, now, Duration::from_secs(300)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn failures_say_what_to_do_next() {
+    let (url, _r) = receiver(vec![
+        (500, None, Duration::ZERO),
+        (503, Some("120"), Duration::ZERO),
+        (410, None, Duration::ZERO),
+        (200, None, Duration::from_secs(3)), // slower than the 1 s timeout
+    ])
+    .await;
+    let secret = Secret::generate();
+    let h = hook(&url, &secret);
+    let d = delivery(&h.id);
+    let client = delivery_client(UrlPolicy::LOCAL, Duration::from_secs(30));
+    let a = send(&client, &h, &[&secret], &d, 1, UrlPolicy::LOCAL).await;
+    assert_eq!((a.status, a.outcome), (Some(500), Outcome::Retry { retry_after: None }));
+    let a = send(&client, &h, &[&secret], &d, 2, UrlPolicy::LOCAL).await;
+    assert_eq!(a.outcome, Outcome::Retry { retry_after: Some(Duration::from_secs(120)) });
+    let a = send(&client, &h, &[&secret], &d, 3, UrlPolicy::LOCAL).await;
+    assert_eq!(a.outcome, Outcome::Gone, "410: disable the webhook");
+    let a = send(&client, &h, &[&secret], &d, 4, UrlPolicy::LOCAL).await;
+    assert_eq!((a.status, a.outcome.clone()), (None, Outcome::Retry { retry_after: None }), "timed out");
+    assert!(
+        a.error.as_deref().unwrap().contains("timed out") || a.error.as_deref().unwrap().contains("timeout"),
+        "{a:?}"
+    );
+    assert!(a.duration_ms < 2500, "the webhook's 1 s timeout applied: {} ms", a.duration_ms);
+}
+
+#[tokio::test]
+async fn a_stored_url_is_checked_again_before_sending() {
+    let (url, r) = receiver(vec![]).await;
+    let secret = Secret::generate();
+    let h = hook(&url, &secret);
+    let client = delivery_client(UrlPolicy::PRODUCTION, Duration::from_secs(5));
+    let a = send(&client, &h, &[&secret], &delivery(&h.id), 1, UrlPolicy::PRODUCTION).await;
+    assert_eq!(a.status, None);
+    assert!(a.error.unwrap().contains("scheme 'http' is not allowed"));
+    assert!(r.got.lock().unwrap().is_empty(), "nothing reached the receiver");
+}
