@@ -100,13 +100,25 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The tenant's webhook `id`, for an admin: 403, 400 for a malformed id, 404.
+async fn fetch(state: &ApiState, who: &Identity, id: &str) -> Result<WebhookConfig, ApiError> {
+    admin_only(who)?;
+    checked_id(id)?;
+    load(state.ctx.store.get_webhook(&who.tenant_id, id).await.map_err(store_error)?, id)
+}
+
+async fn save(state: &ApiState, who: &Identity, hook: &WebhookConfig) -> Result<(), ApiError> {
+    let text = serde_json::to_string(hook).expect("plain data");
+    state.ctx.store.put_webhook(&who.tenant_id, &hook.id, &text).await.map_err(store_error)
+}
+
 /// `POST /v1/webhooks`.
 pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: JsonBody) -> Result<Response, ApiError> {
     admin_only(&who)?;
     let body = body.object(state.ctx.config.limits.max_body_bytes)?;
     for required in ["name", "url"] {
         if !body.contains_key(required) {
-            return Err(field(if required == "name" { "name" } else { "url" }, "is required"));
+            return Err(field(required, "is required"));
         }
     }
     let now = switchboard::time::now_millis();
@@ -123,8 +135,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         updated_at: now,
     };
     apply(&state, &mut hook, body)?;
-    let text = serde_json::to_string(&hook).expect("plain data");
-    state.ctx.store.put_webhook(&who.tenant_id, &hook.id, &text).await.map_err(store_error)?;
+    save(&state, &who, &hook).await?;
     tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, url = %hook.url, "webhook created");
     // The secret is shown this once.
     Ok((StatusCode::CREATED, Json(serde_json::to_value(&hook).expect("plain data"))).into_response())
@@ -145,10 +156,7 @@ pub async fn get(
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_only(&who)?;
-    checked_id(&id)?;
-    let hook = load(state.ctx.store.get_webhook(&who.tenant_id, &id).await.map_err(store_error)?, &id)?;
-    Ok(Json(hook.public_view()).into_response())
+    Ok(Json(fetch(&state, &who, &id).await?.public_view()).into_response())
 }
 
 /// `PATCH /v1/webhooks/{id}`.
@@ -158,14 +166,10 @@ pub async fn update(
     Path(id): Path<String>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    admin_only(&who)?;
-    checked_id(&id)?;
-    let body = body.object(state.ctx.config.limits.max_body_bytes)?;
-    let mut hook = load(state.ctx.store.get_webhook(&who.tenant_id, &id).await.map_err(store_error)?, &id)?;
-    apply(&state, &mut hook, body)?;
+    let mut hook = fetch(&state, &who, &id).await?;
+    apply(&state, &mut hook, body.object(state.ctx.config.limits.max_body_bytes)?)?;
     hook.updated_at = switchboard::time::now_millis();
-    let text = serde_json::to_string(&hook).expect("plain data");
-    state.ctx.store.put_webhook(&who.tenant_id, &hook.id, &text).await.map_err(store_error)?;
+    save(&state, &who, &hook).await?;
     Ok(Json(hook.public_view()).into_response())
 }
 
