@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
@@ -73,7 +74,15 @@ impl ManagementApi {
     }
 
     fn with_config(base: aws_sdk_apigatewaymanagement::config::Builder) -> Self {
-        ManagementApi { base, clients: RwLock::new(HashMap::new()) }
+        // The SDK sets no operation timeout by default: one endpoint that
+        // accepts the connection and never answers would hold a fan-out (and
+        // the function invoking it) until Lambda kills it. Bound every post.
+        let timeouts = aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .operation_attempt_timeout(Duration::from_secs(3))
+            .operation_timeout(Duration::from_secs(10))
+            .build();
+        ManagementApi { base: base.timeout_config(timeouts), clients: RwLock::new(HashMap::new()) }
     }
 
     fn client(&self, endpoint: &str) -> Client {
