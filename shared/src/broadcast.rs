@@ -112,6 +112,33 @@ pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreR
     Ok(report)
 }
 
+/// Why a caller's publish did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The caller's role may not publish this event to this target.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A publish on behalf of a verified caller (the `publish` action and
+/// `POST /v1/events`): the role check, then a new event in the caller's own
+/// tenant. Returns the event's id and the report.
+pub async fn publish_as(
+    ctx: &Context,
+    who: &crate::auth::Identity,
+    event_type: EventType,
+    target: &Target,
+    data: Value,
+) -> Result<(String, Report), PublishError> {
+    who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
+    let event = Envelope::new(who.tenant_id.clone(), event_type, data);
+    let report = publish(ctx, &event, target).await?;
+    Ok((event.id, report))
+}
+
 /// `presence.online` / `presence.offline` for `user`, to the tenant's subscribers.
 pub async fn announce_presence(ctx: &Context, tenant: &TenantId, user: &UserId, online: bool) -> StoreResult<Report> {
     let event_type = if online { EventType::PresenceOnline } else { EventType::PresenceOffline };

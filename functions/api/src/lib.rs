@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use switchboard::auth::{AuthError, Identity, Verifier, extract_token};
-use switchboard::event::{Envelope, EventType};
+use switchboard::event::EventType;
 use switchboard::ids::UserId;
 use switchboard::protocol::Target;
 use switchboard::{Context, broadcast};
@@ -237,10 +237,12 @@ async fn publish(State(state): State<ApiState>, Caller(who): Caller, body: JsonB
             problem: format!("unknown field '{extra}'; expected type, data and target"),
         });
     }
-    who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
-    let event = Envelope::new(who.tenant_id.clone(), event_type, data);
-    let report = broadcast::publish(&state.ctx, &event, &target).await.map_err(store_error)?;
-    Ok(Json(json!({"event_id": event.id, "report": report})).into_response())
+    let (event_id, report) =
+        broadcast::publish_as(&state.ctx, &who, event_type, &target, data).await.map_err(|e| match e {
+            broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
+            broadcast::PublishError::Store(e) => store_error(e),
+        })?;
+    Ok(Json(json!({"event_id": event_id, "report": report})).into_response())
 }
 
 /// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.

@@ -19,8 +19,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::Context;
 use switchboard::apigw::{self, response};
 use switchboard::auth::Identity;
-use switchboard::broadcast;
-use switchboard::event::Envelope;
+use switchboard::broadcast::{self, PublishError};
 use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
@@ -110,13 +109,12 @@ async fn dispatch(
         },
         ClientAction::Sync { id } => sync(ctx, who, conn, id).await,
         ClientAction::Publish { id, event_type, target, data } => {
-            if let Err(why) = who.role.may_publish(event_type, &target) {
-                return Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)));
-            }
-            let event = Envelope::new(tenant.clone(), event_type, data);
-            match broadcast::publish(ctx, &event, &target).await {
-                Ok(report) => Ok(ServerReply::Published { id, event_id: event.id, report }),
-                Err(e) => Err(classify(&id, e)),
+            match broadcast::publish_as(ctx, who, event_type, &target, data).await {
+                Ok((event_id, report)) => Ok(ServerReply::Published { id, event_id, report }),
+                Err(PublishError::Forbidden(why)) => {
+                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
+                }
+                Err(PublishError::Store(e)) => Err(classify(&id, e)),
             }
         }
     }
