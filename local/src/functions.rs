@@ -15,6 +15,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayWebsocketProxyRequest,
 };
 use aws_lambda_events::iam::IamPolicyEffect;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 use switchboard::Context;
 use switchboard::auth::Verifier;
@@ -65,6 +66,9 @@ pub trait Functions: Send + Sync + 'static {
         route: Route,
         event: ApiGatewayWebsocketProxyRequest,
     ) -> Result<ApiGatewayProxyResponse, String>;
+    /// Runs an SQS-triggered function (`webhook`, `fanout`) on a batch;
+    /// `Err` is a function error (the whole batch returns to the queue).
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String>;
 }
 
 /// Reads an authorizer response the way API Gateway does: every statement
@@ -85,12 +89,13 @@ fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> V
 pub struct InProcess {
     ctx: Context,
     verifier: Verifier,
+    deliverer: webhook::Deliverer,
 }
 
 impl InProcess {
     /// Functions over this context and verifier.
     pub fn new(ctx: Context, verifier: Verifier) -> Self {
-        InProcess { ctx, verifier }
+        InProcess { deliverer: webhook::Deliverer::new(ctx.clone()), ctx, verifier }
     }
 }
 
@@ -113,6 +118,14 @@ impl Functions for InProcess {
             Route::Disconnect => ws_disconnect::handle(&self.ctx, event).await,
             Route::Message => ws_message::handle(&self.ctx, event).await,
         })
+    }
+
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        match function {
+            "webhook" => Ok(webhook::handle(&self.deliverer, event).await),
+            "fanout" => Ok(fanout::handle_sqs(&self.ctx, event).await),
+            other => Err(format!("no SQS-triggered function named {other}")),
+        }
     }
 }
 
@@ -185,5 +198,11 @@ impl Functions for Remote {
         let body = self.invoke(route.function_name(), &event).await?;
         serde_json::from_value(body)
             .map_err(|e| format!("{} answered something that is not a proxy response: {e}", route.function_name()))
+    }
+
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+        let body = self.invoke(function, &event).await?;
+        serde_json::from_value(body)
+            .map_err(|e| format!("{function} answered something that is not a batch response: {e}"))
     }
 }

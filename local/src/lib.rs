@@ -16,6 +16,7 @@
 pub mod events;
 pub mod functions;
 pub mod gateway;
+pub mod sqs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -55,6 +56,40 @@ pub struct Settings {
     pub route_selection: String,
     /// API Gateway's limits.
     pub limits: Limits,
+    /// SQS port (0: any free port).
+    pub sqs_port: u16,
+    /// The event source mappings' batching.
+    pub mapping: MappingSettings,
+}
+
+/// How the emulator's event source mappings poll and batch (Lambda's
+/// `BatchSize`, `MaximumBatchingWindowInSeconds`, pollers).
+#[derive(Debug, Clone)]
+pub struct MappingSettings {
+    /// Records per invocation.
+    pub batch_size: usize,
+    /// Gathering window.
+    pub batch_window: Duration,
+    /// Concurrent pollers per queue.
+    pub pollers: usize,
+}
+
+impl Default for MappingSettings {
+    fn default() -> Self {
+        MappingSettings { batch_size: 10, batch_window: Duration::ZERO, pollers: 4 }
+    }
+}
+
+/// The queues the emulator creates at start-up, as in the SAM template.
+pub mod queues {
+    /// Webhook deliveries (the `webhook` function's trigger).
+    pub const WEBHOOKS: &str = "switchboard-webhooks";
+    /// Final webhook failures.
+    pub const WEBHOOKS_DLQ: &str = "switchboard-webhooks-dlq";
+    /// Queued fan-out (the `fanout` function's trigger).
+    pub const EVENTS: &str = "switchboard-events";
+    /// Fan-out jobs that failed every retry.
+    pub const EVENTS_DLQ: &str = "switchboard-events-dlq";
 }
 
 impl Default for Settings {
@@ -67,6 +102,8 @@ impl Default for Settings {
             domain_name: None,
             route_selection: "$request.body.action".into(),
             limits: Limits::default(),
+            sqs_port: 9324,
+            mapping: MappingSettings::default(),
         }
     }
 }
@@ -74,7 +111,7 @@ impl Default for Settings {
 impl Settings {
     /// Any free ports: what tests use.
     pub fn ephemeral() -> Self {
-        Settings { ws_port: 0, http_port: 0, ..Settings::default() }
+        Settings { ws_port: 0, http_port: 0, sqs_port: 0, ..Settings::default() }
     }
 }
 
@@ -101,6 +138,10 @@ pub struct Emulator {
     pub ws_addr: SocketAddr,
     /// The HTTP API.
     pub http_addr: SocketAddr,
+    /// SQS.
+    pub sqs_addr: SocketAddr,
+    /// The emulated SQS, for tests that look inside.
+    pub sqs: Arc<sqs::Sqs>,
     /// The stage.
     pub stage: String,
     gateway: Arc<gateway::Gateway>,
@@ -128,11 +169,19 @@ impl Emulator {
         let http_listener = TcpListener::bind((settings.host, settings.http_port)).await.with_context(|| {
             format!("cannot listen on {}:{} for the HTTP API (try --http-port)", settings.host, settings.http_port)
         })?;
+        let sqs_listener = TcpListener::bind((settings.host, settings.sqs_port)).await.with_context(|| {
+            format!("cannot listen on {}:{} for SQS (try --sqs-port)", settings.host, settings.sqs_port)
+        })?;
         let ws_addr = ws_listener.local_addr()?;
         let http_addr = http_listener.local_addr()?;
+        let sqs_addr = sqs_listener.local_addr()?;
+        let sqs_url = format!("http://{sqs_addr}");
+        let sqs = Arc::new(sqs::Sqs::new(&sqs_url));
+        let urls = create_queues(&sqs)?;
 
         let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
             Mode::InProcess { ctx, verifier } => {
+                let ctx = ctx.with_queues(switchboard::queue::Queues::local(&sqs_url, urls));
                 let api = api::router(ctx.clone(), verifier.clone());
                 (Arc::new(InProcess::new(ctx, verifier)), api)
             }
@@ -146,6 +195,7 @@ impl Emulator {
         };
 
         let shutdown = CancellationToken::new();
+        let functions_for_mappings = functions.clone();
         let info = events::Gateway {
             domain_name: settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string()),
             stage: settings.stage.clone(),
@@ -161,6 +211,23 @@ impl Emulator {
         ));
 
         let servers = TaskTracker::new();
+        for (queue, function) in [(queues::WEBHOOKS, "webhook"), (queues::EVENTS, "fanout")] {
+            let mapping = sqs::EventSourceMapping {
+                queue: queue.to_owned(),
+                function,
+                batch_size: settings.mapping.batch_size,
+                batch_window: settings.mapping.batch_window,
+                pollers: settings.mapping.pollers,
+            };
+            sqs::spawn_mapping(sqs.clone(), mapping, functions_for_mappings.clone(), shutdown.clone(), &servers);
+        }
+        let sqs_app = sqs::router(sqs.clone());
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            if let Err(e) = axum::serve(sqs_listener, sqs_app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %e, "SQS server stopped");
+            }
+        });
         let ws_app = gateway::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         servers.spawn(async move {
@@ -175,7 +242,7 @@ impl Emulator {
             }
         });
         servers.close();
-        Ok(Emulator { ws_addr, http_addr, stage: settings.stage, gateway, shutdown, servers })
+        Ok(Emulator { ws_addr, http_addr, sqs_addr, sqs, stage: settings.stage, gateway, shutdown, servers })
     }
 
     /// `ws://host:port/{stage}`.
@@ -191,6 +258,16 @@ impl Emulator {
     /// The `@connections` endpoint to give an SDK client: `http://host:port/{stage}`.
     pub fn connections_endpoint(&self) -> String {
         format!("http://{}/{}", self.ws_addr, self.stage)
+    }
+
+    /// `http://host:port`: the SQS endpoint URL for SDK clients and the AWS CLI.
+    pub fn sqs_url(&self) -> String {
+        format!("http://{}", self.sqs_addr)
+    }
+
+    /// A queue's URL.
+    pub fn queue_url(&self, name: &str) -> String {
+        self.sqs.url_of(name)
     }
 
     /// Open WebSocket connections.
@@ -217,6 +294,32 @@ impl Emulator {
             tracing::warn!("shutdown: some connections did not finish within 10 s");
         }
     }
+}
+
+/// Creates the webhook and events queues with their dead-letter queues.
+fn create_queues(sqs: &sqs::Sqs) -> anyhow::Result<switchboard::config::QueueUrls> {
+    use serde_json::{Map, Value, json};
+    let attrs = |visibility: u64, dlq: Option<(&str, u32)>| -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("VisibilityTimeout".into(), json!(visibility.to_string()));
+        m.insert("MessageRetentionPeriod".into(), json!("1209600"));
+        if let Some((dlq, max)) = dlq {
+            let policy = json!({"deadLetterTargetArn": sqs::Sqs::arn_of(dlq), "maxReceiveCount": max});
+            m.insert("RedrivePolicy".into(), json!(policy.to_string()));
+        }
+        m
+    };
+    let create = |name: &str, a: Map<String, Value>| sqs.create_queue(name, &a).map_err(anyhow::Error::msg);
+    let webhooks_dlq = create(queues::WEBHOOKS_DLQ, attrs(30, None))?;
+    // 12 receives: the most attempts a webhook may have (retry_count 10 + 1), plus one spare.
+    let webhooks = create(queues::WEBHOOKS, attrs(180, Some((queues::WEBHOOKS_DLQ, 12))))?;
+    create(queues::EVENTS_DLQ, attrs(30, None))?;
+    let events = create(queues::EVENTS, attrs(60, Some((queues::EVENTS_DLQ, 5))))?;
+    Ok(switchboard::config::QueueUrls {
+        webhooks: Some(webhooks),
+        webhooks_dlq: Some(webhooks_dlq),
+        events: Some(events),
+    })
 }
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::config::{AuthConfig, Config, JwtKey};
 use switchboard::telemetry::{LogFormat, init_with};
-use switchboard_local::{Emulator, Limits, Mode, Settings};
+use switchboard_local::{Emulator, Limits, MappingSettings, Mode, Settings, queues};
 
 /// The development secret: printed as such, refused in production mode.
 const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
@@ -17,7 +17,7 @@ const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
 #[command(
     name = "switchboard-local",
     version,
-    about = "Switchboard's local emulator: API Gateway WebSocket, @connections and the HTTP API on one machine."
+    about = "Switchboard's local emulator: API Gateway WebSocket, @connections, the HTTP API and SQS on one machine."
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -89,6 +89,18 @@ struct Serve {
     /// Maximum connection duration in seconds (API Gateway: 7200).
     #[arg(long, env = "MAX_CONNECTION_SECS", default_value_t = 7200)]
     max_connection_secs: u64,
+    /// SQS endpoint port (the webhook and events queues, for aws-sdk-sqs and the AWS CLI).
+    #[arg(long, env = "SQS_PORT", default_value_t = 9324)]
+    sqs_port: u16,
+    /// Records per invocation of the SQS-triggered functions (Lambda's BatchSize).
+    #[arg(long, env = "SQS_BATCH_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    sqs_batch_size: u16,
+    /// Milliseconds to gather a batch (Lambda's MaximumBatchingWindowInSeconds).
+    #[arg(long, env = "SQS_BATCH_WINDOW_MS", default_value_t = 0)]
+    sqs_batch_window_ms: u64,
+    /// Concurrent pollers per queue.
+    #[arg(long, env = "SQS_POLLERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    sqs_pollers: u16,
     /// Send invocations to this Lambda Invoke API (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in-process.
     #[arg(long, env = "FUNCTIONS_URL")]
     functions_url: Option<url::Url>,
@@ -147,6 +159,12 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             max_duration: Duration::from_secs(args.max_connection_secs),
         },
+        sqs_port: args.sqs_port,
+        mapping: MappingSettings {
+            batch_size: usize::from(args.sqs_batch_size),
+            batch_window: Duration::from_millis(args.sqs_batch_window_ms),
+            pollers: usize::from(args.sqs_pollers),
+        },
     };
     let (auth, dev_secret) = auth_config(args.production)?;
     let (mode, store_line) = match args.functions_url {
@@ -184,6 +202,15 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     println!("  WebSocket     {}", emulator.ws_url());
     println!("  HTTP API      {}/v1/health", emulator.http_url());
     println!("  @connections  {}/@connections/{{connectionId}}", emulator.connections_endpoint());
+    println!(
+        "  SQS           {}  (queues {}, {}, {}, {}; aws --endpoint-url {} sqs list-queues)",
+        emulator.sqs_url(),
+        queues::WEBHOOKS,
+        queues::WEBHOOKS_DLQ,
+        queues::EVENTS,
+        queues::EVENTS_DLQ,
+        emulator.sqs_url()
+    );
     if dev_secret {
         println!(
             "  JWT secret    development default \"{DEV_JWT_SECRET}\" (set JWT_SECRET to change it; refused with --production)"

@@ -27,7 +27,7 @@ impl Process {
     /// Starts the binary on free ports and waits for its banner.
     fn start(envs: &[(&str, &str)], args: &[&str]) -> Process {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--ws-port", "0", "--http-port", "0"]).args(args);
+        cmd.args(["--ws-port", "0", "--http-port", "0", "--sqs-port", "0"]).args(args);
         for var in ["JWT_SECRET", "JWT_PUBLIC_KEY", "REDIS_URL", "KEY_PREFIX", "SWITCHBOARD_PRODUCTION"] {
             cmd.env_remove(var);
         }
@@ -155,13 +155,14 @@ async fn the_token_command_mints_what_the_emulator_accepts() {
 
 #[test]
 fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
-    let out = run(&[], &["--production", "--ws-port", "0", "--http-port", "0"]);
+    let out = run(&[], &["--production", "--ws-port", "0", "--http-port", "0", "--sqs-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("production mode refuses the development JWT secret"));
-    let out = run(&[("REDIS_URL", "http://localhost")], &["--ws-port", "0", "--http-port", "0"]);
+    let out = run(&[("REDIS_URL", "http://localhost")], &["--ws-port", "0", "--http-port", "0", "--sqs-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDIS_URL is not a redis:// or rediss:// URL"));
-    let out = run(&[], &["--route-selection", "$request.header.x", "--ws-port", "0", "--http-port", "0"]);
+    let out =
+        run(&[], &["--route-selection", "$request.header.x", "--ws-port", "0", "--http-port", "0", "--sqs-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("route selection expression"));
     let help = run(&[], &["--help"]);
@@ -175,6 +176,8 @@ fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
         "--idle-timeout-secs",
         "--functions-url",
         "--log-format",
+        "--sqs-port",
+        "--sqs-batch-size",
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }

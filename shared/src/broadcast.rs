@@ -1,32 +1,44 @@
 //! The seed's EventWebhookBroadcaster: one call routes an event to every
-//! WebSocket connection that should have it.
+//! WebSocket connection and every webhook that should have it.
 //!
 //! 1. Resolve the recipients — the target (tenant, user, connection)
-//!    intersected with the subscriptions — in one store round trip.
-//! 2. Post the envelope to each through the endpoint stored with it,
-//!    concurrently up to `FANOUT_CONCURRENCY`.
+//!    intersected with the subscriptions — and the tenant's webhooks, in one
+//!    store round trip.
+//! 2. Post the envelope to each connection through the endpoint stored with
+//!    it, concurrently up to `FANOUT_CONCURRENCY`.
 //! 3. `410 Gone` means stale: all stale connections are forgotten in one
 //!    more round trip, and users left without a connection are announced
 //!    `presence.offline`. Other failures are counted and logged; they never
 //!    stop the rest of the fan-out.
 //! 4. A user target with no live connection: the event waits in the user's
 //!    offline queue until they `sync`.
-//! 5. With `SEED_CHANNELS=true`, the event is also PUBLISHed on the seed's
+//! 5. One SQS message per matching active webhook (SendMessageBatch, ten a
+//!    call) for the `webhook` function.
+//! 6. With `SEED_CHANNELS=true`, the event is also PUBLISHed on the seed's
 //!    Redis channels for services that still listen there.
 //!
 //! The result is a [`Report`]. The `fanout` function, the HTTP API and the
 //! `publish` action all come through here.
+//!
+//! Queued fan-out ([`FanoutJob`], the `fanout` function's SQS trigger) is
+//! the same with two additions: a broadcast to more recipients than
+//! `FANOUT_CHUNK_SIZE` is split into chunk jobs re-enqueued to the events
+//! queue, so many function instances share it; and every recipient (and
+//! webhook) is claimed in the store before it is sent to, so a retried or
+//! duplicated job never sends twice to the same one.
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::Context;
 use crate::event::{Envelope, EventType};
 use crate::gateway::PostOutcome;
-use crate::ids::{TenantId, UserId};
+use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
-use crate::store::StoreResult;
+use crate::store::{Recipient, Resolution, StoreError, StoreResult};
+use crate::webhook::{Delivery, WebhookConfig};
 
 /// What one fan-out did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +53,15 @@ pub struct Report {
     pub failed: usize,
     /// 1 when the event went to an offline user's queue.
     pub queued_offline: usize,
+    /// Webhook deliveries queued for the `webhook` function.
+    #[serde(default)]
+    pub webhooks_enqueued: usize,
+    /// Matching webhooks whose delivery could not be queued (logged).
+    #[serde(default)]
+    pub webhooks_failed: usize,
+    /// Chunk jobs this fan-out was split into (queued fan-out only).
+    #[serde(default)]
+    pub chunks: usize,
 }
 
 impl std::ops::AddAssign for Report {
@@ -50,29 +71,40 @@ impl std::ops::AddAssign for Report {
         self.gone += o.gone;
         self.failed += o.failed;
         self.queued_offline += o.queued_offline;
+        self.webhooks_enqueued += o.webhooks_enqueued;
+        self.webhooks_failed += o.webhooks_failed;
+        self.chunks += o.chunks;
     }
 }
 
 /// Routes `event` to `target` inside the event's tenant.
 pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreResult<Report> {
-    let tenant = &event.tenant_id;
+    let resolved = ctx.store.resolve(&event.tenant_id, event.event_type, target).await?;
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
-    let resolved = ctx.store.resolve(tenant, event.event_type, target).await?;
-    let mut report = Report { matched: resolved.recipients.len(), ..Report::default() };
+    let (mut report, _) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await?;
+    finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
+    Ok(report)
+}
 
+/// Posts `text` to each recipient; forgets the stale ones. Returns the
+/// report and the recipients whose post failed (not stale).
+async fn post_all(
+    ctx: &Context,
+    tenant: &TenantId,
+    text: &str,
+    recipients: Vec<Recipient>,
+) -> StoreResult<(Report, Vec<ConnectionId>)> {
+    let mut report = Report { matched: recipients.len(), ..Report::default() };
     let concurrency = ctx.config.limits.fanout_concurrency;
-    let outcomes: Vec<_> = futures::stream::iter(resolved.recipients)
-        .map(|r| {
-            let text = &text;
-            async move {
-                let outcome = ctx.gateway.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
-                (r, outcome)
-            }
+    let outcomes: Vec<_> = futures::stream::iter(recipients)
+        .map(|r| async move {
+            let outcome = ctx.gateway.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
+            (r, outcome)
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let mut stale = Vec::new();
+    let (mut stale, mut failed) = (Vec::new(), Vec::new());
     for (recipient, outcome) in outcomes {
         match outcome {
             PostOutcome::Delivered => report.delivered += 1,
@@ -83,19 +115,10 @@ pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreR
             PostOutcome::Failed(error) => {
                 report.failed += 1;
                 tracing::warn!(tenant_id = %tenant, connection_id = %recipient.connection_id, %error, "post failed");
+                failed.push(recipient.connection_id);
             }
         }
     }
-
-    // Nobody of the user's connections took it: keep it for their next sync.
-    if let Target::User(user) = target
-        && report.delivered == 0
-        && resolved.target_connections == report.gone
-    {
-        ctx.store.offline_push(tenant, user, &text).await?;
-        report.queued_offline = 1;
-    }
-
     if !stale.is_empty() {
         let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
         for gone in forgotten.into_iter().filter(|g| g.went_offline) {
@@ -104,12 +127,224 @@ pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreR
             Box::pin(announce_presence(ctx, tenant, &gone.user_id, false)).await?;
         }
     }
+    Ok((report, failed))
+}
 
+/// After the posts: the offline queue, the webhooks, the seed's channels.
+#[expect(clippy::too_many_arguments, reason = "the parts of one fan-out")]
+async fn finish(
+    ctx: &Context,
+    event: &Envelope,
+    target: &Target,
+    text: &str,
+    target_connections: usize,
+    webhooks: &[String],
+    claims: Option<&Claims<'_>>,
+    report: &mut Report,
+) -> StoreResult<()> {
+    let tenant = &event.tenant_id;
+    // Nobody of the user's connections took it: keep it for their next sync.
+    if let Target::User(user) = target
+        && report.delivered == 0
+        && report.failed == 0
+        && target_connections == report.gone
+    {
+        ctx.store.offline_push(tenant, user, text).await?;
+        report.queued_offline = 1;
+    }
+    let (enqueued, failed) = enqueue_webhooks(ctx, event, webhooks, claims).await?;
+    report.webhooks_enqueued = enqueued;
+    report.webhooks_failed = failed;
     if ctx.config.seed_channels {
-        ctx.store.publish_seed(tenant, event.event_type, &text).await?;
+        ctx.store.publish_seed(tenant, event.event_type, text).await?;
     }
     tracing::debug!(tenant_id = %tenant, event_id = %event.id, event_type = %event.event_type, ?report, "published");
+    Ok(())
+}
+
+/// The delivery id of `event` to `webhook_id`: derived from both, so a
+/// retried fan-out produces the same id and receivers can de-duplicate.
+pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
+    let digest = Sha256::new().chain_update(event_id).chain_update(b":").chain_update(webhook_id).finalize();
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// One SQS message per matching active webhook. Returns (enqueued, failed).
+async fn enqueue_webhooks(
+    ctx: &Context,
+    event: &Envelope,
+    webhooks: &[String],
+    claims: Option<&Claims<'_>>,
+) -> StoreResult<(usize, usize)> {
+    let mut wanted: Vec<WebhookConfig> = webhooks
+        .iter()
+        .filter_map(|raw| serde_json::from_str::<WebhookConfig>(raw).ok())
+        .filter(|h| h.wants(event.event_type))
+        .collect();
+    if wanted.is_empty() {
+        return Ok((0, 0));
+    }
+    if let Some(claims) = claims {
+        let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}", h.id)).collect();
+        let fresh = claims.claim(ctx, &members).await?;
+        let mut keep = fresh.into_iter();
+        wanted.retain(|_| keep.next().unwrap_or(false));
+    }
+    let n = wanted.len();
+    let (Some(queues), Some(url)) = (ctx.queues.as_ref(), ctx.config.queues.webhooks.as_deref()) else {
+        tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, webhooks = n,
+            "webhooks match but WEBHOOK_QUEUE_URL is not set: deliveries not queued");
+        return Ok((0, n));
+    };
+    let timestamp = event.timestamp / 1000;
+    let bodies: Vec<String> = wanted
+        .iter()
+        .map(|h| {
+            let delivery = Delivery {
+                delivery_id: delivery_id(&event.id, &h.id),
+                tenant_id: event.tenant_id.clone(),
+                webhook_id: h.id.clone(),
+                event: event.event_type,
+                timestamp,
+                data: event.data.clone(),
+                attempt_base: 0,
+            };
+            serde_json::to_string(&delivery).expect("plain JSON")
+        })
+        .collect();
+    match queues.send_all(url, bodies).await {
+        Ok(sent) => Ok((sent, n - sent)),
+        Err(e) => {
+            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, error = %e, "webhook deliveries not queued");
+            if let Some(claims) = claims {
+                // Let a retry of the job queue them.
+                let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}", h.id)).collect();
+                claims.release(ctx, &members).await?;
+                return Err(StoreError::Unavailable(e.to_string()));
+            }
+            Ok((0, n))
+        }
+    }
+}
+
+/// A queued fan-out: the body of an events-queue message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutJob {
+    /// The event, id included (it keys the claims).
+    pub event: Envelope,
+    /// Recipients inside the event's tenant.
+    #[serde(default)]
+    pub target: Target,
+    /// Set on the parts of a split broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Chunk>,
+}
+
+/// One part of a split broadcast: recipients resolved by the job that split it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// 0-based.
+    pub index: usize,
+    /// How many parts.
+    pub of: usize,
+    /// `[connection id, user id, endpoint]` each.
+    pub recipients: Vec<(ConnectionId, UserId, String)>,
+}
+
+/// Why a queued job should be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The store (or SQS, for chunks and webhooks) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Some posts failed; those recipients were released for the retry.
+    #[error("{0} post(s) failed; the job will be retried for them")]
+    Posts(usize),
+}
+
+/// How long claims of a queued fan-out are kept (longer than the events queue retries).
+const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+struct Claims<'a> {
+    tenant: &'a TenantId,
+    event_id: &'a str,
+}
+
+impl Claims<'_> {
+    async fn claim(&self, ctx: &Context, members: &[String]) -> StoreResult<Vec<bool>> {
+        ctx.store.fanout_claim(self.tenant, self.event_id, members, CLAIM_TTL).await
+    }
+    async fn release(&self, ctx: &Context, members: &[String]) -> StoreResult<()> {
+        ctx.store.fanout_release(self.tenant, self.event_id, members).await
+    }
+}
+
+/// Runs one queued fan-out job: splits a large broadcast into chunk jobs,
+/// or posts (to claimed recipients only). An error means "retry this job".
+pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError> {
+    let event = &job.event;
+    let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
+    let text = serde_json::to_string(event).expect("an envelope is plain JSON");
+    if let Some(chunk) = &job.chunk {
+        let recipients = chunk
+            .recipients
+            .iter()
+            .map(|(c, u, e)| Recipient { connection_id: c.clone(), user_id: u.clone(), endpoint: e.clone() })
+            .collect();
+        return post_claimed(ctx, &claims, &text, recipients).await;
+    }
+    let resolved: Resolution = ctx.store.resolve(&event.tenant_id, event.event_type, &job.target).await?;
+    let chunk_size = ctx.config.fanout_chunk_size.max(1);
+    let events_url = ctx.config.queues.events.as_deref();
+    let mut report = match (ctx.queues.as_ref(), events_url) {
+        (Some(queues), Some(url)) if resolved.recipients.len() > chunk_size => {
+            let parts: Vec<_> = resolved.recipients.chunks(chunk_size).collect();
+            let of = parts.len();
+            let bodies: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(index, part)| {
+                    let recipients =
+                        part.iter().map(|r| (r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone())).collect();
+                    let chunk = FanoutJob {
+                        event: event.clone(),
+                        target: job.target.clone(),
+                        chunk: Some(Chunk { index, of, recipients }),
+                    };
+                    serde_json::to_string(&chunk).expect("plain JSON")
+                })
+                .collect();
+            queues.send_all(url, bodies).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
+            Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
+        }
+        _ => post_claimed(ctx, &claims, &text, resolved.recipients).await?,
+    };
+    finish(ctx, event, &job.target, &text, resolved.target_connections, &resolved.webhooks, Some(&claims), &mut report)
+        .await?;
     Ok(report)
+}
+
+/// Claims the recipients, posts to those claimed now, releases the ones
+/// whose post failed. `Err(Posts)` when any failed (a chunk is retried).
+async fn post_claimed(
+    ctx: &Context,
+    claims: &Claims<'_>,
+    text: &str,
+    recipients: Vec<Recipient>,
+) -> Result<Report, JobError> {
+    let members: Vec<String> = recipients.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
+    let fresh = claims.claim(ctx, &members).await?;
+    let mut fresh = fresh.into_iter();
+    let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
+    let (report, failed) = post_all(ctx, claims.tenant, text, mine).await?;
+    if failed.is_empty() {
+        return Ok(report);
+    }
+    let members: Vec<String> = failed.iter().map(|c| c.as_str().to_owned()).collect();
+    claims.release(ctx, &members).await?;
+    Err(JobError::Posts(failed.len()))
 }
 
 /// Why a caller's publish did not go out.

@@ -23,6 +23,15 @@
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
 //! | `SEED_CHANNELS` | `false` | also PUBLISH events on the seed's Redis channels |
 //! | `WEBHOOK_ALLOW_PRIVATE` | `false` | let webhooks use http and loopback/private addresses (local development) |
+//! | `WEBHOOK_QUEUE_URL` / `WEBHOOK_DLQ_URL` | — | the webhook deliveries queue and its dead-letter queue (webhooks are not sent without them) |
+//! | `EVENTS_QUEUE_URL` | — | the asynchronous fan-out queue (`POST /v1/events?async=true`, chunked broadcasts) |
+//! | `FANOUT_CHUNK_SIZE` | `1000` | recipients above which a queued broadcast is split into chunks |
+//! | `WEBHOOK_RETRY_SCHEDULE` | `5s,5m,30m,2h,5h,10h,10h` | waits between attempts (`s`, `m`, `h`; at most 12 h each) |
+//! | `WEBHOOK_RETRY_JITTER` | `0.2` | ± fraction of each wait |
+//! | `WEBHOOK_SECRET_GRACE_SECS` | `86400` | how long a rotated-out secret still signs |
+//! | `WEBHOOK_BREAKER_THRESHOLD` / `WEBHOOK_BREAKER_COOLDOWN_SECS` | `5` / `60` | consecutive failures that pause an endpoint, and for how long (0: no breaker) |
+//! | `WEBHOOK_DISABLE_AFTER_SECS` | `432000` | an endpoint failing this long (5 days) is disabled and `system.alert` is sent |
+//! | `WEBHOOK_LOG_MAX_ENTRIES` | `10000` | delivery-log entries kept per tenant |
 //! | `CALLBACK_ENDPOINT` | `https://{domainName}/{stage}` | override of the `@connections` endpoint stored per connection |
 //! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
 //! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
@@ -267,8 +276,72 @@ fn detect_pem_algorithm(pem: &[u8]) -> Result<JwtKey, ConfigError> {
     }
 }
 
+/// The SQS queues (URLs as SQS gives them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueUrls {
+    /// Webhook deliveries (`WEBHOOK_QUEUE_URL`).
+    pub webhooks: Option<String>,
+    /// Final failures, with their history (`WEBHOOK_DLQ_URL`).
+    pub webhooks_dlq: Option<String>,
+    /// Asynchronous and chunked fan-out (`EVENTS_QUEUE_URL`).
+    pub events: Option<String>,
+}
+
+/// How webhooks are delivered. Policy as data: tests shrink the waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// Waits between attempts.
+    pub schedule: crate::webhook::RetrySchedule,
+    /// How long a rotated-out secret keeps signing.
+    pub rotation_grace: Duration,
+    /// Consecutive failures that pause an endpoint (0: never).
+    pub breaker_threshold: u32,
+    /// How long a pause lasts.
+    pub breaker_cooldown: Duration,
+    /// An endpoint failing this long is disabled.
+    pub disable_after: Duration,
+    /// Delivery-log entries kept per tenant.
+    pub log_max_entries: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            schedule: crate::webhook::RetrySchedule::default(),
+            rotation_grace: Duration::from_secs(24 * 3600),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(60),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            log_max_entries: 10_000,
+        }
+    }
+}
+
+/// Parses `5s,5m,30m,2h` (a bare number is seconds).
+pub fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (digits, unit) = item.split_at(item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len()));
+            let n: u64 = digits.parse().map_err(|_| format!("'{item}' is not a duration like 30s, 5m or 2h"))?;
+            let secs = match unit {
+                "" | "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                _ => return Err(format!("'{item}' has unit '{unit}'; use s, m or h")),
+            };
+            if secs > 12 * 3600 {
+                return Err(format!("'{item}' is over 12 h, SQS's longest visibility timeout"));
+            }
+            Ok(Duration::from_secs(secs))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| if v.is_empty() { Err("is empty".into()) } else { Ok(v) })
+}
+
 /// Everything a WebSocket function needs besides auth.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `None`: the in-memory store (only meaningful inside one emulator process).
     pub redis: Option<RedisConfig>,
@@ -284,6 +357,12 @@ pub struct Config {
     /// `WEBHOOK_ALLOW_PRIVATE=true` (the emulator's default) allows http,
     /// loopback and private ranges for local receivers.
     pub webhook_urls: crate::ssrf::UrlPolicy,
+    /// The SQS queues.
+    pub queues: QueueUrls,
+    /// Recipients above which a queued broadcast is split into chunks.
+    pub fanout_chunk_size: usize,
+    /// Webhook delivery policy.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Config {
@@ -295,6 +374,9 @@ impl Default for Config {
             callback_endpoint: None,
             seed_channels: false,
             webhook_urls: crate::ssrf::UrlPolicy::PRODUCTION,
+            queues: QueueUrls::default(),
+            fanout_chunk_size: 1000,
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -377,7 +459,62 @@ impl Config {
             Some(true) => crate::ssrf::UrlPolicy::LOCAL,
             _ => crate::ssrf::UrlPolicy::PRODUCTION,
         };
-        Ok(Config { redis, key_prefix, limits, callback_endpoint, seed_channels, webhook_urls })
+        let queue_url = |var: &'static str| -> Result<Option<String>, ConfigError> {
+            match non_empty(get, var) {
+                None => Ok(None),
+                Some(raw) => match Url::parse(&raw) {
+                    Ok(u)
+                        if matches!(u.scheme(), "http" | "https")
+                            && u.path_segments().is_some_and(|mut s| s.nth(1).is_some()) =>
+                    {
+                        Ok(Some(raw))
+                    }
+                    _ => Err(ConfigError::new(
+                        var,
+                        format!(
+                            "is not an SQS queue URL like https://sqs.us-east-1.amazonaws.com/123456789012/name (got '{raw}')"
+                        ),
+                    )),
+                },
+            }
+        };
+        let queues = QueueUrls {
+            webhooks: queue_url("WEBHOOK_QUEUE_URL")?,
+            webhooks_dlq: queue_url("WEBHOOK_DLQ_URL")?,
+            events: queue_url("EVENTS_QUEUE_URL")?,
+        };
+        let dw = WebhookSettings::default();
+        let schedule = match non_empty(get, "WEBHOOK_RETRY_SCHEDULE") {
+            None => dw.schedule.delays.clone(),
+            Some(raw) => parse_schedule(&raw).map_err(|e| ConfigError::new("WEBHOOK_RETRY_SCHEDULE", e))?,
+        };
+        let jitter: f64 = parse_or(get, "WEBHOOK_RETRY_JITTER", dw.schedule.jitter, "a fraction from 0 to 1")?;
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError::new("WEBHOOK_RETRY_JITTER", format!("is {jitter}; expected 0 to 1")));
+        }
+        let secs = |var, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(parse_or(get, var, default.as_secs(), "a number of seconds")?))
+        };
+        let webhooks = WebhookSettings {
+            schedule: crate::webhook::RetrySchedule { delays: schedule, jitter },
+            rotation_grace: secs("WEBHOOK_SECRET_GRACE_SECS", dw.rotation_grace)?,
+            breaker_threshold: parse_or(get, "WEBHOOK_BREAKER_THRESHOLD", dw.breaker_threshold, "a whole number")?,
+            breaker_cooldown: secs("WEBHOOK_BREAKER_COOLDOWN_SECS", dw.breaker_cooldown)?,
+            disable_after: secs("WEBHOOK_DISABLE_AFTER_SECS", dw.disable_after)?,
+            log_max_entries: positive(get, "WEBHOOK_LOG_MAX_ENTRIES", dw.log_max_entries as u64)? as usize,
+        };
+        let fanout_chunk_size = positive(get, "FANOUT_CHUNK_SIZE", 1000)? as usize;
+        Ok(Config {
+            redis,
+            key_prefix,
+            limits,
+            callback_endpoint,
+            seed_channels,
+            webhook_urls,
+            queues,
+            fanout_chunk_size,
+            webhooks,
+        })
     }
 
     /// The Redis settings, for functions that cannot run without Redis.

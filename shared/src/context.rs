@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, QueueUrls};
 use crate::gateway::{Gateway, ManagementApi};
+use crate::queue::Queues;
 use crate::store::{Keys, MemoryStore, RedisStore, Store};
 
 /// Shared, cheap-to-clone runtime context.
@@ -19,6 +20,8 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     /// Posts frames to connections.
     pub gateway: Arc<dyn Gateway>,
+    /// SQS, when queues are configured (webhooks, asynchronous fan-out).
+    pub queues: Option<Arc<Queues>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -31,12 +34,19 @@ impl Context {
     /// A context over an existing store (tests, the emulator), posting with
     /// local credentials (right for the emulator's `@connections`).
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Context { config: Arc::new(config), store, gateway: Arc::new(ManagementApi::local()) }
+        Context { config: Arc::new(config), store, gateway: Arc::new(ManagementApi::local()), queues: None }
     }
 
     /// The same context posting through another gateway.
     pub fn with_gateway(self, gateway: Arc<dyn Gateway>) -> Self {
         Context { gateway, ..self }
+    }
+
+    /// The same context sending to these queues (their URLs replace the configured ones).
+    pub fn with_queues(self, queues: Queues) -> Self {
+        let mut config = (*self.config).clone();
+        config.queues = queues.urls.clone();
+        Context { config: Arc::new(config), queues: Some(Arc::new(queues)), ..self }
     }
 
     /// The store the configuration asks for: Redis when `REDIS_URL` is set,
@@ -57,6 +67,11 @@ impl Context {
     pub async fn for_function() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         config.require_redis()?;
-        Ok(Context::from_config(config).with_gateway(Arc::new(ManagementApi::from_env().await)))
+        let urls = config.queues.clone();
+        let ctx = Context::from_config(config).with_gateway(Arc::new(ManagementApi::from_env().await));
+        if urls == QueueUrls::default() {
+            return Ok(ctx);
+        }
+        Ok(ctx.with_queues(Queues::from_env(urls).await))
     }
 }

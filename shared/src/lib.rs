@@ -26,6 +26,7 @@ pub mod event;
 pub mod gateway;
 pub mod ids;
 pub mod protocol;
+pub mod queue;
 pub mod ssrf;
 pub mod store;
 pub mod telemetry;

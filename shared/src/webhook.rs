@@ -171,9 +171,9 @@ pub struct RetrySchedule {
 }
 
 impl Default for RetrySchedule {
-    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (Svix's schedule, within SQS's 12-hour visibility limit).
+    /// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Svix's schedule, within SQS's 12-hour visibility limit).
     fn default() -> Self {
-        let secs = [5, 300, 1800, 7200, 18_000, 36_000];
+        let secs = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
         RetrySchedule { delays: secs.iter().map(|s| Duration::from_secs(*s)).collect(), jitter: 0.2 }
     }
 }
@@ -281,7 +281,7 @@ mod tests {
             s.with_retry_after(Duration::from_secs(10), Some(Duration::from_secs(86_400))),
             Duration::from_secs(43_200)
         );
-        assert_eq!(RetrySchedule::default().delays.len(), 6);
+        assert_eq!(RetrySchedule::default().delays.len(), 7);
     }
 }
 
@@ -308,6 +308,21 @@ pub struct WebhookConfig {
     pub created_at: i64,
     /// Unix milliseconds.
     pub updated_at: i64,
+    /// Secrets rotated out that still sign until they expire (never shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_secrets: Vec<RetiredSecret>,
+    /// Why the system disabled the webhook (410 from the receiver, failing for days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+}
+
+/// A rotated-out secret in its grace period.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RetiredSecret {
+    /// The old secret.
+    pub secret: String,
+    /// Unix milliseconds after which it no longer signs.
+    pub expires_at: i64,
 }
 
 impl WebhookConfig {
@@ -326,13 +341,40 @@ impl WebhookConfig {
         self.is_active && self.events.iter().any(|t| t.matches(event))
     }
 
-    /// The configuration without its secret (what list and get answer).
+    /// The configuration without its secrets (what list and get answer).
     pub fn public_view(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("plain data");
         if let Some(obj) = v.as_object_mut() {
             obj.remove("secret");
+            obj.remove("previous_secrets");
         }
         v
+    }
+
+    /// The secrets that sign a delivery at `now_ms`: the current one first,
+    /// then rotated-out ones still in their grace period. Unparseable stored
+    /// secrets are skipped (and logged).
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<Secret> {
+        std::iter::once(self.secret.as_str())
+            .chain(self.previous_secrets.iter().filter(|r| r.expires_at > now_ms).map(|r| r.secret.as_str()))
+            .filter_map(|raw| match Secret::parse(raw) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(webhook_id = %self.id, error = %e, "stored webhook secret does not parse");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Replaces the secret with `new`; the old one keeps signing for `grace`.
+    pub fn rotate(&mut self, new: Secret, grace: Duration, now_ms: i64) {
+        self.previous_secrets.retain(|r| r.expires_at > now_ms);
+        let old = std::mem::replace(&mut self.secret, new.expose().to_owned());
+        if !grace.is_zero() {
+            self.previous_secrets.push(RetiredSecret { secret: old, expires_at: now_ms + grace.as_millis() as i64 });
+        }
+        self.updated_at = now_ms;
     }
 }
 
@@ -351,6 +393,14 @@ pub struct Delivery {
     pub timestamp: i64,
     /// The event's data.
     pub data: serde_json::Value,
+    /// Attempts made before this message was (re)queued: a delivery paused
+    /// by the circuit breaker is queued again with its count so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt_base: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Delivery {
@@ -368,11 +418,59 @@ pub enum Outcome {
     Delivered,
     /// 410: the receiver is gone for good; disable the webhook.
     Gone,
-    /// Anything else; try again later (no sooner than `retry_after` if the receiver said so).
+    /// 408, 429, 5xx, 3xx, timeouts and connection errors: try again later
+    /// (no sooner than `retry_after` if the receiver said so).
     Retry {
         /// The receiver's `Retry-After`, in seconds form.
         retry_after: Option<Duration>,
     },
+    /// Any other 4xx, or a URL the policy refuses: retrying will not help.
+    Rejected,
+}
+
+impl Outcome {
+    /// The log's word for it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Gone => "gone",
+            Outcome::Retry { .. } => "failed",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// The longest response-body excerpt kept in the log.
+pub const RESPONSE_EXCERPT_BYTES: usize = 20 * 1024;
+
+/// One line of the delivery log (the seed's `webhook_logs` row).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LogEntry {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The delivery (Standard Webhooks `webhook-id`).
+    pub delivery_id: String,
+    /// The event type.
+    pub event: crate::event::EventType,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// HTTP status, when there was a response.
+    pub response_code: Option<u16>,
+    /// The first 20 KB of the response body.
+    pub response_body: String,
+    /// Transport or policy error.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+    /// `delivered`, `failed` (will retry), `rejected`, `gone`, `dead` (no more attempts), `paused` (breaker open).
+    pub status: String,
+    /// When, Unix milliseconds.
+    pub created_at: i64,
+    /// Next attempt, Unix milliseconds, when one is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// The delivery itself, so it can be replayed.
+    pub delivery: Delivery,
 }
 
 /// The record of one attempt (the delivery log's entry).
@@ -382,7 +480,7 @@ pub struct Attempt {
     pub attempt: u32,
     /// The HTTP status, when there was a response.
     pub status: Option<u16>,
-    /// The first 1 KiB of the response body.
+    /// The first 20 KB of the response body.
     pub body_excerpt: String,
     /// Transport or policy error, when there was no response.
     pub error: Option<String>,
@@ -401,7 +499,7 @@ pub struct Attempt {
 pub async fn send(
     client: &reqwest::Client,
     hook: &WebhookConfig,
-    secrets: &[&Secret],
+    secrets: &[Secret],
     delivery: &Delivery,
     attempt: u32,
     policy: crate::ssrf::UrlPolicy,
@@ -417,7 +515,7 @@ pub async fn send(
     };
     let url = match crate::ssrf::check_url(&hook.url, policy) {
         Ok(url) => url,
-        Err(e) => return done(None, String::new(), Some(e.to_string()), Outcome::Retry { retry_after: None }),
+        Err(e) => return done(None, String::new(), Some(e.to_string()), Outcome::Rejected),
     };
     let body = delivery.payload();
     let now = crate::time::now_millis() / 1000;
@@ -432,7 +530,10 @@ pub async fn send(
         .header("x-webhook-signature", seed)
         .header("webhook-id", &delivery.delivery_id)
         .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", signature_header(secrets, &delivery.delivery_id, now, &body))
+        .header(
+            "webhook-signature",
+            signature_header(&secrets.iter().collect::<Vec<_>>(), &delivery.delivery_id, now, &body),
+        )
         .body(body);
     match request.send().await {
         Err(e) => {
@@ -453,13 +554,13 @@ pub async fn send(
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let bytes = response.bytes().await.unwrap_or_default();
-            let excerpt = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]).into_owned();
-            let outcome = if status.is_success() {
-                Outcome::Delivered
-            } else if status.as_u16() == 410 {
-                Outcome::Gone
-            } else {
-                Outcome::Retry { retry_after }
+            let excerpt = String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_EXCERPT_BYTES)]).into_owned();
+            let outcome = match status.as_u16() {
+                200..=299 => Outcome::Delivered,
+                410 => Outcome::Gone,
+                408 | 429 => Outcome::Retry { retry_after },
+                400..=499 => Outcome::Rejected,
+                _ => Outcome::Retry { retry_after },
             };
             done(Some(status.as_u16()), excerpt, None, outcome)
         }

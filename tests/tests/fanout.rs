@@ -113,7 +113,10 @@ async fn events_reach_the_subscribers_of_their_tenant_and_nobody_else() {
         .publish(&token("acme", "svc", Role::Service), json!({"type": "call.incoming", "data": {"caller_id": "+1555"}}))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["report"], json!({"matched": 1, "delivered": 1, "gone": 0, "failed": 0, "queued_offline": 0}));
+    assert_eq!(
+        body["report"],
+        json!({"matched": 1, "delivered": 1, "gone": 0, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0})
+    );
     let event = next_json(&mut calls).await;
     assert_eq!(event["type"], "call.incoming");
     assert_eq!(event["tenant_id"], "acme");
@@ -230,7 +233,10 @@ async fn a_connection_gone_without_disconnect_is_removed_on_its_410() {
     let (_, body) = w
         .publish(&token("acme", "svc", Role::Service), json!({"type": "system.alert", "data": {"level": "high"}}))
         .await;
-    assert_eq!(body["report"], json!({"matched": 2, "delivered": 1, "gone": 1, "failed": 0, "queued_offline": 0}));
+    assert_eq!(
+        body["report"],
+        json!({"matched": 2, "delivered": 1, "gone": 1, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0})
+    );
     assert_eq!(next_json(&mut watcher).await["type"], "system.alert");
     let offline = next_json(&mut watcher).await;
     assert_eq!(

@@ -67,6 +67,8 @@ fn hook(url: &str, secret: &Secret) -> WebhookConfig {
         timeout: 1,
         created_at: 0,
         updated_at: 0,
+        previous_secrets: vec![],
+        disabled_reason: None,
     }
 }
 
@@ -78,6 +80,7 @@ fn delivery(webhook_id: &str) -> Delivery {
         event: EventType::CallIncoming,
         timestamp: 1_729_866_000,
         data: json!({"unique_id": "1729866000.123", "caller_id": "+1234567890", "queue_name": "support"}),
+        attempt_base: 0,
     }
 }
 
@@ -89,7 +92,7 @@ async fn a_delivery_carries_the_seed_payload_and_both_signatures() {
     let h = hook(&url, &secret);
     let d = delivery(&h.id);
     let client = delivery_client(UrlPolicy::LOCAL, Duration::from_secs(5));
-    let attempt = send(&client, &h, &[&secret, &old], &d, 2, UrlPolicy::LOCAL).await;
+    let attempt = send(&client, &h, &[secret.clone(), old.clone()], &d, 2, UrlPolicy::LOCAL).await;
     assert_eq!(attempt.outcome, Outcome::Delivered);
     assert_eq!((attempt.status, attempt.attempt), (Some(200), 2));
     assert_eq!(attempt.body_excerpt, "receiver says hello");
@@ -122,6 +125,8 @@ async fn failures_say_what_to_do_next() {
         (500, None, Duration::ZERO),
         (503, Some("120"), Duration::ZERO),
         (410, None, Duration::ZERO),
+        (429, None, Duration::ZERO),
+        (400, None, Duration::ZERO),
         (200, None, Duration::from_secs(3)), // slower than the 1 s timeout
     ])
     .await;
@@ -129,13 +134,17 @@ async fn failures_say_what_to_do_next() {
     let h = hook(&url, &secret);
     let d = delivery(&h.id);
     let client = delivery_client(UrlPolicy::LOCAL, Duration::from_secs(30));
-    let a = send(&client, &h, &[&secret], &d, 1, UrlPolicy::LOCAL).await;
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 1, UrlPolicy::LOCAL).await;
     assert_eq!((a.status, a.outcome), (Some(500), Outcome::Retry { retry_after: None }));
-    let a = send(&client, &h, &[&secret], &d, 2, UrlPolicy::LOCAL).await;
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 2, UrlPolicy::LOCAL).await;
     assert_eq!(a.outcome, Outcome::Retry { retry_after: Some(Duration::from_secs(120)) });
-    let a = send(&client, &h, &[&secret], &d, 3, UrlPolicy::LOCAL).await;
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 3, UrlPolicy::LOCAL).await;
     assert_eq!(a.outcome, Outcome::Gone, "410: disable the webhook");
-    let a = send(&client, &h, &[&secret], &d, 4, UrlPolicy::LOCAL).await;
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 4, UrlPolicy::LOCAL).await;
+    assert_eq!(a.outcome, Outcome::Retry { retry_after: None }, "429 is worth retrying");
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 5, UrlPolicy::LOCAL).await;
+    assert_eq!((a.status, a.outcome), (Some(400), Outcome::Rejected), "another 4xx will not get better");
+    let a = send(&client, &h, std::slice::from_ref(&secret), &d, 6, UrlPolicy::LOCAL).await;
     assert_eq!((a.status, a.outcome.clone()), (None, Outcome::Retry { retry_after: None }), "timed out");
     assert!(
         a.error.as_deref().unwrap().contains("timed out") || a.error.as_deref().unwrap().contains("timeout"),
@@ -150,8 +159,8 @@ async fn a_stored_url_is_checked_again_before_sending() {
     let secret = Secret::generate();
     let h = hook(&url, &secret);
     let client = delivery_client(UrlPolicy::PRODUCTION, Duration::from_secs(5));
-    let a = send(&client, &h, &[&secret], &delivery(&h.id), 1, UrlPolicy::PRODUCTION).await;
-    assert_eq!(a.status, None);
+    let a = send(&client, &h, std::slice::from_ref(&secret), &delivery(&h.id), 1, UrlPolicy::PRODUCTION).await;
+    assert_eq!((a.status, a.outcome), (None, Outcome::Rejected));
     assert!(a.error.unwrap().contains("scheme 'http' is not allowed"));
     assert!(r.got.lock().unwrap().is_empty(), "nothing reached the receiver");
 }

@@ -9,6 +9,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
+//! | `POST /v1/events?async=true` | the same, queued on the events queue: 202 `{event_id, queued}` |
 //! | `GET /v1/stats` | `{tenant_id, tenant_connections, total_connections}` (the seed's `/ws/stats`) |
 //! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the seed's) |
 //! | `GET /v1/presence` | `{online_users, count}` |
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::FromRequest;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub ctx: Context,
     /// Token verification.
     pub verifier: Arc<Verifier>,
+    /// Synchronous webhook attempts (`/test`).
+    pub deliverer: webhook::Deliverer,
 }
 
 /// Every route with its method, as served (the OpenAPI test walks this).
@@ -66,12 +69,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/webhooks/{id}"),
     ("patch", "/v1/webhooks/{id}"),
     ("delete", "/v1/webhooks/{id}"),
+    ("post", "/v1/webhooks/{id}/test"),
+    ("post", "/v1/webhooks/{id}/rotate-secret"),
+    ("get", "/v1/webhooks/{id}/deliveries"),
+    ("get", "/v1/webhooks/{id}/stats"),
+    ("post", "/v1/webhooks/{id}/deliveries/{delivery_id}/retry"),
 ];
 
 /// The whole HTTP API.
 pub fn router(ctx: Context, verifier: Verifier) -> Router {
     let body_limit = ctx.config.limits.max_body_bytes;
-    let state = ApiState { ctx, verifier: Arc::new(verifier) };
+    let state = ApiState { deliverer: webhook::Deliverer::new(ctx.clone()), ctx, verifier: Arc::new(verifier) };
     Router::new()
         .route("/v1/events", post(publish))
         .route("/v1/stats", get(stats))
@@ -81,6 +89,11 @@ pub fn router(ctx: Context, verifier: Verifier) -> Router {
         .route("/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/stats", get(webhooks::stats))
+        .route("/v1/webhooks/{id}/deliveries/{delivery_id}/retry", post(webhooks::retry))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -122,6 +135,9 @@ pub enum ApiError {
     /// The store could not be reached.
     #[error("the state store is unavailable; retry shortly")]
     Unavailable,
+    /// A part this route needs is not configured (a queue URL).
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 impl ApiError {
@@ -136,6 +152,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
         }
     }
 }
@@ -216,7 +233,22 @@ impl FromRequestParts<ApiState> for Caller {
 
 /// `POST /v1/events`: validates `{type, data, target}` field by field, checks
 /// the role, then fans out inside the caller's tenant.
-async fn publish(State(state): State<ApiState>, Caller(who): Caller, body: JsonBody) -> Result<Response, ApiError> {
+async fn publish(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let queued = match query.get("async").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidField {
+                field: "async",
+                problem: format!("must be true or false, not '{other}'"),
+            });
+        }
+    };
     let mut obj = body.object(state.ctx.config.limits.max_body_bytes)?;
     let event_type = match obj.remove("type") {
         Some(Value::String(t)) => {
@@ -237,12 +269,38 @@ async fn publish(State(state): State<ApiState>, Caller(who): Caller, body: JsonB
             problem: format!("unknown field '{extra}'; expected type, data and target"),
         });
     }
+    if queued {
+        return publish_queued(&state, &who, event_type, target, data).await;
+    }
     let (event_id, report) =
         broadcast::publish_as(&state.ctx, &who, event_type, &target, data).await.map_err(|e| match e {
             broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
             broadcast::PublishError::Store(e) => store_error(e),
         })?;
     Ok(Json(json!({"event_id": event_id, "report": report})).into_response())
+}
+
+/// `POST /v1/events?async=true`: the role check, then the event is queued
+/// for the `fanout` function; 202 with its id.
+async fn publish_queued(
+    state: &ApiState,
+    who: &Identity,
+    event_type: EventType,
+    target: Target,
+    data: Value,
+) -> Result<Response, ApiError> {
+    who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
+    let (Some(queues), Some(url)) = (state.ctx.queues.as_ref(), state.ctx.config.queues.events.as_deref()) else {
+        return Err(ApiError::NotConfigured("asynchronous publishing needs EVENTS_QUEUE_URL".into()));
+    };
+    let event = switchboard::event::Envelope::new(who.tenant_id.clone(), event_type, data);
+    let job = broadcast::FanoutJob { event, target, chunk: None };
+    let body = serde_json::to_string(&job).expect("plain JSON");
+    queues.send(url, body, std::time::Duration::ZERO).await.map_err(|e| {
+        tracing::error!(error = %e, "events queue unavailable");
+        ApiError::Unavailable
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"event_id": job.event.id, "queued": true}))).into_response())
 }
 
 /// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.

@@ -64,7 +64,8 @@ pub fn document() -> Value {
                     "type": "object",
                     "properties": {
                         "matched": {"type": "integer"}, "delivered": {"type": "integer"}, "gone": {"type": "integer"},
-                        "failed": {"type": "integer"}, "queued_offline": {"type": "integer"}
+                        "failed": {"type": "integer"}, "queued_offline": {"type": "integer"},
+                        "webhooks_enqueued": {"type": "integer"}, "webhooks_failed": {"type": "integer"}, "chunks": {"type": "integer"}
                     }
                 },
                 "PublishResponse": {"type": "object", "properties": {"event_id": {"type": "string"}, "report": {"$ref": "#/components/schemas/Report"}}},
@@ -95,6 +96,9 @@ pub fn document() -> Value {
                         "created_at": {"type": "integer"}, "updated_at": {"type": "integer"}
                     }
                 },
+                "WebhookTest": {"type": "object", "properties": {"success": {"type": "boolean"}, "status_code": {"type": ["integer", "null"]}, "duration_ms": {"type": "integer"}, "error": {"type": ["string", "null"]}, "response_body": {"type": "string"}, "delivery_id": {"type": "string"}}},
+                "DeliveryLog": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "webhook_id": {"type": "string"}, "delivery_id": {"type": "string"}, "event": {"type": "string"}, "attempt": {"type": "integer"}, "response_code": {"type": ["integer", "null"]}, "response_body": {"type": "string"}, "error": {"type": ["string", "null"]}, "duration_ms": {"type": "integer"}, "status": {"type": "string", "enum": ["delivered", "failed", "rejected", "gone", "dead"]}, "created_at": {"type": "integer"}, "next_attempt_at": {"type": "integer"}, "delivery": {"type": "object"}}}}, "next_cursor": {"type": ["string", "null"]}}},
+                "WebhookStats": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "window_secs": {"type": "integer"}, "deliveries": {"type": "integer"}, "attempts": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "success_rate": {"type": ["number", "null"]}, "avg_latency_ms": {"type": "number"}, "is_active": {"type": "boolean"}}},
                 "WebhookList": {"type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string"}, "version": {"type": "string"}}}
             }
@@ -103,9 +107,11 @@ pub fn document() -> Value {
             "/v1/events": {"post": {
                 "summary": "Publish an event to the tenant, a user or a connection",
                 "security": secured,
+                "parameters": [{"name": "async", "in": "query", "schema": {"type": "boolean", "default": false}, "description": "queue the fan-out on the events queue and answer 202"}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PublishRequest"}}}},
                 "responses": common(serde_json::Map::from_iter([
                     ("200".to_string(), ok("PublishResponse")),
+                    ("202".to_string(), json!({"description": "Queued (async=true)", "content": {"application/json": {"schema": {"type": "object", "properties": {"event_id": {"type": "string"}, "queued": {"type": "boolean"}}}}}})),
                     ("400".to_string(), error("Not JSON, or a field is wrong (named in `field`)")),
                     ("403".to_string(), error("The caller's role may not publish this event to this target")),
                     ("413".to_string(), error("Body too large")),
@@ -176,6 +182,53 @@ pub fn document() -> Value {
                     "responses": common(serde_json::Map::from_iter([("204".to_string(), json!({"description": "Removed"})), ("404".to_string(), error("No such webhook in this tenant"))]))
                 }
             },
+            "/v1/webhooks/{id}/test": {"post": {
+                "summary": "Send a signed test delivery now and answer its result (admin)",
+                "security": secured,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": common(serde_json::Map::from_iter([("200".to_string(), ok("WebhookTest")), ("404".to_string(), error("No such webhook in this tenant"))]))
+            }},
+            "/v1/webhooks/{id}/rotate-secret": {"post": {
+                "summary": "Replace the secret; the old one keeps signing for the grace period (admin)",
+                "security": secured,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"secret": {"type": "string"}, "grace_period_secs": {"type": "integer", "minimum": 0, "maximum": 2592000}}}}}},
+                "responses": common(serde_json::Map::from_iter([
+                    ("200".to_string(), json!({"description": "The new secret, shown once", "content": {"application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "secret": {"type": "string"}, "previous_secret_expires_at": {"type": ["integer", "null"]}}}}}})),
+                    ("400".to_string(), error("A field is wrong")),
+                    ("404".to_string(), error("No such webhook in this tenant")),
+                ]))
+            }},
+            "/v1/webhooks/{id}/deliveries": {"get": {
+                "summary": "The attempt log, newest first, paginated with next_cursor (admin)",
+                "security": secured,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+                    {"name": "before", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+                    {"name": "delivery_id", "in": "query", "schema": {"type": "string"}}
+                ],
+                "responses": common(serde_json::Map::from_iter([("200".to_string(), ok("DeliveryLog")), ("404".to_string(), error("No such webhook in this tenant"))]))
+            }},
+            "/v1/webhooks/{id}/stats": {"get": {
+                "summary": "Attempts, success rate and average latency over the last hour (admin)",
+                "security": secured,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": common(serde_json::Map::from_iter([("200".to_string(), ok("WebhookStats")), ("404".to_string(), error("No such webhook in this tenant"))]))
+            }},
+            "/v1/webhooks/{id}/deliveries/{delivery_id}/retry": {"post": {
+                "summary": "Queue a logged delivery again, same webhook-id (admin)",
+                "security": secured,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "delivery_id", "in": "path", "required": true, "schema": {"type": "string"}}
+                ],
+                "responses": common(serde_json::Map::from_iter([
+                    ("202".to_string(), json!({"description": "Queued", "content": {"application/json": {"schema": {"type": "object", "properties": {"delivery_id": {"type": "string"}, "queued": {"type": "boolean"}}}}}})),
+                    ("404".to_string(), error("No such webhook or delivery in this tenant")),
+                    ("503".to_string(), error("No webhook queue configured, or SQS unavailable")),
+                ]))
+            }},
             "/v1/openapi.json": {"get": {
                 "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI 3 document", "content": {"application/json": {}}}}

@@ -7,6 +7,11 @@
 //! | `GET /v1/webhooks/{id}` | one, without secret |
 //! | `PATCH /v1/webhooks/{id}` | the same fields, all optional; the updated webhook |
 //! | `DELETE /v1/webhooks/{id}` | 204 |
+//! | `POST /v1/webhooks/{id}/test` | a signed `system.notification` test delivery, now: `{success, status_code, duration_ms, error, response_body, delivery_id}` |
+//! | `POST /v1/webhooks/{id}/rotate-secret` `{secret?, grace_period_secs?}` | the new secret (shown once); the old one signs too until `previous_secret_expires_at` |
+//! | `GET /v1/webhooks/{id}/deliveries?limit=&before=&delivery_id=` | the attempt log, newest first: `{deliveries, next_cursor}` |
+//! | `GET /v1/webhooks/{id}/stats` | the last hour: attempts, deliveries, success rate, average latency |
+//! | `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry` | 202: the delivery is queued again (same `webhook-id`) |
 //!
 //! Every field is validated before anything is stored: the URL by the SSRF
 //! guard (`https` to a public address in production), event names against
@@ -14,13 +19,17 @@
 //! generated as `whsec_` + base64 of 32 random bytes when not given.
 
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use switchboard::auth::{Identity, Role};
+use switchboard::event::EventType;
 use switchboard::event::Topic;
 use switchboard::ssrf::check_url;
+use switchboard::store::LogQuery;
+use switchboard::webhook::{Delivery, LogEntry};
 use switchboard::webhook::{Secret, WebhookConfig};
 
 use crate::{ApiError, ApiState, Caller, JsonBody, store_error};
@@ -133,6 +142,8 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         timeout: 30,
         created_at: now,
         updated_at: now,
+        previous_secrets: vec![],
+        disabled_reason: None,
     };
     apply(&state, &mut hook, body)?;
     save(&state, &who, &hook).await?;
@@ -168,6 +179,9 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let mut hook = fetch(&state, &who, &id).await?;
     apply(&state, &mut hook, body.object(state.ctx.config.limits.max_body_bytes)?)?;
+    if hook.is_active {
+        hook.disabled_reason = None;
+    }
     hook.updated_at = switchboard::time::now_millis();
     save(&state, &who, &hook).await?;
     Ok(Json(hook.public_view()).into_response())
@@ -186,4 +200,182 @@ pub async fn delete(
     } else {
         Err(ApiError::NotFound(format!("no webhook {id}")))
     }
+}
+
+/// `POST /v1/webhooks/{id}/test`: the seed's TestWebhook — one signed
+/// `system.notification` delivery, now, logged like any other.
+pub async fn test(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hook = fetch(&state, &who, &id).await?;
+    let delivery = Delivery {
+        delivery_id: format!("msg_{}", uuid::Uuid::now_v7().simple()),
+        tenant_id: who.tenant_id.clone(),
+        webhook_id: hook.id.clone(),
+        event: EventType::SystemNotification,
+        timestamp: switchboard::time::now_millis() / 1000,
+        data: json!({"test": true, "message": "Test delivery from Switchboard"}),
+        attempt_base: 0,
+    };
+    let a = state.deliverer.attempt(&hook, &delivery, 1).await;
+    Ok(Json(json!({
+        "success": a.outcome == switchboard::webhook::Outcome::Delivered,
+        "status_code": a.status,
+        "duration_ms": a.duration_ms,
+        "error": a.error,
+        "response_body": a.body_excerpt.chars().take(1024).collect::<String>(),
+        "delivery_id": delivery.delivery_id,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/webhooks/{id}/rotate-secret`: a new secret (given or
+/// generated); the old one keeps signing for the grace period.
+pub async fn rotate_secret(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let mut hook = fetch(&state, &who, &id).await?;
+    // An empty body is fine: generate a secret, default grace period.
+    let mut body = match body.object(state.ctx.config.limits.max_body_bytes) {
+        Ok(obj) => obj,
+        Err(ApiError::InvalidJson(m)) if m.contains("EOF while parsing") => Map::new(),
+        Err(e) => return Err(e),
+    };
+    let new = match body.remove("secret") {
+        None | Some(Value::Null) => Secret::generate(),
+        Some(Value::String(raw)) => Secret::parse(raw).map_err(|e| field("secret", e.to_string()))?,
+        Some(_) => return Err(field("secret", "must be a string")),
+    };
+    let grace = match body.remove("grace_period_secs") {
+        None | Some(Value::Null) => state.ctx.config.webhooks.rotation_grace,
+        Some(v) => std::time::Duration::from_secs(
+            v.as_u64()
+                .filter(|s| *s <= 30 * 24 * 3600)
+                .ok_or_else(|| field("grace_period_secs", "must be 0 to 2592000 seconds (30 days)"))?,
+        ),
+    };
+    if let Some(extra) = body.keys().next() {
+        return Err(field("body", format!("unknown field '{extra}'; expected secret and grace_period_secs")));
+    }
+    let now = switchboard::time::now_millis();
+    hook.rotate(new, grace, now);
+    save(&state, &who, &hook).await?;
+    tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, grace_secs = grace.as_secs(), "webhook secret rotated");
+    let expires = hook.previous_secrets.iter().map(|r| r.expires_at).max();
+    Ok(Json(json!({"id": hook.id, "secret": hook.secret, "previous_secret_expires_at": expires})).into_response())
+}
+
+fn entry_json(record: &switchboard::store::LogRecord) -> Option<Value> {
+    let mut v: Value = serde_json::from_str(&record.entry).ok()?;
+    v["id"] = json!(record.id);
+    Some(v)
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: the attempt log, newest first.
+pub async fn deliveries(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let hook = fetch(&state, &who, &id).await?;
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| field("limit", "must be 1 to 100"))?,
+    };
+    let before = query.get("before").map(String::as_str);
+    if let Some(cursor) = before
+        && !cursor.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        })
+    {
+        return Err(field("before", "is not a cursor from next_cursor"));
+    }
+    let q = LogQuery {
+        webhook_id: &hook.id,
+        delivery_id: query.get("delivery_id").map(String::as_str),
+        before,
+        since_ms: None,
+        limit,
+    };
+    let records = state.ctx.store.webhook_log(&who.tenant_id, &q).await.map_err(store_error)?;
+    let next_cursor = (records.len() == limit).then(|| records.last().map(|r| r.id.clone())).flatten();
+    let entries: Vec<Value> = records.iter().filter_map(entry_json).collect();
+    Ok(Json(json!({"deliveries": entries, "next_cursor": next_cursor})).into_response())
+}
+
+/// `GET /v1/webhooks/{id}/stats`: the last hour (the seed's monitoring query).
+pub async fn stats(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let hook = fetch(&state, &who, &id).await?;
+    let since = switchboard::time::now_millis() - 3_600_000;
+    let q = LogQuery {
+        webhook_id: &hook.id,
+        delivery_id: None,
+        before: None,
+        since_ms: Some(since),
+        limit: state.ctx.config.webhooks.log_max_entries,
+    };
+    let records = state.ctx.store.webhook_log(&who.tenant_id, &q).await.map_err(store_error)?;
+    let entries: Vec<LogEntry> = records.iter().filter_map(|r| serde_json::from_str(&r.entry).ok()).collect();
+    let attempts = entries.len();
+    let succeeded = entries.iter().filter(|e| e.status == "delivered").count();
+    let dead = entries.iter().filter(|e| e.status == "dead").count();
+    let deliveries: std::collections::HashSet<&str> = entries.iter().map(|e| e.delivery_id.as_str()).collect();
+    let avg =
+        if attempts == 0 { 0.0 } else { entries.iter().map(|e| e.duration_ms as f64).sum::<f64>() / attempts as f64 };
+    Ok(Json(json!({
+        "webhook_id": hook.id,
+        "window_secs": 3600,
+        "deliveries": deliveries.len(),
+        "attempts": attempts,
+        "succeeded": succeeded,
+        "failed": attempts - succeeded,
+        "dead_lettered": dead,
+        "success_rate": if attempts == 0 { Value::Null } else { json!(succeeded as f64 / attempts as f64) },
+        "avg_latency_ms": (avg * 10.0).round() / 10.0,
+        "is_active": hook.is_active,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry`: queue a logged
+/// delivery again (same `webhook-id`, attempts counted afresh).
+pub async fn retry(
+    State(state): State<ApiState>,
+    Caller(who): Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let hook = fetch(&state, &who, &id).await?;
+    if !delivery_id.starts_with("msg_") || delivery_id.len() > 64 {
+        return Err(field("delivery_id", "is not a delivery id (msg_...)"));
+    }
+    let q = LogQuery { webhook_id: &hook.id, delivery_id: Some(&delivery_id), before: None, since_ms: None, limit: 1 };
+    let records = state.ctx.store.webhook_log(&who.tenant_id, &q).await.map_err(store_error)?;
+    let entry: LogEntry = records
+        .first()
+        .and_then(|r| serde_json::from_str(&r.entry).ok())
+        .ok_or_else(|| ApiError::NotFound(format!("no delivery {delivery_id} in the log of {}", hook.id)))?;
+    let (Some(queues), Some(url)) = (state.ctx.queues.as_ref(), state.ctx.config.queues.webhooks.as_deref()) else {
+        return Err(ApiError::NotConfigured("replaying deliveries needs WEBHOOK_QUEUE_URL".into()));
+    };
+    let delivery = Delivery { attempt_base: 0, ..entry.delivery };
+    let body = serde_json::to_string(&delivery).expect("plain JSON");
+    queues.send(url, body, std::time::Duration::ZERO).await.map_err(|e| {
+        tracing::error!(error = %e, "webhook queue unavailable");
+        ApiError::Unavailable
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": delivery.delivery_id, "queued": true}))).into_response())
 }

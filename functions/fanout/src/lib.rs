@@ -11,13 +11,20 @@
 //! Each event goes through the broadcaster (`switchboard::broadcast`); the
 //! answer lists, per event, its id and the fan-out report, plus the totals.
 //! A malformed request is refused whole, with a message naming the field,
-//! before anything is sent. (The SQS trigger for asynchronous publishing
-//! arrives with the SQS work; it reuses [`PublishRequest`].)
+//! before anything is sent.
+//!
+//! The same function is the events queue's consumer ([`handle_sqs`]): each
+//! record is a [`FanoutJob`] (`POST /v1/events?async=true` queues them;
+//! large broadcasts are split into chunk jobs here and queued again). A
+//! record that fails is listed in `batchItemFailures` and retried by SQS;
+//! claims in the store keep a retried job from posting twice to anyone.
+//! [`invoke`] tells the two kinds of payload apart.
 
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard::Context;
-use switchboard::broadcast::{self, Report};
+use switchboard::broadcast::{self, FanoutJob, Report};
 use switchboard::event::{Envelope, EventType};
 use switchboard::ids::TenantId;
 use switchboard::protocol::Target;
@@ -107,4 +114,54 @@ pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, Fan
         response.results.push(Published { event_id: event.id, report });
     }
     Ok(response)
+}
+
+/// Runs the queued fan-out jobs of one SQS batch, concurrently; failed
+/// records (store or SQS down, posts that failed) come back for a retry.
+pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
+    let runs = event.records.iter().map(|record| async move {
+        let body = record.body.as_deref().unwrap_or_default();
+        let job: FanoutJob = match serde_json::from_str(body) {
+            Ok(job) => job,
+            Err(e) => {
+                // Retrying cannot fix it; the queue's redrive policy moves it aside.
+                tracing::error!(message_id = ?record.message_id, error = %e, "not a fan-out job");
+                return false;
+            }
+        };
+        match broadcast::run_job(ctx, &job).await {
+            Ok(report) => {
+                tracing::debug!(event_id = %job.event.id, chunk = ?job.chunk.as_ref().map(|c| c.index), ?report, "fan-out job done");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %job.event.id, error = %e, "fan-out job will be retried");
+                false
+            }
+        }
+    });
+    let done = futures::future::join_all(runs).await;
+    let mut response = SqsBatchResponse::default();
+    for (record, ok) in event.records.iter().zip(done) {
+        if !ok {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// The Lambda entry: an SQS event (`Records` from `aws:sqs`) or a direct
+/// publish request, answered as JSON.
+pub async fn invoke(ctx: &Context, payload: Value) -> Result<Value, FanoutError> {
+    let from_sqs = payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .is_some_and(|r| r.first().and_then(|f| f.get("eventSource")).and_then(Value::as_str) == Some("aws:sqs"));
+    if from_sqs {
+        let event: SqsEvent = serde_json::from_value(payload).map_err(|e| FanoutError::Invalid(e.to_string()))?;
+        return Ok(serde_json::to_value(handle_sqs(ctx, event).await).expect("plain JSON"));
+    }
+    Ok(serde_json::to_value(handle(ctx, payload).await?).expect("plain JSON"))
 }

@@ -8,7 +8,7 @@ async fn main() -> Result<(), Error> {
     let ctx = Context::for_function().await?;
     run(service_fn(|event: LambdaEvent<Value>| {
         let ctx = ctx.clone();
-        async move { fanout::handle(&ctx, event.payload).await.map_err(Error::from) }
+        async move { fanout::invoke(&ctx, event.payload).await.map_err(Error::from) }
     }))
     .await
 }

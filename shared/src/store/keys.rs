@@ -97,6 +97,21 @@ impl Keys {
         format!("{}:webhooks:{{{tenant}}}", self.prefix)
     }
 
+    /// `{p}:webhook_log:{t}` STREAM of delivery attempts.
+    pub fn webhook_log(&self, tenant: &TenantId) -> String {
+        format!("{}:webhook_log:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:webhook_health:{t}:<id>` HASH (circuit breaker).
+    pub fn webhook_health(&self, tenant: &TenantId, id: &str) -> String {
+        self.stem("webhook_health", tenant) + id
+    }
+
+    /// `{p}:sent:{t}:<event_id>` SET of connections claimed by a chunked fan-out.
+    pub fn sent(&self, tenant: &TenantId, event_id: &str) -> String {
+        self.stem("sent", tenant) + event_id
+    }
+
     /// `{p}:tenants` SET (not per tenant: lives in its own slot).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.prefix)

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Connection, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult, Unregistered};
+use super::{
+    Breaker, Connection, Health, LogQuery, LogRecord, Presence, Recipient, Registered, Resolution, Store, StoreError,
+    StoreResult, Unregistered,
+};
 use crate::config::Limits;
 use crate::event::{EventType, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
@@ -34,6 +37,19 @@ struct Tenant {
     /// (Unix second, requests in it).
     rate_window: (i64, u32),
     webhooks: HashMap<String, String>,
+    /// Delivery attempts, oldest first: (entry id, webhook id, delivery id, entry JSON).
+    log: VecDeque<(String, String, String, String)>,
+    /// The last log id handed out: (ms, sequence).
+    log_last: (i64, u64),
+    health: HashMap<String, Health>,
+    /// Chunked fan-out claims per event, with their expiry.
+    sent: HashMap<String, (HashSet<String>, Instant)>,
+}
+
+/// The `<ms>-<seq>` entry id's parts, for comparisons.
+fn log_id_key(id: &str) -> (i64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 impl Tenant {
@@ -214,11 +230,12 @@ impl Store for MemoryStore {
                     endpoint: c.endpoint.clone(),
                 })
             };
-            match target {
+            let webhooks: Vec<String> = t.webhooks.values().cloned().collect();
+            let resolution = match target {
                 Target::Tenant => {
                     let ids: HashSet<&ConnectionId> = topics.iter().filter_map(|tp| t.subs.get(tp)).flatten().collect();
                     let recipients = ids.into_iter().filter_map(|id| t.conns.get(id)).filter_map(subscribed).collect();
-                    Resolution { recipients, target_connections: t.conns.len() }
+                    Resolution { recipients, target_connections: t.conns.len(), webhooks: vec![] }
                 }
                 Target::User(user) => {
                     let live: Vec<_> =
@@ -226,15 +243,19 @@ impl Store for MemoryStore {
                     Resolution {
                         target_connections: live.len(),
                         recipients: live.into_iter().filter_map(subscribed).collect(),
+                        webhooks: vec![],
                     }
                 }
                 Target::Connection(id) => match t.conns.get(id) {
                     None => Resolution::default(),
-                    Some(entry) => {
-                        Resolution { target_connections: 1, recipients: subscribed(entry).into_iter().collect() }
-                    }
+                    Some(entry) => Resolution {
+                        target_connections: 1,
+                        recipients: subscribed(entry).into_iter().collect(),
+                        webhooks: vec![],
+                    },
                 },
-            }
+            };
+            Resolution { webhooks, ..resolution }
         }))
     }
 
@@ -299,6 +320,88 @@ impl Store for MemoryStore {
 
     async fn publish_seed(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {
         // Nobody can SUBSCRIBE to an in-process store.
+        Ok(())
+    }
+
+    async fn webhook_attempt(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        entry: &str,
+        success: bool,
+        now_ms: i64,
+        breaker: Breaker,
+        log_max: usize,
+    ) -> StoreResult<Health> {
+        Ok(self.with(|state| {
+            let t = state.entry(tenant.clone()).or_default();
+            let (last_ms, last_seq) = t.log_last;
+            t.log_last = if now_ms > last_ms { (now_ms, 0) } else { (last_ms, last_seq + 1) };
+            let id = format!("{}-{}", t.log_last.0, t.log_last.1);
+            t.log.push_back((id, webhook_id.to_owned(), delivery_id.to_owned(), entry.to_owned()));
+            while t.log.len() > log_max.max(1) {
+                t.log.pop_front();
+            }
+            if success {
+                t.health.remove(webhook_id);
+                return Health::default();
+            }
+            let h = t.health.entry(webhook_id.to_owned()).or_default();
+            h.consecutive_failures += 1;
+            h.failing_since.get_or_insert(now_ms);
+            if breaker.threshold > 0 && h.consecutive_failures >= breaker.threshold {
+                h.paused_until = Some(now_ms + breaker.cooldown_ms);
+            }
+            *h
+        }))
+    }
+
+    async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<Health> {
+        Ok(self.with(|state| state.get(tenant).and_then(|t| t.health.get(webhook_id).copied()).unwrap_or_default()))
+    }
+
+    async fn webhook_log(&self, tenant: &TenantId, q: &LogQuery<'_>) -> StoreResult<Vec<LogRecord>> {
+        let before = q.before.map(log_id_key);
+        Ok(self.with(|state| {
+            let Some(t) = state.get(tenant) else { return vec![] };
+            t.log
+                .iter()
+                .rev()
+                .filter(|(id, ..)| before.is_none_or(|b| log_id_key(id) < b))
+                .take_while(|(id, ..)| q.since_ms.is_none_or(|s| log_id_key(id).0 >= s))
+                .filter(|(_, w, d, _)| w == q.webhook_id && q.delivery_id.is_none_or(|want| want == d))
+                .take(q.limit)
+                .map(|(id, _, _, entry)| LogRecord { id: id.clone(), entry: entry.clone() })
+                .collect()
+        }))
+    }
+
+    async fn fanout_claim(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        Ok(self.with(|state| {
+            let t = state.entry(tenant.clone()).or_default();
+            let now = Instant::now();
+            t.sent.retain(|_, (_, exp)| *exp > now);
+            let (set, exp) = t.sent.entry(event_id.to_owned()).or_insert_with(|| (HashSet::new(), now));
+            *exp = now + ttl;
+            members.iter().map(|m| set.insert(m.clone())).collect()
+        }))
+    }
+
+    async fn fanout_release(&self, tenant: &TenantId, event_id: &str, members: &[String]) -> StoreResult<()> {
+        self.with(|state| {
+            if let Some((set, _)) = state.get_mut(tenant).and_then(|t| t.sent.get_mut(event_id)) {
+                for m in members {
+                    set.remove(m);
+                }
+            }
+        });
         Ok(())
     }
 

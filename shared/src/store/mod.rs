@@ -23,6 +23,9 @@
 //! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
 //! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
 //! {p}:webhooks:{tenant}           HASH   webhook id -> configuration JSON
+//! {p}:webhook_log:{tenant}        STREAM delivery attempts (w, d, e fields), MAXLEN ~ capped
+//! {p}:webhook_health:{tenant}:<id> HASH  consecutive failures, failing since, paused until (circuit breaker)
+//! {p}:sent:{tenant}:<event_id>     SET   connections a chunked fan-out already claimed, PX 1 day
 //! {p}:ratelimit:{tenant}:<second> STRING request counter of one second, PX 2 s
 //! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
 //! ```
@@ -112,6 +115,53 @@ pub struct Resolution {
     /// Live connections in the target, subscribed or not. Zero for a user
     /// target means the user is offline and the event belongs in their queue.
     pub target_connections: usize,
+    /// The tenant's webhook configurations (JSON), read in the same round
+    /// trip so a publish costs one whatever it fans out to.
+    pub webhooks: Vec<String>,
+}
+
+/// A webhook endpoint's recent record: what the circuit breaker decides on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the first of those failures happened (Unix ms).
+    pub failing_since: Option<i64>,
+    /// Deliveries wait until then (Unix ms).
+    pub paused_until: Option<i64>,
+}
+
+/// The circuit breaker's policy, applied when an attempt is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    /// Consecutive failures that pause the endpoint (0: never pause).
+    pub threshold: u32,
+    /// How long a pause lasts, in ms; each failure while at the threshold renews it.
+    pub cooldown_ms: i64,
+}
+
+/// Which delivery-log entries to read, newest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogQuery<'a> {
+    /// Only this webhook's attempts.
+    pub webhook_id: &'a str,
+    /// Only this delivery's attempts.
+    pub delivery_id: Option<&'a str>,
+    /// Only entries older than this entry id (the previous page's cursor).
+    pub before: Option<&'a str>,
+    /// Only entries since this Unix ms.
+    pub since_ms: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// One delivery-log entry: its id (`<ms>-<seq>`, the page cursor) and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Stream entry id.
+    pub id: String,
+    /// The attempt, as JSON.
+    pub entry: String,
 }
 
 /// A store failure.
@@ -217,6 +267,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a webhook; false when the tenant had no such webhook.
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
+
+    /// Logs one delivery attempt (`entry`, JSON) in the tenant's capped log
+    /// and updates the endpoint's health: a success clears it, a failure
+    /// counts and, at the breaker's threshold, pauses the endpoint. One round trip.
+    #[expect(clippy::too_many_arguments, reason = "one atomic operation, one round trip")]
+    async fn webhook_attempt(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        entry: &str,
+        success: bool,
+        now_ms: i64,
+        breaker: Breaker,
+        log_max: usize,
+    ) -> StoreResult<Health>;
+
+    /// The endpoint's health.
+    async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<Health>;
+
+    /// Delivery-log entries of one webhook, newest first.
+    async fn webhook_log(&self, tenant: &TenantId, query: &LogQuery<'_>) -> StoreResult<Vec<LogRecord>>;
+
+    /// Claims recipients (connection ids, `webhook:<id>`) of one event's
+    /// queued fan-out: true for each claimed now, false for one claimed
+    /// before (a retried or duplicated job must not send twice). Claims
+    /// expire after `ttl`.
+    async fn fanout_claim(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+        members: &[String],
+        ttl: std::time::Duration,
+    ) -> StoreResult<Vec<bool>>;
+
+    /// Gives claims back (their sends failed; a retry may try again).
+    async fn fanout_release(&self, tenant: &TenantId, event_id: &str, members: &[String]) -> StoreResult<()>;
 
     /// Is the backend reachable?
     async fn ping(&self) -> StoreResult<()>;

@@ -28,6 +28,9 @@ use crate::event::{EventType, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
 
+/// How long an endpoint's health outlives its last failure (30 days).
+const HEALTH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// KEYS: conn, conns, user, online, presence.
 /// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms.
 /// Returns {user_connections, came_online, tenant_was_empty}.
@@ -150,9 +153,9 @@ static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: [1] target (conns set, user set or conn hash), [2..] the event's subs keys.
+/// KEYS: [1] target (conns set, user set or conn hash), [2] webhooks hash, [3..] the event's subs keys.
 /// ARGV: mode (tenant | user | connection), conn stem, connection id.
-/// Returns {target_connections, id, user, endpoint, id, user, endpoint, ...}.
+/// Returns {target_connections, #webhooks, webhook..., id, user, endpoint, id, user, endpoint, ...}.
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -160,7 +163,7 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
         local candidates, targeted, filter
         if mode == 'tenant' then
             -- Every member of a subs set is subscribed; the union is the answer.
-            candidates = redis.call('SUNION', unpack(KEYS, 2))
+            candidates = redis.call('SUNION', unpack(KEYS, 3))
             targeted = redis.call('SCARD', KEYS[1])
             filter = false
         elseif mode == 'user' then
@@ -171,7 +174,9 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
             if redis.call('EXISTS', KEYS[1]) == 1 then candidates = {ARGV[3]} end
             filter = true
         end
-        local out = {0}
+        local hooks = redis.call('HVALS', KEYS[2])
+        local out = {0, #hooks}
+        for _, h in ipairs(hooks) do out[#out + 1] = h end
         local live = 0
         for _, id in ipairs(candidates) do
             local rec = redis.call('HMGET', conn_stem .. id, 'user_id', 'endpoint')
@@ -179,7 +184,7 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
                 live = live + 1
                 local wanted = not filter
                 if filter then
-                    for k = 2, #KEYS do
+                    for k = 3, #KEYS do
                         if redis.call('SISMEMBER', KEYS[k], id) == 1 then wanted = true break end
                     end
                 end
@@ -191,6 +196,74 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
             end
         end
         out[1] = targeted or live
+        return out
+        ",
+    )
+});
+
+/// KEYS: log stream, health hash.
+/// ARGV: webhook_id, delivery_id, entry, success (1/0), now_ms, threshold, cooldown_ms, log maxlen, health ttl_ms.
+/// Returns {failures, failing_since or '', paused_until or ''}.
+static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'w', ARGV[1], 'd', ARGV[2], 'e', ARGV[3])
+        if ARGV[4] == '1' then
+            redis.call('DEL', KEYS[2])
+            return {0, '', ''}
+        end
+        local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
+        redis.call('HSETNX', KEYS[2], 'since', ARGV[5])
+        local threshold = tonumber(ARGV[6])
+        if threshold > 0 and n >= threshold then
+            redis.call('HSET', KEYS[2], 'paused_until', tonumber(ARGV[5]) + tonumber(ARGV[7]))
+        end
+        redis.call('PEXPIRE', KEYS[2], ARGV[9])
+        local h = redis.call('HMGET', KEYS[2], 'since', 'paused_until')
+        return {n, h[1] or '', h[2] or ''}
+        ",
+    )
+});
+
+/// KEYS: log stream. ARGV: webhook_id, delivery_id ('' = any), before ('' = newest), since_ms ('' = oldest), limit.
+/// Returns {id, entry, id, entry, ...}, newest first.
+static WEBHOOK_LOG: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local wh, did, limit = ARGV[1], ARGV[2], tonumber(ARGV[5])
+        local upper = '+'
+        if ARGV[3] ~= '' then upper = '(' .. ARGV[3] end
+        local lower = '-'
+        if ARGV[4] ~= '' then lower = ARGV[4] end
+        local out = {}
+        while #out < limit * 2 do
+            local page = redis.call('XREVRANGE', KEYS[1], upper, lower, 'COUNT', 500)
+            if #page == 0 then break end
+            for _, e in ipairs(page) do
+                local f, w, d, entry = e[2], nil, nil, nil
+                for i = 1, #f, 2 do
+                    if f[i] == 'w' then w = f[i + 1] elseif f[i] == 'd' then d = f[i + 1] elseif f[i] == 'e' then entry = f[i + 1] end
+                end
+                if w == wh and (did == '' or d == did) then
+                    out[#out + 1] = e[1]
+                    out[#out + 1] = entry
+                    if #out >= limit * 2 then break end
+                end
+            end
+            upper = '(' .. page[#page][1]
+        end
+        return out
+        ",
+    )
+});
+
+/// KEYS: sent set. ARGV: ttl_ms, connection ids. Returns 1/0 per id (claimed now / before).
+static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        local out = {}
+        for i = 2, #ARGV do out[#out + 1] = redis.call('SADD', KEYS[1], ARGV[i]) end
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
         return out
         ",
     )
@@ -518,6 +591,7 @@ impl Store for RedisStore {
             Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
         };
         let mut inv = RESOLVE.key(target_key);
+        inv.key(k.webhooks(tenant));
         for topic in event.topics() {
             inv.key(k.subs(tenant, &topic));
         }
@@ -526,10 +600,14 @@ impl Store for RedisStore {
         let mut items = flat.into_iter();
         let target_connections: usize =
             items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
-        let strings: Vec<String> = items
+        let hooks: usize =
+            items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
+        let mut strings: Vec<String> = items
             .map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply")))
             .collect::<StoreResult<_>>()?;
-        let recipients = strings
+        let rest = strings.split_off(hooks.min(strings.len()));
+        let webhooks = strings;
+        let recipients = rest
             .chunks_exact(3)
             .map(|r| {
                 Ok(Recipient {
@@ -539,7 +617,7 @@ impl Store for RedisStore {
                 })
             })
             .collect::<StoreResult<_>>()?;
-        Ok(Resolution { recipients, target_connections })
+        Ok(Resolution { recipients, target_connections, webhooks })
     }
 
     async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
@@ -619,6 +697,99 @@ impl Store for RedisStore {
         let removed: u32 =
             redis::cmd("HDEL").arg(key).arg(id).query_async(&mut self.conn().await?).await.map_err(unavailable)?;
         Ok(removed == 1)
+    }
+
+    async fn webhook_attempt(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        delivery_id: &str,
+        entry: &str,
+        success: bool,
+        now_ms: i64,
+        breaker: super::Breaker,
+        log_max: usize,
+    ) -> StoreResult<super::Health> {
+        let (n, since, paused): (u32, String, String) = WEBHOOK_ATTEMPT
+            .key(self.keys.webhook_log(tenant))
+            .key(self.keys.webhook_health(tenant, webhook_id))
+            .arg(webhook_id)
+            .arg(delivery_id)
+            .arg(entry)
+            .arg(u8::from(success))
+            .arg(now_ms)
+            .arg(breaker.threshold)
+            .arg(breaker.cooldown_ms)
+            .arg(log_max)
+            .arg(HEALTH_TTL_MS)
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(super::Health {
+            consecutive_failures: n,
+            failing_since: since.parse().ok(),
+            paused_until: paused.parse().ok(),
+        })
+    }
+
+    async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<super::Health> {
+        let (n, since, paused): (Option<u32>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(self.keys.webhook_health(tenant, webhook_id))
+            .arg("failures")
+            .arg("since")
+            .arg("paused_until")
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(super::Health { consecutive_failures: n.unwrap_or(0), failing_since: since, paused_until: paused })
+    }
+
+    async fn webhook_log(&self, tenant: &TenantId, q: &super::LogQuery<'_>) -> StoreResult<Vec<super::LogRecord>> {
+        if q.limit == 0 {
+            return Ok(vec![]);
+        }
+        let flat: Vec<String> = WEBHOOK_LOG
+            .key(self.keys.webhook_log(tenant))
+            .arg(q.webhook_id)
+            .arg(q.delivery_id.unwrap_or_default())
+            .arg(q.before.unwrap_or_default())
+            .arg(q.since_ms.map(|m| m.to_string()).unwrap_or_default())
+            .arg(q.limit)
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        Ok(flat.chunks_exact(2).map(|p| super::LogRecord { id: p[0].clone(), entry: p[1].clone() }).collect())
+    }
+
+    async fn fanout_claim(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+        members: &[String],
+        ttl: std::time::Duration,
+    ) -> StoreResult<Vec<bool>> {
+        if members.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut inv = FANOUT_CLAIM.key(self.keys.sent(tenant, event_id));
+        inv.arg(Self::millis(ttl));
+        for m in members {
+            inv.arg(m.as_str());
+        }
+        let claimed: Vec<u8> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        Ok(claimed.into_iter().map(|c| c == 1).collect())
+    }
+
+    async fn fanout_release(&self, tenant: &TenantId, event_id: &str, members: &[String]) -> StoreResult<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("SREM");
+        cmd.arg(self.keys.sent(tenant, event_id));
+        for m in members {
+            cmd.arg(m.as_str());
+        }
+        cmd.query_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -1,0 +1,315 @@
+//! `webhook`: delivers queued webhook deliveries (SQS-triggered, with
+//! `ReportBatchItemFailures`).
+//!
+//! For each record, concurrently:
+//!
+//! 1. Load the webhook's current configuration, so a disable or a secret
+//!    rotation takes effect at once. A deleted or disabled webhook's
+//!    deliveries are dropped (and logged).
+//! 2. If the endpoint's circuit breaker is open, the delivery waits: it is
+//!    queued again, delayed until the pause ends, with the attempts it has
+//!    made so far, and does not spend an attempt.
+//! 3. Sign (current secret, plus any in its rotation grace period) and POST
+//!    through one pooled client with the webhook's timeout.
+//! 4. 2xx: done. 410: done, and the webhook is disabled. 408, 429, 5xx,
+//!    timeouts and connection errors: the message's visibility is set to the
+//!    backoff for this attempt (a `Retry-After` is honoured, up to 12 h) and
+//!    the record is listed in `batchItemFailures`, so SQS delivers it again
+//!    then. Any other 4xx, or the last attempt failed: the delivery goes to
+//!    the dead-letter queue with its history.
+//! 5. Every attempt is logged (status, first 20 KB of the body, error,
+//!    duration, attempt) and counted by the breaker. An endpoint failing for
+//!    longer than `WEBHOOK_DISABLE_AFTER_SECS` is disabled and a
+//!    `system.alert` event goes to its tenant.
+
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use serde_json::json;
+use switchboard::Context;
+use switchboard::event::{Envelope, EventType};
+use switchboard::ids::TenantId;
+use switchboard::protocol::Target;
+use switchboard::store::{Breaker, Health};
+use switchboard::webhook::{self, Attempt, Delivery, LogEntry, Outcome, WebhookConfig};
+
+/// The function's state: the context and one pooled delivery client.
+#[derive(Clone)]
+pub struct Deliverer {
+    ctx: Context,
+    client: reqwest::Client,
+}
+
+impl Deliverer {
+    /// A deliverer whose client enforces the configured URL policy (SSRF guard).
+    pub fn new(ctx: Context) -> Self {
+        let client = switchboard::ssrf::delivery_client(ctx.config.webhook_urls, Duration::from_secs(30));
+        Deliverer { ctx, client }
+    }
+
+    /// The context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// One synchronous attempt, logged like any other (the API's test and
+    /// replay use it). Returns the attempt.
+    pub async fn attempt(&self, hook: &WebhookConfig, delivery: &Delivery, attempt: u32) -> Attempt {
+        let now = switchboard::time::now_millis();
+        let secrets = hook.signing_secrets(now);
+        let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
+        let status = if result.outcome == Outcome::Delivered { "delivered" } else { result.outcome.as_str() };
+        let entry = log_entry(delivery, &result, status, None, now);
+        if let Err(e) = self.record(hook, delivery, &entry, result.outcome == Outcome::Delivered).await {
+            tracing::warn!(error = %e, "attempt not logged");
+        }
+        result
+    }
+
+    async fn record(
+        &self,
+        hook: &WebhookConfig,
+        delivery: &Delivery,
+        entry: &LogEntry,
+        success: bool,
+    ) -> Result<Health, switchboard::store::StoreError> {
+        let settings = &self.ctx.config.webhooks;
+        let breaker = Breaker {
+            threshold: settings.breaker_threshold,
+            cooldown_ms: settings.breaker_cooldown.as_millis() as i64,
+        };
+        let text = serde_json::to_string(entry).expect("plain JSON");
+        self.ctx
+            .store
+            .webhook_attempt(
+                &delivery.tenant_id,
+                &hook.id,
+                &delivery.delivery_id,
+                &text,
+                success,
+                entry.created_at,
+                breaker,
+                settings.log_max_entries,
+            )
+            .await
+    }
+}
+
+fn log_entry(delivery: &Delivery, a: &Attempt, status: &str, next: Option<i64>, now: i64) -> LogEntry {
+    LogEntry {
+        webhook_id: delivery.webhook_id.clone(),
+        delivery_id: delivery.delivery_id.clone(),
+        event: delivery.event,
+        attempt: a.attempt,
+        response_code: a.status,
+        response_body: a.body_excerpt.clone(),
+        error: a.error.clone(),
+        duration_ms: a.duration_ms,
+        status: status.to_owned(),
+        created_at: now,
+        next_attempt_at: next,
+        delivery: delivery.clone(),
+    }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Done {
+    /// Delete it.
+    Finished,
+    /// Leave it; SQS delivers it again after its visibility timeout.
+    Again,
+}
+
+/// Handles one SQS batch; the records to retry come back in `batchItemFailures`.
+pub async fn handle(d: &Deliverer, event: SqsEvent) -> SqsBatchResponse {
+    let outcomes = futures::future::join_all(event.records.iter().map(|r| process(d, r))).await;
+    let mut response = SqsBatchResponse::default();
+    for (record, done) in event.records.iter().zip(outcomes) {
+        if done == Done::Again {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
+    let ctx = &d.ctx;
+    let body = record.body.as_deref().unwrap_or_default();
+    let delivery: Delivery = match serde_json::from_str(body) {
+        Ok(delivery) => delivery,
+        Err(e) => {
+            tracing::error!(message_id = ?record.message_id, error = %e, "not a webhook delivery: dead-lettered");
+            return dead_letter(d, json!({"body": body, "error": format!("not a webhook delivery: {e}")})).await;
+        }
+    };
+    let receives: u32 =
+        record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1).max(1);
+    let attempt = delivery.attempt_base + receives;
+    let span = tracing::info_span!("delivery", tenant_id = %delivery.tenant_id, webhook_id = %delivery.webhook_id,
+        delivery_id = %delivery.delivery_id, attempt);
+    let _enter = span.enter();
+
+    let hook = match ctx.store.get_webhook(&delivery.tenant_id, &delivery.webhook_id).await {
+        Err(e) => {
+            tracing::warn!(error = %e, "store unavailable; the delivery returns to the queue");
+            return Done::Again;
+        }
+        Ok(None) => {
+            tracing::info!("webhook deleted; delivery dropped");
+            return Done::Finished;
+        }
+        Ok(Some(raw)) => match serde_json::from_str::<WebhookConfig>(&raw) {
+            Ok(hook) => hook,
+            Err(e) => {
+                tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");
+                return dead_letter(d, json!({"delivery": delivery, "error": "stored webhook does not parse"})).await;
+            }
+        },
+    };
+    if !hook.is_active {
+        tracing::info!("webhook disabled; delivery dropped");
+        return Done::Finished;
+    }
+
+    let now = switchboard::time::now_millis();
+    match ctx.store.webhook_health(&delivery.tenant_id, &hook.id).await {
+        Err(e) => {
+            tracing::warn!(error = %e, "store unavailable; the delivery returns to the queue");
+            return Done::Again;
+        }
+        Ok(Health { paused_until: Some(until), .. }) if until > now => {
+            return wait_out_pause(d, &delivery, attempt - 1, Duration::from_millis((until - now) as u64)).await;
+        }
+        Ok(_) => {}
+    }
+
+    let secrets = hook.signing_secrets(now);
+    let result = webhook::send(&d.client, &hook, &secrets, &delivery, attempt, ctx.config.webhook_urls).await;
+    let max_attempts = hook.retry_count + 1;
+    let schedule = &ctx.config.webhooks.schedule;
+    let (status, retry_in) = match &result.outcome {
+        Outcome::Delivered => ("delivered", None),
+        Outcome::Gone => ("gone", None),
+        Outcome::Retry { retry_after } if attempt < max_attempts => {
+            let scheduled = schedule.delay_after(attempt, rand::random::<f64>());
+            ("failed", Some(schedule.with_retry_after(scheduled, *retry_after)))
+        }
+        Outcome::Retry { .. } | Outcome::Rejected => ("dead", None),
+    };
+    let next = retry_in.map(|d| now + d.as_millis() as i64);
+    let entry = log_entry(&delivery, &result, status, next, now);
+    let health = match d.record(&hook, &delivery, &entry, result.outcome == Outcome::Delivered).await {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "attempt not logged");
+            None
+        }
+    };
+    tracing::info!(status, code = ?result.status, error = ?result.error, duration_ms = result.duration_ms, "attempt");
+
+    if result.outcome == Outcome::Gone {
+        disable(ctx, &delivery.tenant_id, &hook, "the receiver answered 410 Gone").await;
+    } else if let Some(since) = health.and_then(|h| h.failing_since)
+        && now - since >= ctx.config.webhooks.disable_after.as_millis() as i64
+    {
+        let reason = format!("failing since {} (every attempt for {} s)", since, (now - since) / 1000);
+        if disable(ctx, &delivery.tenant_id, &hook, &reason).await {
+            let alert = Envelope::new(
+                delivery.tenant_id.clone(),
+                EventType::SystemAlert,
+                json!({"kind": "webhook.disabled", "webhook_id": hook.id, "url": hook.url, "reason": reason}),
+            );
+            if let Err(e) = switchboard::broadcast::publish(ctx, &alert, &Target::Tenant).await {
+                tracing::warn!(error = %e, "system.alert not sent");
+            }
+        }
+    }
+
+    match (status, retry_in) {
+        ("failed", Some(wait)) => {
+            retry_later(d, record, wait).await;
+            Done::Again
+        }
+        ("dead", _) => dead_letter(d, json!({"delivery": delivery, "attempts": attempt, "last_attempt": entry})).await,
+        _ => Done::Finished,
+    }
+}
+
+/// Sets the record's visibility to `wait`; SQS delivers it again then.
+async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
+    let (Some(queues), Some(url), Some(handle)) =
+        (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks.as_deref(), record.receipt_handle.as_deref())
+    else {
+        tracing::warn!("no WEBHOOK_QUEUE_URL: the retry waits for the queue's visibility timeout");
+        return;
+    };
+    if let Err(e) = queues.retry_after(url, handle, wait).await {
+        tracing::warn!(error = %e, "visibility not changed: the retry waits for the queue's visibility timeout");
+    }
+}
+
+/// The breaker is open: queue the delivery again, delayed, keeping its attempt count.
+async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32, pause: Duration) -> Done {
+    let (Some(queues), Some(url)) = (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks.as_deref()) else {
+        return Done::Again;
+    };
+    let again = Delivery { attempt_base: attempts_so_far, ..delivery.clone() };
+    let body = serde_json::to_string(&again).expect("plain JSON");
+    // Never sooner than a second, never later than SQS's 15-minute delay limit.
+    let delay = pause.max(Duration::from_secs(1));
+    match queues.send(url, body, delay).await {
+        Ok(_) => {
+            tracing::info!(
+                pause_ms = pause.as_millis() as u64,
+                "endpoint paused by the circuit breaker; delivery waits"
+            );
+            Done::Finished
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not queue the paused delivery again; it returns to the queue");
+            Done::Again
+        }
+    }
+}
+
+/// Sends `body` to the dead-letter queue; `Again` when that fails (nothing is dropped).
+async fn dead_letter(d: &Deliverer, mut body: serde_json::Value) -> Done {
+    let (Some(queues), Some(url)) = (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks_dlq.as_deref()) else {
+        tracing::error!("no WEBHOOK_DLQ_URL: the final failure stays in the queue for its redrive policy");
+        return Done::Again;
+    };
+    body["dead_at"] = json!(switchboard::time::now_millis());
+    match queues.send(url, body.to_string(), Duration::ZERO).await {
+        Ok(_) => Done::Finished,
+        Err(e) => {
+            tracing::error!(error = %e, "dead-letter queue unreachable; the delivery returns to the queue");
+            Done::Again
+        }
+    }
+}
+
+/// Disables `hook` with `reason`; false when it was already disabled or gone.
+async fn disable(ctx: &Context, tenant: &TenantId, hook: &WebhookConfig, reason: &str) -> bool {
+    let stored = match ctx.store.get_webhook(tenant, &hook.id).await {
+        Ok(Some(raw)) => serde_json::from_str::<WebhookConfig>(&raw).ok(),
+        _ => None,
+    };
+    let Some(mut current) = stored.filter(|h| h.is_active) else { return false };
+    current.is_active = false;
+    current.disabled_reason = Some(reason.to_owned());
+    current.updated_at = switchboard::time::now_millis();
+    let text = serde_json::to_string(&current).expect("plain JSON");
+    match ctx.store.put_webhook(tenant, &hook.id, &text).await {
+        Ok(()) => {
+            tracing::warn!(webhook_id = %hook.id, reason, "webhook disabled");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook not disabled");
+            false
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! SQS: sending deliveries and fan-out jobs, and changing visibility for retries.
+//!
+//! One `aws-sdk-sqs` client per process. In AWS it takes the function's
+//! credentials (and `AWS_ENDPOINT_URL_SQS` when set, the SDK's own
+//! override); the emulator hands its functions a client pointed at its own
+//! SQS endpoint. Sends go out in batches of ten (SQS's limit per call);
+//! entries SQS refuses are retried once and then reported, never dropped
+//! silently.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::config::QueueUrls;
+
+/// A failure talking to SQS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sqs: {0}")]
+pub struct QueueError(pub String);
+
+fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
+    QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+}
+
+/// The SQS client and the queues this deployment uses.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    client: Client,
+    /// The queue URLs.
+    pub urls: QueueUrls,
+}
+
+impl Queues {
+    /// For a Lambda function: credentials and region from the environment.
+    pub async fn from_env(urls: QueueUrls) -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Queues { client: Client::new(&shared), urls }
+    }
+
+    /// For the emulator and tests: SQS at `endpoint`, dummy credentials.
+    pub fn local(endpoint: &str, urls: QueueUrls) -> Self {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "switchboard-local",
+            )))
+            .build();
+        Queues { client: Client::from_conf(config), urls }
+    }
+
+    /// The SDK client, for callers that need more than this module offers.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends `bodies` to `url`, ten per call, the calls concurrently.
+    /// Returns how many were accepted; an error names how many were not.
+    pub async fn send_all(&self, url: &str, bodies: Vec<String>) -> Result<usize, QueueError> {
+        let calls = bodies.chunks(10).map(|chunk| self.send_batch(url, chunk));
+        let results = futures::future::join_all(calls).await;
+        let mut sent = 0;
+        let mut errors = Vec::new();
+        for r in results {
+            match r {
+                Ok(n) => sent += n,
+                Err(e) => errors.push(e.0),
+            }
+        }
+        if errors.is_empty() {
+            Ok(sent)
+        } else {
+            Err(QueueError(format!(
+                "{} of {} messages not sent: {}",
+                bodies.len() - sent,
+                bodies.len(),
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// One SendMessageBatch of at most ten; entries SQS refuses are tried once more.
+    async fn send_batch(&self, url: &str, chunk: &[String]) -> Result<usize, QueueError> {
+        let mut pending: Vec<(String, &String)> = chunk.iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
+        let mut sent = 0;
+        for round in 0..2 {
+            let entries = pending
+                .iter()
+                .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(*body).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| QueueError(e.to_string()))?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            sent += out.successful().len();
+            let failed: Vec<_> =
+                out.failed().iter().map(|f| (f.id().to_owned(), f.message().unwrap_or("").to_owned())).collect();
+            if failed.is_empty() {
+                return Ok(sent);
+            }
+            if round == 1 {
+                return Err(QueueError(
+                    failed.iter().map(|(id, m)| format!("entry {id}: {m}")).collect::<Vec<_>>().join("; "),
+                ));
+            }
+            pending.retain(|(id, _)| failed.iter().any(|(f, _)| f == id));
+        }
+        Ok(sent)
+    }
+
+    /// Sends one message, visible after `delay` (at most 15 minutes).
+    pub async fn send(&self, url: &str, body: String, delay: Duration) -> Result<String, QueueError> {
+        let out = self
+            .client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().min(900) as i32)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+
+    /// Makes a received message reappear after `after` (at most 12 hours).
+    pub async fn retry_after(&self, url: &str, receipt_handle: &str, after: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(after.as_secs().min(12 * 3600) as i32)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+}
