@@ -367,11 +367,14 @@ impl WebhookConfig {
             .collect()
     }
 
-    /// Replaces the secret with `new`; the old one keeps signing for `grace`.
+    /// Replaces the secret with `new`; the old one keeps signing for
+    /// `grace`. A zero grace revokes every old secret at once (a leak).
     pub fn rotate(&mut self, new: Secret, grace: Duration, now_ms: i64) {
         self.previous_secrets.retain(|r| r.expires_at > now_ms);
         let old = std::mem::replace(&mut self.secret, new.expose().to_owned());
-        if !grace.is_zero() {
+        if grace.is_zero() {
+            self.previous_secrets.clear();
+        } else {
             self.previous_secrets.push(RetiredSecret { secret: old, expires_at: now_ms + grace.as_millis() as i64 });
         }
         self.updated_at = now_ms;

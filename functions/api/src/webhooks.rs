@@ -8,7 +8,7 @@
 //! | `PATCH /v1/webhooks/{id}` | the same fields, all optional; the updated webhook |
 //! | `DELETE /v1/webhooks/{id}` | 204 |
 //! | `POST /v1/webhooks/{id}/test` | a signed `system.notification` test delivery, now: `{success, status_code, duration_ms, error, response_body, delivery_id}` |
-//! | `POST /v1/webhooks/{id}/rotate-secret` `{secret?, grace_period_secs?}` | the new secret (shown once); the old one signs too until `previous_secret_expires_at` |
+//! | `POST /v1/webhooks/{id}/rotate-secret` `{secret?, grace_period_secs?}` | the new secret (shown once); the old one signs too until `previous_secret_expires_at` (`grace_period_secs: 0` revokes every old secret now) |
 //! | `GET /v1/webhooks/{id}/deliveries?limit=&before=&delivery_id=` | the attempt log, newest first: `{deliveries, next_cursor}` |
 //! | `GET /v1/webhooks/{id}/stats` | the last hour: attempts, deliveries, success rate, average latency |
 //! | `POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry` | 202: the delivery is queued again (same `webhook-id`) |
