@@ -92,7 +92,7 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
 }
 
 #[tokio::test]
-async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients() {
+async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webhooks() {
     use serde_json::json;
     use switchboard::auth::{Identity, Verifier, mint_hs256};
     use switchboard::config::{AuthConfig, Config};
@@ -106,7 +106,18 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients() {
     let ctx = switchboard::Context::from_config(config);
     let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
     let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    // A queue no function polls, so the MONITOR sees the publish alone.
+    let parked = emu.sqs.create_queue("parked", &Default::default()).unwrap();
+    let urls = switchboard::config::QueueUrls { webhooks: Some(parked.clone()), ..Default::default() };
+    let ctx = ctx.with_queues(switchboard::queue::Queues::local(&emu.sqs_url(), urls));
     let tenant: TenantId = "acme".parse().unwrap();
+    // Two webhooks that want call events: read in the same round trip as the recipients.
+    for id in ["wh_00000000000000000000000000000001", "wh_00000000000000000000000000000002"] {
+        let hook = json!({"id": id, "name": "n", "url": "https://hooks.example.com/x", "events": ["call.*"],
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "is_active": true, "retry_count": 0, "timeout": 5,
+            "created_at": 0, "updated_at": 0});
+        ctx.store.put_webhook(&tenant, id, &hook.to_string()).await.unwrap();
+    }
     let mut clients = Vec::new();
     for i in 0..100 {
         let identity =
@@ -131,8 +142,9 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients() {
     let mut monitor = Monitor::attach(server.port).unwrap();
     let event = Envelope::new(tenant.clone(), EventType::CallIncoming, json!({"n": 1}));
     let report = switchboard::broadcast::publish(&ctx, &event, &Target::Tenant).await.unwrap();
-    assert_eq!(report.delivered, 100);
+    assert_eq!((report.delivered, report.webhooks_enqueued), (100, 2));
     let seen = monitor.take().unwrap();
-    print_commands("publish to 100 recipients", &seen);
-    assert_eq!(seen.client.len(), 1, "resolve only: posts go to @connections, not Redis");
+    print_commands("publish to 100 recipients and 2 webhooks", &seen);
+    assert_eq!(seen.client.len(), 1, "resolve only: posts go to @connections and deliveries to SQS, not Redis");
+    assert_eq!(emu.sqs.counts(&parked).unwrap().0, 4, "two deliveries per publish, queued");
 }

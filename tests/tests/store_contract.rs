@@ -357,7 +357,86 @@ async fn webhook_registries_are_per_tenant(b: Backend) {
     assert_eq!(s.list_webhooks(&a).await.unwrap(), [r#"{"v":2}"#]);
 }
 
+async fn resolve_carries_the_tenants_webhooks(b: Backend) {
+    let s = b.store(Limits::default());
+    s.register(&conn("acme", "1", "c1")).await.unwrap();
+    s.put_webhook(&tenant("acme"), "wh_1", r#"{"v":1}"#).await.unwrap();
+    s.put_webhook(&tenant("globex"), "wh_2", r#"{"v":2}"#).await.unwrap();
+    for target in [Target::Tenant, Target::User(user("1")), Target::Connection(cid("c1"))] {
+        let r = s.resolve(&tenant("acme"), EventType::CallIncoming, &target).await.unwrap();
+        assert_eq!(r.webhooks, [r#"{"v":1}"#], "{target:?}: this tenant's only");
+    }
+}
+
+async fn the_delivery_log_pages_filters_and_counts_failures(b: Backend) {
+    use switchboard::store::{Breaker, LogQuery};
+    let s = b.store(Limits::default());
+    let (a, g) = (tenant("acme"), tenant("globex"));
+    let breaker = Breaker { threshold: 3, cooldown_ms: 60_000 };
+    let t0 = 1_800_000_000_000;
+    // wh_1: two failures, then a success; wh_2: failures up to the threshold.
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":1}"#, false, t0, breaker, 100).await.unwrap();
+    assert_eq!((h.consecutive_failures, h.failing_since, h.paused_until), (1, Some(t0), None));
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":2}"#, false, t0 + 1, breaker, 100).await.unwrap();
+    assert_eq!((h.consecutive_failures, h.failing_since), (2, Some(t0)), "failing since the first");
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":3}"#, true, t0 + 2, breaker, 100).await.unwrap();
+    assert_eq!(h, Default::default(), "a success clears it");
+    assert_eq!(s.webhook_health(&a, "wh_1").await.unwrap(), Default::default());
+    for i in 0..3 {
+        s.webhook_attempt(&a, "wh_2", "msg_b", r#"{"n":0}"#, false, t0 + 10 + i, breaker, 100).await.unwrap();
+    }
+    let h = s.webhook_health(&a, "wh_2").await.unwrap();
+    assert_eq!((h.consecutive_failures, h.paused_until), (3, Some(t0 + 12 + 60_000)), "paused at the threshold");
+    assert_eq!(s.webhook_health(&g, "wh_2").await.unwrap(), Default::default(), "per tenant");
+
+    let q = |limit| LogQuery { webhook_id: "wh_1", limit, ..LogQuery::default() };
+    let page = s.webhook_log(&a, &q(2)).await.unwrap();
+    let entries: Vec<&str> = page.iter().map(|r| r.entry.as_str()).collect();
+    assert_eq!(entries, [r#"{"n":3}"#, r#"{"n":2}"#], "newest first, this webhook only");
+    let rest = s.webhook_log(&a, &LogQuery { before: Some(&page[1].id), ..q(10) }).await.unwrap();
+    assert_eq!(rest.iter().map(|r| r.entry.as_str()).collect::<Vec<_>>(), [r#"{"n":1}"#]);
+    let one = LogQuery { webhook_id: "wh_2", delivery_id: Some("msg_b"), limit: 1, ..LogQuery::default() };
+    assert_eq!(s.webhook_log(&a, &one).await.unwrap().len(), 1);
+    let none = s.webhook_log(&a, &LogQuery { delivery_id: Some("msg_b"), ..q(10) }).await.unwrap();
+    assert!(none.is_empty(), "msg_b belongs to wh_2");
+    assert!(s.webhook_log(&g, &q(10)).await.unwrap().is_empty(), "another tenant's log");
+    // The stream's ids are Unix ms: `since` is a time filter.
+    let recent = LogQuery { since_ms: Some(switchboard::time::now_millis() - 60_000), ..q(10) };
+    assert_eq!(s.webhook_log(&a, &recent).await.unwrap().len(), 3);
+    let future = LogQuery { since_ms: Some(switchboard::time::now_millis() + 60_000), ..q(10) };
+    assert!(s.webhook_log(&a, &future).await.unwrap().is_empty());
+}
+
+async fn the_delivery_log_is_capped(b: Backend) {
+    use switchboard::store::{Breaker, LogQuery};
+    let s = b.store(Limits::default());
+    let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
+    for i in 0..500 {
+        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, 50).await.unwrap();
+    }
+    let all = LogQuery { webhook_id: "wh_1", limit: 1000, ..LogQuery::default() };
+    let n = s.webhook_log(&tenant("acme"), &all).await.unwrap().len();
+    // Redis trims with MAXLEN ~ (whole macro nodes), so "about" the cap.
+    assert!((50..=200).contains(&n), "capped near 50, kept {n}");
+}
+
+async fn fanout_claims_are_taken_once(b: Backend) {
+    let s = b.store(Limits::default());
+    let (a, ttl) = (tenant("acme"), Duration::from_secs(60));
+    let m = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), ttl).await.unwrap(), [true, true]);
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c2", "c3"]), ttl).await.unwrap(), [false, true]);
+    assert_eq!(s.fanout_claim(&a, "ev2", &m(&["c1"]), ttl).await.unwrap(), [true], "per event");
+    assert_eq!(s.fanout_claim(&tenant("globex"), "ev1", &m(&["c1"]), ttl).await.unwrap(), [true], "per tenant");
+    s.fanout_release(&a, "ev1", &m(&["c2"])).await.unwrap();
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), ttl).await.unwrap(), [false, true], "released");
+}
+
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
+    resolve_carries_the_tenants_webhooks,
+    the_delivery_log_pages_filters_and_counts_failures,
+    the_delivery_log_is_capped,
+    fanout_claims_are_taken_once,
     webhook_registries_are_per_tenant,
     stale_connections_are_forgotten_together,
     rate_limits_are_per_tenant,

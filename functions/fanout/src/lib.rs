@@ -144,12 +144,29 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for (record, ok) in event.records.iter().zip(done) {
         if !ok {
+            retry_soon(ctx, record).await;
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = record.message_id.clone().unwrap_or_default();
             response.batch_item_failures.push(failure);
         }
     }
     response
+}
+
+/// A failed job comes back after 1, 2, 4 ... 60 s (by its receive count)
+/// rather than the queue's visibility timeout: live events are worth
+/// little late. Best effort: without it SQS still redelivers.
+async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) {
+    let (Some(queues), Some(url), Some(handle)) =
+        (ctx.queues.as_ref(), ctx.config.queues.events.as_deref(), record.receipt_handle.as_deref())
+    else {
+        return;
+    };
+    let receives: u32 = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
+    let wait = std::time::Duration::from_secs((1u64 << receives.saturating_sub(1).min(6)).min(60));
+    if let Err(e) = queues.retry_after(url, handle, wait).await {
+        tracing::warn!(error = %e, "fan-out retry waits for the queue's visibility timeout");
+    }
 }
 
 /// The Lambda entry: an SQS event (`Records` from `aws:sqs`) or a direct

@@ -336,8 +336,10 @@ impl Store for MemoryStore {
     ) -> StoreResult<Health> {
         Ok(self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
+            // Entry ids are the clock's, as Redis's XADD * makes them.
+            let clock = crate::time::now_millis();
             let (last_ms, last_seq) = t.log_last;
-            t.log_last = if now_ms > last_ms { (now_ms, 0) } else { (last_ms, last_seq + 1) };
+            t.log_last = if clock > last_ms { (clock, 0) } else { (last_ms, last_seq + 1) };
             let id = format!("{}-{}", t.log_last.0, t.log_last.1);
             t.log.push_back((id, webhook_id.to_owned(), delivery_id.to_owned(), entry.to_owned()));
             while t.log.len() > log_max.max(1) {

@@ -1,0 +1,225 @@
+//! Queued fan-out: `POST /v1/events?async=true` through the events queue to
+//! the `fanout` function, and a broadcast split into chunks that the
+//! emulator's event source mapping runs like Lambda would. Each recipient
+//! gets an event exactly once even when a chunk fails and is retried, or a
+//! chunk is delivered twice. Real WebSocket clients, real `redis-server`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use switchboard::Context;
+use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::broadcast::{FanoutJob, run_job};
+use switchboard::config::{AuthConfig, Config, QueueUrls, RedisConfig};
+use switchboard::event::{Envelope, EventType};
+use switchboard::gateway::{Gateway, ManagementApi, PostOutcome};
+use switchboard::ids::ConnectionId;
+use switchboard::protocol::Target;
+use switchboard::queue::Queues;
+use switchboard_local::{Emulator, Mode, Settings, queues};
+use switchboard_tests::ws::{Ws, connect, next_json, request};
+use switchboard_tests::{shared_redis, unique_prefix};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &[u8] = b"queued-fanout-secret-queued-fanout-secret";
+
+/// The emulator's `@connections`, except that the first post to each
+/// `marked` connection fails (a throttled post, say).
+struct Flaky {
+    inner: ManagementApi,
+    marked: Mutex<HashSet<ConnectionId>>,
+    failed: Mutex<HashSet<ConnectionId>>,
+    posts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Gateway for Flaky {
+    async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
+        self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let marked = self.marked.lock().unwrap().contains(connection);
+        if marked && self.failed.lock().unwrap().insert(connection.clone()) {
+            return PostOutcome::Failed("429 TooManyRequestsException (injected)".into());
+        }
+        self.inner.post(endpoint, connection, data).await
+    }
+}
+
+fn token(tenant: &str, user: &str, role: Role) -> String {
+    mint_hs256(SECRET, &Identity { tenant_id: tenant.parse().unwrap(), user_id: user.parse().unwrap(), role }, 600)
+}
+
+struct World {
+    emu: Emulator,
+    /// The test's own handle on the same store, sending to the emulator's queues.
+    ctx: Context,
+    gateway: Arc<Flaky>,
+}
+
+async fn world(chunk: usize) -> World {
+    let config = Config {
+        redis: Some(RedisConfig::single(shared_redis().url())),
+        key_prefix: unique_prefix(),
+        fanout_chunk_size: chunk,
+        ..Config::default()
+    };
+    let gateway = Arc::new(Flaky {
+        inner: ManagementApi::local(),
+        marked: Mutex::default(),
+        failed: Mutex::default(),
+        posts: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let ctx = Context::from_config(config).with_gateway(gateway.clone());
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let urls = QueueUrls {
+        webhooks: Some(emu.queue_url(queues::WEBHOOKS)),
+        webhooks_dlq: Some(emu.queue_url(queues::WEBHOOKS_DLQ)),
+        events: Some(emu.queue_url(queues::EVENTS)),
+    };
+    let ctx = ctx.with_queues(Queues::local(&emu.sqs_url(), urls));
+    World { emu, ctx, gateway }
+}
+
+impl World {
+    async fn client(&self, user: &str) -> (Ws, ConnectionId) {
+        let url = format!("{}?token={}", self.emu.ws_url(), token("acme", user, Role::Agent));
+        let (mut ws, _) = connect(&url, &[]).await.expect("handshake");
+        let reply = request(&mut ws, json!({"action": "subscribe", "events": ["call.*"]})).await;
+        assert_eq!(reply["type"], "subscribed");
+        // The store knows the user's only connection.
+        let tenant = "acme".parse().unwrap();
+        let conn = self
+            .ctx
+            .store
+            .resolve(&tenant, EventType::CallIncoming, &Target::User(user.parse().unwrap()))
+            .await
+            .unwrap()
+            .recipients
+            .pop()
+            .unwrap()
+            .connection_id;
+        (ws, conn)
+    }
+}
+
+async fn silent(ws: &mut Ws, window: Duration) -> bool {
+    loop {
+        match tokio::time::timeout(window, ws.next()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Message::Text(t)))) => {
+                eprintln!("unexpected message: {t}");
+                return false;
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_large_broadcast_is_split_into_chunks_and_reaches_everyone_exactly_once_despite_retries() {
+    const N: usize = 1000;
+    let w = world(100).await;
+    let clients: Vec<(Ws, ConnectionId)> = futures::stream::iter(0..N)
+        .map(|i| {
+            let w = &w;
+            async move { w.client(&format!("u{i}")).await }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    // One connection in ten fails its first post: ten chunks, each retried.
+    w.gateway.marked.lock().unwrap().extend(clients.iter().step_by(10).map(|(_, c)| c.clone()));
+
+    let event = Envelope::new("acme".parse().unwrap(), EventType::CallIncoming, json!({"n": 1}));
+    let job = FanoutJob { event: event.clone(), target: Target::Tenant, chunk: None };
+    let report = run_job(&w.ctx, &job).await.unwrap();
+    assert_eq!((report.matched, report.chunks, report.delivered), (N, 10, 0), "split, not posted: {report:?}");
+
+    let received: Vec<(Ws, Value)> = futures::stream::iter(clients)
+        .map(|(mut ws, _)| async move {
+            let e = next_json(&mut ws).await;
+            (ws, e)
+        })
+        .buffer_unordered(N)
+        .collect()
+        .await;
+    assert!(received.iter().all(|(_, e)| e["id"] == event.id.as_str()));
+    assert_eq!(w.gateway.failed.lock().unwrap().len(), N / 10, "the injected failures happened");
+
+    // A chunk delivered a second time (SQS is at-least-once) posts to nobody.
+    let mut first_chunk_members = Vec::new();
+    let tenant = "acme".parse().unwrap();
+    let everyone = w.ctx.store.resolve(&tenant, EventType::CallIncoming, &Target::Tenant).await.unwrap().recipients;
+    for r in everyone.iter().take(100) {
+        first_chunk_members.push((r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone()));
+    }
+    let again = FanoutJob {
+        event: event.clone(),
+        target: Target::Tenant,
+        chunk: Some(switchboard::broadcast::Chunk { index: 0, of: 10, recipients: first_chunk_members }),
+    };
+    let posts_before = w.gateway.posts.load(std::sync::atomic::Ordering::SeqCst);
+    let report = run_job(&w.ctx, &again).await.unwrap();
+    assert_eq!(report.delivered, 0);
+    assert_eq!(w.gateway.posts.load(std::sync::atomic::Ordering::SeqCst), posts_before, "no post at all");
+
+    let extra: Vec<bool> = futures::stream::iter(received)
+        .map(|(mut ws, _)| async move { !silent(&mut ws, Duration::from_millis(300)).await })
+        .buffer_unordered(N)
+        .collect()
+        .await;
+    assert_eq!(extra.iter().filter(|e| **e).count(), 0, "nobody got a second copy");
+    assert_eq!(
+        w.gateway.posts.load(std::sync::atomic::Ordering::SeqCst),
+        N + N / 10,
+        "N posts + one retry per failure"
+    );
+    w.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishing_with_async_true_answers_202_and_the_event_arrives() {
+    let w = world(1000).await;
+    let (mut ws, _) = w.client("7").await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events?async=true", w.emu.http_url());
+    let r = http
+        .post(&url)
+        .bearer_auth(token("acme", "svc", Role::Service))
+        .json(&json!({"type": "call.answered", "data": {"agent": "7"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["queued"], true);
+    let event = next_json(&mut ws).await;
+    assert_eq!((&event["id"], &event["type"]), (&body["event_id"], &json!("call.answered")));
+    assert_eq!(event["data"], json!({"agent": "7"}));
+
+    // The role check happens before queueing; a bad flag is named.
+    let r = http
+        .post(&url)
+        .bearer_auth(token("acme", "7", Role::Agent))
+        .json(&json!({"type": "call.answered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http
+        .post(format!("{}/v1/events?async=yes", w.emu.http_url()))
+        .bearer_auth(token("acme", "svc", Role::Service))
+        .json(&json!({"type": "call.answered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "async");
+    assert!(silent(&mut ws, Duration::from_millis(300)).await);
+    w.emu.shutdown().await;
+}
