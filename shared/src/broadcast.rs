@@ -407,3 +407,15 @@ pub async fn broadcast_chat_message(
 ) -> StoreResult<Report> {
     publish(ctx, &Envelope::new(tenant.clone(), EventType::ChatMessage, data), target).await
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn delivery_ids_are_stable_per_event_and_webhook() {
+        let a = super::delivery_id("0199-event", "wh_1");
+        assert_eq!(a, super::delivery_id("0199-event", "wh_1"), "a retried fan-out makes the same id");
+        assert_ne!(a, super::delivery_id("0199-event", "wh_2"));
+        assert_ne!(a, super::delivery_id("0199-other", "wh_1"));
+        assert!(a.starts_with("msg_") && a.len() == 36, "{a}");
+    }
+}

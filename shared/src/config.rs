@@ -592,6 +592,35 @@ mod tests {
     }
 
     #[test]
+    fn queues_and_webhook_policy_are_read_and_checked() {
+        let c = cfg(&[
+            ("WEBHOOK_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/hooks"),
+            ("EVENTS_QUEUE_URL", "http://127.0.0.1:9324/000000000000/events"),
+            ("WEBHOOK_RETRY_SCHEDULE", "1s, 2m,3h,45"),
+            ("WEBHOOK_RETRY_JITTER", "0"),
+            ("WEBHOOK_BREAKER_THRESHOLD", "0"),
+            ("FANOUT_CHUNK_SIZE", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.queues.webhooks.as_deref(), Some("https://sqs.eu-west-1.amazonaws.com/123456789012/hooks"));
+        assert_eq!(c.queues.webhooks_dlq, None);
+        let secs: Vec<u64> = c.webhooks.schedule.delays.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [1, 120, 10_800, 45]);
+        assert_eq!((c.webhooks.schedule.jitter, c.webhooks.breaker_threshold, c.fanout_chunk_size), (0.0, 0, 250));
+        let d = Config::default();
+        assert_eq!(d.webhooks.schedule.delays.len(), 7, "Svix's schedule");
+
+        let err = |pairs: &[(&'static str, &str)]| cfg(pairs).unwrap_err().to_string();
+        assert!(err(&[("WEBHOOK_QUEUE_URL", "hooks")]).starts_with("WEBHOOK_QUEUE_URL is not an SQS queue URL"));
+        assert!(err(&[("EVENTS_QUEUE_URL", "https://sqs.example.com/")]).starts_with("EVENTS_QUEUE_URL is not"));
+        assert!(err(&[("WEBHOOK_RETRY_SCHEDULE", "5s,13h")]).contains("over 12 h"));
+        assert!(err(&[("WEBHOOK_RETRY_SCHEDULE", "5d")]).contains("use s, m or h"));
+        assert!(err(&[("WEBHOOK_RETRY_SCHEDULE", ",")]).contains("WEBHOOK_RETRY_SCHEDULE is empty"));
+        assert!(err(&[("WEBHOOK_RETRY_JITTER", "2")]).starts_with("WEBHOOK_RETRY_JITTER is 2"));
+        assert!(err(&[("FANOUT_CHUNK_SIZE", "0")]).starts_with("FANOUT_CHUNK_SIZE"));
+    }
+
+    #[test]
     fn defaults_are_the_seeds() {
         let c = cfg(&[]).unwrap();
         assert_eq!(c, Config::default());

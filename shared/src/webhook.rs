@@ -266,6 +266,33 @@ mod tests {
     }
 
     #[test]
+    fn rotation_keeps_old_secrets_for_their_grace_only() {
+        let first = Secret::generate();
+        let mut hook = WebhookConfig {
+            id: WebhookConfig::new_id(),
+            name: "n".into(),
+            url: "https://example.com/h".into(),
+            events: vec!["*".parse().unwrap()],
+            secret: first.expose().into(),
+            is_active: true,
+            retry_count: 3,
+            timeout: 30,
+            created_at: 0,
+            updated_at: 0,
+            previous_secrets: vec![],
+            disabled_reason: None,
+        };
+        let second = Secret::generate();
+        hook.rotate(second.clone(), Duration::from_secs(10), 1_000);
+        assert_eq!(hook.signing_secrets(5_000), [second.clone(), first.clone()], "current first, then the old one");
+        assert_eq!(hook.signing_secrets(11_000), std::slice::from_ref(&second), "grace over");
+        assert!(!hook.public_view().to_string().contains(first.expose()), "old secrets are never shown");
+        let third = Secret::generate();
+        hook.rotate(third.clone(), Duration::ZERO, 2_000);
+        assert_eq!(hook.signing_secrets(2_001), [third], "a zero grace revokes every old secret");
+    }
+
+    #[test]
     fn the_schedule_is_data() {
         let s = RetrySchedule { delays: vec![Duration::from_secs(10), Duration::from_secs(60)], jitter: 0.5 };
         assert_eq!(s.delay_after(1, 0.5), Duration::from_secs(10));
@@ -282,6 +309,7 @@ mod tests {
             Duration::from_secs(43_200)
         );
         assert_eq!(RetrySchedule::default().delays.len(), 7);
+        assert!(RetrySchedule::default().delays.iter().all(|d| d.as_secs() <= 12 * 3600), "SQS's limit");
     }
 }
 

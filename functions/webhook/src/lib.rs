@@ -58,8 +58,7 @@ impl Deliverer {
         let now = switchboard::time::now_millis();
         let secrets = hook.signing_secrets(now);
         let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
-        let status = if result.outcome == Outcome::Delivered { "delivered" } else { result.outcome.as_str() };
-        let entry = log_entry(delivery, &result, status, None, now);
+        let entry = log_entry(delivery, &result, result.outcome.as_str(), None, now);
         if let Err(e) = self.record(hook, delivery, &entry, result.outcome == Outcome::Delivered).await {
             tracing::warn!(error = %e, "attempt not logged");
         }
