@@ -192,7 +192,7 @@ async fn enqueue_webhooks(
         wanted.retain(|_| keep.next().unwrap_or(false));
     }
     let n = wanted.len();
-    let (Some(queues), Some(url)) = (ctx.queues.as_ref(), ctx.config.queues.webhooks.as_deref()) else {
+    let Some((queues, url)) = ctx.webhook_queue() else {
         tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, webhooks = n,
             "webhooks match but WEBHOOK_QUEUE_URL is not set: deliveries not queued");
         return Ok((0, n));
@@ -296,9 +296,8 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     }
     let resolved: Resolution = ctx.store.resolve(&event.tenant_id, event.event_type, &job.target).await?;
     let chunk_size = ctx.config.fanout_chunk_size.max(1);
-    let events_url = ctx.config.queues.events.as_deref();
-    let mut report = match (ctx.queues.as_ref(), events_url) {
-        (Some(queues), Some(url)) if resolved.recipients.len() > chunk_size => {
+    let mut report = match ctx.events_queue() {
+        Some((queues, url)) if resolved.recipients.len() > chunk_size => {
             let parts: Vec<_> = resolved.recipients.chunks(chunk_size).collect();
             let of = parts.len();
             let bodies: Vec<String> = parts

@@ -49,6 +49,21 @@ impl Context {
         Context { config: Arc::new(config), queues: Some(Arc::new(queues)), ..self }
     }
 
+    /// The SQS client and the webhook deliveries queue's URL, when both are set.
+    pub fn webhook_queue(&self) -> Option<(&Queues, &str)> {
+        Some((self.queues.as_deref()?, self.config.queues.webhooks.as_deref()?))
+    }
+
+    /// The SQS client and the webhook dead-letter queue's URL, when both are set.
+    pub fn webhook_dlq(&self) -> Option<(&Queues, &str)> {
+        Some((self.queues.as_deref()?, self.config.queues.webhooks_dlq.as_deref()?))
+    }
+
+    /// The SQS client and the events queue's URL, when both are set.
+    pub fn events_queue(&self) -> Option<(&Queues, &str)> {
+        Some((self.queues.as_deref()?, self.config.queues.events.as_deref()?))
+    }
+
     /// The store the configuration asks for: Redis when `REDIS_URL` is set,
     /// memory otherwise.
     pub fn from_config(config: Config) -> Self {

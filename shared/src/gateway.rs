@@ -19,6 +19,12 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 
 use crate::ids::ConnectionId;
 
+/// Fixed dummy credentials for the emulator (which checks no signature),
+/// so SDK clients never probe the environment or instance metadata.
+pub fn local_credentials() -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(Credentials::new("local", "local", None, None, "switchboard-local"))
+}
+
 /// What became of one post.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
@@ -63,13 +69,7 @@ impl ManagementApi {
         let builder = aws_sdk_apigatewaymanagement::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("local"))
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "switchboard-local",
-            )));
+            .credentials_provider(local_credentials());
         Self::with_config(builder)
     }
 

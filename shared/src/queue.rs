@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::config::QueueUrls;
@@ -45,13 +45,7 @@ impl Queues {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(endpoint)
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "switchboard-local",
-            )))
+            .credentials_provider(crate::gateway::local_credentials())
             .build();
         Queues { client: Client::from_conf(config), urls }
     }

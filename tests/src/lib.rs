@@ -396,6 +396,22 @@ pub mod ws {
             .map_err(|_| Error::ConnectionClosed)?
     }
 
+    /// True when no text message arrives within `window` (pings and pongs
+    /// are skipped); false, with the message printed, when one does.
+    pub async fn silent(ws: &mut Ws, window: Duration) -> bool {
+        loop {
+            match tokio::time::timeout(window, ws.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    eprintln!("unexpected message: {t}");
+                    return false;
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
     /// The HTTP status of a refused handshake.
     pub fn refusal_status(result: Handshake) -> u16 {
         match result {

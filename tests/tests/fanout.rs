@@ -13,9 +13,8 @@ use switchboard::config::{AuthConfig, Config, RedisConfig};
 use switchboard::ids::TenantId;
 use switchboard::store::Connection;
 use switchboard_local::{Emulator, Mode, Settings};
-use switchboard_tests::ws::{self, Ws, connect, next_json, request};
+use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
 use switchboard_tests::{eventually, shared_redis, unique_prefix};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &[u8] = b"fanout-test-secret-fanout-test-secret!!";
 
@@ -83,22 +82,7 @@ impl World {
     }
 }
 
-/// True when no text frame arrives within `window` (the negative half of
-/// "only the subscribers got it").
-async fn silent(ws: &mut Ws, window: Duration) -> bool {
-    loop {
-        match tokio::time::timeout(window, ws.next()).await {
-            Err(_) => return true,
-            Ok(Some(Ok(Message::Text(t)))) => {
-                eprintln!("unexpected message: {t}");
-                return false;
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("connection ended: {other:?}"),
-        }
-    }
-}
-
+/// How long `silent` listens: the negative half of "only the subscribers got it".
 const QUIET: Duration = Duration::from_millis(300);
 
 #[tokio::test]

@@ -21,9 +21,8 @@ use switchboard::ids::ConnectionId;
 use switchboard::protocol::Target;
 use switchboard::queue::Queues;
 use switchboard_local::{Emulator, Mode, Settings, queues};
-use switchboard_tests::ws::{Ws, connect, next_json, request};
+use switchboard_tests::ws::{Ws, connect, next_json, request, silent};
 use switchboard_tests::{shared_redis, unique_prefix};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &[u8] = b"queued-fanout-secret-queued-fanout-secret";
 
@@ -103,20 +102,6 @@ impl World {
             .unwrap()
             .connection_id;
         (ws, conn)
-    }
-}
-
-async fn silent(ws: &mut Ws, window: Duration) -> bool {
-    loop {
-        match tokio::time::timeout(window, ws.next()).await {
-            Err(_) => return true,
-            Ok(Some(Ok(Message::Text(t)))) => {
-                eprintln!("unexpected message: {t}");
-                return false;
-            }
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("connection ended: {other:?}"),
-        }
     }
 }
 

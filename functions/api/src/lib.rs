@@ -290,17 +290,26 @@ async fn publish_queued(
     data: Value,
 ) -> Result<Response, ApiError> {
     who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
-    let (Some(queues), Some(url)) = (state.ctx.queues.as_ref(), state.ctx.config.queues.events.as_deref()) else {
-        return Err(ApiError::NotConfigured("asynchronous publishing needs EVENTS_QUEUE_URL".into()));
-    };
     let event = switchboard::event::Envelope::new(who.tenant_id.clone(), event_type, data);
     let job = broadcast::FanoutJob { event, target, chunk: None };
-    let body = serde_json::to_string(&job).expect("plain JSON");
-    queues.send(url, body, std::time::Duration::ZERO).await.map_err(|e| {
-        tracing::error!(error = %e, "events queue unavailable");
-        ApiError::Unavailable
-    })?;
+    enqueue(state.ctx.events_queue(), "EVENTS_QUEUE_URL", &job).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"event_id": job.event.id, "queued": true}))).into_response())
+}
+
+/// Sends `message` to a queue; 503 `not_configured` naming `var` when there is none.
+pub(crate) async fn enqueue(
+    queue: Option<(&switchboard::queue::Queues, &str)>,
+    var: &str,
+    message: &impl serde::Serialize,
+) -> Result<(), ApiError> {
+    let Some((queues, url)) = queue else {
+        return Err(ApiError::NotConfigured(format!("this needs {var} (an SQS queue URL)")));
+    };
+    let body = serde_json::to_string(message).expect("plain JSON");
+    queues.send(url, body, std::time::Duration::ZERO).await.map(drop).map_err(|e| {
+        tracing::error!(error = %e, queue = url, "SQS unavailable");
+        ApiError::Unavailable
+    })
 }
 
 /// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.

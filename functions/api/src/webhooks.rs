@@ -368,14 +368,7 @@ pub async fn retry(
         .first()
         .and_then(|r| serde_json::from_str(&r.entry).ok())
         .ok_or_else(|| ApiError::NotFound(format!("no delivery {delivery_id} in the log of {}", hook.id)))?;
-    let (Some(queues), Some(url)) = (state.ctx.queues.as_ref(), state.ctx.config.queues.webhooks.as_deref()) else {
-        return Err(ApiError::NotConfigured("replaying deliveries needs WEBHOOK_QUEUE_URL".into()));
-    };
     let delivery = Delivery { attempt_base: 0, ..entry.delivery };
-    let body = serde_json::to_string(&delivery).expect("plain JSON");
-    queues.send(url, body, std::time::Duration::ZERO).await.map_err(|e| {
-        tracing::error!(error = %e, "webhook queue unavailable");
-        ApiError::Unavailable
-    })?;
+    crate::enqueue(state.ctx.webhook_queue(), "WEBHOOK_QUEUE_URL", &delivery).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": delivery.delivery_id, "queued": true}))).into_response())
 }

@@ -157,9 +157,7 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
 /// rather than the queue's visibility timeout: live events are worth
 /// little late. Best effort: without it SQS still redelivers.
 async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) {
-    let (Some(queues), Some(url), Some(handle)) =
-        (ctx.queues.as_ref(), ctx.config.queues.events.as_deref(), record.receipt_handle.as_deref())
-    else {
+    let (Some((queues, url)), Some(handle)) = (ctx.events_queue(), record.receipt_handle.as_deref()) else {
         return;
     };
     let receives: u32 = record.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);

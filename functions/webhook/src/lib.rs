@@ -239,9 +239,7 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
 
 /// Sets the record's visibility to `wait`; SQS delivers it again then.
 async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
-    let (Some(queues), Some(url), Some(handle)) =
-        (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks.as_deref(), record.receipt_handle.as_deref())
-    else {
+    let (Some((queues, url)), Some(handle)) = (d.ctx.webhook_queue(), record.receipt_handle.as_deref()) else {
         tracing::warn!("no WEBHOOK_QUEUE_URL: the retry waits for the queue's visibility timeout");
         return;
     };
@@ -252,7 +250,7 @@ async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
 
 /// The breaker is open: queue the delivery again, delayed, keeping its attempt count.
 async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32, pause: Duration) -> Done {
-    let (Some(queues), Some(url)) = (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks.as_deref()) else {
+    let Some((queues, url)) = d.ctx.webhook_queue() else {
         return Done::Again;
     };
     let again = Delivery { attempt_base: attempts_so_far, ..delivery.clone() };
@@ -276,7 +274,7 @@ async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32
 
 /// Sends `body` to the dead-letter queue; `Again` when that fails (nothing is dropped).
 async fn dead_letter(d: &Deliverer, mut body: serde_json::Value) -> Done {
-    let (Some(queues), Some(url)) = (d.ctx.queues.as_ref(), d.ctx.config.queues.webhooks_dlq.as_deref()) else {
+    let Some((queues, url)) = d.ctx.webhook_dlq() else {
         tracing::error!("no WEBHOOK_DLQ_URL: the final failure stays in the queue for its redrive policy");
         return Done::Again;
     };
