@@ -1,5 +1,13 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build fmt watch token
+.PHONY: dev test lint build deploy infra-check smoke fmt watch token
+
+# The Lambda functions (each a crate in functions/).
+FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
+# Tools from PyPI, each set in its own venv under .tools/ (installed on first use):
+# cargo-lambda and zig (its arm64 linker); cfn-lint and SAM CLI; schema checks and hadolint.
+WITH_BUILD_TOOLS := ./scripts/with-tools infra/requirements-build.txt
+WITH_CHECK_TOOLS := ./scripts/with-tools infra/requirements-check.txt
+WITH_LINT_TOOLS := ./scripts/with-tools infra/requirements-lint.txt
 
 # The emulator: WebSocket ws://127.0.0.1:3001/local, HTTP API :3000, memory store.
 # REDIS_URL=redis://127.0.0.1:6379 switches to Redis; flags go in ARGS (make dev ARGS=--help).
@@ -16,8 +24,27 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# arm64 Lambda zips: target/lambda/<function>/bootstrap.zip (installs cargo-lambda + zig when missing).
 build:
-	cargo build --workspace
+	$(WITH_BUILD_TOOLS) cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	@ls -l target/lambda/*/bootstrap.zip
+
+# sam build + sam deploy with infra/samconfig.toml; guided until your parameters are saved there.
+deploy:
+	$(WITH_BUILD_TOOLS) $(WITH_CHECK_TOOLS) sh -c 'cd infra && sam build'
+	$(WITH_CHECK_TOOLS) sh -c 'cd infra && sam deploy $(if $(shell grep -s '^parameter_overrides' infra/samconfig.toml),,--guided) $(ARGS)'
+
+# The deployment files: cfn-lint, sam validate --lint, the compose file and workflows against their schemas, hadolint.
+infra-check:
+	$(WITH_CHECK_TOOLS) cfn-lint infra/template.yaml
+	SAM_CLI_TELEMETRY=0 $(WITH_CHECK_TOOLS) sam validate --lint --template infra/template.yaml --region us-east-1
+	$(WITH_LINT_TOOLS) check-jsonschema --builtin-schema vendor.compose-spec infra/docker/compose.yaml
+	$(WITH_LINT_TOOLS) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(WITH_LINT_TOOLS) hadolint infra/docker/Dockerfile
+
+# The example workflow's client test (infra/docker/smoke.py) against the emulator binary.
+smoke:
+	./scripts/smoke
 
 fmt:
 	cargo fmt --all
@@ -25,8 +52,7 @@ fmt:
 # Hot reload: serve the functions with cargo lambda watch (Invoke API on :9000), then in
 # another terminal: make dev ARGS="--functions-url http://127.0.0.1:9000". Functions need REDIS_URL.
 watch:
-	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda is not installed: cargo install --locked cargo-lambda (takes ~15 min), or pip install cargo-lambda"; exit 1; }
-	cargo lambda watch
+	$(WITH_BUILD_TOOLS) cargo lambda watch
 
 # A development token: make token TENANT=t1 USER_ID=42 ROLE=agent
 TENANT ?= t1

@@ -90,6 +90,15 @@ pub mod queues {
     pub const EVENTS: &str = "switchboard-events";
     /// Fan-out jobs that failed every retry.
     pub const EVENTS_DLQ: &str = "switchboard-events-dlq";
+    /// Receives before a delivery is redriven: the most attempts a webhook
+    /// may have, plus one spare (as in `infra/template.yaml`).
+    pub const WEBHOOK_MAX_RECEIVES: u32 = switchboard::webhook::MAX_RETRY_COUNT + 2;
+    /// The webhook queue's visibility timeout, seconds: 6x the function's 40 s timeout.
+    pub const WEBHOOK_VISIBILITY_SECS: u64 = 240;
+    /// Receives before a fan-out job is redriven.
+    pub const EVENTS_MAX_RECEIVES: u32 = 5;
+    /// The events queue's visibility timeout, seconds: 6x the function's 30 s timeout.
+    pub const EVENTS_VISIBILITY_SECS: u64 = 180;
 }
 
 impl Default for Settings {
@@ -311,10 +320,15 @@ fn create_queues(sqs: &sqs::Sqs) -> anyhow::Result<switchboard::config::QueueUrl
     };
     let create = |name: &str, a: Map<String, Value>| sqs.create_queue(name, &a).map_err(anyhow::Error::msg);
     let webhooks_dlq = create(queues::WEBHOOKS_DLQ, attrs(30, None))?;
-    // 12 receives: the most attempts a webhook may have (retry_count 10 + 1), plus one spare.
-    let webhooks = create(queues::WEBHOOKS, attrs(180, Some((queues::WEBHOOKS_DLQ, 12))))?;
+    let webhooks = create(
+        queues::WEBHOOKS,
+        attrs(queues::WEBHOOK_VISIBILITY_SECS, Some((queues::WEBHOOKS_DLQ, queues::WEBHOOK_MAX_RECEIVES))),
+    )?;
     create(queues::EVENTS_DLQ, attrs(30, None))?;
-    let events = create(queues::EVENTS, attrs(60, Some((queues::EVENTS_DLQ, 5))))?;
+    let events = create(
+        queues::EVENTS,
+        attrs(queues::EVENTS_VISIBILITY_SECS, Some((queues::EVENTS_DLQ, queues::EVENTS_MAX_RECEIVES))),
+    )?;
     Ok(switchboard::config::QueueUrls {
         webhooks: Some(webhooks),
         webhooks_dlq: Some(webhooks_dlq),

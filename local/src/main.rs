@@ -31,6 +31,15 @@ struct Cli {
 enum Command {
     /// Print a signed development token (HS256 with JWT_SECRET, or the dev default).
     Token(TokenArgs),
+    /// Exit 0 when a running emulator answers GET /v1/health with 200 (a container HEALTHCHECK needs no curl).
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The HTTP API to ask.
+    #[arg(long, env = "HEALTH_URL", default_value = "http://127.0.0.1:3000/v1/health")]
+    url: url::Url,
 }
 
 #[derive(Args)]
@@ -141,6 +150,18 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let response = client.get(args.url.clone()).send().await.with_context(|| format!("GET {}", args.url))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("{} answered {status}: {body}", args.url);
+    }
+    println!("{body}");
+    Ok(())
+}
+
 async fn serve(args: Serve) -> anyhow::Result<()> {
     init_with(match args.log_format {
         LogArg::Text => LogFormat::Text,
@@ -248,6 +269,7 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Token(args)) => token(args),
+        Some(Command::Health(args)) => health(args).await,
         None => serve(cli.serve).await,
     };
     if let Err(e) = result {

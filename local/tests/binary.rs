@@ -122,8 +122,26 @@ async fn a_newcomer_follows_the_printed_instructions() {
     let (mut client, _) = connect(url, &[]).await.expect("the printed URL connects");
     let reply = request(&mut client, json!({"action": "subscribe", "events": ["call.incoming"]})).await;
     assert_eq!(reply, json!({"type": "subscribed", "events": ["call.incoming"]}));
-    let health = reqwest::get(p.printed("HTTP API")).await.unwrap();
+    let health_url = p.printed("HTTP API");
+    let health = reqwest::get(&health_url).await.unwrap();
     assert_eq!(health.status(), 200);
+    // The container HEALTHCHECK: `switchboard-local health`.
+    let url = health_url.clone();
+    let checked = tokio::task::spawn_blocking(move || run(&[], &["health", "--url", &url])).await.unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("\"status\":\"ok\""));
+    // SQS answers on the printed endpoint.
+    let sqs = p.printed("SQS");
+    let sqs_url = sqs.split_whitespace().next().unwrap();
+    let listed = reqwest::Client::new()
+        .post(sqs_url)
+        .header("x-amz-target", "AmazonSQS.ListQueues")
+        .header("content-type", "application/x-amz-json-1.0")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.text().await.unwrap().contains("switchboard-webhooks"));
 
     p.sigterm();
     let close = next_close(&mut client).await.expect("a close frame");
@@ -151,6 +169,13 @@ async fn the_token_command_mints_what_the_emulator_accepts() {
     let bad = run(&[], &["token", "--role", "root"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown role 'root'"));
+}
+
+#[test]
+fn the_health_command_fails_when_nothing_answers() {
+    let out = run(&[], &["health", "--url", "http://127.0.0.1:9/v1/health"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GET http://127.0.0.1:9/v1/health"));
 }
 
 #[test]

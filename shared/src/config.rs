@@ -12,6 +12,7 @@
 //! | --- | --- | --- |
 //! | `REDIS_URL` | — (memory store in the emulator) | `redis://` or `rediss://`; with `REDIS_CLUSTER=true`, a comma-separated list of seed nodes |
 //! | `REDIS_CLUSTER` | `false` | talk the Redis Cluster protocol |
+//! | `REDIS_USERNAME` / `REDIS_PASSWORD` | — | AUTH (ElastiCache RBAC user / AUTH token), kept out of `REDIS_URL` so it can come from Secrets Manager |
 //! | `REDIS_CONNECT_TIMEOUT_MS` / `REDIS_RESPONSE_TIMEOUT_MS` | `2000` / `2000` | fail fast instead of hanging a Lambda |
 //! | `KEY_PREFIX` | `callcenter` | first segment of every Redis key (the seed's) |
 //! | `PRESENCE_TTL_SECS` | `300` | heartbeat lifetime; a user without one counts as offline |
@@ -43,6 +44,55 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use url::Url;
+
+/// Every variable [`Config`] reads. The deployment test checks that the SAM
+/// template sets no variable outside these lists (a typo there would be
+/// silently ignored).
+pub const CONFIG_VARIABLES: &[&str] = &[
+    "CALLBACK_ENDPOINT",
+    "EVENTS_QUEUE_URL",
+    "FANOUT_CHUNK_SIZE",
+    "FANOUT_CONCURRENCY",
+    "KEY_PREFIX",
+    "MAX_BODY_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_SUBSCRIPTIONS",
+    "OFFLINE_MAX_MESSAGES",
+    "OFFLINE_TTL_SECS",
+    "PRESENCE_TTL_SECS",
+    "RATE_LIMIT_PER_SECOND",
+    "REDIS_CLUSTER",
+    "REDIS_CONNECT_TIMEOUT_MS",
+    "REDIS_PASSWORD",
+    "REDIS_RESPONSE_TIMEOUT_MS",
+    "REDIS_URL",
+    "REDIS_USERNAME",
+    "SEED_CHANNELS",
+    "WEBHOOK_ALLOW_PRIVATE",
+    "WEBHOOK_BREAKER_COOLDOWN_SECS",
+    "WEBHOOK_BREAKER_THRESHOLD",
+    "WEBHOOK_DISABLE_AFTER_SECS",
+    "WEBHOOK_DLQ_URL",
+    "WEBHOOK_LOG_MAX_ENTRIES",
+    "WEBHOOK_QUEUE_URL",
+    "WEBHOOK_RETRY_JITTER",
+    "WEBHOOK_RETRY_SCHEDULE",
+    "WEBHOOK_SECRET_GRACE_SECS",
+];
+
+/// Every variable [`AuthConfig`] reads (the authorizer and the HTTP API).
+pub const AUTH_VARIABLES: &[&str] = &[
+    "ALLOWED_ORIGINS",
+    "JWT_ALGORITHM",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_LEEWAY_SECS",
+    "JWT_PUBLIC_KEY",
+    "JWT_SECRET",
+];
+
+/// Read by the logging set-up (`telemetry`), in every function.
+pub const LOG_VARIABLES: &[&str] = &["LOG_FORMAT", "RUST_LOG"];
 
 /// A configuration value that is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -404,6 +454,28 @@ impl Config {
                 for u in &urls {
                     validate_redis_url(u)?;
                 }
+                let username = non_empty(get, "REDIS_USERNAME");
+                let password = non_empty(get, "REDIS_PASSWORD");
+                let urls = if username.is_none() && password.is_none() {
+                    urls
+                } else {
+                    urls.iter()
+                        .map(|u| {
+                            let mut url = Url::parse(u).expect("validated above");
+                            let set = match &username {
+                                Some(name) => url.set_username(name),
+                                None => Ok(()),
+                            }
+                            .and_then(|()| url.set_password(password.as_deref()));
+                            set.map(|()| url.to_string()).map_err(|()| {
+                                ConfigError::new(
+                                    "REDIS_PASSWORD",
+                                    "cannot be added to REDIS_URL (does it have a host?)",
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                };
                 Some(RedisConfig {
                     urls,
                     cluster,
@@ -589,6 +661,47 @@ mod tests {
     fn auth(pairs: &[(&'static str, &str)]) -> Result<AuthConfig, ConfigError> {
         let map = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
         AuthConfig::from_lookup(&lookup_from(map))
+    }
+
+    #[test]
+    fn the_variable_lists_are_exactly_what_is_read() {
+        use std::cell::RefCell;
+        let asked = RefCell::new(std::collections::BTreeSet::new());
+        let record = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            match name {
+                "REDIS_URL" => Some("redis://localhost:6379".to_owned()),
+                "JWT_SECRET" => Some("x".repeat(32)),
+                _ => None,
+            }
+        };
+        Config::from_lookup(&record).unwrap();
+        let config: Vec<String> = asked.borrow().iter().cloned().collect();
+        assert_eq!(config, CONFIG_VARIABLES, "Config reads exactly CONFIG_VARIABLES");
+        asked.borrow_mut().clear();
+        AuthConfig::from_lookup(&record).unwrap();
+        let auth: Vec<String> = asked.borrow().iter().cloned().collect();
+        assert_eq!(auth, AUTH_VARIABLES, "AuthConfig reads exactly AUTH_VARIABLES");
+    }
+
+    #[test]
+    fn redis_credentials_join_the_url_without_being_in_it() {
+        let c = cfg(&[
+            ("REDIS_URL", "rediss://a.cache.amazonaws.com:6379,rediss://b.cache.amazonaws.com:6379"),
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_USERNAME", "switchboard"),
+            ("REDIS_PASSWORD", "s3cr3t/with:odd@chars"),
+        ])
+        .unwrap();
+        let urls = &c.redis.unwrap().urls;
+        assert_eq!(urls.len(), 2);
+        for u in urls {
+            let parsed = Url::parse(u).unwrap();
+            assert_eq!(parsed.username(), "switchboard");
+            assert_eq!(parsed.password(), Some("s3cr3t%2Fwith%3Aodd%40chars"), "percent-encoded: {u}");
+        }
+        let c = cfg(&[("REDIS_URL", "redis://localhost:6379"), ("REDIS_PASSWORD", "tok")]).unwrap();
+        assert_eq!(c.redis.unwrap().urls, ["redis://:tok@localhost:6379"]);
     }
 
     #[test]

@@ -26,6 +26,11 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The most retries a webhook may ask for (`retry_count`). The webhook
+/// queue's redrive `maxReceiveCount` is this + 2 (the first attempt, and
+/// one spare), in the SAM template and the emulator alike.
+pub const MAX_RETRY_COUNT: u32 = 10;
+
 /// The prefix of generated secrets, as in Standard Webhooks.
 pub const SECRET_PREFIX: &str = "whsec_";
 

@@ -76,10 +76,11 @@ fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value
         hook.is_active = v.as_bool().ok_or_else(|| field("is_active", "must be true or false"))?;
     }
     if let Some(v) = body.remove("retry_count") {
+        let max = switchboard::webhook::MAX_RETRY_COUNT;
         let n = v
             .as_u64()
-            .filter(|n| *n <= 10)
-            .ok_or_else(|| field("retry_count", "must be a whole number from 0 to 10"))?;
+            .filter(|n| *n <= u64::from(max))
+            .ok_or_else(|| field("retry_count", format!("must be a whole number from 0 to {max}")))?;
         hook.retry_count = n as u32;
     }
     if let Some(v) = body.remove("timeout") {

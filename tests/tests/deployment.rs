@@ -1,0 +1,214 @@
+//! `infra/template.yaml` and the workspace agree: every function crate is a
+//! function in the template and nothing else is; every variable a function
+//! reads is set for it, and nothing is set that no code reads (a typo would
+//! be ignored silently); the routes are the emulator's; the queues' redrive
+//! and visibility fit the code's limits; secrets come from Secrets Manager or
+//! SSM, never from a template default.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+use switchboard::config::{AUTH_VARIABLES, CONFIG_VARIABLES, LOG_VARIABLES};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("infra/template.yaml is YAML")
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, key| v.get(key))
+}
+
+fn keys(v: Option<&Value>) -> BTreeSet<String> {
+    v.and_then(Value::as_mapping)
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn resources_of<'a>(t: &'a Value, kind: &str) -> BTreeMap<String, &'a Value> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// The function crates of the workspace: `functions/<name>`.
+fn function_crates() -> BTreeSet<String> {
+    let manifest: String = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    manifest
+        .lines()
+        .filter_map(|l| l.trim().trim_matches(|c| c == '"' || c == ',').strip_prefix("functions/").map(str::to_owned))
+        .collect()
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+#[test]
+fn every_function_crate_is_a_function_in_the_template_and_nothing_else_is() {
+    let t = template();
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    let binaries: BTreeSet<String> = functions
+        .values()
+        .map(|f| {
+            assert_eq!(get(f, &["Metadata", "BuildMethod"]).and_then(Value::as_str), Some("rust-cargolambda"));
+            get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str).unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(binaries, function_crates());
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(globals["Handler"].as_str(), Some("bootstrap"));
+}
+
+#[test]
+fn every_variable_the_code_reads_is_set_and_nothing_else() {
+    let t = template();
+    let known: BTreeSet<&str> = CONFIG_VARIABLES.iter().chain(AUTH_VARIABLES).chain(LOG_VARIABLES).copied().collect();
+    let global = keys(get(&t, &["Globals", "Function", "Environment", "Variables"]));
+    for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
+        let binary = get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str).unwrap();
+        let mut env = global.clone();
+        env.extend(keys(get(f, &["Properties", "Environment", "Variables"])));
+        for var in &env {
+            assert!(known.contains(var.as_str()), "{name} sets {var}, which no code reads");
+        }
+        let dir = root().join("functions").join(binary).join("src");
+        let main = std::fs::read_to_string(dir.join("main.rs")).unwrap();
+        let lib = std::fs::read_to_string(dir.join("lib.rs")).unwrap();
+        let mut needed: Vec<&str> = Vec::new();
+        if main.contains("Context::for_function") {
+            // Redis always; every publish may queue webhook deliveries and chunks.
+            needed.extend(["REDIS_URL", "WEBHOOK_QUEUE_URL", "EVENTS_QUEUE_URL"]);
+        }
+        if lib.contains("webhook_dlq()") {
+            needed.push("WEBHOOK_DLQ_URL");
+        }
+        if main.contains("AuthConfig::from_env") || main.contains("api::router") {
+            needed.extend(["JWT_SECRET", "JWT_PUBLIC_KEY"]);
+        }
+        assert!(!needed.is_empty(), "{binary}: the test knows how {binary} reads its configuration");
+        for var in needed {
+            assert!(env.contains(var), "{name} ({binary}) reads {var} but the template does not set it");
+        }
+    }
+}
+
+#[test]
+fn secrets_come_from_secrets_manager_or_ssm() {
+    let t = template();
+    for (name, p) in t["Parameters"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if ["Secret", "Password", "Token", "PublicKey"].iter().any(|w| name.contains(w)) {
+            let default = p.get("Default").and_then(Value::as_str).unwrap_or("");
+            assert!(default.is_empty(), "parameter {name} has a default; secrets are referenced, never given");
+        }
+    }
+    let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+    for secret in ["JWT_SECRET:", "REDIS_PASSWORD:", "AuthToken:"] {
+        for line in text.lines().filter(|l| l.trim_start().starts_with(secret)) {
+            assert!(
+                line.contains("!If") || line.contains("resolve:"),
+                "{secret} must be resolved at deploy time: {line}"
+            );
+        }
+    }
+    assert!(text.matches("{{resolve:secretsmanager:").count() >= 4);
+}
+
+#[test]
+fn the_websocket_routes_are_the_emulators() {
+    let t = template();
+    let api = resources_of(&t, "AWS::ApiGatewayV2::Api");
+    let api = api.values().next().unwrap();
+    assert_eq!(get(api, &["Properties", "ProtocolType"]).and_then(Value::as_str), Some("WEBSOCKET"));
+    assert_eq!(
+        get(api, &["Properties", "RouteSelectionExpression"]).and_then(Value::as_str),
+        Some(switchboard_local::Settings::default().route_selection.as_str())
+    );
+    let routes = resources_of(&t, "AWS::ApiGatewayV2::Route");
+    let keys: BTreeSet<&str> = routes.values().map(|r| r["Properties"]["RouteKey"].as_str().unwrap()).collect();
+    let mut expected: BTreeSet<&str> = ["$connect", "$disconnect", "$default"].into();
+    expected.extend(switchboard_local::ROUTES);
+    assert_eq!(keys, expected);
+    let responses = resources_of(&t, "AWS::ApiGatewayV2::RouteResponse");
+    for (name, route) in &routes {
+        let key = route["Properties"]["RouteKey"].as_str().unwrap();
+        let two_way = responses.values().any(
+            |r| matches!(&r["Properties"]["RouteId"], Value::Tagged(tag) if tag.value.as_str() == Some(name.as_str())),
+        );
+        assert_eq!(
+            two_way,
+            !matches!(key, "$connect" | "$disconnect"),
+            "{key}: a route response so replies reach the client"
+        );
+    }
+    let connect = routes.values().find(|r| r["Properties"]["RouteKey"].as_str() == Some("$connect")).unwrap();
+    assert_eq!(connect["Properties"]["AuthorizationType"].as_str(), Some("CUSTOM"));
+    let deployment = resources_of(&t, "AWS::ApiGatewayV2::Deployment");
+    let depends: BTreeSet<&str> = deployment.values().next().unwrap()["DependsOn"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(depends, routes.keys().map(String::as_str).collect(), "the deployment waits for every route");
+}
+
+#[test]
+fn queues_fit_the_retry_limits_and_report_partial_failures() {
+    use switchboard_local::queues as emu;
+    let t = template();
+    let r = &t["Resources"];
+    let webhook_queue = &r["WebhookQueue"]["Properties"];
+    let max_receives = number(&webhook_queue["RedrivePolicy"]["maxReceiveCount"]);
+    assert_eq!(max_receives, u64::from(switchboard::webhook::MAX_RETRY_COUNT) + 2, "every allowed attempt, plus one");
+    assert_eq!(max_receives, u64::from(emu::WEBHOOK_MAX_RECEIVES), "the emulator's queue agrees");
+    let timeout = number(&r["WebhookFunction"]["Properties"]["Timeout"]);
+    let visibility = number(&webhook_queue["VisibilityTimeout"]);
+    assert!(visibility >= 6 * timeout, "visibility {visibility} s >= 6 x the function's {timeout} s");
+    assert_eq!(visibility, emu::WEBHOOK_VISIBILITY_SECS);
+    let whole_schedule: u64 = switchboard::webhook::RetrySchedule::default().delays.iter().map(|d| d.as_secs()).sum();
+    assert!(
+        number(&webhook_queue["MessageRetentionPeriod"]) > whole_schedule * 6 / 5,
+        "retention outlasts the schedule"
+    );
+
+    let events = &r["EventsQueue"]["Properties"];
+    assert_eq!(number(&events["RedrivePolicy"]["maxReceiveCount"]), u64::from(emu::EVENTS_MAX_RECEIVES));
+    let fanout_timeout = number(&r["FanoutFunction"]["Properties"]["Timeout"]);
+    assert!(number(&events["VisibilityTimeout"]) >= 6 * fanout_timeout);
+    assert_eq!(number(&events["VisibilityTimeout"]), emu::EVENTS_VISIBILITY_SECS);
+
+    for (function, queue) in [("WebhookFunction", "WebhookQueue"), ("FanoutFunction", "EventsQueue")] {
+        let events = r[function]["Properties"]["Events"].as_mapping().unwrap();
+        let sqs: Vec<&Value> = events.values().filter(|e| e["Type"].as_str() == Some("SQS")).collect();
+        assert_eq!(sqs.len(), 1, "{function} has one SQS trigger");
+        let props = &sqs[0]["Properties"];
+        assert_eq!(props["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
+        assert!(
+            matches!(&props["Queue"], Value::Tagged(t) if t.value.as_sequence().is_some_and(|s| s[0].as_str() == Some(queue))
+            || t.value.as_str().is_some_and(|s| s.starts_with(queue)))
+        );
+    }
+}
+
+#[test]
+fn connections_may_be_managed_on_this_api_only() {
+    let t = template();
+    let text = serde_yaml_ng::to_string(&t["Resources"]["PublishPolicy"]).unwrap();
+    assert!(text.contains("execute-api:ManageConnections"));
+    assert!(text.contains("${WebSocketApi}/${Stage}/*/@connections/*"), "scoped to this API's stage: {text}");
+    let all = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
+    assert!(!all.contains("Resource: \"*\"") && !all.contains("Resource: '*'"), "no wildcard resources");
+}
