@@ -1,5 +1,5 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build deploy infra-check smoke fmt watch token
+.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch token
 
 # The Lambda functions (each a crate in functions/).
 FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
@@ -53,6 +53,21 @@ fmt:
 # another terminal: make dev ARGS="--functions-url http://127.0.0.1:9000". Functions need REDIS_URL.
 watch:
 	$(WITH_BUILD_TOOLS) cargo lambda watch
+
+# Benchmarks against their baselines -> BENCHMARKS.md (release build; about 10 minutes).
+# bench-quick: 1,000 connections, one repeat, under a minute once built (BENCH_PROFILE=debug to skip the release build).
+BENCH_PROFILE ?= release
+BENCH_BIN = target/$(BENCH_PROFILE)/switchboard-bench
+BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local
+bench:
+	./scripts/ensure-redis
+	$(BENCH_BUILD)
+	$(BENCH_BIN) run --out BENCHMARKS.md
+
+bench-quick:
+	./scripts/ensure-redis
+	$(BENCH_BUILD)
+	$(BENCH_BIN) run --quick --out $(or $(OUT),BENCHMARKS-quick.md)
 
 # A development token: make token TENANT=t1 USER_ID=42 ROLE=agent
 TENANT ?= t1

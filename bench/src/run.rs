@@ -1,0 +1,622 @@
+//! The orchestrator: starts redis-server, the emulator (`switchboard-local`,
+//! release) or the baseline server, and the load client in separate
+//! processes; sends the client its commands; reads the server's memory from
+//! /proc and Redis's command counts from INFO; writes BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use switchboard::auth::{Identity, Role, mint_hs256};
+
+use crate::client::{Command as ClientCommand, Trigger};
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-0001";
+
+/// `bench run` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// A reduced run (1,000 connections, fewer repeats): proves the harness in under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the table goes.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+}
+
+struct Sizes {
+    big: usize,
+    small: usize,
+    repeats: usize,
+    burst_events: usize,
+    latency_secs: u32,
+    webhooks: usize,
+}
+
+/// min / median / max of repeated runs.
+#[derive(Debug, Clone, Default)]
+struct Series(Vec<f64>);
+
+impl Series {
+    fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    }
+    fn show(&self, unit: &str) -> String {
+        let v = self.sorted();
+        match v.len() {
+            0 => "—".into(),
+            1 => format!("{} {unit}", fmt(v[0])),
+            _ => format!("{} / {} / {} {unit}", fmt(v[0]), fmt(v[v.len() / 2]), fmt(v[v.len() - 1])),
+        }
+    }
+}
+
+fn fmt(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn token(user: &str, role: Role) -> String {
+    let who = Identity { tenant_id: "bench".parse().unwrap(), user_id: user.parse().unwrap(), role };
+    mint_hs256(SECRET.as_bytes(), &who, 3600)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe().unwrap().with_file_name(name)
+}
+
+/// A child process with a raised open-files limit, its stdout read line by line.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(program: &PathBuf, args: &[String], env: &[(&str, String)]) -> anyhow::Result<Proc> {
+        let mut script = String::from("ulimit -n 20000 2>/dev/null || ulimit -n $(ulimit -Hn); exec \"$0\" \"$@\"");
+        script.push(' ');
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script.trim()).arg(program).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Proc { child, stdin, lines })
+    }
+
+    fn line(&self, timeout: Duration) -> anyhow::Result<String> {
+        self.lines.recv_timeout(timeout).context("no answer from a benchmark process")
+    }
+
+    fn json(&self, timeout: Duration) -> anyhow::Result<Value> {
+        loop {
+            let line = self.line(timeout)?;
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["event"] == "error" {
+                    bail!("client error: {}", v["error"]);
+                }
+                return Ok(v);
+            }
+        }
+    }
+
+    fn send(&mut self, cmd: &ClientCommand) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        writeln!(stdin, "{}", serde_json::to_string(cmd)?)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    fn rss_kib(&self) -> u64 {
+        // The sh wrapper exec'd, so the child's pid is the program's.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one server under test is.
+enum Server {
+    Switchboard { redis: Option<String> },
+    Baseline,
+}
+
+struct Started {
+    proc: Proc,
+    ws_url: String,
+    http: String,
+}
+
+fn start(server: &Server) -> anyhow::Result<Started> {
+    match server {
+        Server::Switchboard { redis } => {
+            let (ws, http, sqs) = (free_port(), free_port(), free_port());
+            let mut env = vec![
+                ("JWT_SECRET", SECRET.to_owned()),
+                ("RATE_LIMIT_PER_SECOND", "10000000".to_owned()),
+                ("RUST_LOG", "warn".to_owned()),
+                ("FANOUT_CONCURRENCY", "512".to_owned()),
+            ];
+            if let Some(url) = redis {
+                env.push(("REDIS_URL", url.clone()));
+                env.push(("KEY_PREFIX", format!("bench{}", free_port())));
+            }
+            let args: Vec<String> =
+                ["--ws-port", &ws.to_string(), "--http-port", &http.to_string(), "--sqs-port", &sqs.to_string()]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            let proc = Proc::spawn(&sibling("switchboard-local"), &args, &env)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let line = proc.line(Duration::from_secs(30))?;
+                if line.trim_start().starts_with("Stop") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the emulator did not start");
+                }
+            }
+            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{ws}/local"), http: format!("http://127.0.0.1:{http}") })
+        }
+        Server::Baseline => {
+            let port = free_port();
+            let proc =
+                Proc::spawn(&std::env::current_exe()?, &["baseline".into(), "--port".into(), port.to_string()], &[])?;
+            proc.line(Duration::from_secs(10))?;
+            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{port}"), http: String::new() })
+        }
+    }
+}
+
+fn client(server: &Server, started: &Started, n: usize) -> anyhow::Result<Proc> {
+    let mut args = vec!["client".to_owned(), "--n".into(), n.to_string()];
+    match server {
+        Server::Switchboard { .. } => {
+            args.extend(["--url".into(), format!("{}?token={{token}}", started.ws_url)]);
+            args.extend(["--hello".into(), json!({"action": "subscribe", "events": ["call.*", "chat.*"]}).to_string()]);
+        }
+        Server::Baseline => args.extend(["--url".into(), started.ws_url.clone()]),
+    }
+    Proc::spawn(&std::env::current_exe()?, &args, &[("BENCH_JWT_SECRET", SECRET.to_owned())])
+}
+
+fn broadcast_trigger(server: &Server, started: &Started, marker: &str) -> Trigger {
+    match server {
+        Server::Switchboard { .. } => Trigger::Http {
+            url: format!("{}/v1/events", started.http),
+            token: token("svc", Role::Service),
+            body: json!({"type": "call.incoming", "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}}),
+        },
+        Server::Baseline => Trigger::Text {
+            text: format!(
+                "broadcast {}",
+                json!({"id": "x", "type": "call.incoming", "tenant_id": "bench", "timestamp": 0,
+                    "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}})
+            ),
+        },
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    storm_rate: Series,
+    storm_p99: Series,
+    rss_per_conn_kib: Series,
+    broadcast_ms: Series,
+    burst_per_sec: Series,
+    latency_p50: Series,
+    latency_p99: Series,
+    client_cpu: BTreeMap<&'static str, f64>,
+}
+
+/// Benchmarks 1, 4 and 5 at `n` connections, and 2 (and 3 for Switchboard) at `small`.
+fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
+    let mut f = Figures::default();
+    for round in 0..sizes.repeats {
+        let started = start(server)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let rss0 = started.proc.rss_kib();
+        let mut c = client(server, &started, sizes.big)?;
+        let connected = c.json(Duration::from_secs(120))?;
+        f.storm_rate.push(connected["rate"].as_f64().unwrap_or(0.0));
+        f.storm_p99.push(connected["handshake_p99_ms"].as_f64().unwrap_or(0.0));
+        *f.client_cpu.entry("storm").or_default() += connected["client_cpu_secs"].as_f64().unwrap_or(0.0);
+        std::thread::sleep(Duration::from_millis(500));
+        let rss1 = started.proc.rss_kib();
+        f.rss_per_conn_kib.push(rss1.saturating_sub(rss0) as f64 / sizes.big as f64);
+        for i in 0..3 {
+            let marker = format!("m{round}-{i}");
+            c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, &started, &marker), marker })?;
+            let r = c.json(Duration::from_secs(90))?;
+            if i > 0 {
+                // The first broadcast warms connections and caches.
+                f.broadcast_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
+                *f.client_cpu.entry("broadcast").or_default() += r["client_cpu_secs"].as_f64().unwrap_or(0.0);
+            }
+        }
+        c.send(&ClientCommand::Quit)?;
+        drop(c);
+
+        // Sustained fan-out and latency at the smaller size, on a fresh server.
+        drop(started);
+        let started = start(server)?;
+        let mut c = client(server, &started, sizes.small)?;
+        c.json(Duration::from_secs(60))?;
+        let triggers: Vec<Trigger> =
+            (0..sizes.burst_events).map(|i| broadcast_trigger(server, &started, &format!("b{round}-{i}"))).collect();
+        c.send(&ClientCommand::Burst { triggers, in_flight: 8 })?;
+        let r = c.json(Duration::from_secs(120))?;
+        f.burst_per_sec.push(r["per_sec"].as_f64().unwrap_or(0.0));
+        if let Server::Switchboard { .. } = server {
+            c.send(&ClientCommand::Latency {
+                url: format!("{}/v1/events", started.http),
+                token: token("svc", Role::Service),
+                rate: 200,
+                secs: sizes.latency_secs,
+            })?;
+            let r = c.json(Duration::from_secs(60))?;
+            f.latency_p50.push(r["p50_ms"].as_f64().unwrap_or(f64::NAN));
+            f.latency_p99.push(r["p99_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        c.send(&ClientCommand::Quit)?;
+    }
+    Ok(f)
+}
+
+/// Redis commands per operation, from `INFO commandstats` deltas.
+fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let server = Server::Switchboard { redis: Some(format!("redis://127.0.0.1:{redis_port}")) };
+        let started = start(&server)?;
+        let stats = || -> anyhow::Result<(u64, u64)> {
+            let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "commandstats"])?;
+            let (mut scripts, mut all) = (0, 0);
+            for line in info.lines() {
+                let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
+                    continue;
+                };
+                let calls: u64 =
+                    rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok()).unwrap_or(0);
+                if name == "info" {
+                    continue;
+                }
+                all += calls;
+                if name == "evalsha" || name == "eval" {
+                    scripts += calls;
+                }
+            }
+            Ok((scripts, all))
+        };
+        let mut out = Vec::new();
+        let mut step = |label: &str, before: (u64, u64)| -> anyhow::Result<()> {
+            let after = stats()?;
+            out.push((label.to_owned(), after.0 - before.0, after.1 - before.1));
+            Ok(())
+        };
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let url = |user: &str| format!("{}?token={}", started.ws_url, token(user, Role::Agent));
+        let http = reqwest::Client::new();
+        let publish = |n: usize| {
+            let http = http.clone();
+            let url = format!("{}/v1/events", started.http);
+            async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token("svc", Role::Service))
+                    .json(&json!({"type": "call.incoming", "data": {"n": n}}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 200);
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+        // Warm the script cache and the HTTP pool.
+        publish(0).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let before = stats()?;
+        let (mut ws, _) = tokio_tungstenite::connect_async(url("solo")).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        step("connect ($connect: register + presence.online fan-out)", before)?;
+        let before = stats()?;
+        ws.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
+        ws.next().await;
+        step("subscribe", before)?;
+        let before = stats()?;
+        publish(1).await?;
+        ws.next().await;
+        step("publish to 1 recipient (HTTP API: rate limit + resolve)", before)?;
+        let mut many = Vec::new();
+        for i in 0..999 {
+            let (mut c, _) = tokio_tungstenite::connect_async(url(&format!("m{i}"))).await?;
+            c.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
+            c.next().await;
+            many.push(c);
+        }
+        let before = stats()?;
+        publish(2).await?;
+        ws.next().await;
+        for c in many.iter_mut() {
+            while let Some(Ok(m)) = c.next().await {
+                if m.to_text().is_ok_and(|t| t.contains("\"n\":2")) {
+                    break;
+                }
+            }
+        }
+        step("publish to 1,000 recipients (HTTP API: rate limit + resolve)", before)?;
+        for c in many.iter_mut() {
+            c.close(None).await.ok();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = stats()?;
+        ws.close(None).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        step("disconnect ($disconnect: unregister + presence.offline fan-out)", before)?;
+        drop(started);
+        Ok(out)
+    })
+}
+
+fn webhook_rate(n: usize, repeats: usize) -> anyhow::Result<Series> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut s = Series::default();
+    for _ in 0..repeats {
+        s.push(rt.block_on(crate::webhooks::deliveries_per_sec(n))?);
+    }
+    Ok(s)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem} RAM")
+}
+
+fn git(args: &[&str]) -> String {
+    Command::new("git")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
+
+/// Runs every benchmark and writes the table.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let sizes = if args.quick {
+        Sizes { big: 1000, small: 200, repeats: 1, burst_events: 20, latency_secs: 1, webhooks: 1000 }
+    } else {
+        Sizes { big: 10_000, small: 1000, repeats: 3, burst_events: 50, latency_secs: 5, webhooks: 5000 }
+    };
+    let began = Instant::now();
+    let redis = switchboard_tests::RedisServer::start()?;
+    eprintln!("bench: redis-server on {}", redis.port);
+
+    eprintln!("bench: baseline ({} connections)", sizes.big);
+    let base = measure(&Server::Baseline, &sizes)?;
+    eprintln!("bench: Switchboard, Redis store");
+    let sb_redis = measure(&Server::Switchboard { redis: Some(redis.url()) }, &sizes)?;
+    eprintln!("bench: Switchboard, memory store");
+    let sb_mem = measure(&Server::Switchboard { redis: None }, &sizes)?;
+    eprintln!("bench: Redis cost per operation");
+    let costs = redis_costs(redis.port)?;
+    eprintln!("bench: webhook deliveries");
+    let hooks = webhook_rate(sizes.webhooks, sizes.repeats)?;
+
+    let n = sizes.big;
+    let ratio = |a: &Series, b: &Series| a.median() / b.median();
+    let mut md = String::new();
+    let w = &mut md;
+    use std::fmt::Write as _;
+    writeln!(w, "# Benchmarks\n")?;
+    writeln!(w, "Written by `make bench{}` — do not edit by hand.\n", if args.quick { "-quick" } else { "" })?;
+    writeln!(w, "- machine: {}", machine())?;
+    writeln!(
+        w,
+        "- date: {}",
+        git(&["log", "-1", "--format=%cd", "--date=iso-strict"]).split('T').next().unwrap_or("")
+    )?;
+    writeln!(
+        w,
+        "- run at: {} (UTC, `date -u`)",
+        Command::new("date")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    )?;
+    writeln!(w, "- commit: {}", git(&["rev-parse", "--short", "HEAD"]))?;
+    writeln!(
+        w,
+        "- mode: {}; {} repeat(s) of each server start; figures are min / median / max",
+        if args.quick { "quick" } else { "full" },
+        sizes.repeats
+    )?;
+    writeln!(w, "- took: {:.0} s\n", began.elapsed().as_secs_f64())?;
+    writeln!(
+        w,
+        "Release builds. Servers, the load client and redis-server are separate processes on this machine; the baseline is a minimal tokio-tungstenite server (`bench/src/baseline.rs`) driven by the same client in the same run.\n"
+    )?;
+    writeln!(w, "| # | benchmark | Switchboard (Redis store) | baseline | ratio (median) | target | |")?;
+    writeln!(w, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    let r1 = ratio(&sb_redis.broadcast_ms, &base.broadcast_ms);
+    writeln!(
+        w,
+        "| 1 | one broadcast to {n} connections, until the last has it | {} | {} | {:.1}× | ≤ 5× baseline | {} |",
+        sb_redis.broadcast_ms.show("ms"),
+        base.broadcast_ms.show("ms"),
+        r1,
+        verdict(r1 <= 5.0)
+    )?;
+    let r2 = ratio(&sb_redis.burst_per_sec, &base.burst_per_sec);
+    writeln!(
+        w,
+        "| 2 | sustained fan-out, {} events × {} recipients | {} | {} | {:.2}× | ≥ 50,000/s | {} |",
+        sizes.burst_events,
+        sizes.small,
+        sb_redis.burst_per_sec.show("deliveries/s"),
+        base.burst_per_sec.show("deliveries/s"),
+        r2,
+        verdict(sb_redis.burst_per_sec.median() >= 50_000.0)
+    )?;
+    writeln!(
+        w,
+        "| 3 | publish → receive, {} users, 200 events/s to random users, p50 | {} | — | — | ≤ 2 ms | {} |",
+        sizes.small,
+        sb_redis.latency_p50.show("ms"),
+        verdict(sb_redis.latency_p50.median() <= 2.0)
+    )?;
+    writeln!(
+        w,
+        "| 3 | the same, p99 | {} | — | — | ≤ 10 ms | {} |",
+        sb_redis.latency_p99.show("ms"),
+        verdict(sb_redis.latency_p99.median() <= 10.0)
+    )?;
+    let r4 = ratio(&sb_redis.storm_rate, &base.storm_rate);
+    writeln!(
+        w,
+        "| 4 | connection storm, {n} connects (authorizer + $connect + subscribe) | {} | {} | {:.2}× | ≥ 5,000/s | {} |",
+        sb_redis.storm_rate.show("conn/s"),
+        base.storm_rate.show("conn/s"),
+        r4,
+        verdict(sb_redis.storm_rate.median() >= 5000.0)
+    )?;
+    writeln!(
+        w,
+        "| 4 | the same, p99 handshake | {} | {} | — | ≤ 50 ms | {} |",
+        sb_redis.storm_p99.show("ms"),
+        base.storm_p99.show("ms"),
+        verdict(sb_redis.storm_p99.median() <= 50.0)
+    )?;
+    let r5 = ratio(&sb_redis.rss_per_conn_kib, &base.rss_per_conn_kib);
+    writeln!(
+        w,
+        "| 5 | server memory per idle connection at {n} | {} | {} | {:.2}× | ≤ 1.5× baseline | {} |",
+        sb_redis.rss_per_conn_kib.show("KiB"),
+        base.rss_per_conn_kib.show("KiB"),
+        r5,
+        verdict(r5 <= 1.5)
+    )?;
+    writeln!(
+        w,
+        "| 7 | signed webhook deliveries through the emulator's SQS to a local receiver | {} | — | — | ≥ 5,000/s | {} |",
+        hooks.show("deliveries/s"),
+        verdict(hooks.median() >= 5000.0)
+    )?;
+    writeln!(
+        w,
+        "| 9 | serverless-offline 13 comparison | not measured in this run (see below) | — | — | ≥ 20× faster | **not measured** |"
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
+    writeln!(w, "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included |")?;
+    writeln!(w, "| --- | --- | --- |")?;
+    for (label, scripts, all) in &costs {
+        writeln!(w, "| {label} | {scripts} | {all} |")?;
+    }
+    writeln!(w)?;
+    writeln!(w, "## 8. Memory store vs Redis store (benchmarks 1-4)\n")?;
+    writeln!(w, "| benchmark | memory store | Redis store |")?;
+    writeln!(w, "| --- | --- | --- |")?;
+    writeln!(w, "| 1. broadcast to {n} | {} | {} |", sb_mem.broadcast_ms.show("ms"), sb_redis.broadcast_ms.show("ms"))?;
+    writeln!(
+        w,
+        "| 2. sustained fan-out | {} | {} |",
+        sb_mem.burst_per_sec.show("deliveries/s"),
+        sb_redis.burst_per_sec.show("deliveries/s")
+    )?;
+    writeln!(
+        w,
+        "| 3. latency p50 / p99 | {} / {} | {} / {} |",
+        sb_mem.latency_p50.show("ms"),
+        sb_mem.latency_p99.show("ms"),
+        sb_redis.latency_p50.show("ms"),
+        sb_redis.latency_p99.show("ms")
+    )?;
+    writeln!(
+        w,
+        "| 4. connection storm | {} | {} |",
+        sb_mem.storm_rate.show("conn/s"),
+        sb_redis.storm_rate.show("conn/s")
+    )?;
+    writeln!(
+        w,
+        "| 5. memory per connection | {} | {} |",
+        sb_mem.rss_per_conn_kib.show("KiB"),
+        sb_redis.rss_per_conn_kib.show("KiB")
+    )?;
+    writeln!(w)?;
+    writeln!(w, "## The load client's own cost\n")?;
+    writeln!(
+        w,
+        "CPU seconds the client process spent (all repeats): storm {:.2} s (baseline run {:.2} s), broadcasts {:.2} s (baseline run {:.2} s). On 2 cores the client competes with the server for CPU, so every figure above includes that contention — equally for Switchboard and the baseline.\n",
+        sb_redis.client_cpu.get("storm").unwrap_or(&0.0),
+        base.client_cpu.get("storm").unwrap_or(&0.0),
+        sb_redis.client_cpu.get("broadcast").unwrap_or(&0.0),
+        base.client_cpu.get("broadcast").unwrap_or(&0.0)
+    )?;
+    std::fs::write(&args.out, md)?;
+    eprintln!("bench: wrote {} in {:.0} s", args.out.display(), began.elapsed().as_secs_f64());
+    Ok(())
+}
