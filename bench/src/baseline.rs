@@ -16,7 +16,11 @@ type Peers = Arc<Mutex<Vec<mpsc::UnboundedSender<Utf8Bytes>>>>;
 
 /// Serves on `port` until killed; prints `listening <port>` when ready.
 pub async fn run(port: u16) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    // A deep accept queue, as the emulator's (a storm of connects must not wait for SYN retries).
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let listener: TcpListener = socket.listen(4096)?;
     println!("listening {}", listener.local_addr()?.port());
     let peers: Peers = Arc::default();
     loop {

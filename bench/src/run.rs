@@ -163,7 +163,11 @@ impl Drop for Proc {
 
 /// What one server under test is.
 enum Server {
-    Switchboard { redis: Option<String> },
+    /// The emulator; `over_http`: posts go through the AWS SDK over HTTP, as from a Lambda.
+    Switchboard {
+        redis: Option<String>,
+        over_http: bool,
+    },
     Baseline,
 }
 
@@ -175,7 +179,7 @@ struct Started {
 
 fn start(server: &Server) -> anyhow::Result<Started> {
     match server {
-        Server::Switchboard { redis } => {
+        Server::Switchboard { redis, over_http } => {
             let (ws, http, sqs) = (free_port(), free_port(), free_port());
             let mut env = vec![
                 ("JWT_SECRET", SECRET.to_owned()),
@@ -187,11 +191,14 @@ fn start(server: &Server) -> anyhow::Result<Started> {
                 env.push(("REDIS_URL", url.clone()));
                 env.push(("KEY_PREFIX", format!("bench{}", free_port())));
             }
-            let args: Vec<String> =
+            let mut args: Vec<String> =
                 ["--ws-port", &ws.to_string(), "--http-port", &http.to_string(), "--sqs-port", &sqs.to_string()]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+            if *over_http {
+                args.push("--connections-over-http".into());
+            }
             let proc = Proc::spawn(&sibling("switchboard-local"), &args, &env)?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -314,7 +321,7 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
 fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let server = Server::Switchboard { redis: Some(format!("redis://127.0.0.1:{redis_port}")) };
+        let server = Server::Switchboard { redis: Some(format!("redis://127.0.0.1:{redis_port}")), over_http: false };
         let started = start(&server)?;
         let stats = || -> anyhow::Result<(u64, u64)> {
             let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "commandstats"])?;
@@ -456,9 +463,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     eprintln!("bench: baseline ({} connections)", sizes.big);
     let base = measure(&Server::Baseline, &sizes)?;
     eprintln!("bench: Switchboard, Redis store");
-    let sb_redis = measure(&Server::Switchboard { redis: Some(redis.url()) }, &sizes)?;
+    let sb_redis = measure(&Server::Switchboard { redis: Some(redis.url()), over_http: false }, &sizes)?;
+    eprintln!("bench: Switchboard, Redis store, posts over HTTP (SDK)");
+    let sb_http = measure(&Server::Switchboard { redis: Some(redis.url()), over_http: true }, &sizes)?;
     eprintln!("bench: Switchboard, memory store");
-    let sb_mem = measure(&Server::Switchboard { redis: None }, &sizes)?;
+    let sb_mem = measure(&Server::Switchboard { redis: None, over_http: false }, &sizes)?;
     eprintln!("bench: Redis cost per operation");
     let costs = redis_costs(redis.port)?;
     eprintln!("bench: webhook deliveries");
@@ -508,6 +517,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         base.broadcast_ms.show("ms"),
         r1,
         verdict(r1 <= 5.0)
+    )?;
+    let r1h = ratio(&sb_http.broadcast_ms, &base.broadcast_ms);
+    writeln!(
+        w,
+        "| 1 | the same, every post over HTTP `@connections` through the AWS SDK (what a Lambda does) | {} | {} | {:.1}× | (≤ 5×) | {} |",
+        sb_http.broadcast_ms.show("ms"),
+        base.broadcast_ms.show("ms"),
+        r1h,
+        verdict(r1h <= 5.0)
     )?;
     let r2 = ratio(&sb_redis.burst_per_sec, &base.burst_per_sec);
     writeln!(

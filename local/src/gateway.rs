@@ -470,27 +470,98 @@ where
     inner(State(gw), Path(id)).await
 }
 
+/// What a post to a connection came to (the HTTP route and the in-process path alike).
+enum Posted {
+    Sent,
+    Unreachable(Unreachable),
+    TooLarge(usize),
+}
+
+impl Gateway {
+    /// `POST @connections/{id}`: queue `data` for the connection's writer.
+    async fn post(&self, id: &str, data: &[u8]) -> Posted {
+        let live = match lookup(self, id) {
+            Ok(l) => l,
+            Err(e) => return Posted::Unreachable(e),
+        };
+        if data.len() > self.limits.max_message_bytes {
+            return Posted::TooLarge(data.len());
+        }
+        let message = match std::str::from_utf8(data) {
+            Ok(text) => Message::Text(text.into()),
+            Err(_) => Message::Binary(Bytes::copy_from_slice(data)),
+        };
+        if live.outbound.send(message).await.is_err() {
+            return Posted::Unreachable(Unreachable::Gone);
+        }
+        live.touch();
+        Posted::Sent
+    }
+}
+
 async fn post_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let live = match lookup(&gw, &id) {
-        Ok(l) => l,
-        Err(e) => return e.into_response(),
-    };
-    if body.len() > gw.limits.max_message_bytes {
-        return aws_error(
+    match gw.post(&id, &body).await {
+        Posted::Sent => StatusCode::OK.into_response(),
+        Posted::Unreachable(e) => e.into_response(),
+        Posted::TooLarge(len) => aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PayloadTooLargeException",
-            &format!("Data is {} bytes; the limit is {}", body.len(), gw.limits.max_message_bytes),
-        );
+            &format!("Data is {len} bytes; the limit is {}", gw.limits.max_message_bytes),
+        ),
     }
-    let message = match String::from_utf8(body.to_vec()) {
-        Ok(text) => Message::Text(text.into()),
-        Err(raw) => Message::Binary(raw.into_bytes().into()),
-    };
-    if live.outbound.send(message).await.is_err() {
-        return Unreachable::Gone.into_response();
+}
+
+/// `@connections` for the functions this emulator runs in-process. A post
+/// to one of this emulator's own connections goes straight to it — the
+/// same lookup, size limit, queue and 410 as the HTTP route, without the
+/// HTTP round trip (API Gateway's side of that call is not what a fan-out
+/// is made of). A post to any other endpoint (another emulator sharing
+/// Redis, a real API) goes through `fallback`, the SDK client.
+pub struct InProcessConnections {
+    gateway: std::sync::OnceLock<std::sync::Weak<Gateway>>,
+    /// `host:port/stage`: the callback endpoint recorded with this emulator's connections, without its scheme.
+    own: String,
+    fallback: Arc<dyn switchboard::gateway::Gateway>,
+}
+
+impl InProcessConnections {
+    /// Posts to `own` (`host:port/stage`) in-process once [`Self::attach`]ed; others through `fallback`.
+    pub fn new(own: String, fallback: Arc<dyn switchboard::gateway::Gateway>) -> Self {
+        InProcessConnections { gateway: std::sync::OnceLock::new(), own, fallback }
     }
-    live.touch();
-    StatusCode::OK.into_response()
+
+    /// The gateway whose connections are "own".
+    pub fn attach(&self, gateway: &Arc<Gateway>) {
+        let _ = self.gateway.set(Arc::downgrade(gateway));
+    }
+
+    fn is_own(&self, endpoint: &str) -> bool {
+        endpoint.split_once("://").is_some_and(|(_, rest)| rest.trim_end_matches('/') == self.own)
+    }
+}
+
+#[async_trait::async_trait]
+impl switchboard::gateway::Gateway for InProcessConnections {
+    async fn post(
+        &self,
+        endpoint: &str,
+        connection: &switchboard::ids::ConnectionId,
+        data: &[u8],
+    ) -> switchboard::gateway::PostOutcome {
+        use switchboard::gateway::PostOutcome;
+        let gateway = self.gateway.get().and_then(std::sync::Weak::upgrade);
+        match gateway {
+            Some(gw) if self.is_own(endpoint) => match gw.post(connection.as_str(), data).await {
+                Posted::Sent => PostOutcome::Delivered,
+                Posted::Unreachable(Unreachable::Gone) => PostOutcome::Gone,
+                Posted::Unreachable(Unreachable::Malformed) => {
+                    PostOutcome::Failed("BadRequestException: Invalid connectionId".into())
+                }
+                Posted::TooLarge(len) => PostOutcome::Failed(format!("PayloadTooLargeException: {len} bytes")),
+            },
+            _ => self.fallback.post(endpoint, connection, data).await,
+        }
+    }
 }
 
 async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {

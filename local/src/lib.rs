@@ -60,6 +60,10 @@ pub struct Settings {
     pub sqs_port: u16,
     /// The event source mappings' batching.
     pub mapping: MappingSettings,
+    /// In-process functions post to this emulator's own connections
+    /// directly (see [`gateway::InProcessConnections`]); false sends every
+    /// post over HTTP through the SDK, as a Lambda does.
+    pub in_process_posts: bool,
 }
 
 /// How the emulator's event source mappings poll and batch (Lambda's
@@ -113,6 +117,7 @@ impl Default for Settings {
             limits: Limits::default(),
             sqs_port: 9324,
             mapping: MappingSettings::default(),
+            in_process_posts: true,
         }
     }
 }
@@ -188,9 +193,19 @@ impl Emulator {
         let sqs = Arc::new(sqs::Sqs::new(&sqs_url));
         let urls = create_queues(&sqs)?;
 
+        let mut own_posts: Option<Arc<gateway::InProcessConnections>> = None;
         let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
             Mode::InProcess { ctx, verifier } => {
-                let ctx = ctx.with_queues(switchboard::queue::Queues::local(&sqs_url, urls));
+                let mut ctx = ctx.with_queues(switchboard::queue::Queues::local(&sqs_url, urls));
+                if settings.in_process_posts {
+                    let domain = settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string());
+                    let posts = Arc::new(gateway::InProcessConnections::new(
+                        format!("{domain}/{}", settings.stage),
+                        ctx.gateway.clone(),
+                    ));
+                    ctx = ctx.with_gateway(posts.clone());
+                    own_posts = Some(posts);
+                }
                 let api = api::router(ctx.clone(), verifier.clone());
                 (Arc::new(InProcess::new(ctx, verifier)), api)
             }
@@ -219,6 +234,9 @@ impl Emulator {
             TaskTracker::new(),
         ));
 
+        if let Some(posts) = &own_posts {
+            posts.attach(&gateway);
+        }
         let servers = TaskTracker::new();
         for (queue, function) in [(queues::WEBHOOKS, "webhook"), (queues::EVENTS, "fanout")] {
             let mapping = sqs::EventSourceMapping {

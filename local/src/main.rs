@@ -110,6 +110,9 @@ struct Serve {
     /// Concurrent pollers per queue.
     #[arg(long, env = "SQS_POLLERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     sqs_pollers: u16,
+    /// Post to this emulator's own connections over HTTP through the AWS SDK, as a Lambda does (default: in-process).
+    #[arg(long, env = "CONNECTIONS_OVER_HTTP")]
+    connections_over_http: bool,
     /// Send invocations to this Lambda Invoke API (`cargo lambda watch`, e.g. http://127.0.0.1:9000) instead of running them in-process.
     #[arg(long, env = "FUNCTIONS_URL")]
     functions_url: Option<url::Url>,
@@ -181,6 +184,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             max_duration: Duration::from_secs(args.max_connection_secs),
         },
         sqs_port: args.sqs_port,
+        in_process_posts: !args.connections_over_http,
         mapping: MappingSettings {
             batch_size: usize::from(args.sqs_batch_size),
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),

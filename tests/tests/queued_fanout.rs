@@ -73,7 +73,9 @@ async fn world(chunk: usize) -> World {
     });
     let ctx = Context::from_config(config).with_gateway(gateway.clone());
     let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
-    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    // Every post through the flaky gateway, none in-process.
+    let settings = Settings { in_process_posts: false, ..Settings::ephemeral() };
+    let emu = Emulator::start(settings, mode).await.unwrap();
     let urls = QueueUrls {
         webhooks: Some(emu.queue_url(queues::WEBHOOKS)),
         webhooks_dlq: Some(emu.queue_url(queues::WEBHOOKS_DLQ)),
