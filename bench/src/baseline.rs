@@ -3,7 +3,8 @@
 //! channel per connection (as any server that writes from elsewhere must),
 //! and when a client sends `broadcast <frame>` writes `<frame>` to every
 //! connection. No auth, no routing, no state store: the physical floor the
-//! benchmarks' ratios are against.
+//! benchmarks' ratios are against. Its WebSocket buffers are the emulator's
+//! (4 KiB read buffer, no write buffering).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +28,11 @@ pub async fn run(port: u16) -> anyhow::Result<()> {
         let (tcp, _) = listener.accept().await?;
         let peers = peers.clone();
         tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+            // The emulator's buffer sizes, so memory per connection compares like with like.
+            let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+            config.read_buffer_size = 4 * 1024;
+            config.write_buffer_size = 0;
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else { return };
             let (mut sink, mut stream) = ws.split();
             let (tx, mut rx) = mpsc::unbounded_channel::<Utf8Bytes>();
             peers.lock().unwrap().push(tx);

@@ -104,7 +104,11 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+        // Each role's stderr goes to a file beside the others, for when a run fails.
+        let name = program.file_name().and_then(|n| n.to_str()).unwrap_or("child");
+        let role = args.first().filter(|a| !a.starts_with('-')).map_or(name, String::as_str);
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("switchboard-bench-{role}.log")))?;
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -460,14 +464,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let redis = switchboard_tests::RedisServer::start()?;
     eprintln!("bench: redis-server on {}", redis.port);
 
-    eprintln!("bench: baseline ({} connections)", sizes.big);
-    let base = measure(&Server::Baseline, &sizes)?;
-    eprintln!("bench: Switchboard, Redis store");
-    let sb_redis = measure(&Server::Switchboard { redis: Some(redis.url()), over_http: false }, &sizes)?;
-    eprintln!("bench: Switchboard, Redis store, posts over HTTP (SDK)");
-    let sb_http = measure(&Server::Switchboard { redis: Some(redis.url()), over_http: true }, &sizes)?;
-    eprintln!("bench: Switchboard, memory store");
-    let sb_mem = measure(&Server::Switchboard { redis: None, over_http: false }, &sizes)?;
+    // A configuration that fails is reported in the table, not fatal to the others.
+    let mut failures: Vec<String> = Vec::new();
+    let mut measured = |label: &str, server: Server| -> Figures {
+        eprintln!("bench: {label}");
+        measure(&server, &sizes).unwrap_or_else(|e| {
+            eprintln!(
+                "bench: {label} failed: {e:#} (children's stderr: {}/switchboard-bench-*.log)",
+                std::env::temp_dir().display()
+            );
+            failures.push(format!("{label}: {e:#}"));
+            Figures::default()
+        })
+    };
+    let base = measured(&format!("baseline ({} connections)", sizes.big), Server::Baseline);
+    let sb_redis =
+        measured("Switchboard, Redis store", Server::Switchboard { redis: Some(redis.url()), over_http: false });
+    let sb_http = measured(
+        "Switchboard, Redis store, posts over HTTP (SDK)",
+        Server::Switchboard { redis: Some(redis.url()), over_http: true },
+    );
+    let sb_mem = measured("Switchboard, memory store", Server::Switchboard { redis: None, over_http: false });
     eprintln!("bench: Redis cost per operation");
     let costs = redis_costs(redis.port)?;
     eprintln!("bench: webhook deliveries");
@@ -625,6 +642,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sb_redis.rss_per_conn_kib.show("KiB")
     )?;
     writeln!(w)?;
+    if !failures.is_empty() {
+        writeln!(w, "## Runs that failed\n")?;
+        for f in &failures {
+            writeln!(w, "- {f}")?;
+        }
+        writeln!(w)?;
+    }
     writeln!(w, "## The load client's own cost\n")?;
     writeln!(
         w,
