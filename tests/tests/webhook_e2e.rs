@@ -360,6 +360,11 @@ async fn a_rotated_secret_signs_beside_the_new_one_during_its_grace_period() {
         "the seed's: current"
     );
 
+    // A truncated body is an error, not an empty one (which would rotate).
+    let url = format!("{}/v1/webhooks/{id}/rotate-secret", w.emu.http_url());
+    let truncated = w.http.post(&url).bearer_auth(&admin).body("{\"secret\":").send().await.unwrap();
+    assert_eq!(truncated.status(), 400);
+
     // Rotate again with no grace (a leaked secret): only the newest signs.
     let (_, third) = w
         .call(Method::POST, &format!("/v1/webhooks/{id}/rotate-secret"), &admin, Some(json!({"grace_period_secs": 0})))

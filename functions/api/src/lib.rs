@@ -193,11 +193,29 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 impl JsonBody {
     /// The body as a JSON object.
     pub fn object(self, limit: usize) -> Result<serde_json::Map<String, Value>, ApiError> {
-        let bytes = self.0.map_err(|rejection| match rejection.status() {
+        let bytes = self.bytes(limit)?;
+        Self::parse(&bytes)
+    }
+
+    /// The body as a JSON object, where an empty body means `{}` (routes
+    /// whose every field is optional). A truncated body is still an error.
+    pub fn object_or_empty(self, limit: usize) -> Result<serde_json::Map<String, Value>, ApiError> {
+        let bytes = self.bytes(limit)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Map::new());
+        }
+        Self::parse(&bytes)
+    }
+
+    fn bytes(self, limit: usize) -> Result<Bytes, ApiError> {
+        self.0.map_err(|rejection| match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(limit),
             _ => ApiError::InvalidJson(rejection.body_text()),
-        })?;
-        match serde_json::from_slice(&bytes) {
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+        match serde_json::from_slice(bytes) {
             Ok(Value::Object(obj)) => Ok(obj),
             Ok(_) => Err(ApiError::InvalidJson("body must be a JSON object".into())),
             Err(e) => Err(ApiError::InvalidJson(format!("body is not valid JSON: {e}"))),

@@ -242,11 +242,7 @@ pub async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     let mut hook = fetch(&state, &who, &id).await?;
     // An empty body is fine: generate a secret, default grace period.
-    let mut body = match body.object(state.ctx.config.limits.max_body_bytes) {
-        Ok(obj) => obj,
-        Err(ApiError::InvalidJson(m)) if m.contains("EOF while parsing") => Map::new(),
-        Err(e) => return Err(e),
-    };
+    let mut body = body.object_or_empty(state.ctx.config.limits.max_body_bytes)?;
     let new = match body.remove("secret") {
         None | Some(Value::Null) => Secret::generate(),
         Some(Value::String(raw)) => Secret::parse(raw).map_err(|e| field("secret", e.to_string()))?,
