@@ -377,7 +377,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         let before = stats()?;
         let (mut ws, _) = tokio_tungstenite::connect_async(url("solo")).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        step("connect ($connect: register + presence.online fan-out)", before)?;
+        step("connect ($connect: register, presence.online recipients in the same script)", before)?;
         let before = stats()?;
         ws.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
         ws.next().await;
@@ -385,7 +385,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         let before = stats()?;
         publish(1).await?;
         ws.next().await;
-        step("publish to 1 recipient (HTTP API: rate limit + resolve)", before)?;
+        step("publish to 1 recipient (HTTP API: rate limit and resolve in one script)", before)?;
         let mut many = Vec::new();
         for i in 0..999 {
             let (mut c, _) = tokio_tungstenite::connect_async(url(&format!("m{i}"))).await?;
@@ -403,7 +403,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
                 }
             }
         }
-        step("publish to 1,000 recipients (HTTP API: rate limit + resolve)", before)?;
+        step("publish to 1,000 recipients (HTTP API: rate limit and resolve in one script)", before)?;
         for c in many.iter_mut() {
             c.close(None).await.ok();
         }
@@ -411,7 +411,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         let before = stats()?;
         ws.close(None).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        step("disconnect ($disconnect: unregister + presence.offline fan-out)", before)?;
+        step("disconnect ($disconnect: unregister, presence.offline recipients in the same script)", before)?;
         drop(started);
         Ok(out)
     })

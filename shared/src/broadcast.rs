@@ -80,6 +80,14 @@ impl std::ops::AddAssign for Report {
 /// Routes `event` to `target` inside the event's tenant.
 pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreResult<Report> {
     let resolved = ctx.store.resolve(&event.tenant_id, event.event_type, target).await?;
+    deliver(ctx, event, target, resolved).await
+}
+
+/// Routes `event` to recipients already resolved — by [`Store::resolve`],
+/// or in the same round trip as the change that caused the event.
+///
+/// [`Store::resolve`]: crate::store::Store::resolve
+pub async fn deliver(ctx: &Context, event: &Envelope, target: &Target, resolved: Resolution) -> StoreResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let (mut report, _) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await?;
     finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
@@ -121,10 +129,11 @@ async fn post_all(
     }
     if !stale.is_empty() {
         let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
-        for gone in forgotten.into_iter().filter(|g| g.went_offline) {
+        for gone in forgotten {
+            let Some(presence) = gone.presence else { continue };
             tracing::info!(tenant_id = %tenant, user_id = %gone.user_id, "user went offline (stale connections)");
             // Boxed: announcing may itself find stale connections.
-            Box::pin(announce_presence(ctx, tenant, &gone.user_id, false)).await?;
+            Box::pin(announce_presence(ctx, tenant, &gone.user_id, false, presence)).await?;
         }
     }
     Ok((report, failed))
@@ -352,6 +361,9 @@ pub enum PublishError {
     /// The caller's role may not publish this event to this target.
     #[error("{0}")]
     Forbidden(String),
+    /// The caller's tenant is over its publishes per second (the limit).
+    #[error("over the tenant's limit of {0} requests per second")]
+    RateLimited(u32),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -359,25 +371,44 @@ pub enum PublishError {
 
 /// A publish on behalf of a verified caller (the `publish` action and
 /// `POST /v1/events`): the role check, then a new event in the caller's own
-/// tenant. Returns the event's id and the report.
+/// tenant. With `limit`, the publish first counts against the tenant's
+/// requests per second, in the same store round trip as the resolve.
+/// Returns the event's id and the report.
 pub async fn publish_as(
     ctx: &Context,
     who: &crate::auth::Identity,
     event_type: EventType,
     target: &Target,
     data: Value,
+    limit: Option<u32>,
 ) -> Result<(String, Report), PublishError> {
     who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
     let event = Envelope::new(who.tenant_id.clone(), event_type, data);
-    let report = publish(ctx, &event, target).await?;
+    let resolved = match limit {
+        None => ctx.store.resolve(&who.tenant_id, event_type, target).await?,
+        Some(limit) => ctx
+            .store
+            .resolve_within(&who.tenant_id, limit, event_type, target)
+            .await?
+            .ok_or(PublishError::RateLimited(limit))?,
+    };
+    let report = deliver(ctx, &event, target, resolved).await?;
     Ok((event.id, report))
 }
 
-/// `presence.online` / `presence.offline` for `user`, to the tenant's subscribers.
-pub async fn announce_presence(ctx: &Context, tenant: &TenantId, user: &UserId, online: bool) -> StoreResult<Report> {
+/// `presence.online` / `presence.offline` for `user`, to the tenant's
+/// subscribers: `resolved` is what the register or unregister that changed
+/// the user's presence returned with it.
+pub async fn announce_presence(
+    ctx: &Context,
+    tenant: &TenantId,
+    user: &UserId,
+    online: bool,
+    resolved: Resolution,
+) -> StoreResult<Report> {
     let event_type = if online { EventType::PresenceOnline } else { EventType::PresenceOffline };
     let event = Envelope::new(tenant.clone(), event_type, json!({ "user_id": user }));
-    publish(ctx, &event, &Target::Tenant).await
+    deliver(ctx, &event, &Target::Tenant, resolved).await
 }
 
 /// The seed's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.

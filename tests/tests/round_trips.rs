@@ -148,3 +148,75 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webho
     assert_eq!(seen.client.len(), 1, "resolve only: posts go to @connections and deliveries to SQS, not Redis");
     assert_eq!(emu.sqs.counts(&parked).unwrap().0, 4, "two deliveries per publish, queued");
 }
+
+/// What the connection storm and the HTTP API cost, end to end through the
+/// emulator: a `$connect` that brings a user online, a `POST /v1/events`
+/// (its rate limit included) and a `$disconnect` that takes the user
+/// offline are one round trip each — the presence announcements read their
+/// recipients in the same script as the change.
+#[tokio::test]
+async fn a_connect_a_disconnect_and_an_http_publish_are_one_round_trip_each() {
+    use serde_json::json;
+    use switchboard::auth::{Identity, Verifier, mint_hs256};
+    use switchboard::config::{AuthConfig, Config};
+    use switchboard_local::{Emulator, Mode, Settings};
+    use switchboard_tests::ws;
+
+    const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
+    let server = RedisServer::start().unwrap();
+    let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
+    let ctx = switchboard::Context::from_config(config);
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let tenant: TenantId = "acme".parse().unwrap();
+    let token = |user: &str, role: Role| {
+        mint_hs256(SECRET, &Identity { tenant_id: tenant.clone(), user_id: user.parse().unwrap(), role }, 60)
+    };
+    let (mut watcher, _) =
+        ws::connect(&format!("{}?token={}", emu.ws_url(), token("watcher", Role::Supervisor)), &[]).await.unwrap();
+    ws::request(&mut watcher, json!({"action": "subscribe", "events": ["presence.*", "call.*"]})).await;
+    let http = reqwest::Client::new();
+    let publish = || {
+        http.post(format!("{}/v1/events", emu.http_url()))
+            .bearer_auth(token("admin", Role::Admin))
+            .json(&json!({"type": "call.incoming", "data": {"n": 1}}))
+            .send()
+    };
+    // Warm up every script once (EVALSHA falls back to EVAL once per script).
+    let (mut warm, _) =
+        ws::connect(&format!("{}?token={}", emu.ws_url(), token("warm", Role::Agent)), &[]).await.unwrap();
+    assert_eq!(ws::next_json(&mut watcher).await["type"], "presence.online");
+    assert_eq!(publish().await.unwrap().status(), 200);
+    assert_eq!(ws::next_json(&mut watcher).await["type"], "call.incoming");
+    warm.close(None).await.unwrap();
+    assert_eq!(ws::next_json(&mut watcher).await["type"], "presence.offline");
+
+    let mut monitor = Monitor::attach(server.port).unwrap();
+    let (mut agent, _) =
+        ws::connect(&format!("{}?token={}", emu.ws_url(), token("agent-7", Role::Agent)), &[]).await.unwrap();
+    let online = ws::next_json(&mut watcher).await;
+    assert_eq!(
+        (online["type"].as_str(), online["data"]["user_id"].as_str()),
+        (Some("presence.online"), Some("agent-7"))
+    );
+    let seen = monitor.take().unwrap();
+    print_commands("$connect, presence.online announced", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+
+    let answer = publish().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(ws::next_json(&mut watcher).await["type"], "call.incoming");
+    let seen = monitor.take().unwrap();
+    print_commands("POST /v1/events (rate limit + recipients)", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+
+    agent.close(None).await.unwrap();
+    let offline = ws::next_json(&mut watcher).await;
+    assert_eq!(
+        (offline["type"].as_str(), offline["data"]["user_id"].as_str()),
+        (Some("presence.offline"), Some("agent-7"))
+    );
+    let seen = monitor.take().unwrap();
+    print_commands("$disconnect, presence.offline announced", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+}

@@ -14,7 +14,7 @@ use switchboard::config::Limits;
 use switchboard::event::{EventType, Topic};
 use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;
-use switchboard::store::{Connection, Presence, Store, StoreError};
+use switchboard::store::{Connection, Presence, Resolution, Store, StoreError};
 use switchboard_tests::Backend;
 
 fn tenant(s: &str) -> TenantId {
@@ -322,6 +322,49 @@ async fn stale_connections_are_forgotten_together(b: Backend) {
     assert_eq!(s.connection_count(&tenant("t2")).await.unwrap(), 1);
 }
 
+async fn presence_changes_come_with_their_recipients(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    s.register(&conn("t1", "sup", "watch")).await.unwrap();
+    s.subscribe(&t, &cid("watch"), &topics(&["presence.*"])).await.unwrap();
+    s.register(&conn("t1", "other", "deaf")).await.unwrap();
+    s.subscribe(&t, &cid("deaf"), &topics(&["call.*"])).await.unwrap();
+    s.register(&conn("t2", "sup", "elsewhere")).await.unwrap();
+    s.subscribe(&tenant("t2"), &cid("elsewhere"), &topics(&["*"])).await.unwrap();
+    s.put_webhook(&t, "wh_1", r#"{"v":1}"#).await.unwrap();
+    let ids = |r: &Resolution| r.recipients.iter().map(|r| r.connection_id.to_string()).collect::<BTreeSet<_>>();
+
+    let first = s.register(&conn("t1", "42", "phone")).await.unwrap();
+    let online = first.presence.expect("came online: the recipients of presence.online");
+    assert_eq!(ids(&online), set(&["watch"]), "the presence subscriber of this tenant only, not the new connection");
+    assert_eq!(online.webhooks, vec![r#"{"v":1}"#.to_string()]);
+    assert_eq!(s.register(&conn("t1", "42", "laptop")).await.unwrap().presence, None, "already online");
+
+    assert_eq!(s.unregister(&t, &cid("phone")).await.unwrap().unwrap().presence, None, "still on the laptop");
+    let last = s.unregister(&t, &cid("laptop")).await.unwrap().unwrap();
+    let offline = last.presence.expect("went offline: the recipients of presence.offline");
+    assert_eq!(ids(&offline), set(&["watch"]));
+    assert_eq!(offline.webhooks.len(), 1);
+}
+
+async fn a_rate_limited_resolve_counts_against_the_budget(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    s.register(&conn("t1", "1", "a")).await.unwrap();
+    s.subscribe(&t, &cid("a"), &topics(&["*"])).await.unwrap();
+    let ms = switchboard::time::now_millis() % 1000;
+    if ms > 700 {
+        tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
+    }
+    let within = s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    assert_eq!(within.expect("within the limit").recipients.len(), 1);
+    assert!(s.rate_limit(&t, 3).await.unwrap(), "the same budget as the other requests: 2 of 3");
+    assert!(s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap().is_some());
+    assert_eq!(s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap(), None, "over");
+    assert!(!s.rate_limit(&t, 3).await.unwrap());
+    assert!(s.resolve_within(&tenant("t2"), 3, EventType::CallIncoming, &Target::Tenant).await.unwrap().is_some());
+}
+
 async fn rate_limits_are_per_tenant(b: Backend) {
     let s = b.store(Limits::default());
     // Align to the start of a second so the burst stays in one window.
@@ -440,6 +483,8 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     webhook_registries_are_per_tenant,
     stale_connections_are_forgotten_together,
     rate_limits_are_per_tenant,
+    presence_changes_come_with_their_recipients,
+    a_rate_limited_resolve_counts_against_the_budget,
     register_and_look_up,
     tenants_never_see_each_other,
     presence_with_several_connections,

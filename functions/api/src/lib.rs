@@ -235,12 +235,7 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let (token, _) = extract_token(&parts.headers, None)
-            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <jwt>".into()))?;
-        let who = state.verifier.verify(token).map_err(|e: AuthError| {
-            tracing::info!(reason = %e, "API request refused");
-            ApiError::Unauthorized(e.to_string())
-        })?;
+        let Verified(who) = Verified::from_request_parts(parts, state).await?;
         let limit = state.ctx.config.limits.rate_limit_per_sec;
         if !state.ctx.store.rate_limit(&who.tenant_id, limit).await.map_err(store_error)? {
             return Err(ApiError::RateLimited(limit));
@@ -249,11 +244,30 @@ impl FromRequestParts<ApiState> for Caller {
     }
 }
 
+/// The verified caller of a request that counts against its tenant's
+/// budget itself (a publish does so in the round trip that resolves it).
+pub struct Verified(pub Identity);
+
+impl FromRequestParts<ApiState> for Verified {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let (token, _) = extract_token(&parts.headers, None)
+            .ok_or_else(|| ApiError::Unauthorized("send Authorization: Bearer <jwt>".into()))?;
+        let who = state.verifier.verify(token).map_err(|e: AuthError| {
+            tracing::info!(reason = %e, "API request refused");
+            ApiError::Unauthorized(e.to_string())
+        })?;
+        Ok(Verified(who))
+    }
+}
+
 /// `POST /v1/events`: validates `{type, data, target}` field by field, checks
-/// the role, then fans out inside the caller's tenant.
+/// the role, then fans out inside the caller's tenant. The tenant's rate
+/// limit is counted in the same store round trip as the recipients are read.
 async fn publish(
     State(state): State<ApiState>,
-    Caller(who): Caller,
+    Verified(who): Verified,
     Query(query): Query<std::collections::HashMap<String, String>>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
@@ -287,12 +301,17 @@ async fn publish(
             problem: format!("unknown field '{extra}'; expected type, data and target"),
         });
     }
+    let limit = state.ctx.config.limits.rate_limit_per_sec;
     if queued {
+        if !state.ctx.store.rate_limit(&who.tenant_id, limit).await.map_err(store_error)? {
+            return Err(ApiError::RateLimited(limit));
+        }
         return publish_queued(&state, &who, event_type, target, data).await;
     }
     let (event_id, report) =
-        broadcast::publish_as(&state.ctx, &who, event_type, &target, data).await.map_err(|e| match e {
+        broadcast::publish_as(&state.ctx, &who, event_type, &target, data, Some(limit)).await.map_err(|e| match e {
             broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
+            broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
             broadcast::PublishError::Store(e) => store_error(e),
         })?;
     Ok(Json(json!({"event_id": event_id, "report": report})).into_response())

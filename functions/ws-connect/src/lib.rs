@@ -67,9 +67,10 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 user_connections = registered.user_connections,
                 "connected"
             );
-            if registered.came_online {
+            if let Some(presence) = registered.presence {
                 // A presence failure must not cost the user their connection.
-                if let Err(e) = broadcast::announce_presence(ctx, &conn.tenant_id, &conn.user_id, true).await {
+                if let Err(e) = broadcast::announce_presence(ctx, &conn.tenant_id, &conn.user_id, true, presence).await
+                {
                     tracing::warn!(request_id, tenant_id = %conn.tenant_id, error = %e, "could not announce presence.online");
                 }
             }

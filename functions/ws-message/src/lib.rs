@@ -109,12 +109,16 @@ async fn dispatch(
         },
         ClientAction::Sync { id } => sync(ctx, who, conn, id).await,
         ClientAction::Publish { id, event_type, target, data } => {
-            match broadcast::publish_as(ctx, who, event_type, &target, data).await {
+            // No rate limit here: API Gateway throttles the route's messages.
+            match broadcast::publish_as(ctx, who, event_type, &target, data, None).await {
                 Ok((event_id, report)) => Ok(ServerReply::Published { id, event_id, report }),
                 Err(PublishError::Forbidden(why)) => {
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
                 }
                 Err(PublishError::Store(e)) => Err(classify(&id, e)),
+                Err(e @ PublishError::RateLimited(_)) => {
+                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::InternalError, e.to_string())))
+                }
             }
         }
     }

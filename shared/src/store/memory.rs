@@ -87,7 +87,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn register(&self, conn: &Connection) -> StoreResult<Registered> {
         let ttl = self.limits.presence_ttl;
-        Ok(self.with(|state| {
+        let mut registered = self.with(|state| {
             let t = state.entry(conn.tenant_id.clone()).or_default();
             let now = Instant::now();
             let came_online = !t.is_online(&conn.user_id, now);
@@ -97,12 +97,17 @@ impl Store for MemoryStore {
             set.insert(conn.id.clone());
             let user_connections = set.len();
             t.presence.insert(conn.user_id.clone(), Self::deadline(ttl));
-            Registered { came_online, user_connections }
-        }))
+            Registered { came_online, user_connections, presence: None }
+        });
+        if registered.came_online {
+            registered.presence =
+                Some(self.resolve(&conn.tenant_id, EventType::PresenceOnline, &Target::Tenant).await?);
+        }
+        Ok(registered)
     }
 
     async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
-        Ok(self.with(|state| {
+        let mut gone = self.with(|state| {
             let Some(t) = state.get_mut(tenant) else { return vec![] };
             conns
                 .iter()
@@ -125,10 +130,17 @@ impl Store for MemoryStore {
                         t.users.remove(&c.user_id);
                         t.presence.remove(&c.user_id);
                     }
-                    Some(Unregistered { user_id: c.user_id, went_offline })
+                    Some(Unregistered { user_id: c.user_id, went_offline, presence: None })
                 })
-                .collect()
-        }))
+                .collect::<Vec<_>>()
+        });
+        if gone.iter().any(|g| g.went_offline) {
+            let presence = self.resolve(tenant, EventType::PresenceOffline, &Target::Tenant).await?;
+            for g in gone.iter_mut().filter(|g| g.went_offline) {
+                g.presence = Some(presence.clone());
+            }
+        }
+        Ok(gone)
     }
 
     async fn connection(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Connection>> {

@@ -70,12 +70,15 @@ pub struct Connection {
 }
 
 /// What `register` changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
     /// The user was offline before this connection: announce `presence.online`.
     pub came_online: bool,
     /// The user's connections, this one included.
     pub user_connections: usize,
+    /// When the user came online: who must hear `presence.online` (the
+    /// tenant's subscribers and webhooks), read in the same round trip.
+    pub presence: Option<Resolution>,
 }
 
 /// What `unregister` removed.
@@ -85,6 +88,9 @@ pub struct Unregistered {
     pub user_id: UserId,
     /// It was the user's last connection: announce `presence.offline`.
     pub went_offline: bool,
+    /// When the user went offline: who must hear `presence.offline`, read
+    /// in the same round trip.
+    pub presence: Option<Resolution>,
 }
 
 /// A user's presence.
@@ -250,6 +256,21 @@ pub trait Store: Send + Sync + 'static {
     /// Counts one request against the tenant's budget of `limit` per
     /// second; false when the budget is spent. Shared by every instance.
     async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool>;
+
+    /// [`Store::rate_limit`] then [`Store::resolve`]: `None` when the tenant
+    /// is over `limit` this second (nothing resolved). One round trip on Redis.
+    async fn resolve_within(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Option<Resolution>> {
+        if !self.rate_limit(tenant, limit).await? {
+            return Ok(None);
+        }
+        self.resolve(tenant, event, target).await.map(Some)
+    }
 
     /// PUBLISHes an event on the seed's channels (`{p}:events` and, for
     /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for

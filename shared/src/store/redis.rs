@@ -31,11 +31,74 @@ use crate::protocol::Target;
 /// How long an endpoint's health outlives its last failure (30 days).
 const HEALTH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// KEYS: conn, conns, user, online, presence.
-/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms.
-/// Returns {user_connections, came_online, tenant_was_empty}.
+/// The recipients of an event, shared by the scripts that fan out:
+/// `resolve(mode, target_key, hooks_key, subs_keys, conn_stem, conn_id)`
+/// with mode `tenant` (target = the conns set), `user` (the user's set) or
+/// `connection` (the conn hash). Returns {target_connections, #webhooks,
+/// webhook..., id, user, endpoint, id, user, endpoint, ...}.
+const RESOLVE_FN: &str = r"
+local function resolve(mode, target_key, hooks_key, subs, conn_stem, conn_id)
+    local candidates, targeted, filter
+    if mode == 'tenant' then
+        -- Every member of a subs set is subscribed; the union is the answer.
+        candidates = redis.call('SUNION', unpack(subs))
+        targeted = redis.call('SCARD', target_key)
+        filter = false
+    elseif mode == 'user' then
+        candidates = redis.call('SMEMBERS', target_key)
+        filter = true
+    else
+        candidates = {}
+        if redis.call('EXISTS', target_key) == 1 then candidates = {conn_id} end
+        filter = true
+    end
+    local hooks = redis.call('HVALS', hooks_key)
+    local out = {0, #hooks}
+    for _, h in ipairs(hooks) do out[#out + 1] = h end
+    local live = 0
+    for _, id in ipairs(candidates) do
+        local rec = redis.call('HMGET', conn_stem .. id, 'user_id', 'endpoint')
+        if rec[1] then
+            live = live + 1
+            local wanted = not filter
+            if filter then
+                for _, key in ipairs(subs) do
+                    if redis.call('SISMEMBER', key, id) == 1 then wanted = true break end
+                end
+            end
+            if wanted then
+                out[#out + 1] = id
+                out[#out + 1] = rec[1]
+                out[#out + 1] = rec[2]
+            end
+        end
+    end
+    out[1] = targeted or live
+    return out
+end
+";
+
+/// `within_limit(counter_key, limit)`: counts one call in this second's
+/// counter (which expires after two); false once over `limit`.
+const WITHIN_LIMIT_FN: &str = r"
+local function within_limit(key, limit)
+    local n = redis.call('INCR', key)
+    if n == 1 then redis.call('PEXPIRE', key, 2000) end
+    return n <= tonumber(limit)
+end
+";
+
+/// A script that calls `resolve` (and `within_limit`).
+fn with_resolve(body: &str) -> Script {
+    Script::new(&format!("{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{body}"))
+}
+
+/// KEYS: conn, conns, user, online, presence, webhooks, then presence.online's subs keys.
+/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem.
+/// Returns {user_connections, came_online, tenant_was_empty, resolution or {}}:
+/// when the user came online, who must hear `presence.online`.
 static REGISTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_resolve(
         r"
         redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARGV[4], 'connected_at', ARGV[5])
         local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
@@ -44,18 +107,25 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
         local came_online = 1 - redis.call('EXISTS', KEYS[5])
         redis.call('SADD', KEYS[4], ARGV[2])
         redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
-        return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty}
+        local presence = {}
+        if came_online == 1 then
+            presence = resolve('tenant', KEYS[2], KEYS[6], {unpack(KEYS, 7)}, ARGV[7], '')
+        end
+        return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty, presence}
         ",
     )
 });
 
-/// KEYS: conns, online.
+/// KEYS: conns, online, webhooks, then presence.offline's subs keys.
 /// ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem, then connection ids.
-/// Returns {user_id, connections_left, ...} for each id that was registered.
+/// Returns {{user_id, connections_left, ...}, resolution or {}}: a pair for
+/// each id that was registered, and when a user went offline, who must hear
+/// `presence.offline`.
 static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_resolve(
         r"
         local out = {}
+        local offline = false
         for i = 6, #ARGV do
             local id = ARGV[i]
             local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
@@ -72,27 +142,24 @@ static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
                 if left == 0 then
                     redis.call('SREM', KEYS[2], user)
                     redis.call('DEL', ARGV[4] .. user)
+                    offline = true
                 end
                 out[#out + 1] = user
                 out[#out + 1] = left
             end
         end
-        return out
+        local presence = {}
+        if offline then
+            presence = resolve('tenant', KEYS[1], KEYS[3], {unpack(KEYS, 4)}, ARGV[1], '')
+        end
+        return {out, presence}
         ",
     )
 });
 
 /// KEYS: rate-limit counter. ARGV: limit. Returns 1 while within the limit.
-static RATE_LIMIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local n = redis.call('INCR', KEYS[1])
-        if n == 1 then redis.call('PEXPIRE', KEYS[1], 2000) end
-        if n > tonumber(ARGV[1]) then return 0 end
-        return 1
-        ",
-    )
-});
+static RATE_LIMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WITHIN_LIMIT_FN}\nreturn within_limit(KEYS[1], ARGV[1]) and 1 or 0")));
 
 /// KEYS: conn, connsubs, subs key per topic. ARGV: conn_id, limit, topics.
 /// Returns -1 for an unknown connection, -2 over the limit, else the topics.
@@ -153,50 +220,15 @@ static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: [1] target (conns set, user set or conn hash), [2] webhooks hash, [3..] the event's subs keys.
-/// ARGV: mode (tenant | user | connection), conn stem, connection id.
-/// Returns {target_connections, #webhooks, webhook..., id, user, endpoint, id, user, endpoint, ...}.
+/// KEYS: [1] target (conns set, user set or conn hash), [2] webhooks hash,
+/// [3] the tenant's rate-limit counter for this second, [4..] the event's subs keys.
+/// ARGV: mode (tenant | user | connection), conn stem, connection id, limit ('' = none).
+/// Returns `resolve`'s answer, or {-1} when over the limit (nothing resolved).
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    with_resolve(
         r"
-        local mode, conn_stem = ARGV[1], ARGV[2]
-        local candidates, targeted, filter
-        if mode == 'tenant' then
-            -- Every member of a subs set is subscribed; the union is the answer.
-            candidates = redis.call('SUNION', unpack(KEYS, 3))
-            targeted = redis.call('SCARD', KEYS[1])
-            filter = false
-        elseif mode == 'user' then
-            candidates = redis.call('SMEMBERS', KEYS[1])
-            filter = true
-        else
-            candidates = {}
-            if redis.call('EXISTS', KEYS[1]) == 1 then candidates = {ARGV[3]} end
-            filter = true
-        end
-        local hooks = redis.call('HVALS', KEYS[2])
-        local out = {0, #hooks}
-        for _, h in ipairs(hooks) do out[#out + 1] = h end
-        local live = 0
-        for _, id in ipairs(candidates) do
-            local rec = redis.call('HMGET', conn_stem .. id, 'user_id', 'endpoint')
-            if rec[1] then
-                live = live + 1
-                local wanted = not filter
-                if filter then
-                    for k = 3, #KEYS do
-                        if redis.call('SISMEMBER', KEYS[k], id) == 1 then wanted = true break end
-                    end
-                end
-                if wanted then
-                    out[#out + 1] = id
-                    out[#out + 1] = rec[1]
-                    out[#out + 1] = rec[2]
-                end
-            end
-        end
-        out[1] = targeted or live
-        return out
+        if ARGV[4] ~= '' and not within_limit(KEYS[3], ARGV[4]) then return {-1} end
+        return resolve(ARGV[1], KEYS[1], KEYS[2], {unpack(KEYS, 4)}, ARGV[2], ARGV[3])
         ",
     )
 });
@@ -360,6 +392,30 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
+/// `resolve`'s answer: {target_connections, #webhooks, webhook..., id, user, endpoint, ...}.
+fn parse_resolution(flat: Vec<Value>) -> StoreResult<Resolution> {
+    let mut items = flat.into_iter();
+    let target_connections: usize =
+        items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
+    let hooks: usize =
+        items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
+    let mut strings: Vec<String> =
+        items.map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply"))).collect::<StoreResult<_>>()?;
+    let rest = strings.split_off(hooks.min(strings.len()));
+    let webhooks = strings;
+    let recipients = rest
+        .chunks_exact(3)
+        .map(|r| {
+            Ok(Recipient {
+                connection_id: ConnectionId::parse(r[0].as_str()).map_err(|_| corrupt("connection id"))?,
+                user_id: UserId::parse(r[1].as_str()).map_err(|_| corrupt("user id"))?,
+                endpoint: r[2].clone(),
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(Resolution { recipients, target_connections, webhooks })
+}
+
 impl RedisStore {
     /// A store that connects on first use.
     pub fn new(config: RedisConfig, keys: Keys, limits: Limits) -> Self {
@@ -407,6 +463,33 @@ impl RedisStore {
         Ok(topics)
     }
 
+    /// The RESOLVE script, rate-limited when `limit` is given.
+    async fn resolve_limited(
+        &self,
+        tenant: &TenantId,
+        limit: Option<u32>,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Option<Resolution>> {
+        let k = &self.keys;
+        let (target_key, mode, conn_arg) = match target {
+            Target::Tenant => (k.conns(tenant), "tenant", ""),
+            Target::User(u) => (k.user(tenant, u), "user", ""),
+            Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
+        };
+        let mut inv = RESOLVE.key(target_key);
+        inv.key(k.webhooks(tenant)).key(k.rate_limit(tenant, crate::time::now_millis() / 1000));
+        for topic in event.topics() {
+            inv.key(k.subs(tenant, &topic));
+        }
+        inv.arg(mode).arg(k.stem("conn", tenant)).arg(conn_arg).arg(limit.map(|l| l.to_string()).unwrap_or_default());
+        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        if matches!(flat.as_slice(), [Value::Int(-1)]) {
+            return Ok(None);
+        }
+        parse_resolution(flat).map(Some)
+    }
+
     async fn change_subscriptions(
         &self,
         script: &Script,
@@ -433,21 +516,24 @@ impl Store for RedisStore {
     async fn register(&self, c: &Connection) -> StoreResult<Registered> {
         let (t, k) = (&c.tenant_id, &self.keys);
         let mut conn = self.conn().await?;
-        let (user_connections, came_online, tenant_was_empty): (usize, u8, u8) = REGISTER
-            .key(k.conn(t, &c.id))
-            .key(k.conns(t))
+        let mut inv = REGISTER.key(k.conn(t, &c.id));
+        inv.key(k.conns(t))
             .key(k.user(t, &c.user_id))
             .key(k.online(t))
             .key(k.presence(t, &c.user_id))
-            .arg(c.id.as_str())
+            .key(k.webhooks(t));
+        for topic in EventType::PresenceOnline.topics() {
+            inv.key(k.subs(t, &topic));
+        }
+        inv.arg(c.id.as_str())
             .arg(c.user_id.as_str())
             .arg(c.role.as_str())
             .arg(&c.endpoint)
             .arg(c.connected_at)
             .arg(Self::millis(self.limits.presence_ttl))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+            .arg(k.stem("conn", t));
+        let (user_connections, came_online, tenant_was_empty, presence): (usize, u8, u8, Vec<Value>) =
+            inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         if tenant_was_empty == 1 {
             // The tenant list lives outside the tenant's slot, so it cannot
             // join the script; a tenant's first connection pays one more
@@ -459,7 +545,9 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(Registered { came_online: came_online == 1, user_connections })
+        let came_online = came_online == 1;
+        let presence = if came_online { Some(parse_resolution(presence)?) } else { None };
+        Ok(Registered { came_online, user_connections, presence })
     }
 
     async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
@@ -468,8 +556,11 @@ impl Store for RedisStore {
         }
         let k = &self.keys;
         let mut inv = UNREGISTER.key(k.conns(tenant));
-        inv.key(k.online(tenant))
-            .arg(k.stem("conn", tenant))
+        inv.key(k.online(tenant)).key(k.webhooks(tenant));
+        for topic in EventType::PresenceOffline.topics() {
+            inv.key(k.subs(tenant, &topic));
+        }
+        inv.arg(k.stem("conn", tenant))
             .arg(k.stem("connsubs", tenant))
             .arg(k.stem("user", tenant))
             .arg(k.stem("presence", tenant))
@@ -477,14 +568,18 @@ impl Store for RedisStore {
         for c in conns {
             inv.arg(c.as_str());
         }
-        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        let (flat, presence): (Vec<Value>, Vec<Value>) =
+            inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        let presence = if presence.is_empty() { None } else { Some(parse_resolution(presence)?) };
         flat.chunks_exact(2)
             .map(|pair| {
                 let user: String = redis::from_redis_value(pair[0].clone()).map_err(|_| corrupt("user id"))?;
                 let left: usize = redis::from_redis_value(pair[1].clone()).map_err(|_| corrupt("connection count"))?;
+                let went_offline = left == 0;
                 Ok(Unregistered {
                     user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
-                    went_offline: left == 0,
+                    went_offline,
+                    presence: if went_offline { presence.clone() } else { None },
                 })
             })
             .collect()
@@ -584,40 +679,18 @@ impl Store for RedisStore {
     }
 
     async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution> {
-        let k = &self.keys;
-        let (target_key, mode, conn_arg) = match target {
-            Target::Tenant => (k.conns(tenant), "tenant", ""),
-            Target::User(u) => (k.user(tenant, u), "user", ""),
-            Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
-        };
-        let mut inv = RESOLVE.key(target_key);
-        inv.key(k.webhooks(tenant));
-        for topic in event.topics() {
-            inv.key(k.subs(tenant, &topic));
-        }
-        inv.arg(mode).arg(k.stem("conn", tenant)).arg(conn_arg);
-        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
-        let mut items = flat.into_iter();
-        let target_connections: usize =
-            items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
-        let hooks: usize =
-            items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
-        let mut strings: Vec<String> = items
-            .map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply")))
-            .collect::<StoreResult<_>>()?;
-        let rest = strings.split_off(hooks.min(strings.len()));
-        let webhooks = strings;
-        let recipients = rest
-            .chunks_exact(3)
-            .map(|r| {
-                Ok(Recipient {
-                    connection_id: ConnectionId::parse(r[0].as_str()).map_err(|_| corrupt("connection id"))?,
-                    user_id: UserId::parse(r[1].as_str()).map_err(|_| corrupt("user id"))?,
-                    endpoint: r[2].clone(),
-                })
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(Resolution { recipients, target_connections, webhooks })
+        let resolved = self.resolve_limited(tenant, None, event, target).await?;
+        resolved.ok_or_else(|| corrupt("resolve reply"))
+    }
+
+    async fn resolve_within(
+        &self,
+        tenant: &TenantId,
+        limit: u32,
+        event: EventType,
+        target: &Target,
+    ) -> StoreResult<Option<Resolution>> {
+        self.resolve_limited(tenant, Some(limit), event, target).await
     }
 
     async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
