@@ -89,6 +89,10 @@ pub struct ClientArgs {
     /// Sent by every client after connecting (a subscribe), waiting for one reply.
     #[arg(long)]
     pub hello: Option<String>,
+    /// Retry a failed handshake this many times (serverless-offline refuses
+    /// some under load); the retries are reported. 0: any failure ends the run.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
 }
 
 struct Socket {
@@ -132,6 +136,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     });
     let cpu0 = cpu_secs();
     let t0 = Instant::now();
+    let retried = Arc::new(AtomicUsize::new(0));
     let handshakes: Vec<(Socket, u64)> = futures::stream::iter(0..args.n)
         .map(|i| {
             let mut url = args.url.replace("{i}", &i.to_string());
@@ -146,7 +151,20 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             }
             let hello = args.hello.clone();
             let shared = shared.clone();
-            async move { connect(&url, hello, shared).await }
+            let (retries, retried) = (args.retries, retried.clone());
+            async move {
+                let mut attempt = 0;
+                loop {
+                    match connect(&url, hello.clone(), shared.clone()).await {
+                        Err(_) if attempt < retries => {
+                            attempt += 1;
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                        }
+                        done => break done,
+                    }
+                }
+            }
         })
         .buffer_unordered(args.concurrency)
         .collect::<Vec<_>>()
@@ -161,7 +179,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         "event": "connected", "n": sockets.len(), "secs": took.as_secs_f64(),
         "rate": sockets.len() as f64 / took.as_secs_f64(),
         "handshake_p50_ms": pct(&micros, 0.50) as f64 / 1000.0, "handshake_p99_ms": pct(&micros, 0.99) as f64 / 1000.0,
-        "client_cpu_secs": cpu_secs() - cpu0,
+        "client_cpu_secs": cpu_secs() - cpu0, "retried": retried.load(Ordering::Relaxed),
     }));
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
