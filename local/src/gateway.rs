@@ -25,10 +25,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
+use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -103,16 +104,37 @@ impl RouteSelection {
 }
 
 /// A connection the gateway holds.
+///
+/// Idle connections are the common case, so what each one keeps is small:
+/// the outbound queue allocates per queued frame (tokio's channels
+/// allocate 32 slots up front, about 2 KiB per connection for the two we
+/// had), the close request is a oneshot, the info is shared with the
+/// connection's task.
 struct Live {
-    info: ConnectionInfo,
+    info: Arc<ConnectionInfo>,
     last_active_ms: AtomicI64,
-    outbound: mpsc::Sender<Message>,
-    close: mpsc::UnboundedSender<(u16, String)>,
+    /// One sender behind a lock, so a full queue makes posters wait (a
+    /// cloned futures sender would each get a slot of its own).
+    outbound: tokio::sync::Mutex<mpsc::Sender<Message>>,
+    close: std::sync::Mutex<Option<oneshot::Sender<(u16, String)>>>,
 }
 
 impl Live {
     fn touch(&self) {
         self.last_active_ms.store(switchboard::time::now_millis(), Ordering::Relaxed);
+    }
+
+    /// Queues a frame for the writer, waiting while the queue is full.
+    /// Err: the connection is closing.
+    async fn send(&self, message: Message) -> Result<(), mpsc::SendError> {
+        self.outbound.lock().await.send(message).await
+    }
+
+    /// Asks the connection's task to close with this status (once).
+    fn close(&self, code: u16, reason: &str) {
+        if let Some(tx) = self.close.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send((code, reason.to_owned()));
+        }
     }
 }
 
@@ -304,12 +326,13 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (sink, mut stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let (close_tx, mut close_rx) = mpsc::unbounded_channel();
+    let (close_tx, mut close_rx) = oneshot::channel();
+    let info = Arc::new(info);
     let live = Arc::new(Live {
         info: info.clone(),
         last_active_ms: AtomicI64::new(info.connected_at),
-        outbound: out_tx.clone(),
-        close: close_tx,
+        outbound: tokio::sync::Mutex::new(out_tx),
+        close: std::sync::Mutex::new(Some(close_tx)),
     });
     gw.live.write().unwrap_or_else(|p| p.into_inner()).insert(info.id.clone(), live.clone());
     let writer = tokio::spawn(write_loop(sink, out_rx));
@@ -324,20 +347,20 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
             _ = gw.shutdown.cancelled() => break (1001, "Going away".into(), true),
             _ = &mut idle => break (1001, "Going away: idle timeout".into(), true),
             _ = &mut max => break (1001, "Going away: maximum connection duration".into(), true),
-            Some((code, why)) = close_rx.recv() => break (code, why, true),
+            Ok((code, why)) = &mut close_rx => break (code, why, true),
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     live.touch();
                     idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
                     let body = text.as_str().to_owned();
                     let route_key = gw.route_selection.select(&body);
-                    handle_message(&gw, &info, &route_key, body, false, &out_tx).await;
+                    handle_message(&gw, &info, &route_key, body, false, &live).await;
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     live.touch();
                     idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
                     let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                    handle_message(&gw, &info, "$default", body, true, &out_tx).await;
+                    handle_message(&gw, &info, "$default", body, true, &live).await;
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     live.touch();
@@ -361,12 +384,13 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
     };
 
     gw.live.write().unwrap_or_else(|p| p.into_inner()).remove(&info.id);
-    drop(live);
     if server_closes {
         let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
-        let _ = out_tx.send(Message::Close(Some(frame))).await;
+        let _ = live.send(Message::Close(Some(frame))).await;
     }
-    drop(out_tx);
+    // Posts that still hold the Live find the queue closed.
+    live.outbound.lock().await.close_channel();
+    drop(live);
     // The writer ends once the queue is drained and closed; a client that
     // stopped reading does not hold the connection open.
     if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
@@ -379,7 +403,7 @@ async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>, Message>,
     mut queue: mpsc::Receiver<Message>,
 ) {
-    while let Some(message) = queue.recv().await {
+    while let Some(message) = queue.next().await {
         let closing = matches!(message, Message::Close(_));
         if sink.send(message).await.is_err() || closing {
             break;
@@ -395,7 +419,7 @@ async fn handle_message(
     route_key: &str,
     body: String,
     is_base64: bool,
-    out: &mpsc::Sender<Message>,
+    live: &Live,
 ) {
     let event = events::message(&gw.info, info, route_key, body, is_base64);
     let request_id = event.request_context.request_id.clone().unwrap_or_default();
@@ -413,7 +437,7 @@ async fn handle_message(
         }
     };
     if let Some(message) = reply {
-        let _ = out.send(message).await;
+        let _ = live.send(message).await;
     }
 }
 
@@ -491,7 +515,7 @@ impl Gateway {
             Ok(text) => Message::Text(text.into()),
             Err(_) => Message::Binary(Bytes::copy_from_slice(data)),
         };
-        if live.outbound.send(message).await.is_err() {
+        if live.send(message).await.is_err() {
             return Posted::Unreachable(Unreachable::Gone);
         }
         live.touch();
@@ -579,7 +603,7 @@ async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) 
 async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
     match lookup(&gw, &id) {
         Ok(live) => {
-            let _ = live.close.send((1000, "Connection deleted".into()));
+            live.close(1000, "Connection deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => e.into_response(),

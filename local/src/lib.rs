@@ -163,6 +163,17 @@ pub struct Emulator {
     servers: TaskTracker,
 }
 
+/// Binds a listener with a 4096-connection accept queue (tokio's `bind`
+/// asks for 1024: a storm of handshakes overflowed it, and a dropped SYN
+/// costs its client a second).
+fn listen(host: std::net::IpAddr, port: u16) -> std::io::Result<TcpListener> {
+    let addr = std::net::SocketAddr::new(host, port);
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 impl Emulator {
     /// Binds both listeners and starts serving.
     pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
@@ -174,16 +185,16 @@ impl Emulator {
         {
             anyhow::bail!("stage '{}' must be letters, digits, '-' or '_'", settings.stage);
         }
-        let ws_listener = TcpListener::bind((settings.host, settings.ws_port)).await.with_context(|| {
+        let ws_listener = listen(settings.host, settings.ws_port).with_context(|| {
             format!(
                 "cannot listen on {}:{} for WebSockets (is another emulator running? try --ws-port)",
                 settings.host, settings.ws_port
             )
         })?;
-        let http_listener = TcpListener::bind((settings.host, settings.http_port)).await.with_context(|| {
+        let http_listener = listen(settings.host, settings.http_port).with_context(|| {
             format!("cannot listen on {}:{} for the HTTP API (try --http-port)", settings.host, settings.http_port)
         })?;
-        let sqs_listener = TcpListener::bind((settings.host, settings.sqs_port)).await.with_context(|| {
+        let sqs_listener = listen(settings.host, settings.sqs_port).with_context(|| {
             format!("cannot listen on {}:{} for SQS (try --sqs-port)", settings.host, settings.sqs_port)
         })?;
         let ws_addr = ws_listener.local_addr()?;

@@ -13,6 +13,11 @@ use switchboard_local::{Emulator, Limits, MappingSettings, Mode, Settings, queue
 /// The development secret: printed as such, refused in production mode.
 const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
 
+/// mimalloc: in a connection storm glibc's malloc took a third of the
+/// emulator's CPU (arena locks, consolidation); see bench/ANALYSIS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchboard-local",
