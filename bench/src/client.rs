@@ -134,10 +134,9 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         latencies: std::sync::Mutex::new(Vec::new()),
         started: Instant::now(),
     });
-    let cpu0 = cpu_secs();
-    let t0 = Instant::now();
-    let retried = Arc::new(AtomicUsize::new(0));
-    let handshakes: Vec<(Socket, u64)> = futures::stream::iter(0..args.n)
+    // Tokens are minted before the clock starts: a real client arrives with
+    // one, and minting is the client's cost, not the server's.
+    let urls: Vec<String> = (0..args.n)
         .map(|i| {
             let mut url = args.url.replace("{i}", &i.to_string());
             if url.contains("{token}") {
@@ -149,6 +148,14 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 };
                 url = url.replace("{token}", &switchboard::auth::mint_hs256(secret.as_bytes(), &who, 3600));
             }
+            url
+        })
+        .collect();
+    let cpu0 = cpu_secs();
+    let t0 = Instant::now();
+    let retried = Arc::new(AtomicUsize::new(0));
+    let handshakes: Vec<(Socket, u64)> = futures::stream::iter(urls)
+        .map(|url| {
             let hello = args.hello.clone();
             let shared = shared.clone();
             let (retries, retried) = (args.retries, retried.clone());
