@@ -431,6 +431,12 @@ async fn the_delivery_log_pages_filters_and_counts_failures(b: Backend) {
     let h = s.webhook_health(&a, "wh_2").await.unwrap();
     assert_eq!((h.consecutive_failures, h.paused_until), (3, Some(t0 + 12 + 60_000)), "paused at the threshold");
     assert_eq!(s.webhook_health(&g, "wh_2").await.unwrap(), Default::default(), "per tenant");
+    // What a delivery reads first: configuration and health together.
+    s.put_webhook(&a, "wh_2", r#"{"v":2}"#).await.unwrap();
+    let (config, health) = s.webhook_and_health(&a, "wh_2").await.unwrap();
+    assert_eq!((config.as_deref(), health.consecutive_failures), (Some(r#"{"v":2}"#), 3));
+    assert_eq!(s.webhook_and_health(&g, "wh_2").await.unwrap(), (None, Default::default()), "per tenant");
+    assert_eq!(s.webhook_and_health(&a, "wh_9").await.unwrap(), (None, Default::default()));
 
     let q = |limit| LogQuery { webhook_id: "wh_1", limit, ..LogQuery::default() };
     let page = s.webhook_log(&a, &q(2)).await.unwrap();

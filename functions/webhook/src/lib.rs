@@ -151,16 +151,20 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
         delivery_id = %delivery.delivery_id, attempt);
     let _enter = span.enter();
 
-    let hook = match ctx.store.get_webhook(&delivery.tenant_id, &delivery.webhook_id).await {
+    // The configuration and the breaker's state, read together.
+    let (stored, health) = match ctx.store.webhook_and_health(&delivery.tenant_id, &delivery.webhook_id).await {
+        Ok(both) => both,
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable; the delivery returns to the queue");
             return Done::Again;
         }
-        Ok(None) => {
+    };
+    let hook = match stored {
+        None => {
             tracing::info!("webhook deleted; delivery dropped");
             return Done::Finished;
         }
-        Ok(Some(raw)) => match serde_json::from_str::<WebhookConfig>(&raw) {
+        Some(raw) => match serde_json::from_str::<WebhookConfig>(&raw) {
             Ok(hook) => hook,
             Err(e) => {
                 tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");
@@ -174,15 +178,10 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
     }
 
     let now = switchboard::time::now_millis();
-    match ctx.store.webhook_health(&delivery.tenant_id, &hook.id).await {
-        Err(e) => {
-            tracing::warn!(error = %e, "store unavailable; the delivery returns to the queue");
-            return Done::Again;
-        }
-        Ok(Health { paused_until: Some(until), .. }) if until > now => {
-            return wait_out_pause(d, &delivery, attempt - 1, Duration::from_millis((until - now) as u64)).await;
-        }
-        Ok(_) => {}
+    if let Health { paused_until: Some(until), .. } = health
+        && until > now
+    {
+        return wait_out_pause(d, &delivery, attempt - 1, Duration::from_millis((until - now) as u64)).await;
     }
 
     let secrets = hook.signing_secrets(now);

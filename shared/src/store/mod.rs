@@ -308,6 +308,14 @@ pub trait Store: Send + Sync + 'static {
     /// The endpoint's health.
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<Health>;
 
+    /// What a delivery attempt reads first: the webhook's configuration (if
+    /// the tenant still has it) and its endpoint's health. One round trip
+    /// on Redis.
+    async fn webhook_and_health(&self, tenant: &TenantId, id: &str) -> StoreResult<(Option<String>, Health)> {
+        let config = self.get_webhook(tenant, id).await?;
+        Ok((config, self.webhook_health(tenant, id).await?))
+    }
+
     /// Delivery-log entries of one webhook, newest first.
     async fn webhook_log(&self, tenant: &TenantId, query: &LogQuery<'_>) -> StoreResult<Vec<LogRecord>>;
 

@@ -806,15 +806,23 @@ impl Store for RedisStore {
     }
 
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<super::Health> {
-        let (n, since, paused): (Option<u32>, Option<i64>, Option<i64>) = redis::cmd("HMGET")
-            .arg(self.keys.webhook_health(tenant, webhook_id))
+        Ok(self.webhook_and_health(tenant, webhook_id).await?.1)
+    }
+
+    async fn webhook_and_health(&self, tenant: &TenantId, id: &str) -> StoreResult<(Option<String>, super::Health)> {
+        // Both keys carry the tenant's hash tag: one slot, one pipelined round trip.
+        let (config, (n, since, paused)): (Option<String>, (Option<u32>, Option<i64>, Option<i64>)) = redis::pipe()
+            .hget(self.keys.webhooks(tenant), id)
+            .cmd("HMGET")
+            .arg(self.keys.webhook_health(tenant, id))
             .arg("failures")
             .arg("since")
             .arg("paused_until")
             .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        Ok(super::Health { consecutive_failures: n.unwrap_or(0), failing_since: since, paused_until: paused })
+        let health = super::Health { consecutive_failures: n.unwrap_or(0), failing_since: since, paused_until: paused };
+        Ok((config, health))
     }
 
     async fn webhook_log(&self, tenant: &TenantId, q: &super::LogQuery<'_>) -> StoreResult<Vec<super::LogRecord>> {
