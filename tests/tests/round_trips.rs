@@ -220,3 +220,37 @@ async fn a_connect_a_disconnect_and_an_http_publish_are_one_round_trip_each() {
     print_commands("$disconnect, presence.offline announced", &seen);
     assert_eq!(seen.client.len(), 1, "{seen:?}");
 }
+
+/// A connection recorded before the connection index existed (its hash and
+/// sets only) is still a recipient: the resolve falls back to its hash.
+#[tokio::test]
+async fn connections_missing_from_the_index_are_still_resolved() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::new(RedisConfig::single(server.url()), Keys::new("callcenter"), Limits::default());
+    let tenant: TenantId = "acme".parse().unwrap();
+    store.register(&conn("new", "1")).await.unwrap();
+    store.subscribe(&tenant, &"new".parse().unwrap(), &["call.*".parse().unwrap()]).await.unwrap();
+    // The old layout, written by hand: no connidx entry.
+    let redis = |args: &[&str]| switchboard_tests::redis_cmd(server.port, args).unwrap();
+    redis(&[
+        "HSET",
+        "callcenter:conn:{acme}:old",
+        "user_id",
+        "2",
+        "role",
+        "agent",
+        "endpoint",
+        "https://gw.example/prod",
+    ]);
+    redis(&["SADD", "callcenter:conns:{acme}", "old"]);
+    redis(&["SADD", "callcenter:subs:{acme}:call.*", "old"]);
+    let r = store.resolve(&tenant, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    let mut got: Vec<(String, String, String)> =
+        r.recipients.iter().map(|r| (r.connection_id.to_string(), r.user_id.to_string(), r.endpoint.clone())).collect();
+    got.sort();
+    let endpoint = "https://gw.example/prod".to_string();
+    assert_eq!(got, [("new".into(), "1".into(), endpoint.clone()), ("old".into(), "2".into(), endpoint)]);
+    // Unregistering removes the index entry with the rest.
+    store.unregister(&tenant, &"new".parse().unwrap()).await.unwrap();
+    assert_eq!(redis(&["HLEN", "callcenter:connidx:{acme}"]).trim(), "0");
+}

@@ -46,6 +46,12 @@ impl Keys {
         format!("{}:conns:{{{tenant}}}", self.prefix)
     }
 
+    /// `{p}:connidx:{t}` HASH: connection id → `<user_id> <endpoint>`, what
+    /// a fan-out needs of each recipient, read with one HMGET.
+    pub fn conn_index(&self, tenant: &TenantId) -> String {
+        format!("{}:connidx:{{{tenant}}}", self.prefix)
+    }
+
     /// `{p}:user:{t}:<user>` SET of connection ids.
     pub fn user(&self, tenant: &TenantId, user: &UserId) -> String {
         self.stem("user", tenant) + user.as_str()
