@@ -230,6 +230,11 @@ async fn connections_missing_from_the_index_are_still_resolved() {
     let tenant: TenantId = "acme".parse().unwrap();
     store.register(&conn("new", "1")).await.unwrap();
     store.subscribe(&tenant, &"new".parse().unwrap(), &["call.*".parse().unwrap()]).await.unwrap();
+    assert_eq!(
+        switchboard_tests::redis_cmd(server.port, &["HGET", "callcenter:connidx:{acme}", "new"]).unwrap().trim(),
+        "1 https://gw.example/prod",
+        "register writes the index entry"
+    );
     // The old layout, written by hand: no connidx entry.
     let redis = |args: &[&str]| switchboard_tests::redis_cmd(server.port, args).unwrap();
     redis(&[

@@ -537,7 +537,8 @@ impl Store for RedisStore {
             .key(k.user(t, &c.user_id))
             .key(k.online(t))
             .key(k.presence(t, &c.user_id))
-            .key(k.webhooks(t));
+            .key(k.webhooks(t))
+            .key(k.conn_index(t));
         for topic in EventType::PresenceOnline.topics() {
             inv.key(k.subs(t, &topic));
         }
