@@ -22,6 +22,19 @@ fn conn(id: &str, user: &str) -> Connection {
     }
 }
 
+const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
+
+/// An in-process emulator on `server`, tokens signed with [`SECRET`].
+async fn emulator_on(server: &RedisServer) -> (switchboard::Context, switchboard_local::Emulator) {
+    use switchboard::auth::Verifier;
+    use switchboard::config::{AuthConfig, Config};
+    use switchboard_local::{Emulator, Mode, Settings};
+    let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
+    let ctx = switchboard::Context::from_config(config);
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    (ctx.clone(), Emulator::start(Settings::ephemeral(), mode).await.unwrap())
+}
+
 fn print_commands(what: &str, seen: &Observed) {
     eprintln!("{what}: {} client command(s), {} inside the script", seen.client.len(), seen.scripted.len());
     for c in &seen.client {
@@ -94,18 +107,12 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
 #[tokio::test]
 async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webhooks() {
     use serde_json::json;
-    use switchboard::auth::{Identity, Verifier, mint_hs256};
-    use switchboard::config::{AuthConfig, Config};
+    use switchboard::auth::{Identity, mint_hs256};
     use switchboard::event::Envelope;
-    use switchboard_local::{Emulator, Mode, Settings};
     use switchboard_tests::ws;
 
-    const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
     let server = RedisServer::start().unwrap();
-    let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
-    let ctx = switchboard::Context::from_config(config);
-    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
-    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let (ctx, emu) = emulator_on(&server).await;
     // A queue no function polls, so the MONITOR sees the publish alone.
     let parked = emu.sqs.create_queue("parked", &Default::default()).unwrap();
     let urls = switchboard::config::QueueUrls { webhooks: Some(parked.clone()), ..Default::default() };
@@ -157,17 +164,11 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webho
 #[tokio::test]
 async fn a_connect_a_disconnect_and_an_http_publish_are_one_round_trip_each() {
     use serde_json::json;
-    use switchboard::auth::{Identity, Verifier, mint_hs256};
-    use switchboard::config::{AuthConfig, Config};
-    use switchboard_local::{Emulator, Mode, Settings};
+    use switchboard::auth::{Identity, mint_hs256};
     use switchboard_tests::ws;
 
-    const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
     let server = RedisServer::start().unwrap();
-    let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
-    let ctx = switchboard::Context::from_config(config);
-    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
-    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let (_ctx, emu) = emulator_on(&server).await;
     let tenant: TenantId = "acme".parse().unwrap();
     let token = |user: &str, role: Role| {
         mint_hs256(SECRET, &Identity { tenant_id: tenant.clone(), user_id: user.parse().unwrap(), role }, 60)
