@@ -384,17 +384,23 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
     };
 
     gw.live.write().unwrap_or_else(|p| p.into_inner()).remove(&info.id);
-    if server_closes {
-        let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
-        let _ = live.send(Message::Close(Some(frame))).await;
-    }
-    // Posts that still hold the Live find the queue closed.
-    live.outbound.lock().await.close_channel();
+    // A client that stopped reading fills its queue and blocks its writer;
+    // neither may hold the connection open: 5 s for the close frame and the
+    // queue's end, 5 s for the writer to drain, then it is stopped.
+    let closing = async {
+        if server_closes {
+            let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
+            let _ = live.send(Message::Close(Some(frame))).await;
+        }
+        // Posts that still hold the Live find the queue closed.
+        live.outbound.lock().await.close_channel();
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
     drop(live);
-    // The writer ends once the queue is drained and closed; a client that
-    // stopped reading does not hold the connection open.
+    let stop_writer = writer.abort_handle();
     if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
-        tracing::debug!(connection_id = %info.id, "writer did not finish in time");
+        tracing::debug!(connection_id = %info.id, "writer did not finish in time; stopped");
+        stop_writer.abort();
     }
     disconnect(&gw, &info, status, &reason).await;
 }

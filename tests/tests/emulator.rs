@@ -350,6 +350,45 @@ async fn connections_api_works_with_the_aws_sdk() {
     assert!(err.into_service_error().is_gone_exception());
 }
 
+/// A client that stops reading fills its socket and then its queue; posts
+/// to it wait. Deleting it still ends the connection: the close and the
+/// writer are given 5 s each, then stopped; the waiting post is answered,
+/// `$disconnect` runs, later posts get 410.
+#[tokio::test]
+async fn a_client_that_stopped_reading_is_still_closed_and_forgotten() {
+    let lab = lab().await;
+    let mut c = lab.client("42").await;
+    let me = lab.subscribed(&mut c, "42").await;
+    let id = me.connection_id.to_string();
+    let client = sdk(&me.endpoint);
+    // From here on `c` is never read. 100 KB posts until one waits.
+    let big = "x".repeat(100 * 1024);
+    let blocked = loop {
+        let post = client.post_to_connection().connection_id(&id).data(Blob::new(big.clone())).send();
+        let mut post = Box::pin(post);
+        match tokio::time::timeout(Duration::from_secs(1), &mut post).await {
+            Ok(result) => drop(result.expect("accepted while the queue has room")),
+            Err(_) => break post,
+        }
+    };
+    let waiting = tokio::spawn(blocked);
+    sdk(&me.endpoint).delete_connection().connection_id(&id).send().await.unwrap();
+    // Queued before the delete (200) or refused by it (410), but answered.
+    let answer =
+        tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("the waiting post is answered").unwrap();
+    if let Err(err) = answer {
+        assert!(err.as_service_error().is_some_and(|e| e.is_gone_exception()), "{err:?}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lab.ctx.store.connection_count(&tenant()).await.unwrap() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "$disconnect ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let late = client.post_to_connection().connection_id(&id).data(Blob::new("late")).send().await.unwrap_err();
+    assert!(late.as_service_error().is_some_and(|e| e.is_gone_exception()), "{late:?}");
+    drop(c);
+}
+
 #[tokio::test]
 async fn connections_api_refuses_oversize_and_malformed_requests() {
     let lab = lab_with(Backend::Memory, Limits { max_message_bytes: 1024, ..Limits::default() }, &[]).await;
