@@ -365,15 +365,9 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
         std::thread::sleep(Duration::from_millis(500));
         let rss1 = started.proc.rss_kib();
         f.rss_per_conn_kib.push(rss1.saturating_sub(rss0) as f64 / sizes.big as f64);
-        for i in 0..3 {
-            let marker = format!("m{round}-{i}");
-            c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, &started, &marker), marker })?;
-            let r = c.json(Duration::from_secs(90))?;
-            if i > 0 {
-                // The first broadcast warms connections and caches.
-                f.broadcast_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
-                *f.client_cpu.entry("broadcast").or_default() += r["client_cpu_secs"].as_f64().unwrap_or(0.0);
-            }
+        for r in timed_broadcasts(server, &started, &mut c, 2, &format!("m{round}"))? {
+            f.broadcast_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
+            *f.client_cpu.entry("broadcast").or_default() += r["client_cpu_secs"].as_f64().unwrap_or(0.0);
         }
         c.send(&ClientCommand::Quit)?;
         drop(c);
@@ -404,6 +398,27 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
     Ok(f)
 }
 
+/// One warm-up broadcast (connections and caches), then `timed` ones; the
+/// client's answers to the timed ones.
+fn timed_broadcasts(
+    server: &Server,
+    started: &Started,
+    c: &mut Proc,
+    timed: usize,
+    prefix: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut answers = Vec::new();
+    for i in 0..=timed {
+        let marker = format!("{prefix}-{i}");
+        c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, started, &marker), marker })?;
+        let r = c.json(Duration::from_secs(120))?;
+        if i > 0 {
+            answers.push(r);
+        }
+    }
+    Ok(answers)
+}
+
 /// Benchmark 1 alone at `n` connections (benchmark 9's comparison): one
 /// warm-up broadcast, then `repeats` timed ones. The server is stopped
 /// before its clients close: serverless-offline grows past 8 GB when a
@@ -414,13 +429,8 @@ fn broadcast_at(server: &Server, n: usize, repeats: usize) -> anyhow::Result<Ser
     let connected = c.json(Duration::from_secs(180))?;
     eprintln!("bench: {n} connected, {} handshake(s) retried", connected["retried"]);
     let mut times = Series::default();
-    for i in 0..=repeats {
-        let marker = format!("s{i}");
-        c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, &started, &marker), marker })?;
-        let r = c.json(Duration::from_secs(120))?;
-        if i > 0 {
-            times.push(r["ms"].as_f64().unwrap_or(f64::NAN));
-        }
+    for r in timed_broadcasts(server, &started, &mut c, repeats, "s")? {
+        times.push(r["ms"].as_f64().unwrap_or(f64::NAN));
     }
     drop(started);
     c.send(&ClientCommand::Quit)?;

@@ -363,7 +363,11 @@ async fn a_client_that_stopped_reading_is_still_closed_and_forgotten() {
     let client = sdk(&me.endpoint);
     // From here on `c` is never read. 100 KB posts until one waits.
     let big = "x".repeat(100 * 1024);
+    let mut sent = 0;
     let blocked = loop {
+        // 256 queued frames and the sockets' buffers are well under 200 MB.
+        assert!(sent < 2_000, "posts to a client that reads nothing never waited");
+        sent += 1;
         let post = client.post_to_connection().connection_id(&id).data(Blob::new(big.clone())).send();
         let mut post = Box::pin(post);
         match tokio::time::timeout(Duration::from_secs(1), &mut post).await {

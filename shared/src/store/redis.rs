@@ -405,6 +405,13 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
 
+/// An endpoint's health hash: failures, since, paused_until.
+type HealthFields = (Option<u32>, Option<i64>, Option<i64>);
+
+fn health_from((n, since, paused): HealthFields) -> super::Health {
+    super::Health { consecutive_failures: n.unwrap_or(0), failing_since: since, paused_until: paused }
+}
+
 /// `resolve`'s answer: {target_connections, #webhooks, webhook..., id, 'user endpoint', ...}.
 fn parse_resolution(flat: Vec<Value>) -> StoreResult<Resolution> {
     let mut items = flat.into_iter();
@@ -475,6 +482,13 @@ impl RedisStore {
             .collect::<StoreResult<Vec<_>>>()?;
         topics.sort();
         Ok(topics)
+    }
+
+    /// HMGET of an endpoint's health fields (see [`health_from`]).
+    fn health_fields(&self, tenant: &TenantId, webhook_id: &str) -> Cmd {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.keys.webhook_health(tenant, webhook_id)).arg("failures").arg("since").arg("paused_until");
+        cmd
     }
 
     /// The RESOLVE script, rate-limited when `limit` is given.
@@ -823,23 +837,19 @@ impl Store for RedisStore {
     }
 
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<super::Health> {
-        Ok(self.webhook_and_health(tenant, webhook_id).await?.1)
+        let fields = self.health_fields(tenant, webhook_id).query_async(&mut self.conn().await?).await;
+        Ok(health_from(fields.map_err(unavailable)?))
     }
 
     async fn webhook_and_health(&self, tenant: &TenantId, id: &str) -> StoreResult<(Option<String>, super::Health)> {
         // Both keys carry the tenant's hash tag: one slot, one pipelined round trip.
-        let (config, (n, since, paused)): (Option<String>, (Option<u32>, Option<i64>, Option<i64>)) = redis::pipe()
+        let (config, fields): (Option<String>, HealthFields) = redis::pipe()
             .hget(self.keys.webhooks(tenant), id)
-            .cmd("HMGET")
-            .arg(self.keys.webhook_health(tenant, id))
-            .arg("failures")
-            .arg("since")
-            .arg("paused_until")
+            .add_command(self.health_fields(tenant, id))
             .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        let health = super::Health { consecutive_failures: n.unwrap_or(0), failing_since: since, paused_until: paused };
-        Ok((config, health))
+        Ok((config, health_from(fields)))
     }
 
     async fn webhook_log(&self, tenant: &TenantId, q: &super::LogQuery<'_>) -> StoreResult<Vec<super::LogRecord>> {
