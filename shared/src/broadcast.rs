@@ -89,19 +89,22 @@ pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreR
 /// [`Store::resolve`]: crate::store::Store::resolve
 pub async fn deliver(ctx: &Context, event: &Envelope, target: &Target, resolved: Resolution) -> StoreResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
-    let (mut report, _) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await?;
+    let (mut report, _, stale) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
+    forget_stale(ctx, &event.tenant_id, stale).await?;
     finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
     Ok(report)
 }
 
-/// Posts `text` to each recipient; forgets the stale ones. Returns the
-/// report and the recipients whose post failed (not stale).
+/// Posts `text` to each recipient. Returns the report, the recipients
+/// whose post failed (not stale) and the stale ones, for
+/// [`forget_stale`]: a caller that holds claims releases the failed ones
+/// first, so a failing cleanup cannot keep them claimed.
 async fn post_all(
     ctx: &Context,
     tenant: &TenantId,
     text: &str,
     recipients: Vec<Recipient>,
-) -> StoreResult<(Report, Vec<ConnectionId>)> {
+) -> (Report, Vec<ConnectionId>, Vec<ConnectionId>) {
     let mut report = Report { matched: recipients.len(), ..Report::default() };
     let concurrency = ctx.config.limits.fanout_concurrency;
     let outcomes: Vec<_> = futures::stream::iter(recipients)
@@ -127,16 +130,23 @@ async fn post_all(
             }
         }
     }
-    if !stale.is_empty() {
-        let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
-        for gone in forgotten {
-            let Some(presence) = gone.presence else { continue };
-            tracing::info!(tenant_id = %tenant, user_id = %gone.user_id, "user went offline (stale connections)");
-            // Boxed: announcing may itself find stale connections.
-            Box::pin(announce_presence(ctx, tenant, &gone.user_id, false, presence)).await?;
-        }
+    (report, failed, stale)
+}
+
+/// Forgets connections found gone (one round trip) and announces
+/// `presence.offline` for users left without one.
+async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>) -> StoreResult<()> {
+    if stale.is_empty() {
+        return Ok(());
     }
-    Ok((report, failed))
+    let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
+    for gone in forgotten {
+        let Some(presence) = gone.presence else { continue };
+        tracing::info!(tenant_id = %tenant, user_id = %gone.user_id, "user went offline (stale connections)");
+        // Boxed: announcing may itself find stale connections.
+        Box::pin(announce_presence(ctx, tenant, &gone.user_id, false, presence)).await?;
+    }
+    Ok(())
 }
 
 /// After the posts: the offline queue, the webhooks, the seed's channels.
@@ -301,13 +311,14 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
             .iter()
             .map(|(c, u, e)| Recipient { connection_id: c.clone(), user_id: u.clone(), endpoint: e.clone() })
             .collect();
-        return post_claimed(ctx, &claims, &text, recipients).await;
+        let report = post_claimed(ctx, &claims, &text, recipients).await?;
+        return if report.failed > 0 { Err(JobError::Posts(report.failed)) } else { Ok(report) };
     }
     let resolved: Resolution = ctx.store.resolve(&event.tenant_id, event.event_type, &job.target).await?;
     let chunk_size = ctx.config.fanout_chunk_size.max(1);
     let mut report = match ctx.events_queue() {
         Some((queues, url)) if resolved.recipients.len() > chunk_size => {
-            let parts: Vec<_> = resolved.recipients.chunks(chunk_size).collect();
+            let parts = chunk_parts(&resolved.recipients, chunk_size, text.len());
             let of = parts.len();
             let bodies: Vec<String> = parts
                 .iter()
@@ -329,30 +340,64 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
         }
         _ => post_claimed(ctx, &claims, &text, resolved.recipients).await?,
     };
+    // Webhooks and the offline queue do not wait for every post: a
+    // recipient that keeps failing must not hold back the event's webhooks
+    // (claimed, so the retry of the job queues them once).
     finish(ctx, event, &job.target, &text, resolved.target_connections, &resolved.webhooks, Some(&claims), &mut report)
         .await?;
+    if report.failed > 0 {
+        return Err(JobError::Posts(report.failed));
+    }
     Ok(report)
 }
 
+/// Splits recipients into chunk jobs of at most `chunk_size` that each fit
+/// in one SQS message beside the event (`event_bytes` of envelope): with
+/// UUID user ids and `execute-api` endpoints a recipient is ~120 bytes, so
+/// a thousand of them and a large event would not fit in one message, and
+/// an oversize message can never be sent.
+fn chunk_parts(recipients: &[Recipient], chunk_size: usize, event_bytes: usize) -> Vec<&[Recipient]> {
+    // JSON overhead of the job and of each `["conn","user","endpoint"],`, with room to spare.
+    const JOB_OVERHEAD: usize = 4096;
+    const PER_RECIPIENT_OVERHEAD: usize = 16;
+    let budget = crate::queue::MAX_MESSAGE_BYTES.saturating_sub(event_bytes + JOB_OVERHEAD);
+    let mut parts = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, r) in recipients.iter().enumerate() {
+        let size =
+            r.connection_id.as_str().len() + r.user_id.as_str().len() + r.endpoint.len() + PER_RECIPIENT_OVERHEAD;
+        if i > start && (i - start == chunk_size || bytes + size > budget) {
+            parts.push(&recipients[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < recipients.len() {
+        parts.push(&recipients[start..]);
+    }
+    parts
+}
+
 /// Claims the recipients, posts to those claimed now, releases the ones
-/// whose post failed. `Err(Posts)` when any failed (a chunk is retried).
+/// whose post failed (before anything else can fail), then forgets the
+/// stale ones. `report.failed` says how many a retry must try again.
 async fn post_claimed(
     ctx: &Context,
     claims: &Claims<'_>,
     text: &str,
     recipients: Vec<Recipient>,
-) -> Result<Report, JobError> {
+) -> StoreResult<Report> {
     let members: Vec<String> = recipients.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
     let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
-    let (report, failed) = post_all(ctx, claims.tenant, text, mine).await?;
-    if failed.is_empty() {
-        return Ok(report);
+    let (report, failed, stale) = post_all(ctx, claims.tenant, text, mine).await;
+    if !failed.is_empty() {
+        let members: Vec<String> = failed.iter().map(|c| c.as_str().to_owned()).collect();
+        claims.release(ctx, &members).await?;
     }
-    let members: Vec<String> = failed.iter().map(|c| c.as_str().to_owned()).collect();
-    claims.release(ctx, &members).await?;
-    Err(JobError::Posts(failed.len()))
+    forget_stale(ctx, claims.tenant, stale).await?;
+    Ok(report)
 }
 
 /// Why a caller's publish did not go out.
@@ -440,6 +485,50 @@ pub async fn broadcast_chat_message(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_jobs_of_a_production_sized_broadcast_fit_in_sqs_messages_and_batches() {
+        // 10,000 recipients shaped as in AWS: 16-byte connection ids, UUID
+        // users, execute-api endpoints; a 100 KB event.
+        let event =
+            Envelope::new("acme".parse().unwrap(), EventType::SystemNotification, json!({"text": "x".repeat(100_000)}));
+        let text = serde_json::to_string(&event).unwrap();
+        let recipients: Vec<Recipient> = (0..10_000)
+            .map(|i| Recipient {
+                connection_id: format!("Ab{i:012}Cd=").parse().unwrap(),
+                user_id: uuid::Uuid::new_v4().to_string().parse().unwrap(),
+                endpoint: "https://abcd1234ef.execute-api.eu-west-1.amazonaws.com/production".into(),
+            })
+            .collect();
+        let parts = chunk_parts(&recipients, 1000, text.len());
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 10_000, "every recipient in one part");
+        assert!(parts.iter().all(|p| p.len() <= 1000));
+        let bodies: Vec<String> = parts
+            .iter()
+            .enumerate()
+            .map(|(index, part)| {
+                let recipients =
+                    part.iter().map(|r| (r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone())).collect();
+                let job = FanoutJob {
+                    event: event.clone(),
+                    target: Target::Tenant,
+                    chunk: Some(Chunk { index, of: parts.len(), recipients }),
+                };
+                serde_json::to_string(&job).unwrap()
+            })
+            .collect();
+        let largest = bodies.iter().map(String::len).max().unwrap();
+        assert!(largest <= crate::queue::MAX_MESSAGE_BYTES, "a chunk job of {largest} bytes");
+        let (batches, oversize) = crate::queue::batches(&bodies);
+        assert_eq!(oversize, 0);
+        for b in &batches {
+            assert!(b.iter().map(|s| s.len()).sum::<usize>() <= crate::queue::MAX_BATCH_BYTES);
+        }
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), bodies.len());
+        assert!(batches.len() > 1, "ten chunk jobs of this size need more than one batch");
+    }
+
     #[test]
     fn delivery_ids_are_stable_per_event_and_webhook() {
         let a = super::delivery_id("0199-event", "wh_1");

@@ -32,7 +32,11 @@
 //! | `WEBHOOK_SECRET_GRACE_SECS` | `86400` | how long a rotated-out secret still signs |
 //! | `WEBHOOK_BREAKER_THRESHOLD` / `WEBHOOK_BREAKER_COOLDOWN_SECS` | `5` / `60` | consecutive failures that pause an endpoint, and for how long (0: no breaker) |
 //! | `WEBHOOK_DISABLE_AFTER_SECS` | `432000` | an endpoint failing this long (5 days) is disabled and `system.alert` is sent |
+//! | `WEBHOOK_QUEUE_RETENTION_SECS` | `345600` | the webhook queue's `MessageRetentionPeriod` (96 h): a retry that would wait past it (less 10 min) is dead-lettered instead of expiring unseen |
 //! | `WEBHOOK_LOG_MAX_ENTRIES` | `10000` | delivery-log entries kept per tenant |
+//! | `WEBHOOK_MAX_PER_TENANT` | `50` | webhooks one tenant may register (409 `limit_exceeded` beyond) |
+//! | `WEBHOOK_MAX_URL_BYTES` | `2048` | longest webhook URL (400 beyond) |
+//! | `WEBHOOK_MAX_PREVIOUS_SECRETS` | `3` | rotated-out secrets still signing at once (409 on a rotation beyond; each adds a signature to every delivery) |
 //! | `CALLBACK_ENDPOINT` | `https://{domainName}/{stage}` | override of the `@connections` endpoint stored per connection |
 //! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
 //! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
@@ -74,6 +78,10 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "WEBHOOK_DISABLE_AFTER_SECS",
     "WEBHOOK_DLQ_URL",
     "WEBHOOK_LOG_MAX_ENTRIES",
+    "WEBHOOK_MAX_PER_TENANT",
+    "WEBHOOK_MAX_PREVIOUS_SECRETS",
+    "WEBHOOK_MAX_URL_BYTES",
+    "WEBHOOK_QUEUE_RETENTION_SECS",
     "WEBHOOK_QUEUE_URL",
     "WEBHOOK_RETRY_JITTER",
     "WEBHOOK_RETRY_SCHEDULE",
@@ -352,6 +360,14 @@ pub struct WebhookSettings {
     pub disable_after: Duration,
     /// Delivery-log entries kept per tenant.
     pub log_max_entries: usize,
+    /// Webhooks one tenant may register.
+    pub max_per_tenant: usize,
+    /// Longest webhook URL, in bytes.
+    pub max_url_bytes: usize,
+    /// Rotated-out secrets that may sign at once.
+    pub max_previous_secrets: usize,
+    /// The webhook queue's message retention: no retry is scheduled past it.
+    pub queue_retention: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -363,6 +379,10 @@ impl Default for WebhookSettings {
             breaker_cooldown: Duration::from_secs(60),
             disable_after: Duration::from_secs(5 * 24 * 3600),
             log_max_entries: 10_000,
+            max_per_tenant: 50,
+            max_url_bytes: 2048,
+            max_previous_secrets: 3,
+            queue_retention: Duration::from_secs(4 * 24 * 3600),
         }
     }
 }
@@ -574,6 +594,19 @@ impl Config {
             breaker_cooldown: secs("WEBHOOK_BREAKER_COOLDOWN_SECS", dw.breaker_cooldown)?,
             disable_after: secs("WEBHOOK_DISABLE_AFTER_SECS", dw.disable_after)?,
             log_max_entries: positive(get, "WEBHOOK_LOG_MAX_ENTRIES", dw.log_max_entries as u64)? as usize,
+            max_per_tenant: positive(get, "WEBHOOK_MAX_PER_TENANT", dw.max_per_tenant as u64)? as usize,
+            max_url_bytes: positive(get, "WEBHOOK_MAX_URL_BYTES", dw.max_url_bytes as u64)? as usize,
+            max_previous_secrets: parse_or(
+                get,
+                "WEBHOOK_MAX_PREVIOUS_SECRETS",
+                dw.max_previous_secrets,
+                "a whole number",
+            )?,
+            queue_retention: Duration::from_secs(positive(
+                get,
+                "WEBHOOK_QUEUE_RETENTION_SECS",
+                dw.queue_retention.as_secs(),
+            )?),
         };
         let fanout_chunk_size = positive(get, "FANOUT_CHUNK_SIZE", 1000)? as usize;
         Ok(Config {

@@ -98,6 +98,8 @@ pub enum ErrorCode {
     TooManySubscriptions,
     /// The caller's role may not do this.
     Forbidden,
+    /// The tenant is over its publishes per second; `retry_after_ms` says when to try again.
+    RateLimited,
     /// The connection is not (or no longer) registered.
     UnknownConnection,
     /// The action exists but this deployment does not provide it yet.
@@ -118,6 +120,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnknownConnection => "unknown_connection",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::InternalError => "internal_error",
@@ -135,17 +138,24 @@ pub struct ProtocolError {
     pub code: ErrorCode,
     /// A sentence for humans.
     pub message: String,
+    /// When the request may succeed if sent again (`rate_limited`).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ProtocolError {
     /// An error reply for the request `id`.
     pub fn new(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError { id, code, message: message.into() }
+        ProtocolError { id, code, message: message.into(), retry_after_ms: None }
+    }
+
+    /// The same error, with a hint of when to retry.
+    pub fn retry_after(self, ms: u64) -> Self {
+        ProtocolError { retry_after_ms: Some(ms), ..self }
     }
 
     /// The reply that carries this error to the client.
     pub fn into_reply(self) -> ServerReply {
-        ServerReply::Error { id: self.id, code: self.code, message: self.message }
+        ServerReply::Error { id: self.id, code: self.code, message: self.message, retry_after_ms: self.retry_after_ms }
     }
 }
 
@@ -316,6 +326,9 @@ pub enum ServerReply {
         id: Option<String>,
         code: ErrorCode,
         message: String,
+        /// Retry no sooner than this many ms from now (`rate_limited`).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        retry_after_ms: Option<u64>,
     },
 }
 

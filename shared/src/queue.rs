@@ -3,7 +3,8 @@
 //! One `aws-sdk-sqs` client per process. In AWS it takes the function's
 //! credentials (and `AWS_ENDPOINT_URL_SQS` when set, the SDK's own
 //! override); the emulator hands its functions a client pointed at its own
-//! SQS endpoint. Sends go out in batches of ten (SQS's limit per call);
+//! SQS endpoint. Sends go out in batches of at most ten and 1 MiB (SQS's
+//! limits per call);
 //! entries SQS refuses are retried once and then reported, never dropped
 //! silently.
 
@@ -14,6 +15,40 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::config::QueueUrls;
+
+/// The largest message SQS takes (1 MiB since August 2025; the emulator's too).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The largest SendMessageBatch SQS takes: the sum of its bodies.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// SendMessageBatch's most entries.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+
+/// Groups `bodies`, in order, into batches of at most ten entries and
+/// [`MAX_BATCH_BYTES`]; returns them and how many bodies are too large for
+/// any message.
+pub fn batches(bodies: &[String]) -> (Vec<Vec<&String>>, usize) {
+    let mut out: Vec<Vec<&String>> = Vec::new();
+    let (mut bytes, mut oversize) = (0, 0);
+    for body in bodies {
+        if body.len() > MAX_MESSAGE_BYTES {
+            oversize += 1;
+            continue;
+        }
+        match out.last_mut() {
+            Some(batch) if batch.len() < MAX_BATCH_ENTRIES && bytes + body.len() <= MAX_BATCH_BYTES => {
+                bytes += body.len();
+                batch.push(body);
+            }
+            _ => {
+                bytes = body.len();
+                out.push(vec![body]);
+            }
+        }
+    }
+    (out, oversize)
+}
 
 /// A failure talking to SQS.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,13 +90,20 @@ impl Queues {
         &self.client
     }
 
-    /// Sends `bodies` to `url`, ten per call, the calls concurrently.
-    /// Returns how many were accepted; an error names how many were not.
+    /// Sends `bodies` to `url` in as few SendMessageBatch calls as SQS
+    /// allows (ten entries and [`MAX_BATCH_BYTES`] a call), the calls
+    /// concurrently. A body over [`MAX_MESSAGE_BYTES`] cannot be sent at all
+    /// and is counted as not sent. Returns how many were accepted; an error
+    /// names how many were not.
     pub async fn send_all(&self, url: &str, bodies: Vec<String>) -> Result<usize, QueueError> {
-        let calls = bodies.chunks(10).map(|chunk| self.send_batch(url, chunk));
+        let (batches, oversize) = batches(&bodies);
+        let calls = batches.into_iter().map(|batch| self.send_batch(url, batch));
         let results = futures::future::join_all(calls).await;
         let mut sent = 0;
         let mut errors = Vec::new();
+        if oversize > 0 {
+            errors.push(format!("{oversize} message(s) over SQS's {MAX_MESSAGE_BYTES} bytes"));
+        }
         for r in results {
             match r {
                 Ok(n) => sent += n,
@@ -81,8 +123,9 @@ impl Queues {
     }
 
     /// One SendMessageBatch of at most ten; entries SQS refuses are tried once more.
-    async fn send_batch(&self, url: &str, chunk: &[String]) -> Result<usize, QueueError> {
-        let mut pending: Vec<(String, &String)> = chunk.iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
+    async fn send_batch(&self, url: &str, chunk: Vec<&String>) -> Result<usize, QueueError> {
+        let mut pending: Vec<(String, &String)> =
+            chunk.into_iter().enumerate().map(|(i, b)| (i.to_string(), b)).collect();
         let mut sent = 0;
         for round in 0..2 {
             let entries = pending
@@ -139,5 +182,24 @@ impl Queues {
             .await
             .map_err(sdk_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_both_sqs_limits() {
+        let small: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+        let (b, over) = batches(&small);
+        assert_eq!((b.iter().map(Vec::len).collect::<Vec<_>>(), over), (vec![10, 10, 5], 0));
+        // 120 KB each: eight fit in 1 MiB, not ten.
+        let big: Vec<String> = (0..10).map(|_| "x".repeat(120 * 1024)).collect();
+        let (b, _) = batches(&big);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![8, 2]);
+        let too_big = vec!["y".repeat(MAX_MESSAGE_BYTES + 1), "z".into()];
+        let (b, over) = batches(&too_big);
+        assert_eq!((b.len(), over), (1, 1));
     }
 }

@@ -193,6 +193,16 @@ impl RetrySchedule {
         base.mul_f64(factor.max(0.0))
     }
 
+    /// Would a retry `wait` from `now_ms` still find its message in a queue
+    /// that keeps messages `retention` after `sent_ms`? A margin of ten
+    /// minutes covers the visibility timeout and the clocks. When it would
+    /// not, the delivery is dead-lettered now: a message that expires is
+    /// gone without a dead letter or a log line.
+    pub fn fits_retention(sent_ms: i64, now_ms: i64, wait: Duration, retention: Duration) -> bool {
+        const MARGIN_MS: i64 = 10 * 60 * 1000;
+        now_ms + wait.as_millis() as i64 <= sent_ms + retention.as_millis() as i64 - MARGIN_MS
+    }
+
     /// A `Retry-After` the receiver sent, clamped into [the scheduled delay, 12 h]:
     /// honoured when it asks for more time, never below our own backoff.
     pub fn with_retry_after(&self, scheduled: Duration, retry_after: Option<Duration>) -> Duration {
@@ -313,6 +323,13 @@ mod tests {
             s.with_retry_after(Duration::from_secs(10), Some(Duration::from_secs(86_400))),
             Duration::from_secs(43_200)
         );
+        let day = Duration::from_secs(86_400);
+        assert!(RetrySchedule::fits_retention(0, 3_600_000, Duration::from_secs(12 * 3600), day));
+        assert!(
+            !RetrySchedule::fits_retention(0, 20 * 3_600_000, Duration::from_secs(4 * 3600), day),
+            "24 h would pass the day"
+        );
+        assert!(!RetrySchedule::fits_retention(0, 0, day, day), "the margin counts");
         assert_eq!(RetrySchedule::default().delays.len(), 7);
         assert!(RetrySchedule::default().delays.iter().all(|d| d.as_secs() <= 12 * 3600), "SQS's limit");
     }
@@ -526,6 +543,41 @@ pub struct Attempt {
     pub outcome: Outcome,
 }
 
+/// Reads at most `max` bytes of a response body, then drops the response
+/// (closing its connection): a receiver answering 400 MB must not cost a
+/// function 400 MB. The read is bounded in time by the request's timeout,
+/// which covers the body too; what arrived before an error or the timeout
+/// is kept. Cut back to a character boundary, never mid-character.
+pub async fn read_excerpt(mut response: reqwest::Response, max: usize) -> String {
+    let mut bytes: Vec<u8> = Vec::new();
+    while bytes.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk[..chunk.len().min(max - bytes.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(response);
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            // Invalid bytes mid-body are shown replaced; a character cut at the end is dropped.
+            if cut_mid_character(&bytes, valid) {
+                String::from_utf8_lossy(&bytes[..valid]).into_owned()
+            } else {
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        }
+    }
+}
+
+/// Is everything after `valid` the start of one multi-byte character (cut by the limit)?
+fn cut_mid_character(bytes: &[u8], valid: usize) -> bool {
+    let tail = &bytes[valid..];
+    !tail.is_empty() && tail.len() < 4 && std::str::from_utf8(tail).is_err_and(|e| e.error_len().is_none())
+}
+
 /// Sends one attempt: the seed's payload and headers plus the Standard
 /// Webhooks headers, signed with `secrets` (current first, then any in
 /// their rotation grace period), through `client` (see
@@ -589,8 +641,7 @@ pub async fn send(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let bytes = response.bytes().await.unwrap_or_default();
-            let excerpt = String::from_utf8_lossy(&bytes[..bytes.len().min(RESPONSE_EXCERPT_BYTES)]).into_owned();
+            let excerpt = read_excerpt(response, RESPONSE_EXCERPT_BYTES).await;
             let outcome = match status.as_u16() {
                 200..=299 => Outcome::Delivered,
                 410 => Outcome::Gone,

@@ -382,6 +382,31 @@ async fn publish_is_role_checked_and_an_empty_sync_answers_zero(b: Backend) {
     assert_eq!((status, reply), (200, json!({"type": "synced", "id": "s", "count": 0})));
 }
 
+async fn websocket_publishes_count_against_the_tenant_rate_limit(b: Backend) {
+    let limits = Limits { rate_limit_per_sec: 3, ..Limits::default() };
+    let ctx = ctx_on(b, limits);
+    connect(&ctx).await;
+    let publish = r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{"text":"hi"},"id":"p"}"#;
+    // Find a fresh one-second window, so the budget is not split between two.
+    while switchboard::time::now_millis() % 1000 > 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(send(&ctx, publish).await);
+    }
+    let published = replies.iter().filter(|(_, r)| r["type"] == "published").count();
+    assert_eq!(published, 3, "the budget is 3 a second: {replies:?}");
+    let (status, refused) = replies.last().unwrap().clone();
+    assert_eq!((status, refused["code"].as_str(), refused["id"].as_str()), (200, Some("rate_limited"), Some("p")));
+    let wait = refused["retry_after_ms"].as_u64().expect("a retry hint");
+    assert!((1..=1000).contains(&wait), "{refused}");
+    let queued = ctx.store.offline_peek(&tenant(), &"7".parse().unwrap(), 10).await.unwrap();
+    assert_eq!(queued.len(), 3, "a refused publish queued nothing");
+    // The HTTP API shares the budget: the tenant's counter is spent for this second.
+    assert!(!ctx.store.rate_limit(&tenant(), 3).await.unwrap());
+}
+
 async fn messages_from_unregistered_connections_are_refused(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     let (status, reply) = send(&ctx, r#"{"action":"subscribe","events":["*"]}"#).await;
@@ -430,4 +455,5 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis; [
     publish_is_role_checked_and_an_empty_sync_answers_zero,
     messages_from_unregistered_connections_are_refused,
     binary_frames_are_decoded,
+    websocket_publishes_count_against_the_tenant_rate_limit,
 ]);

@@ -32,6 +32,8 @@ struct Flaky {
     inner: ManagementApi,
     marked: Mutex<HashSet<ConnectionId>>,
     failed: Mutex<HashSet<ConnectionId>>,
+    /// Every post to these fails (a recipient stuck for good).
+    stuck: Mutex<HashSet<ConnectionId>>,
     posts: std::sync::atomic::AtomicUsize,
 }
 
@@ -39,6 +41,9 @@ struct Flaky {
 impl Gateway for Flaky {
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
         self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.stuck.lock().unwrap().contains(connection) {
+            return PostOutcome::Failed("500 InternalServerError (injected, every time)".into());
+        }
         let marked = self.marked.lock().unwrap().contains(connection);
         if marked && self.failed.lock().unwrap().insert(connection.clone()) {
             return PostOutcome::Failed("429 TooManyRequestsException (injected)".into());
@@ -69,6 +74,7 @@ async fn world(chunk: usize) -> World {
         inner: ManagementApi::local(),
         marked: Mutex::default(),
         failed: Mutex::default(),
+        stuck: Mutex::default(),
         posts: std::sync::atomic::AtomicUsize::new(0),
     });
     let ctx = Context::from_config(config).with_gateway(gateway.clone());
@@ -208,5 +214,60 @@ async fn publishing_with_async_true_answers_202_and_the_event_arrives() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "async");
     assert!(silent(&mut ws, Duration::from_millis(300)).await);
+    w.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stuck_recipient_does_not_hold_back_the_events_webhooks() {
+    let w = world(1000).await;
+    let (_stuck_ws, stuck) = w.client("1").await;
+    let (mut ws, _) = w.client("2").await;
+    w.gateway.stuck.lock().unwrap().insert(stuck);
+    let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
+    let hook = switchboard::webhook::WebhookConfig {
+        id: switchboard::webhook::WebhookConfig::new_id(),
+        name: "crm".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec!["call.*".parse().unwrap()],
+        secret: switchboard::webhook::Secret::generate().expose().into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 5,
+        created_at: 0,
+        updated_at: 0,
+        previous_secrets: vec![],
+        disabled_reason: None,
+    };
+    w.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
+    // The deliveries go to a queue of the test's own, which no mapping consumes.
+    let sqs = Queues::local(&w.emu.sqs_url(), QueueUrls::default());
+    let probe = sqs.client().create_queue().queue_name(unique_prefix()).send().await.unwrap();
+    let probe = probe.queue_url().unwrap().to_owned();
+    let urls = QueueUrls { webhooks: Some(probe.clone()), ..QueueUrls::default() };
+    let ctx = w.ctx.clone().with_queues(Queues::local(&w.emu.sqs_url(), urls));
+
+    let event = Envelope::new(tenant.clone(), EventType::CallIncoming, json!({"n": 1}));
+    let job = FanoutJob { event: event.clone(), target: Target::Tenant, chunk: None };
+    for run in 0..2 {
+        // The job fails for the stuck recipient (SQS retries it) ...
+        let err = run_job(&ctx, &job).await.unwrap_err();
+        assert!(matches!(err, switchboard::broadcast::JobError::Posts(1)), "run {run}: {err}");
+    }
+    // ... but the others have it, and the webhook's delivery was queued once.
+    assert_eq!(next_json(&mut ws).await["id"], event.id.as_str());
+    let got = sqs
+        .client()
+        .receive_message()
+        .queue_url(&probe)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1, "one delivery, not none and not one per retry");
+    let delivery: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
+    assert_eq!(delivery["webhook_id"], hook.id.as_str());
     w.emu.shutdown().await;
 }

@@ -298,3 +298,21 @@ async fn bad_requests_get_the_errors_the_sdk_expects() {
     assert!(raw.text().await.unwrap().contains("X-Amz-Target"));
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn send_all_splits_batches_by_bytes_as_well_as_count() {
+    // Ten 120 KB bodies are 1.2 MB: one SendMessageBatch would be refused
+    // with BatchRequestTooLong, and every one of them lost with it.
+    let (emu, sqs) = emulator().await;
+    let url = queue(&sqs, "sized", &[]).await;
+    let q = switchboard::queue::Queues::local(&emu.sqs_url(), Default::default());
+    let bodies: Vec<String> = (0..10).map(|i| format!("{i}{}", "x".repeat(120 * 1024))).collect();
+    assert_eq!(q.send_all(&url, bodies).await.unwrap(), 10);
+    let mut got = 0;
+    while got < 10 {
+        let batch = receive(&sqs, &url, 10, 1).await;
+        assert!(!batch.is_empty(), "only {got} of 10 arrived");
+        got += batch.len();
+    }
+    emu.shutdown().await;
+}

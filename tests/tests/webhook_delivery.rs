@@ -164,3 +164,48 @@ async fn a_stored_url_is_checked_again_before_sending() {
     assert!(a.error.unwrap().contains("scheme 'http' is not allowed"));
     assert!(r.got.lock().unwrap().is_empty(), "nothing reached the receiver");
 }
+
+/// A receiver whose 200 answer never ends (1 MB chunks, forever) and one
+/// that answers a multi-byte character across the excerpt's limit.
+async fn endless_receiver() -> String {
+    async fn endless() -> Response {
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+    }
+    async fn split_char() -> Response {
+        let mut body = "a".repeat(switchboard::webhook::RESPONSE_EXCERPT_BYTES - 1);
+        body.push('é'); // two bytes: the second falls past the limit
+        body.push_str(&"b".repeat(1000));
+        (StatusCode::OK, body).into_response()
+    }
+    let app =
+        Router::new().route("/endless", axum::routing::post(endless)).route("/split", axum::routing::post(split_char));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn only_the_excerpt_of_a_response_is_read() {
+    // Reading the whole body (the old way) never ends here: the attempt ran
+    // into its timeout and kept nothing. Now the sender stops at the excerpt.
+    let base = endless_receiver().await;
+    let secret = Secret::generate();
+    let mut h = hook(&format!("{base}/endless"), &secret);
+    h.timeout = 10;
+    let client = delivery_client(UrlPolicy::LOCAL, Duration::from_secs(30));
+    let a = send(&client, &h, std::slice::from_ref(&secret), &delivery(&h.id), 1, UrlPolicy::LOCAL).await;
+    assert_eq!((a.status, a.outcome.clone(), a.error.clone()), (Some(200), Outcome::Delivered, None), "{a:?}");
+    assert_eq!(a.body_excerpt.len(), switchboard::webhook::RESPONSE_EXCERPT_BYTES, "exactly the excerpt was kept");
+
+    let h = hook(&format!("{base}/split"), &secret);
+    let a = send(&client, &h, std::slice::from_ref(&secret), &delivery(&h.id), 1, UrlPolicy::LOCAL).await;
+    assert_eq!(
+        a.body_excerpt.len(),
+        switchboard::webhook::RESPONSE_EXCERPT_BYTES - 1,
+        "cut before the split character"
+    );
+    assert!(a.body_excerpt.bytes().all(|b| b == b'a'));
+}

@@ -500,3 +500,48 @@ async fn under_random_failures_every_delivery_is_delivered_or_dead_lettered() {
     assert_eq!(accepted.iter().collect::<HashSet<_>>().len(), done);
     w.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retry_that_would_outlive_the_queue_is_dead_lettered_now() {
+    // The queue keeps messages 605 s, the retry would wait 30 s: with the ten
+    // minutes' margin, only 5 s of the retention are left for retries.
+    let settings = WebhookSettings {
+        schedule: RetrySchedule { delays: vec![Duration::from_secs(30)], jitter: 0.0 },
+        queue_retention: Duration::from_secs(605),
+        ..fast()
+    };
+    let w = world(settings).await;
+    let r = Receiver::start(Policy::Always(Arc::new(AtomicU16::new(503)))).await;
+    let (id, _) = w.webhook(&r.url, json!({"retry_count": 10})).await;
+    w.publish("queue.left", json!({"queue": "support"})).await;
+    eventually("the delivery is dead-lettered", || async { !w.dead_letters().await.is_empty() }).await;
+    assert_eq!(r.hits().len(), 1, "one attempt, no retry scheduled past the retention");
+    let log = w.log(&id).await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!((log[0]["status"].as_str(), log[0]["response_code"].as_u64()), (Some("dead"), Some(503)));
+    assert!(log[0]["error"].as_str().unwrap().contains("605 s retention"), "{}", log[0]);
+    w.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_for_a_disabled_or_deleted_webhook_are_logged_as_dropped() {
+    let w = world(fast()).await;
+    let r = Receiver::start(Policy::Always(Arc::new(AtomicU16::new(503)))).await;
+    let (id, _) = w.webhook(&r.url, json!({"retry_count": 5})).await;
+    w.publish("queue.left", json!({"queue": "support"})).await;
+    eventually("the first attempt failed", || async { !r.hits().is_empty() }).await;
+    // Disabled while its retry waits: the retry is dropped, and says so.
+    let path = format!("/v1/webhooks/{id}");
+    let (status, _) =
+        w.call(Method::PATCH, &path, &token("acme", Role::Admin), Some(json!({"is_active": false}))).await;
+    assert_eq!(status, 200);
+    eventually("the retry is logged as dropped", || async {
+        w.log(&id).await.first().is_some_and(|e| e["status"] == "dropped")
+    })
+    .await;
+    let entry = &w.log(&id).await[0];
+    assert_eq!(entry["error"], "not sent: the webhook is disabled", "{entry}");
+    assert_eq!(entry["response_code"], Value::Null);
+    assert_eq!(r.hits().len(), 1, "nothing more was sent");
+    w.emu.shutdown().await;
+}

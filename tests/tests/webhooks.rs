@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
-use switchboard::config::{AuthConfig, Config, RedisConfig};
+use switchboard::config::{AuthConfig, Config, RedisConfig, WebhookSettings};
 use switchboard::ssrf::UrlPolicy;
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::{shared_redis, unique_prefix};
@@ -19,10 +19,15 @@ struct Api {
 }
 
 async fn api(policy: UrlPolicy) -> Api {
+    api_with(policy, WebhookSettings::default()).await
+}
+
+async fn api_with(policy: UrlPolicy, webhooks: WebhookSettings) -> Api {
     let config = Config {
         redis: Some(RedisConfig::single(shared_redis().url())),
         key_prefix: unique_prefix(),
         webhook_urls: policy,
+        webhooks,
         ..Config::default()
     };
     let ctx = Context::from_config(config);
@@ -171,4 +176,45 @@ async fn only_admins_of_the_same_tenant_see_a_webhook() {
     assert_eq!(api.call(reqwest::Method::GET, "/v1/webhooks", &other, None).await.1["webhooks"], json!([]));
     let (_, still) = api.call(reqwest::Method::GET, &path, &admin, None).await;
     assert_eq!(still["is_active"], true, "globex changed nothing");
+}
+
+#[tokio::test]
+async fn a_tenant_registry_and_its_secrets_are_bounded() {
+    let settings = WebhookSettings { max_per_tenant: 2, max_previous_secrets: 2, ..WebhookSettings::default() };
+    let api = api_with(UrlPolicy::LOCAL, settings).await;
+    let admin = token("acme", Role::Admin);
+    let post = |admin: String, body: Value| {
+        let api = &api;
+        async move { api.call(reqwest::Method::POST, "/v1/webhooks", &admin, Some(body)).await }
+    };
+    let long = format!("http://127.0.0.1:9/{}", "a".repeat(3000));
+    let (status, reply) = post(admin.clone(), json!({"name": "n", "url": long})).await;
+    assert_eq!((status, reply["field"].as_str()), (StatusCode::BAD_REQUEST, Some("url")), "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("at most 2048"), "{reply}");
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (status, created) =
+            post(admin.clone(), json!({"name": format!("n{n}"), "url": "http://127.0.0.1:9/"})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (status, reply) = post(admin.clone(), json!({"name": "third", "url": "http://127.0.0.1:9/"})).await;
+    assert_eq!((status, reply["code"].as_str()), (StatusCode::CONFLICT, Some("limit_exceeded")), "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("limit is 2"), "{reply}");
+    let (_, listed) = api.call(reqwest::Method::GET, "/v1/webhooks", &admin, None).await;
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 2, "nothing was stored");
+    let (status, _) = post(token("globex", Role::Admin), json!({"name": "n", "url": "http://127.0.0.1:9/"})).await;
+    assert_eq!(status, StatusCode::CREATED, "another tenant has its own budget");
+
+    // Each rotation with a grace period adds a signature to every delivery: bounded.
+    let rotate = format!("/v1/webhooks/{}/rotate-secret", ids[0]);
+    for _ in 0..2 {
+        assert_eq!(api.call(reqwest::Method::POST, &rotate, &admin, Some(json!({}))).await.0, StatusCode::OK);
+    }
+    let (status, reply) = api.call(reqwest::Method::POST, &rotate, &admin, Some(json!({}))).await;
+    assert_eq!((status, reply["code"].as_str()), (StatusCode::CONFLICT, Some("limit_exceeded")), "{reply}");
+    let (status, _) = api.call(reqwest::Method::POST, &rotate, &admin, Some(json!({"grace_period_secs": 0}))).await;
+    assert_eq!(status, StatusCode::OK, "revoking every old secret is always allowed");
+    let (status, _) = api.call(reqwest::Method::POST, &rotate, &admin, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "the revoked secrets no longer count");
 }

@@ -132,6 +132,9 @@ pub enum ApiError {
     /// The tenant's request budget for this second is spent.
     #[error("more than {0} requests per second for this tenant; retry after a second")]
     RateLimited(u32),
+    /// A per-tenant limit would be exceeded (webhooks, retained secrets).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The store could not be reached.
     #[error("the state store is unavailable; retry shortly")]
     Unavailable,
@@ -151,6 +154,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::LimitExceeded(_) => (StatusCode::CONFLICT, "limit_exceeded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
         }

@@ -53,6 +53,10 @@ fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value
     }
     if let Some(v) = body.remove("url") {
         let raw = v.as_str().ok_or_else(|| field("url", "must be a string"))?;
+        let max = state.ctx.config.webhooks.max_url_bytes;
+        if raw.len() > max {
+            return Err(field("url", format!("is {} bytes; at most {max} are accepted", raw.len())));
+        }
         let url = check_url(raw, state.ctx.config.webhook_urls).map_err(|e| field("url", e.to_string()))?;
         hook.url = url.to_string();
     }
@@ -147,6 +151,16 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         disabled_reason: None,
     };
     apply(&state, &mut hook, body)?;
+    // Checked before the write, not in one atomic step: two admins creating
+    // at the same instant may pass one over. The limit bounds a tenant's
+    // registry (read by every publish); it is not a billing count.
+    let max = state.ctx.config.webhooks.max_per_tenant;
+    let existing = state.ctx.store.list_webhooks(&who.tenant_id).await.map_err(store_error)?.len();
+    if existing >= max {
+        return Err(ApiError::LimitExceeded(format!(
+            "this tenant has {existing} webhooks, the limit is {max}; delete one first (WEBHOOK_MAX_PER_TENANT)"
+        )));
+    }
     save(&state, &who, &hook).await?;
     tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, url = %hook.url, "webhook created");
     // The secret is shown this once.
@@ -260,6 +274,14 @@ pub async fn rotate_secret(
         return Err(field("body", format!("unknown field '{extra}'; expected secret and grace_period_secs")));
     }
     let now = switchboard::time::now_millis();
+    let max = state.ctx.config.webhooks.max_previous_secrets;
+    let still_signing = hook.previous_secrets.iter().filter(|r| r.expires_at > now).count();
+    if !grace.is_zero() && still_signing >= max {
+        return Err(ApiError::LimitExceeded(format!(
+            "{still_signing} rotated-out secrets still sign every delivery (the limit is {max}); wait until one \
+             expires, or rotate with grace_period_secs 0 to revoke them all"
+        )));
+    }
     hook.rotate(new, grace, now);
     save(&state, &who, &hook).await?;
     tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, grace_secs = grace.as_secs(), "webhook secret rotated");

@@ -17,7 +17,9 @@
 //!    the record is listed in `batchItemFailures`, so SQS delivers it again
 //!    then. Any other 4xx, or the last attempt failed: the delivery goes to
 //!    the dead-letter queue with its history.
-//! 5. Every attempt is logged (status, first 20 KB of the body, error,
+//! 5. A retry that would wait past the queue's retention is dead-lettered
+//!    now; a delivery for a deleted or disabled webhook is logged `dropped`.
+//! 6. Every attempt is logged (status, first 20 KB of the body, error,
 //!    duration, attempt) and counted by the breaker. An endpoint failing for
 //!    longer than `WEBHOOK_DISABLE_AFTER_SECS` is disabled and a
 //!    `system.alert` event goes to its tenant.
@@ -162,6 +164,7 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
     let hook = match stored {
         None => {
             tracing::info!("webhook deleted; delivery dropped");
+            drop_logged(d, &delivery, attempt, "the webhook was deleted").await;
             return Done::Finished;
         }
         Some(raw) => match serde_json::from_str::<WebhookConfig>(&raw) {
@@ -174,6 +177,11 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
     };
     if !hook.is_active {
         tracing::info!("webhook disabled; delivery dropped");
+        let why = match &hook.disabled_reason {
+            Some(reason) => format!("the webhook is disabled ({reason})"),
+            None => "the webhook is disabled".to_owned(),
+        };
+        drop_logged(d, &delivery, attempt, &why).await;
         return Done::Finished;
     }
 
@@ -197,8 +205,30 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
         }
         Outcome::Retry { .. } | Outcome::Rejected => ("dead", None),
     };
+    // The queue keeps a message `queue_retention` after it was sent: a retry
+    // scheduled past that would expire unseen. Dead-letter it now instead.
+    let sent_ms: i64 = record.attributes.get("SentTimestamp").and_then(|t| t.parse().ok()).unwrap_or(now);
+    let retention = ctx.config.webhooks.queue_retention;
+    let (status, retry_in, expiry) = match retry_in {
+        Some(wait) if !webhook::RetrySchedule::fits_retention(sent_ms, now, wait, retention) => (
+            "dead",
+            None,
+            Some(format!(
+                "the next attempt (in {} s) would come after the queue's {} s retention; dead-lettered",
+                wait.as_secs(),
+                retention.as_secs()
+            )),
+        ),
+        other => (status, other, None),
+    };
     let next = retry_in.map(|d| now + d.as_millis() as i64);
-    let entry = log_entry(&delivery, &result, status, next, now);
+    let mut entry = log_entry(&delivery, &result, status, next, now);
+    if let Some(why) = &expiry {
+        entry.error = Some(match entry.error.take() {
+            Some(e) => format!("{e}; {why}"),
+            None => why.clone(),
+        });
+    }
     let health = match d.record(&hook, &delivery, &entry, result.outcome == Outcome::Delivered).await {
         Ok(h) => Some(h),
         Err(e) => {
@@ -233,6 +263,43 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
         }
         ("dead", _) => dead_letter(d, json!({"delivery": delivery, "attempts": attempt, "last_attempt": entry})).await,
         _ => Done::Finished,
+    }
+}
+
+/// A delivery its webhook no longer takes (deleted, disabled) leaves a
+/// `dropped` entry with the reason in the delivery log, so it does not
+/// vanish. Not an attempt: nothing was sent, the breaker is not fed.
+async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &str) {
+    let now = switchboard::time::now_millis();
+    let nothing_sent = Attempt {
+        attempt,
+        status: None,
+        body_excerpt: String::new(),
+        error: Some(format!("not sent: {reason}")),
+        duration_ms: 0,
+        outcome: Outcome::Rejected,
+    };
+    let entry = log_entry(delivery, &nothing_sent, "dropped", None, now);
+    let text = serde_json::to_string(&entry).expect("plain JSON");
+    let settings = &d.ctx.config.webhooks;
+    // threshold 0: no pause; `success` keeps the health as a clean slate for a re-enabled webhook.
+    let no_breaker = Breaker { threshold: 0, cooldown_ms: 0 };
+    if let Err(e) = d
+        .ctx
+        .store
+        .webhook_attempt(
+            &delivery.tenant_id,
+            &delivery.webhook_id,
+            &delivery.delivery_id,
+            &text,
+            true,
+            now,
+            no_breaker,
+            settings.log_max_entries,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "dropped delivery not logged");
     }
 }
 

@@ -109,15 +109,20 @@ async fn dispatch(
         },
         ClientAction::Sync { id } => sync(ctx, who, conn, id).await,
         ClientAction::Publish { id, event_type, target, data } => {
-            // No rate limit here: API Gateway throttles the route's messages.
-            match broadcast::publish_as(ctx, who, event_type, &target, data, None).await {
+            // The tenant's publishes per second, counted with the HTTP API's
+            // requests in the same counter and in the resolve's round trip.
+            let limit = ctx.config.limits.rate_limit_per_sec;
+            match broadcast::publish_as(ctx, who, event_type, &target, data, Some(limit)).await {
                 Ok((event_id, report)) => Ok(ServerReply::Published { id, event_id, report }),
                 Err(PublishError::Forbidden(why)) => {
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
                 }
                 Err(PublishError::Store(e)) => Err(classify(&id, e)),
                 Err(e @ PublishError::RateLimited(_)) => {
-                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::InternalError, e.to_string())))
+                    // The counter is per second: the next window opens at the next second.
+                    let wait = 1000 - (switchboard::time::now_millis().rem_euclid(1000)) as u64;
+                    let message = format!("{e}; nothing was published, retry in {wait} ms");
+                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::RateLimited, message).retry_after(wait)))
                 }
             }
         }
