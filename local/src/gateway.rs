@@ -55,7 +55,16 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// No connection lives longer: 2 hours.
     pub max_duration: Duration,
+    /// A post to a connection whose outbound queue is full waits this long
+    /// for room, then the connection is closed with [`SLOW_CLIENT_CLOSE`]
+    /// and the post answered 410: a client that stops reading never holds
+    /// up a publisher for longer. 1 second.
+    pub slow_client_wait: Duration,
 }
+
+/// The close code of a connection closed for not reading what it was sent
+/// (1013 "Try Again Later": the client may reconnect and `sync`).
+pub const SLOW_CLIENT_CLOSE: u16 = 1013;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -64,6 +73,7 @@ impl Default for Limits {
             max_message_bytes: 128 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_duration: Duration::from_secs(7200),
+            slow_client_wait: Duration::from_secs(1),
         }
     }
 }
@@ -124,10 +134,20 @@ impl Live {
         self.last_active_ms.store(switchboard::time::now_millis(), Ordering::Relaxed);
     }
 
-    /// Queues a frame for the writer, waiting while the queue is full.
-    /// Err: the connection is closing.
-    async fn send(&self, message: Message) -> Result<(), mpsc::SendError> {
-        self.outbound.lock().await.send(message).await
+    /// Queues a frame for the writer, waiting at most `wait` while the
+    /// queue is full; then the connection is closed as a slow consumer.
+    /// Err: the connection is closing (or was just closed for being slow).
+    async fn send(&self, message: Message, wait: Duration) -> Result<(), ()> {
+        match tokio::time::timeout(wait, async { self.outbound.lock().await.send(message).await }).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                tracing::warn!(connection_id = %self.info.id, queued = OUTBOUND_QUEUE, wait_ms = wait.as_millis() as u64,
+                    "client is not reading: closing it as a slow consumer");
+                self.close(SLOW_CLIENT_CLOSE, "Slow consumer: the client is not reading its messages");
+                Err(())
+            }
+        }
     }
 
     /// Asks the connection's task to close with this status (once).
@@ -390,7 +410,7 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
     let closing = async {
         if server_closes {
             let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
-            let _ = live.send(Message::Close(Some(frame))).await;
+            let _ = live.send(Message::Close(Some(frame)), Duration::from_secs(5)).await;
         }
         // Posts that still hold the Live find the queue closed.
         live.outbound.lock().await.close_channel();
@@ -443,7 +463,7 @@ async fn handle_message(
         }
     };
     if let Some(message) = reply {
-        let _ = live.send(message).await;
+        let _ = live.send(message, gw.limits.slow_client_wait).await;
     }
 }
 
@@ -521,7 +541,7 @@ impl Gateway {
             Ok(text) => Message::Text(text.into()),
             Err(_) => Message::Binary(Bytes::copy_from_slice(data)),
         };
-        if live.send(message).await.is_err() {
+        if live.send(message, self.limits.slow_client_wait).await.is_err() {
             return Posted::Unreachable(Unreachable::Gone);
         }
         live.touch();

@@ -103,6 +103,9 @@ struct Serve {
     /// Maximum connection duration in seconds (API Gateway: 7200).
     #[arg(long, env = "MAX_CONNECTION_SECS", default_value_t = 7200)]
     max_connection_secs: u64,
+    /// A post to a client whose outbound queue is full waits this long, then the client is closed (1013).
+    #[arg(long, env = "SLOW_CLIENT_WAIT_MS", default_value_t = 1000)]
+    slow_client_wait_ms: u64,
     /// SQS endpoint port (the webhook and events queues, for aws-sdk-sqs and the AWS CLI).
     #[arg(long, env = "SQS_PORT", default_value_t = 9324)]
     sqs_port: u16,
@@ -187,6 +190,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             max_duration: Duration::from_secs(args.max_connection_secs),
+            slow_client_wait: Duration::from_millis(args.slow_client_wait_ms),
         },
         sqs_port: args.sqs_port,
         in_process_posts: !args.connections_over_http,

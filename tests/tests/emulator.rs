@@ -350,47 +350,79 @@ async fn connections_api_works_with_the_aws_sdk() {
     assert!(err.into_service_error().is_gone_exception());
 }
 
-/// A client that stops reading fills its socket and then its queue; posts
-/// to it wait. Deleting it still ends the connection: the close and the
-/// writer are given 5 s each, then stopped; the waiting post is answered,
-/// `$disconnect` runs, later posts get 410.
+/// A client that stops reading fills its socket and then its queue. A post
+/// then waits at most `slow_client_wait` for room; after that the client is
+/// closed as a slow consumer (1013), the post answers 410, `$disconnect`
+/// runs, and later posts get 410. Before, the post waited for as long as
+/// the client did not read.
 #[tokio::test]
-async fn a_client_that_stopped_reading_is_still_closed_and_forgotten() {
-    let lab = lab().await;
+async fn a_client_that_stopped_reading_is_closed_as_a_slow_consumer() {
+    let limits = Limits { slow_client_wait: Duration::from_millis(300), ..Limits::default() };
+    let lab = lab_with(Backend::Memory, limits, &[]).await;
     let mut c = lab.client("42").await;
     let me = lab.subscribed(&mut c, "42").await;
     let id = me.connection_id.to_string();
     let client = sdk(&me.endpoint);
-    // From here on `c` is never read. 100 KB posts until one waits.
+    // From here on `c` is not read. 100 KB posts until one is refused.
     let big = "x".repeat(100 * 1024);
     let mut sent = 0;
-    let blocked = loop {
+    let refused = loop {
         // 256 queued frames and the sockets' buffers are well under 200 MB.
-        assert!(sent < 2_000, "posts to a client that reads nothing never waited");
+        assert!(sent < 2_000, "posts to a client that reads nothing were never refused");
         sent += 1;
         let post = client.post_to_connection().connection_id(&id).data(Blob::new(big.clone())).send();
-        let mut post = Box::pin(post);
-        match tokio::time::timeout(Duration::from_secs(1), &mut post).await {
-            Ok(result) => drop(result.expect("accepted while the queue has room")),
-            Err(_) => break post,
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), post).await.expect("a post never waits on one client");
+        if let Err(err) = answer {
+            break err;
         }
     };
-    let waiting = tokio::spawn(blocked);
-    sdk(&me.endpoint).delete_connection().connection_id(&id).send().await.unwrap();
-    // Queued before the delete (200) or refused by it (410), but answered.
-    let answer =
-        tokio::time::timeout(Duration::from_secs(20), waiting).await.expect("the waiting post is answered").unwrap();
-    if let Err(err) = answer {
-        assert!(err.as_service_error().is_some_and(|e| e.is_gone_exception()), "{err:?}");
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while lab.ctx.store.connection_count(&tenant()).await.unwrap() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "$disconnect ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(refused.as_service_error().is_some_and(|e| e.is_gone_exception()), "{refused:?}");
+    // The client, reading again, finds what was queued and then the close.
+    let close = next_close(&mut c).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), switchboard_local::gateway::SLOW_CLIENT_CLOSE, "{close:?}");
+    lab.until_no_connections("$disconnect ran").await;
     let late = client.post_to_connection().connection_id(&id).data(Blob::new("late")).send().await.unwrap_err();
     assert!(late.as_service_error().is_some_and(|e| e.is_gone_exception()), "{late:?}");
-    drop(c);
+}
+
+/// One subscriber that never reads must not slow a publisher: 2,000
+/// events of 16 KB to the tenant each finish, the reading subscriber gets
+/// them all, and the one that does not read is dropped as gone.
+#[tokio::test]
+async fn a_publisher_never_waits_on_a_subscriber_that_does_not_read() {
+    let limits = Limits { slow_client_wait: Duration::from_millis(500), ..Limits::default() };
+    let lab = lab_with(Backend::Memory, limits, &[]).await;
+    let mut stuck = lab.client("1").await;
+    request(&mut stuck, json!({"action": "subscribe", "events": ["call.*"]})).await;
+    let mut reader = lab.client("2").await;
+    request(&mut reader, json!({"action": "subscribe", "events": ["call.*"]})).await;
+    const N: usize = 2_000;
+    let counting = tokio::spawn(async move {
+        let mut got = 0;
+        while got < N {
+            let e = next_json(&mut reader).await;
+            if e["type"] == "call.incoming" {
+                got += 1;
+            }
+        }
+        got
+    });
+    let data = json!({"blob": "y".repeat(16 * 1024)});
+    let mut gone = 0;
+    for n in 0..N {
+        let event = switchboard::event::Envelope::new(tenant(), EventType::CallIncoming, data.clone());
+        let publish = switchboard::broadcast::publish(&lab.ctx, &event, &Target::Tenant);
+        let report = tokio::time::timeout(Duration::from_secs(10), publish)
+            .await
+            .unwrap_or_else(|_| panic!("publish {n} waited on the client that does not read"))
+            .unwrap();
+        gone += report.gone;
+    }
+    assert_eq!(gone, 1, "the client that does not read was found gone once, then forgotten");
+    assert_eq!(counting.await.unwrap(), N, "the reading subscriber got every event");
+    eventually("only the reader is left", || async { lab.connection_count().await == 1 }).await;
+    drop(stuck);
 }
 
 #[tokio::test]
