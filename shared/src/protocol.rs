@@ -11,7 +11,8 @@
 //! | `{"action":"subscribe","events":["call.incoming"],"id":"r1"}` | `{"type":"subscribed","id":"r1","events":[...]}` |
 //! | `{"action":"unsubscribe","events":[...]}` | `{"type":"unsubscribed","events":[...]}` |
 //! | `{"action":"ping"}` | `{"type":"pong","timestamp":...}` |
-//! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N}` |
+//! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N,"cursor":"<id>"}` (they stay queued) |
+//! | `{"action":"sync","ack":"<cursor>"}` | removes what that sync delivered, then as above |
 //! | `{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{}}` | delivery, role-checked |
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -72,8 +73,9 @@ pub enum ClientAction {
     Unsubscribe { id: Option<String>, topics: Vec<Topic> },
     /// Keep-alive; refreshes presence.
     Ping { id: Option<String> },
-    /// Deliver the messages queued while the user was offline.
-    Sync { id: Option<String> },
+    /// Deliver the messages queued while the user was offline; `ack` (the
+    /// `cursor` of an earlier `synced`) first removes what that sync delivered.
+    Sync { id: Option<String>, ack: Option<String> },
     /// Send an event to other users of the tenant (role-checked).
     Publish { id: Option<String>, event_type: EventType, target: Target, data: Value },
 }
@@ -215,7 +217,19 @@ impl ClientAction {
                 })
             }
             "ping" => Ok(ClientAction::Ping { id }),
-            "sync" => Ok(ClientAction::Sync { id }),
+            "sync" => {
+                let ack = match obj.remove("ack") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(c)) if !c.is_empty() && c.len() <= 128 => Some(c),
+                    Some(_) => {
+                        return Err(fail(
+                            ErrorCode::InvalidMessage,
+                            "\"ack\" must be the cursor of a synced reply (a string of at most 128 bytes)".into(),
+                        ));
+                    }
+                };
+                Ok(ClientAction::Sync { id, ack })
+            }
             "publish" => {
                 let event_type = match obj.remove("type") {
                     Some(Value::String(t)) => {
@@ -248,7 +262,7 @@ impl ClientAction {
             ClientAction::Subscribe { id, .. }
             | ClientAction::Unsubscribe { id, .. }
             | ClientAction::Ping { id }
-            | ClientAction::Sync { id }
+            | ClientAction::Sync { id, .. }
             | ClientAction::Publish { id, .. } => id.as_deref(),
         }
     }
@@ -307,11 +321,19 @@ pub enum ServerReply {
         id: Option<String>,
         timestamp: i64,
     },
-    /// End of a `sync`: how many queued messages were delivered.
+    /// End of a `sync`: how many queued messages were delivered, and the
+    /// cursor to acknowledge them with (`{"action":"sync","ack":cursor}`);
+    /// until then they stay queued and the next sync delivers them again.
     Synced {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
         count: usize,
+        /// The id of the last message delivered; absent when none was.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        cursor: Option<String>,
+        /// Messages the `ack` removed.
+        #[serde(skip_serializing_if = "is_zero", default)]
+        acked: usize,
     },
     /// A `publish` went out: the new event's id and what the fan-out did.
     Published {
@@ -330,6 +352,10 @@ pub enum ServerReply {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         retry_after_ms: Option<u64>,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ServerReply {
@@ -362,7 +388,12 @@ mod tests {
             ClientAction::Unsubscribe { .. }
         ));
         assert_eq!(parse(r#"{"action":"ping","id":7}"#).unwrap(), ClientAction::Ping { id: Some("7".into()) });
-        assert_eq!(parse(r#"{"action":"sync"}"#).unwrap(), ClientAction::Sync { id: None });
+        assert_eq!(parse(r#"{"action":"sync"}"#).unwrap(), ClientAction::Sync { id: None, ack: None });
+        assert_eq!(
+            parse(r#"{"action":"sync","ack":"0199-abc"}"#).unwrap(),
+            ClientAction::Sync { id: None, ack: Some("0199-abc".into()) }
+        );
+        assert_eq!(parse(r#"{"action":"sync","ack":5}"#).unwrap_err().code, ErrorCode::InvalidMessage);
         let publish =
             parse(r#"{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{"text":"hi"}}"#).unwrap();
         assert_eq!(

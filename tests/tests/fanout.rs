@@ -182,11 +182,16 @@ async fn offline_messages_wait_in_order_for_sync() {
             "oldest first"
         );
     }
-    assert_eq!(next_json(&mut late).await, json!({"type": "synced", "id": "s1", "count": 3}));
+    let synced = next_json(&mut late).await;
     assert_eq!(
-        request(&mut late, json!({"action": "sync"})).await,
-        json!({"type": "synced", "count": 0}),
-        "the queue is empty now"
+        (synced["type"].as_str(), synced["id"].as_str(), synced["count"].as_u64()),
+        (Some("synced"), Some("s1"), Some(3))
+    );
+    let cursor = synced["cursor"].as_str().expect("a cursor to acknowledge with").to_owned();
+    assert_eq!(
+        request(&mut late, json!({"action": "sync", "ack": cursor})).await,
+        json!({"type": "synced", "count": 0, "acked": 3}),
+        "acknowledged: the queue is empty now"
     );
     // Online now: a user event is delivered live, not queued.
     request(&mut late, json!({"action": "subscribe", "events": ["ticket.*"]})).await;
@@ -194,6 +199,50 @@ async fn offline_messages_wait_in_order_for_sync() {
         w.publish(&svc, json!({"type": "ticket.assigned", "target": {"user": "99"}, "data": {"n": 4}})).await;
     assert_eq!((body["report"]["delivered"].as_u64(), body["report"]["queued_offline"].as_u64()), (Some(1), Some(0)));
     assert_eq!(next_json(&mut late).await["data"]["n"], 4);
+}
+
+/// The case: 50 queued, the client syncs, reads 10, drops; 5 more
+/// arrive. Before, the 40 it never read were gone (removed as soon as the
+/// gateway took them). Now nothing leaves the queue until acknowledged.
+#[tokio::test]
+async fn a_sync_that_dies_midway_loses_nothing() {
+    let w = world().await;
+    let svc = token("acme", "svc", Role::Service);
+    let publish = |n: u64| {
+        let (w, svc) = (&w, &svc);
+        async move {
+            let (_, body) =
+                w.publish(svc, json!({"type": "ticket.assigned", "target": {"user": "77"}, "data": {"n": n}})).await;
+            assert_eq!(body["report"]["queued_offline"], 1, "user 77 is offline: {body}");
+        }
+    };
+    for n in 1..=50 {
+        publish(n).await;
+    }
+    let mut first = w.client("acme", "77", &[]).await;
+    ws::send_json(&mut first, json!({"action": "sync"})).await;
+    for n in 1..=10 {
+        assert_eq!(next_json(&mut first).await["data"]["n"], n);
+    }
+    drop(first); // the TCP connection drops with 40 messages unread
+    let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
+    let user: switchboard::ids::UserId = "77".parse().unwrap();
+    switchboard_tests::eventually("$disconnect ran", || async {
+        w.ctx.store.presence(&tenant, &user).await.unwrap().connections == 0
+    })
+    .await;
+    for n in 51..=55 {
+        publish(n).await;
+    }
+    let mut again = w.client("acme", "77", &[]).await;
+    ws::send_json(&mut again, json!({"action": "sync"})).await;
+    for n in 1..=55 {
+        assert_eq!(next_json(&mut again).await["data"]["n"], n, "every message, in order, the 10 read ones again");
+    }
+    let synced = next_json(&mut again).await;
+    assert_eq!((synced["type"].as_str(), synced["count"].as_u64()), (Some("synced"), Some(55)), "{synced}");
+    let acked = request(&mut again, json!({"action": "sync", "ack": synced["cursor"]})).await;
+    assert_eq!(acked, json!({"type": "synced", "count": 0, "acked": 55}));
 }
 
 #[tokio::test]

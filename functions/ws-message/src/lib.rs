@@ -107,7 +107,7 @@ async fn dispatch(
             Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
             Err(e) => Err(classify(&id, e)),
         },
-        ClientAction::Sync { id } => sync(ctx, who, conn, id).await,
+        ClientAction::Sync { id, ack } => sync(ctx, who, conn, id, ack).await,
         ClientAction::Publish { id, event_type, target, data } => {
             // The tenant's publishes per second, counted with the HTTP API's
             // requests in the same counter and in the resolve's round trip.
@@ -129,53 +129,64 @@ async fn dispatch(
     }
 }
 
-/// Delivers the user's offline queue to this connection, oldest first. A
-/// message leaves the queue only after its post succeeded, so a crash
-/// mid-sync loses nothing; messages queued during the sync are delivered
-/// too (up to twice the queue cap, so a busy sender cannot pin the handler).
-async fn sync(ctx: &Context, who: &Identity, conn: &ConnectionId, id: Option<String>) -> Result<ServerReply, Failure> {
+/// Delivers the user's offline queue to this connection, oldest first,
+/// and leaves it queued: a successful post only says the gateway took the
+/// message, not that the client read it. The `synced` reply carries a
+/// cursor (the last message's id); the next `sync` with `ack: cursor`
+/// removes the messages up to it, then delivers what is left. A sync that
+/// dies anywhere — the client drops mid-way, never sees `synced` — loses
+/// nothing: the next one delivers the same messages again (clients drop
+/// duplicates by `id`). One more round trip than a plain peek when acking.
+async fn sync(
+    ctx: &Context,
+    who: &Identity,
+    conn: &ConnectionId,
+    id: Option<String>,
+    ack: Option<String>,
+) -> Result<ServerReply, Failure> {
     let (tenant, user) = (&who.tenant_id, &who.user_id);
     let me = match ctx.store.connection(tenant, conn).await {
         Ok(Some(me)) => me,
         Ok(None) => return Err(classify(&id, StoreError::UnknownConnection)),
         Err(e) => return Err(classify(&id, e)),
     };
-    let batch_size = ctx.config.limits.offline_max_messages;
+    let cap = ctx.config.limits.offline_max_messages;
+    let mut batch = ctx.store.offline_peek(tenant, user, cap).await.map_err(|e| classify(&id, e))?;
+    let mut acked = 0;
+    if let Some(cursor) = ack.as_deref()
+        && let Some(pos) = batch.iter().position(|m| message_id(m).as_deref() == Some(cursor))
+    {
+        // A cursor no longer in the queue (acked already, or trimmed by
+        // the cap) removes nothing: acking twice is harmless.
+        let done: Vec<String> = batch.drain(..=pos).collect();
+        acked = ctx.store.offline_ack(tenant, user, &done).await.map_err(|e| classify(&id, e))?;
+    }
     let mut count = 0;
-    while count < 2 * batch_size {
-        let batch = ctx.store.offline_peek(tenant, user, batch_size).await.map_err(|e| classify(&id, e))?;
-        if batch.is_empty() {
-            break;
-        }
-        let mut delivered = Vec::with_capacity(batch.len());
-        let mut failure = None;
-        for message in batch.iter() {
-            match ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await {
-                PostOutcome::Delivered => delivered.push(message.clone()),
-                PostOutcome::Gone => {
-                    failure = Some("this connection is gone".to_owned());
-                    break;
-                }
-                PostOutcome::Failed(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        ctx.store.offline_ack(tenant, user, &delivered).await.map_err(|e| classify(&id, e))?;
-        count += delivered.len();
+    let mut cursor = None;
+    for message in &batch {
+        let failure = match ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await {
+            PostOutcome::Delivered => None,
+            PostOutcome::Gone => Some("this connection is gone".to_owned()),
+            PostOutcome::Failed(e) => Some(e),
+        };
         if let Some(why) = failure {
             tracing::warn!(tenant_id = %tenant, connection_id = %conn, error = %why, delivered = count, "sync stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,
                 ErrorCode::InternalError,
-                format!(
-                    "delivered {count} queued messages, then could not deliver more; the rest stay queued, sync again"
-                ),
+                format!("delivered {count} queued messages, then could not deliver more; all stay queued, sync again"),
             )));
         }
+        count += 1;
+        cursor = message_id(message).or(cursor);
     }
-    Ok(ServerReply::Synced { id, count })
+    Ok(ServerReply::Synced { id, count, cursor, acked })
+}
+
+/// The `id` of a queued envelope.
+fn message_id(message: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(message).ok()?;
+    value.get("id")?.as_str().map(str::to_owned)
 }
 
 fn reply(status: u16, answer: &ServerReply) -> ApiGatewayProxyResponse {
