@@ -308,6 +308,50 @@ mod tests {
     }
 
     #[test]
+    fn log_entries_are_bounded_after_escaping() {
+        let delivery = Delivery {
+            delivery_id: "msg_1".into(),
+            tenant_id: "acme".parse().unwrap(),
+            webhook_id: "wh_1".into(),
+            event: crate::event::EventType::ChatMessage,
+            timestamp: 0,
+            data: serde_json::json!({"text": "z".repeat(100_000)}),
+            attempt_base: 0,
+        };
+        // A binary answer: each control byte escapes to six characters.
+        let binary: String = (0..RESPONSE_EXCERPT_BYTES).map(|i| char::from((i % 32) as u8)).collect();
+        let entry = LogEntry {
+            webhook_id: "wh_1".into(),
+            delivery_id: "msg_1".into(),
+            event: crate::event::EventType::ChatMessage,
+            attempt: 1,
+            response_code: Some(500),
+            response_body: binary,
+            error: None,
+            duration_ms: 1,
+            status: "failed".into(),
+            created_at: 0,
+            next_attempt_at: None,
+            delivery,
+            data_omitted: None,
+        };
+        let unbounded = serde_json::to_string(&entry).unwrap().len();
+        assert!(unbounded > 200_000, "{unbounded}");
+        let bounded = entry.clone().bounded(16 * 1024);
+        let text = serde_json::to_string(&bounded).unwrap();
+        assert!(text.len() <= 16 * 1024, "{} bytes", text.len());
+        assert_eq!(bounded.delivery.data, serde_json::Value::Null);
+        let omitted = bounded.data_omitted.unwrap();
+        assert_eq!(omitted.bytes, serde_json::to_string(&entry.delivery.data).unwrap().len());
+        assert_eq!(omitted.sha256.len(), 64);
+        let small =
+            LogEntry { delivery: Delivery { data: serde_json::json!({"a": 1}), ..entry.delivery.clone() }, ..entry };
+        assert_eq!(small.bounded(16 * 1024).delivery.data, serde_json::json!({"a": 1}), "small data is kept");
+        assert_eq!(cut_escaped("ab\"cd", 4), "ab\"");
+        assert_eq!(cut_escaped("héllo", 2), "h", "never mid-character");
+    }
+
+    #[test]
     fn the_schedule_is_data() {
         let s = RetrySchedule { delays: vec![Duration::from_secs(10), Duration::from_secs(60)], jitter: 0.5 };
         assert_eq!(s.delay_after(1, 0.5), Duration::from_secs(10));
@@ -522,8 +566,61 @@ pub struct LogEntry {
     /// Next attempt, Unix milliseconds, when one is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<i64>,
-    /// The delivery itself, so it can be replayed.
+    /// The delivery itself, so it can be replayed; its `data` is null when
+    /// it was too large to keep (see `data_omitted`).
     pub delivery: Delivery,
+    /// Set when the event's data was left out of the log to keep the entry
+    /// within `WEBHOOK_LOG_ENTRY_BYTES`: its size and SHA-256, to match it
+    /// with the event. Such a delivery is replayed from the dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_omitted: Option<OmittedData>,
+}
+
+/// What the log keeps of data it could not keep.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OmittedData {
+    /// The data's JSON length.
+    pub bytes: usize,
+    /// Lowercase hex SHA-256 of that JSON.
+    pub sha256: String,
+}
+
+impl LogEntry {
+    /// The entry as the log stores it, within about `max_bytes` of JSON:
+    /// the response excerpt cut to a quarter of it (measured after JSON
+    /// escaping: binary bytes escape to six characters each, so a 20 KB
+    /// excerpt could be 120 KB), and the event's data kept only when it
+    /// fits in half, else replaced by its size and hash.
+    pub fn bounded(mut self, max_bytes: usize) -> LogEntry {
+        self.response_body = cut_escaped(&self.response_body, max_bytes / 4);
+        let data = serde_json::to_string(&self.delivery.data).expect("plain JSON");
+        if data.len() > max_bytes / 2 {
+            use sha2::Digest;
+            let sha256 = Sha256::digest(data.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+            self.data_omitted = Some(OmittedData { bytes: data.len(), sha256 });
+            self.delivery.data = serde_json::Value::Null;
+        }
+        self
+    }
+}
+
+/// The longest prefix of `text` whose JSON string escaping is at most `max` bytes.
+pub fn cut_escaped(text: &str, max: usize) -> String {
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in text.char_indices() {
+        let escaped = match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if used + escaped > max {
+            break;
+        }
+        used += escaped;
+        end = i + c.len_utf8();
+    }
+    text[..end].to_owned()
 }
 
 /// The record of one attempt (the delivery log's entry).

@@ -545,3 +545,25 @@ async fn deliveries_for_a_disabled_or_deleted_webhook_are_logged_as_dropped() {
     assert_eq!(r.hits().len(), 1, "nothing more was sent");
     w.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_event_leaves_a_bounded_log_entry() {
+    let w = world(fast()).await;
+    let r = Receiver::start(Policy::Script(Arc::default())).await;
+    let (id, _) = w.webhook(&r.url, json!({})).await;
+    w.publish("chat.message", json!({"text": "q".repeat(50_000)})).await;
+    eventually("the attempt is logged", || async { w.log(&id).await.len() == 1 }).await;
+    let entry = &w.log(&id).await[0];
+    assert_eq!(entry["status"], "delivered");
+    let stored = serde_json::to_string(entry).unwrap().len();
+    assert!(stored <= 16 * 1024, "a log entry of {stored} bytes for a 50 KB event");
+    assert_eq!(entry["delivery"]["data"], Value::Null, "the data is not kept");
+    assert!(entry["data_omitted"]["bytes"].as_u64().unwrap() > 50_000, "{entry}");
+    assert_eq!(r.hits().len(), 1);
+    assert!(r.hits()[0].body.len() > 50_000, "the receiver got it whole");
+    // Its replay is refused with the reason (the dead-letter queue holds such deliveries whole).
+    let path = format!("/v1/webhooks/{id}/deliveries/{}/retry", entry["delivery_id"].as_str().unwrap());
+    let (status, reply) = w.call(Method::POST, &path, &token("acme", Role::Admin), None).await;
+    assert_eq!((status, reply["code"].as_str()), (409, Some("limit_exceeded")), "{reply}");
+    w.emu.shutdown().await;
+}

@@ -387,6 +387,13 @@ pub async fn retry(
         .first()
         .and_then(|r| serde_json::from_str(&r.entry).ok())
         .ok_or_else(|| ApiError::NotFound(format!("no delivery {delivery_id} in the log of {}", hook.id)))?;
+    if let Some(omitted) = &entry.data_omitted {
+        return Err(ApiError::LimitExceeded(format!(
+            "the event's data ({} bytes) was too large to keep in the delivery log (WEBHOOK_LOG_ENTRY_BYTES); \
+             replay this delivery from the webhook dead-letter queue, which holds it whole",
+            omitted.bytes
+        )));
+    }
     let delivery = Delivery { attempt_base: 0, ..entry.delivery };
     crate::enqueue(state.ctx.webhook_queue(), "WEBHOOK_QUEUE_URL", &delivery).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"delivery_id": delivery.delivery_id, "queued": true}))).into_response())

@@ -79,7 +79,7 @@ impl Deliverer {
             threshold: settings.breaker_threshold,
             cooldown_ms: settings.breaker_cooldown.as_millis() as i64,
         };
-        let text = serde_json::to_string(entry).expect("plain JSON");
+        let text = serde_json::to_string(&entry.clone().bounded(settings.log_entry_bytes)).expect("plain JSON");
         self.ctx
             .store
             .webhook_attempt(
@@ -110,6 +110,7 @@ fn log_entry(delivery: &Delivery, a: &Attempt, status: &str, next: Option<i64>, 
         created_at: now,
         next_attempt_at: next,
         delivery: delivery.clone(),
+        data_omitted: None,
     }
 }
 
@@ -280,8 +281,8 @@ async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &
         outcome: Outcome::Rejected,
     };
     let entry = log_entry(delivery, &nothing_sent, "dropped", None, now);
-    let text = serde_json::to_string(&entry).expect("plain JSON");
     let settings = &d.ctx.config.webhooks;
+    let text = serde_json::to_string(&entry.bounded(settings.log_entry_bytes)).expect("plain JSON");
     // threshold 0: no pause; `success` keeps the health as a clean slate for a re-enabled webhook.
     let no_breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     if let Err(e) = d
