@@ -320,20 +320,7 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
         Some((queues, url)) if resolved.recipients.len() > chunk_size => {
             let parts = chunk_parts(&resolved.recipients, chunk_size, text.len());
             let of = parts.len();
-            let bodies: Vec<String> = parts
-                .iter()
-                .enumerate()
-                .map(|(index, part)| {
-                    let recipients =
-                        part.iter().map(|r| (r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone())).collect();
-                    let chunk = FanoutJob {
-                        event: event.clone(),
-                        target: job.target.clone(),
-                        chunk: Some(Chunk { index, of, recipients }),
-                    };
-                    serde_json::to_string(&chunk).expect("plain JSON")
-                })
-                .collect();
+            let bodies = chunk_jobs(event, &job.target, &parts);
             queues.send_all(url, bodies).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
@@ -376,6 +363,25 @@ fn chunk_parts(recipients: &[Recipient], chunk_size: usize, event_bytes: usize) 
         parts.push(&recipients[start..]);
     }
     parts
+}
+
+/// The events-queue message bodies of a split broadcast, one per part.
+fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]]) -> Vec<String> {
+    let of = parts.len();
+    parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let recipients =
+                part.iter().map(|r| (r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone())).collect();
+            let chunk = FanoutJob {
+                event: event.clone(),
+                target: target.clone(),
+                chunk: Some(Chunk { index, of, recipients }),
+            };
+            serde_json::to_string(&chunk).expect("plain JSON")
+        })
+        .collect()
 }
 
 /// Claims the recipients, posts to those claimed now, releases the ones
@@ -504,20 +510,7 @@ mod tests {
         let parts = chunk_parts(&recipients, 1000, text.len());
         assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 10_000, "every recipient in one part");
         assert!(parts.iter().all(|p| p.len() <= 1000));
-        let bodies: Vec<String> = parts
-            .iter()
-            .enumerate()
-            .map(|(index, part)| {
-                let recipients =
-                    part.iter().map(|r| (r.connection_id.clone(), r.user_id.clone(), r.endpoint.clone())).collect();
-                let job = FanoutJob {
-                    event: event.clone(),
-                    target: Target::Tenant,
-                    chunk: Some(Chunk { index, of: parts.len(), recipients }),
-                };
-                serde_json::to_string(&job).unwrap()
-            })
-            .collect();
+        let bodies = chunk_jobs(&event, &Target::Tenant, &parts);
         let largest = bodies.iter().map(String::len).max().unwrap();
         assert!(largest <= crate::queue::MAX_MESSAGE_BYTES, "a chunk job of {largest} bytes");
         let (batches, oversize) = crate::queue::batches(&bodies);
