@@ -34,6 +34,7 @@
 //! | `WEBHOOK_DISABLE_AFTER_SECS` | `432000` | an endpoint failing this long (5 days) is disabled and `system.alert` is sent |
 //! | `WEBHOOK_QUEUE_RETENTION_SECS` | `345600` | the webhook queue's `MessageRetentionPeriod` (96 h): a retry that would wait past it (less 10 min) is dead-lettered instead of expiring unseen |
 //! | `WEBHOOK_LOG_MAX_ENTRIES` | `10000` | delivery-log entries kept per tenant |
+//! | `WEBHOOK_LOG_TTL_SECS` | `604800` | delivery-log entries older than this (7 days) are trimmed |
 //! | `WEBHOOK_LOG_ENTRY_BYTES` | `16384` | about the most bytes of one log entry: the response excerpt gets a quarter (after JSON escaping), the event's data is kept when it fits in half (else its size and SHA-256) |
 //! | `WEBHOOK_MAX_PER_TENANT` | `50` | webhooks one tenant may register (409 `limit_exceeded` beyond) |
 //! | `WEBHOOK_MAX_URL_BYTES` | `2048` | longest webhook URL (400 beyond) |
@@ -80,6 +81,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "WEBHOOK_DLQ_URL",
     "WEBHOOK_LOG_ENTRY_BYTES",
     "WEBHOOK_LOG_MAX_ENTRIES",
+    "WEBHOOK_LOG_TTL_SECS",
     "WEBHOOK_MAX_PER_TENANT",
     "WEBHOOK_MAX_PREVIOUS_SECRETS",
     "WEBHOOK_MAX_URL_BYTES",
@@ -362,6 +364,8 @@ pub struct WebhookSettings {
     pub disable_after: Duration,
     /// Delivery-log entries kept per tenant.
     pub log_max_entries: usize,
+    /// Delivery-log entries older than this are trimmed.
+    pub log_ttl: Duration,
     /// About the most bytes of one delivery-log entry.
     pub log_entry_bytes: usize,
     /// Webhooks one tenant may register.
@@ -374,6 +378,13 @@ pub struct WebhookSettings {
     pub queue_retention: Duration,
 }
 
+impl WebhookSettings {
+    /// How much of the delivery log a tenant keeps.
+    pub fn log_bounds(&self) -> crate::store::LogBounds {
+        crate::store::LogBounds { max_entries: self.log_max_entries, max_age_ms: self.log_ttl.as_millis() as i64 }
+    }
+}
+
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
@@ -383,6 +394,7 @@ impl Default for WebhookSettings {
             breaker_cooldown: Duration::from_secs(60),
             disable_after: Duration::from_secs(5 * 24 * 3600),
             log_max_entries: 10_000,
+            log_ttl: Duration::from_secs(7 * 24 * 3600),
             log_entry_bytes: 16 * 1024,
             max_per_tenant: 50,
             max_url_bytes: 2048,
@@ -599,6 +611,7 @@ impl Config {
             breaker_cooldown: secs("WEBHOOK_BREAKER_COOLDOWN_SECS", dw.breaker_cooldown)?,
             disable_after: secs("WEBHOOK_DISABLE_AFTER_SECS", dw.disable_after)?,
             log_max_entries: positive(get, "WEBHOOK_LOG_MAX_ENTRIES", dw.log_max_entries as u64)? as usize,
+            log_ttl: Duration::from_secs(positive(get, "WEBHOOK_LOG_TTL_SECS", dw.log_ttl.as_secs())?),
             log_entry_bytes: positive(get, "WEBHOOK_LOG_ENTRY_BYTES", dw.log_entry_bytes as u64)? as usize,
             max_per_tenant: positive(get, "WEBHOOK_MAX_PER_TENANT", dw.max_per_tenant as u64)? as usize,
             max_url_bytes: positive(get, "WEBHOOK_MAX_URL_BYTES", dw.max_url_bytes as u64)? as usize,

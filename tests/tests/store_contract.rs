@@ -418,15 +418,15 @@ async fn the_delivery_log_pages_filters_and_counts_failures(b: Backend) {
     let breaker = Breaker { threshold: 3, cooldown_ms: 60_000 };
     let t0 = 1_800_000_000_000;
     // wh_1: two failures, then a success; wh_2: failures up to the threshold.
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":1}"#, false, t0, breaker, 100).await.unwrap();
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":1}"#, false, t0, breaker, bounds(100)).await.unwrap();
     assert_eq!((h.consecutive_failures, h.failing_since, h.paused_until), (1, Some(t0), None));
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":2}"#, false, t0 + 1, breaker, 100).await.unwrap();
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":2}"#, false, t0 + 1, breaker, bounds(100)).await.unwrap();
     assert_eq!((h.consecutive_failures, h.failing_since), (2, Some(t0)), "failing since the first");
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":3}"#, true, t0 + 2, breaker, 100).await.unwrap();
+    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":3}"#, true, t0 + 2, breaker, bounds(100)).await.unwrap();
     assert_eq!(h, Default::default(), "a success clears it");
     assert_eq!(s.webhook_health(&a, "wh_1").await.unwrap(), Default::default());
     for i in 0..3 {
-        s.webhook_attempt(&a, "wh_2", "msg_b", r#"{"n":0}"#, false, t0 + 10 + i, breaker, 100).await.unwrap();
+        s.webhook_attempt(&a, "wh_2", "msg_b", r#"{"n":0}"#, false, t0 + 10 + i, breaker, bounds(100)).await.unwrap();
     }
     let h = s.webhook_health(&a, "wh_2").await.unwrap();
     assert_eq!((h.consecutive_failures, h.paused_until), (3, Some(t0 + 12 + 60_000)), "paused at the threshold");
@@ -461,12 +461,33 @@ async fn the_delivery_log_is_capped(b: Backend) {
     let s = b.store(Limits::default());
     let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     for i in 0..500 {
-        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, 50).await.unwrap();
+        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, bounds(50))
+            .await
+            .unwrap();
     }
     let all = LogQuery { webhook_id: "wh_1", limit: 1000, ..LogQuery::default() };
     let n = s.webhook_log(&tenant("acme"), &all).await.unwrap().len();
     // Redis trims with MAXLEN ~ (whole macro nodes), so "about" the cap.
     assert!((50..=200).contains(&n), "capped near 50, kept {n}");
+}
+
+fn bounds(max_entries: usize) -> switchboard::store::LogBounds {
+    switchboard::store::LogBounds { max_entries, max_age_ms: 3_600_000 }
+}
+
+async fn the_delivery_log_is_trimmed_by_age(b: Backend) {
+    use switchboard::store::{Breaker, LogBounds, LogQuery};
+    let s = b.store(Limits::default());
+    let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
+    let short = LogBounds { max_entries: 1000, max_age_ms: 200 };
+    for i in 0..3 {
+        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, short).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", "late", true, 1, breaker, short).await.unwrap();
+    let all = LogQuery { webhook_id: "wh_1", limit: 1000, ..LogQuery::default() };
+    let kept: Vec<String> = s.webhook_log(&tenant("acme"), &all).await.unwrap().into_iter().map(|r| r.entry).collect();
+    assert_eq!(kept, ["late"], "entries older than the log's age bound are gone");
 }
 
 async fn fanout_claims_are_taken_once(b: Backend) {
@@ -484,6 +505,7 @@ async fn fanout_claims_are_taken_once(b: Backend) {
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
     resolve_carries_the_tenants_webhooks,
     the_delivery_log_pages_filters_and_counts_failures,
+    the_delivery_log_is_trimmed_by_age,
     the_delivery_log_is_capped,
     fanout_claims_are_taken_once,
     webhook_registries_are_per_tenant,

@@ -90,7 +90,7 @@ impl Deliverer {
                 success,
                 entry.created_at,
                 breaker,
-                settings.log_max_entries,
+                settings.log_bounds(),
             )
             .await
     }
@@ -296,7 +296,7 @@ async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &
             true,
             now,
             no_breaker,
-            settings.log_max_entries,
+            settings.log_bounds(),
         )
         .await
     {

@@ -344,7 +344,7 @@ impl Store for MemoryStore {
         success: bool,
         now_ms: i64,
         breaker: Breaker,
-        log_max: usize,
+        log: super::LogBounds,
     ) -> StoreResult<Health> {
         Ok(self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
@@ -354,7 +354,11 @@ impl Store for MemoryStore {
             t.log_last = if clock > last_ms { (clock, 0) } else { (last_ms, last_seq + 1) };
             let id = format!("{}-{}", t.log_last.0, t.log_last.1);
             t.log.push_back((id, webhook_id.to_owned(), delivery_id.to_owned(), entry.to_owned()));
-            while t.log.len() > log_max.max(1) {
+            while t.log.len() > log.max_entries.max(1) {
+                t.log.pop_front();
+            }
+            let oldest = clock - log.max_age_ms;
+            while t.log.front().is_some_and(|(id, ..)| log_id_key(id).0 < oldest) {
                 t.log.pop_front();
             }
             if success {

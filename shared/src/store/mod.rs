@@ -146,6 +146,16 @@ pub struct Breaker {
     pub cooldown_ms: i64,
 }
 
+/// How much of the delivery log a tenant keeps: at most `max_entries`
+/// (approximately, as `MAXLEN ~`), none older than `max_age_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// Entries kept per tenant.
+    pub max_entries: usize,
+    /// Entries older than this (ms) are trimmed when the next is written.
+    pub max_age_ms: i64,
+}
+
 /// Which delivery-log entries to read, newest first.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogQuery<'a> {
@@ -289,7 +299,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a webhook; false when the tenant had no such webhook.
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
 
-    /// Logs one delivery attempt (`entry`, JSON) in the tenant's capped log
+    /// Logs one delivery attempt (`entry`, JSON) in the tenant's log (capped
+    /// by count and by age, see [`LogBounds`])
     /// and updates the endpoint's health: a success clears it, a failure
     /// counts and, at the breaker's threshold, pauses the endpoint. One round trip.
     #[expect(clippy::too_many_arguments, reason = "one atomic operation, one round trip")]
@@ -302,7 +313,7 @@ pub trait Store: Send + Sync + 'static {
         success: bool,
         now_ms: i64,
         breaker: Breaker,
-        log_max: usize,
+        log: LogBounds,
     ) -> StoreResult<Health>;
 
     /// The endpoint's health.

@@ -247,12 +247,16 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS: log stream, health hash.
-/// ARGV: webhook_id, delivery_id, entry, success (1/0), now_ms, threshold, cooldown_ms, log maxlen, health ttl_ms.
+/// ARGV: webhook_id, delivery_id, entry, success (1/0), now_ms, threshold, cooldown_ms, log maxlen, health ttl_ms,
+/// oldest entry id (ms) to keep.
 /// Returns {failures, failing_since or '', paused_until or ''}.
 static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'w', ARGV[1], 'd', ARGV[2], 'e', ARGV[3])
+        -- By age too (entry ids are the time they were written): a quiet
+        -- tenant's log does not keep last year's attempts.
+        redis.call('XTRIM', KEYS[1], 'MINID', ARGV[10])
         if ARGV[4] == '1' then
             redis.call('DEL', KEYS[2])
             return {0, '', ''}
@@ -812,7 +816,7 @@ impl Store for RedisStore {
         success: bool,
         now_ms: i64,
         breaker: super::Breaker,
-        log_max: usize,
+        log: super::LogBounds,
     ) -> StoreResult<super::Health> {
         let (n, since, paused): (u32, String, String) = WEBHOOK_ATTEMPT
             .key(self.keys.webhook_log(tenant))
@@ -824,8 +828,9 @@ impl Store for RedisStore {
             .arg(now_ms)
             .arg(breaker.threshold)
             .arg(breaker.cooldown_ms)
-            .arg(log_max)
+            .arg(log.max_entries)
             .arg(HEALTH_TTL_MS)
+            .arg(crate::time::now_millis() - log.max_age_ms)
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
