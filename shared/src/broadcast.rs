@@ -232,7 +232,7 @@ async fn enqueue_webhooks(
             serde_json::to_string(&delivery).expect("plain JSON")
         })
         .collect();
-    match queues.send_all(url, bodies).await {
+    match queues.send_all(url, bodies.clone()).await {
         Ok(sent) => Ok((sent, n - sent)),
         Err(e) => {
             tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, error = %e, "webhook deliveries not queued");
@@ -242,8 +242,41 @@ async fn enqueue_webhooks(
                 claims.release(ctx, &members).await?;
                 return Err(StoreError::Unavailable(e.to_string()));
             }
+            // A synchronous publish has no job to retry: the deliveries go to
+            // the dead-letter queue (replayable) rather than nowhere. Some of
+            // them may have been queued after all; receivers de-duplicate by
+            // `webhook-id`.
+            dead_letter_unqueued(ctx, event, &bodies, &e.to_string()).await;
             Ok((0, n))
         }
+    }
+}
+
+/// Puts webhook deliveries that could not be queued into the webhook
+/// dead-letter queue, shaped like the `webhook` function's dead letters;
+/// logs each one that cannot be put there either, so none vanishes unseen.
+async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String], why: &str) {
+    let now = crate::time::now_millis();
+    let letters: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            let delivery: Value = serde_json::from_str(b).unwrap_or(Value::Null);
+            json!({"delivery": delivery, "attempts": 0, "error": format!("not queued: {why}"), "dead_at": now})
+                .to_string()
+        })
+        .collect();
+    let kept = match ctx.webhook_dlq() {
+        Some((queues, dlq)) => queues.send_all(dlq, letters).await.unwrap_or(0),
+        None => 0,
+    };
+    if kept < bodies.len() {
+        for body in bodies {
+            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, delivery = %body,
+                "webhook delivery neither queued nor dead-lettered");
+        }
+    } else {
+        tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, deliveries = kept,
+            "webhook deliveries dead-lettered: the webhook queue refused them");
     }
 }
 

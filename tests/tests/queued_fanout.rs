@@ -271,3 +271,53 @@ async fn a_stuck_recipient_does_not_hold_back_the_events_webhooks() {
     assert_eq!(delivery["webhook_id"], hook.id.as_str());
     w.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_synchronous_publish_whose_webhooks_cannot_be_queued_dead_letters_them() {
+    let w = world(1000).await;
+    let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
+    let hook = switchboard::webhook::WebhookConfig {
+        id: switchboard::webhook::WebhookConfig::new_id(),
+        name: "crm".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec!["*".parse().unwrap()],
+        secret: switchboard::webhook::Secret::generate().expose().into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 5,
+        created_at: 0,
+        updated_at: 0,
+        previous_secrets: vec![],
+        disabled_reason: None,
+    };
+    w.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
+    let sqs = Queues::local(&w.emu.sqs_url(), QueueUrls::default());
+    let dlq = sqs.client().create_queue().queue_name(unique_prefix()).send().await.unwrap();
+    let dlq = dlq.queue_url().unwrap().to_owned();
+    // The webhook queue refuses everything (it does not exist).
+    let urls = QueueUrls {
+        webhooks: Some(format!("{}/000000000000/no-such-queue", w.emu.sqs_url())),
+        webhooks_dlq: Some(dlq.clone()),
+        events: None,
+    };
+    let ctx = w.ctx.clone().with_queues(Queues::local(&w.emu.sqs_url(), urls));
+    let event = Envelope::new(tenant, EventType::CallIncoming, json!({"n": 1}));
+    let report = switchboard::broadcast::publish(&ctx, &event, &Target::Tenant).await.unwrap();
+    assert_eq!((report.webhooks_enqueued, report.webhooks_failed), (0, 1), "{report:?}");
+    let got = sqs
+        .client()
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1, "the delivery was kept in the dead-letter queue, not lost");
+    let letter: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
+    assert_eq!(letter["delivery"]["webhook_id"], hook.id.as_str());
+    assert!(letter["error"].as_str().unwrap().starts_with("not queued"), "{letter}");
+    w.emu.shutdown().await;
+}
