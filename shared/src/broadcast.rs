@@ -232,7 +232,7 @@ async fn enqueue_webhooks(
             serde_json::to_string(&delivery).expect("plain JSON")
         })
         .collect();
-    match queues.send_all(url, bodies.clone()).await {
+    match queues.send_all(url, &bodies).await {
         Ok(sent) => Ok((sent, n - sent)),
         Err(e) => {
             tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, error = %e, "webhook deliveries not queued");
@@ -266,7 +266,7 @@ async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String]
         })
         .collect();
     let kept = match ctx.webhook_dlq() {
-        Some((queues, dlq)) => queues.send_all(dlq, letters).await.unwrap_or(0),
+        Some((queues, dlq)) => queues.send_all(dlq, &letters).await.unwrap_or(0),
         None => 0,
     };
     if kept < bodies.len() {
@@ -354,7 +354,7 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
             let parts = chunk_parts(&resolved.recipients, chunk_size, text.len());
             let of = parts.len();
             let bodies = chunk_jobs(event, &job.target, &parts);
-            queues.send_all(url, bodies).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            queues.send_all(url, &bodies).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
         }

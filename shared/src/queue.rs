@@ -95,8 +95,8 @@ impl Queues {
     /// concurrently. A body over [`MAX_MESSAGE_BYTES`] cannot be sent at all
     /// and is counted as not sent. Returns how many were accepted; an error
     /// names how many were not.
-    pub async fn send_all(&self, url: &str, bodies: Vec<String>) -> Result<usize, QueueError> {
-        let (batches, oversize) = batches(&bodies);
+    pub async fn send_all(&self, url: &str, bodies: &[String]) -> Result<usize, QueueError> {
+        let (batches, oversize) = batches(bodies);
         let calls = batches.into_iter().map(|batch| self.send_batch(url, batch));
         let results = futures::future::join_all(calls).await;
         let mut sent = 0;

@@ -92,6 +92,41 @@ async fn world(chunk: usize) -> World {
 }
 
 impl World {
+    /// Registers a webhook of `acme` for `topic` in the store.
+    async fn webhook(&self, topic: &str) -> switchboard::webhook::WebhookConfig {
+        let hook = switchboard::webhook::WebhookConfig {
+            id: switchboard::webhook::WebhookConfig::new_id(),
+            name: "crm".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![topic.parse().unwrap()],
+            secret: switchboard::webhook::Secret::generate().expose().into(),
+            is_active: true,
+            retry_count: 3,
+            timeout: 5,
+            created_at: 0,
+            updated_at: 0,
+            previous_secrets: vec![],
+            disabled_reason: None,
+        };
+        let tenant = "acme".parse().unwrap();
+        self.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
+        hook
+    }
+
+    /// A queue of the test's own on the emulator's SQS, which no mapping consumes.
+    async fn own_queue(&self) -> String {
+        let sqs = Queues::local(&self.emu.sqs_url(), QueueUrls::default());
+        let created = sqs.client().create_queue().queue_name(unique_prefix()).send().await.unwrap();
+        created.queue_url().unwrap().to_owned()
+    }
+
+    /// Up to ten messages of `url`, waiting at most a second for the first.
+    async fn receive(&self, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+        let sqs = Queues::local(&self.emu.sqs_url(), QueueUrls::default());
+        let got = sqs.client().receive_message().queue_url(url).max_number_of_messages(10).wait_time_seconds(1);
+        got.send().await.unwrap().messages.unwrap_or_default()
+    }
+
     async fn client(&self, user: &str) -> (Ws, ConnectionId) {
         let url = format!("{}?token={}", self.emu.ws_url(), token("acme", user, Role::Agent));
         let (mut ws, _) = connect(&url, &[]).await.expect("handshake");
@@ -224,25 +259,9 @@ async fn a_stuck_recipient_does_not_hold_back_the_events_webhooks() {
     let (mut ws, _) = w.client("2").await;
     w.gateway.stuck.lock().unwrap().insert(stuck);
     let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
-    let hook = switchboard::webhook::WebhookConfig {
-        id: switchboard::webhook::WebhookConfig::new_id(),
-        name: "crm".into(),
-        url: "http://127.0.0.1:9/hook".into(),
-        events: vec!["call.*".parse().unwrap()],
-        secret: switchboard::webhook::Secret::generate().expose().into(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 5,
-        created_at: 0,
-        updated_at: 0,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    };
-    w.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
+    let hook = w.webhook("call.*").await;
     // The deliveries go to a queue of the test's own, which no mapping consumes.
-    let sqs = Queues::local(&w.emu.sqs_url(), QueueUrls::default());
-    let probe = sqs.client().create_queue().queue_name(unique_prefix()).send().await.unwrap();
-    let probe = probe.queue_url().unwrap().to_owned();
+    let probe = w.own_queue().await;
     let urls = QueueUrls { webhooks: Some(probe.clone()), ..QueueUrls::default() };
     let ctx = w.ctx.clone().with_queues(Queues::local(&w.emu.sqs_url(), urls));
 
@@ -255,17 +274,7 @@ async fn a_stuck_recipient_does_not_hold_back_the_events_webhooks() {
     }
     // ... but the others have it, and the webhook's delivery was queued once.
     assert_eq!(next_json(&mut ws).await["id"], event.id.as_str());
-    let got = sqs
-        .client()
-        .receive_message()
-        .queue_url(&probe)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let got = w.receive(&probe).await;
     assert_eq!(got.len(), 1, "one delivery, not none and not one per retry");
     let delivery: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
     assert_eq!(delivery["webhook_id"], hook.id.as_str());
@@ -276,24 +285,8 @@ async fn a_stuck_recipient_does_not_hold_back_the_events_webhooks() {
 async fn a_synchronous_publish_whose_webhooks_cannot_be_queued_dead_letters_them() {
     let w = world(1000).await;
     let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
-    let hook = switchboard::webhook::WebhookConfig {
-        id: switchboard::webhook::WebhookConfig::new_id(),
-        name: "crm".into(),
-        url: "http://127.0.0.1:9/hook".into(),
-        events: vec!["*".parse().unwrap()],
-        secret: switchboard::webhook::Secret::generate().expose().into(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 5,
-        created_at: 0,
-        updated_at: 0,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    };
-    w.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
-    let sqs = Queues::local(&w.emu.sqs_url(), QueueUrls::default());
-    let dlq = sqs.client().create_queue().queue_name(unique_prefix()).send().await.unwrap();
-    let dlq = dlq.queue_url().unwrap().to_owned();
+    let hook = w.webhook("*").await;
+    let dlq = w.own_queue().await;
     // The webhook queue refuses everything (it does not exist).
     let urls = QueueUrls {
         webhooks: Some(format!("{}/000000000000/no-such-queue", w.emu.sqs_url())),
@@ -304,17 +297,7 @@ async fn a_synchronous_publish_whose_webhooks_cannot_be_queued_dead_letters_them
     let event = Envelope::new(tenant, EventType::CallIncoming, json!({"n": 1}));
     let report = switchboard::broadcast::publish(&ctx, &event, &Target::Tenant).await.unwrap();
     assert_eq!((report.webhooks_enqueued, report.webhooks_failed), (0, 1), "{report:?}");
-    let got = sqs
-        .client()
-        .receive_message()
-        .queue_url(&dlq)
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
+    let got = w.receive(&dlq).await;
     assert_eq!(got.len(), 1, "the delivery was kept in the dead-letter queue, not lost");
     let letter: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
     assert_eq!(letter["delivery"]["webhook_id"], hook.id.as_str());

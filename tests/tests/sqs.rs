@@ -307,7 +307,7 @@ async fn send_all_splits_batches_by_bytes_as_well_as_count() {
     let url = queue(&sqs, "sized", &[]).await;
     let q = switchboard::queue::Queues::local(&emu.sqs_url(), Default::default());
     let bodies: Vec<String> = (0..10).map(|i| format!("{i}{}", "x".repeat(120 * 1024))).collect();
-    assert_eq!(q.send_all(&url, bodies).await.unwrap(), 10);
+    assert_eq!(q.send_all(&url, &bodies).await.unwrap(), 10);
     let mut got = 0;
     while got < 10 {
         let batch = receive(&sqs, &url, 10, 1).await;

@@ -61,31 +61,33 @@ impl Deliverer {
         let secrets = hook.signing_secrets(now);
         let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
         let entry = log_entry(delivery, &result, result.outcome.as_str(), None, now);
-        if let Err(e) = self.record(hook, delivery, &entry, result.outcome == Outcome::Delivered).await {
+        if let Err(e) = self.record(&entry, result.outcome == Outcome::Delivered, self.breaker()).await {
             tracing::warn!(error = %e, "attempt not logged");
         }
         result
     }
 
+    /// The configured circuit breaker.
+    fn breaker(&self) -> Breaker {
+        let settings = &self.ctx.config.webhooks;
+        Breaker { threshold: settings.breaker_threshold, cooldown_ms: settings.breaker_cooldown.as_millis() as i64 }
+    }
+
+    /// Logs `entry` (bounded) and feeds `breaker`: one round trip.
     async fn record(
         &self,
-        hook: &WebhookConfig,
-        delivery: &Delivery,
         entry: &LogEntry,
         success: bool,
+        breaker: Breaker,
     ) -> Result<Health, switchboard::store::StoreError> {
         let settings = &self.ctx.config.webhooks;
-        let breaker = Breaker {
-            threshold: settings.breaker_threshold,
-            cooldown_ms: settings.breaker_cooldown.as_millis() as i64,
-        };
         let text = serde_json::to_string(&entry.clone().bounded(settings.log_entry_bytes)).expect("plain JSON");
         self.ctx
             .store
             .webhook_attempt(
-                &delivery.tenant_id,
-                &hook.id,
-                &delivery.delivery_id,
+                &entry.delivery.tenant_id,
+                &entry.webhook_id,
+                &entry.delivery_id,
                 &text,
                 success,
                 entry.created_at,
@@ -230,7 +232,7 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
             None => why.clone(),
         });
     }
-    let health = match d.record(&hook, &delivery, &entry, result.outcome == Outcome::Delivered).await {
+    let health = match d.record(&entry, result.outcome == Outcome::Delivered, d.breaker()).await {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!(error = %e, "attempt not logged");
@@ -281,25 +283,9 @@ async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &
         outcome: Outcome::Rejected,
     };
     let entry = log_entry(delivery, &nothing_sent, "dropped", None, now);
-    let settings = &d.ctx.config.webhooks;
-    let text = serde_json::to_string(&entry.bounded(settings.log_entry_bytes)).expect("plain JSON");
     // threshold 0: no pause; `success` keeps the health as a clean slate for a re-enabled webhook.
     let no_breaker = Breaker { threshold: 0, cooldown_ms: 0 };
-    if let Err(e) = d
-        .ctx
-        .store
-        .webhook_attempt(
-            &delivery.tenant_id,
-            &delivery.webhook_id,
-            &delivery.delivery_id,
-            &text,
-            true,
-            now,
-            no_breaker,
-            settings.log_bounds(),
-        )
-        .await
-    {
+    if let Err(e) = d.record(&entry, true, no_breaker).await {
         tracing::warn!(error = %e, "dropped delivery not logged");
     }
 }

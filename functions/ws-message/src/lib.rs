@@ -162,7 +162,6 @@ async fn sync(
         acked = ctx.store.offline_ack(tenant, user, &done).await.map_err(|e| classify(&id, e))?;
     }
     let mut count = 0;
-    let mut cursor = None;
     for message in &batch {
         let failure = match ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await {
             PostOutcome::Delivered => None,
@@ -178,8 +177,8 @@ async fn sync(
             )));
         }
         count += 1;
-        cursor = message_id(message).or(cursor);
     }
+    let cursor = batch.last().and_then(|m| message_id(m));
     Ok(ServerReply::Synced { id, count, cursor, acked })
 }
 
