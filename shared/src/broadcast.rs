@@ -37,7 +37,7 @@ use crate::event::{Envelope, EventType};
 use crate::gateway::PostOutcome;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
-use crate::store::{Recipient, Resolution, StoreError, StoreResult};
+use crate::store::{OfflineRefusal, Recipient, Resolution, StoreError, StoreResult};
 use crate::webhook::{Delivery, WebhookConfig};
 
 /// What one fan-out did.
@@ -53,6 +53,10 @@ pub struct Report {
     pub failed: usize,
     /// 1 when the event went to an offline user's queue.
     pub queued_offline: usize,
+    /// Why an event for an offline user was not queued (absent when it
+    /// was, or when it did not need to be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_refused: Option<OfflineRefusal>,
     /// Webhook deliveries queued for the `webhook` function.
     #[serde(default)]
     pub webhooks_enqueued: usize,
@@ -74,6 +78,7 @@ impl std::ops::AddAssign for Report {
         self.webhooks_enqueued += o.webhooks_enqueued;
         self.webhooks_failed += o.webhooks_failed;
         self.chunks += o.chunks;
+        self.offline_refused = self.offline_refused.or(o.offline_refused);
     }
 }
 
@@ -168,8 +173,20 @@ async fn finish(
         && report.failed == 0
         && target_connections == report.gone
     {
-        ctx.store.offline_push(tenant, user, text).await?;
-        report.queued_offline = 1;
+        match ctx.store.offline_push(tenant, user, text).await? {
+            Ok(_) => report.queued_offline = 1,
+            Err(refusal) => {
+                tracing::warn!(tenant_id = %tenant, user_id = %user, event_id = %event.id, ?refusal, "not queued offline");
+                report.offline_refused = Some(refusal);
+                // A synchronous publish nobody took, refused for the caller's
+                // own doing (its budget, its size): refused whole, so the
+                // caller's retry does not send the webhooks twice. A queued
+                // job was accepted already: its webhooks still go.
+                if claims.is_none() && refusal.is_callers_fault() {
+                    return Ok(());
+                }
+            }
+        }
     }
     let (enqueued, failed) = enqueue_webhooks(ctx, event, webhooks, claims).await?;
     report.webhooks_enqueued = enqueued;
@@ -448,6 +465,11 @@ pub enum PublishError {
     /// The caller's tenant is over its publishes per second (the limit).
     #[error("over the tenant's limit of {0} requests per second")]
     RateLimited(u32),
+    /// Nobody could take the event now and the offline queue refused it
+    /// for the caller's doing (the tenant's budget, the event's size):
+    /// nothing was published.
+    #[error("the event was not queued for the offline user: {0:?}")]
+    OfflineRefused(OfflineRefusal),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -477,7 +499,10 @@ pub async fn publish_as(
             .ok_or(PublishError::RateLimited(limit))?,
     };
     let report = deliver(ctx, &event, target, resolved).await?;
-    Ok((event.id, report))
+    match report.offline_refused {
+        Some(refusal) if refusal.is_callers_fault() => Err(PublishError::OfflineRefused(refusal)),
+        _ => Ok((event.id, report)),
+    }
 }
 
 /// `presence.online` / `presence.offline` for `user`, to the tenant's

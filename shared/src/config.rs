@@ -16,7 +16,8 @@
 //! | `REDIS_CONNECT_TIMEOUT_MS` / `REDIS_RESPONSE_TIMEOUT_MS` | `2000` / `2000` | fail fast instead of hanging a Lambda |
 //! | `KEY_PREFIX` | `callcenter` | first segment of every Redis key (the seed's) |
 //! | `PRESENCE_TTL_SECS` | `300` | heartbeat lifetime; a user without one counts as offline |
-//! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime |
+//! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime; only users seen connecting within the TTL get a queue |
+//! | `OFFLINE_MAX_QUEUES_PER_TENANT` / `OFFLINE_MAX_BYTES_PER_TENANT` | `10000` / `67108864` | offline queues one tenant may hold, and their bytes together (a publish beyond: 429 `offline_budget_exceeded`) |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
@@ -63,7 +64,9 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "MAX_BODY_BYTES",
     "MAX_MESSAGE_BYTES",
     "MAX_SUBSCRIPTIONS",
+    "OFFLINE_MAX_BYTES_PER_TENANT",
     "OFFLINE_MAX_MESSAGES",
+    "OFFLINE_MAX_QUEUES_PER_TENANT",
     "OFFLINE_TTL_SECS",
     "PRESENCE_TTL_SECS",
     "RATE_LIMIT_PER_SECOND",
@@ -160,8 +163,13 @@ pub struct Limits {
     pub presence_ttl: Duration,
     /// Most messages kept for one offline user; the oldest go first.
     pub offline_max_messages: usize,
-    /// Lifetime of an offline queue after its last write.
+    /// Lifetime of an offline queue after its last write; also how long
+    /// after their last `$connect` a user still gets one.
     pub offline_ttl: Duration,
+    /// Offline queues one tenant may hold at once.
+    pub offline_max_queues: usize,
+    /// Bytes of all of one tenant's offline queues together.
+    pub offline_max_bytes: usize,
     /// Largest client frame accepted by `ws-message`.
     pub max_message_bytes: usize,
     /// Most topics one connection may subscribe to.
@@ -180,6 +188,8 @@ impl Default for Limits {
             presence_ttl: Duration::from_secs(300),
             offline_max_messages: 100,
             offline_ttl: Duration::from_secs(7 * 24 * 3600),
+            offline_max_queues: 10_000,
+            offline_max_bytes: 64 * 1024 * 1024,
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
             fanout_concurrency: 128,
@@ -545,6 +555,8 @@ impl Config {
             presence_ttl: Duration::from_secs(positive(get, "PRESENCE_TTL_SECS", d.presence_ttl.as_secs())?),
             offline_max_messages: positive(get, "OFFLINE_MAX_MESSAGES", d.offline_max_messages as u64)? as usize,
             offline_ttl: Duration::from_secs(positive(get, "OFFLINE_TTL_SECS", d.offline_ttl.as_secs())?),
+            offline_max_queues: positive(get, "OFFLINE_MAX_QUEUES_PER_TENANT", d.offline_max_queues as u64)? as usize,
+            offline_max_bytes: positive(get, "OFFLINE_MAX_BYTES_PER_TENANT", d.offline_max_bytes as u64)? as usize,
             max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
             max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
             fanout_concurrency: positive(get, "FANOUT_CONCURRENCY", d.fanout_concurrency as u64)? as usize,

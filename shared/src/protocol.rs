@@ -102,6 +102,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The tenant is over its publishes per second; `retry_after_ms` says when to try again.
     RateLimited,
+    /// The tenant's offline queues are full; nothing was published.
+    OfflineBudgetExceeded,
     /// The connection is not (or no longer) registered.
     UnknownConnection,
     /// The action exists but this deployment does not provide it yet.
@@ -123,6 +125,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::OfflineBudgetExceeded => "offline_budget_exceeded",
             ErrorCode::UnknownConnection => "unknown_connection",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::InternalError => "internal_error",

@@ -61,6 +61,15 @@ impl World {
         ws
     }
 
+    /// `tenant`/`user` connected once and left: the tenant has seen them,
+    /// so events for them wait in their offline queue.
+    async fn was_here(&self, tenant: &str, user: &str) {
+        drop(self.client(tenant, user, &[]).await);
+        let (t, u): (TenantId, switchboard::ids::UserId) = (tenant.parse().unwrap(), user.parse().unwrap());
+        eventually("$disconnect ran", || async { self.ctx.store.presence(&t, &u).await.unwrap().connections == 0 })
+            .await;
+    }
+
     /// `POST /v1/events` as `token`.
     async fn publish(&self, token: &str, body: Value) -> (StatusCode, Value) {
         let r = self
@@ -165,6 +174,7 @@ async fn a_user_with_two_connections_gets_a_user_event_on_both() {
 async fn offline_messages_wait_in_order_for_sync() {
     let w = world().await;
     let svc = token("acme", "svc", Role::Service);
+    w.was_here("acme", "99").await;
     for n in 1..=3 {
         let (status, body) =
             w.publish(&svc, json!({"type": "ticket.assigned", "target": {"user": "99"}, "data": {"n": n}})).await;
@@ -216,6 +226,7 @@ async fn a_sync_that_dies_midway_loses_nothing() {
             assert_eq!(body["report"]["queued_offline"], 1, "user 77 is offline: {body}");
         }
     };
+    w.was_here("acme", "77").await;
     for n in 1..=50 {
         publish(n).await;
     }
@@ -243,6 +254,47 @@ async fn a_sync_that_dies_midway_loses_nothing() {
     assert_eq!((synced["type"].as_str(), synced["count"].as_u64()), (Some("synced"), Some(55)), "{synced}");
     let acked = request(&mut again, json!({"action": "sync", "ack": synced["cursor"]})).await;
     assert_eq!(acked, json!({"type": "synced", "count": 0, "acked": 55}));
+}
+
+/// Issue 12, point 1: before, any agent could make a 7-day queue for any
+/// user id it made up (`ghost-<n>`), as many as it liked. Now only users
+/// the tenant has seen connect get a queue, and a tenant's queues are
+/// bounded (here: one), refused whole with 429 / `offline_budget_exceeded`.
+#[tokio::test]
+async fn offline_queues_are_only_for_users_seen_and_within_the_tenants_budget() {
+    let w = world_with(|c| c.limits.offline_max_queues = 1).await;
+    let agent = token("acme", "1", Role::Agent);
+    let acme = tenant("acme");
+    for n in 0..20 {
+        let ghost = format!("ghost-{n}");
+        let (status, body) =
+            w.publish(&agent, json!({"type": "chat.message", "target": {"user": ghost}, "data": {"text": "x"}})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["report"]["queued_offline"].as_u64(), body["report"]["offline_refused"].as_str()),
+            (Some(0), Some("unknown_user")),
+            "{body}"
+        );
+        let user = ghost.parse().unwrap();
+        assert!(w.ctx.store.offline_peek(&acme, &user, 10).await.unwrap().is_empty(), "no queue for {ghost}");
+    }
+    for user in ["a", "b"] {
+        w.was_here("acme", user).await;
+    }
+    w.was_here("globex", "b").await;
+    let to = |user: &str| json!({"type": "chat.message", "target": {"user": user}, "data": {"text": "hi"}});
+    let (status, body) = w.publish(&agent, to("a")).await;
+    assert_eq!((status, body["report"]["queued_offline"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    let (status, body) = w.publish(&agent, to("b")).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (429, Some("offline_budget_exceeded")), "{body}");
+    let mut socket = w.client("acme", "1", &[]).await;
+    let refused =
+        request(&mut socket, json!({"action": "publish", "type": "chat.message", "target": {"user": "b"}})).await;
+    assert_eq!(refused["code"], "offline_budget_exceeded", "{refused}");
+    assert!(w.ctx.store.offline_peek(&acme, &"b".parse().unwrap(), 10).await.unwrap().is_empty());
+    // Another tenant's budget is its own.
+    let (status, body) = w.publish(&token("globex", "1", Role::Agent), to("b")).await;
+    assert_eq!((status, body["report"]["queued_offline"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
 }
 
 #[tokio::test]

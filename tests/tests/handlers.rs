@@ -357,9 +357,25 @@ async fn ping_answers_pong_and_refreshes_presence(b: Backend) {
     assert!(ctx.store.presence(&tenant(), &user()).await.unwrap().online, "ping brought the user back");
 }
 
+/// User 7 of the fixture's tenant connected once and left: the tenant has
+/// seen them, so events for them wait in their offline queue.
+async fn user_7_was_here(ctx: &Context) {
+    let conn = switchboard::store::Connection {
+        id: "seven=".parse().unwrap(),
+        tenant_id: tenant(),
+        user_id: "7".parse().unwrap(),
+        role: Role::Agent,
+        endpoint: "https://gw.example/prod".into(),
+        connected_at: switchboard::time::now_millis(),
+    };
+    ctx.store.register(&conn).await.unwrap();
+    ctx.store.unregister(&tenant(), &conn.id).await.unwrap();
+}
+
 async fn publish_is_role_checked_and_an_empty_sync_answers_zero(b: Backend) {
     let ctx = ctx_on(b, Limits::default());
     connect(&ctx).await;
+    user_7_was_here(&ctx).await;
     // The fixture's caller is an agent.
     let (status, reply) =
         send(&ctx, r#"{"action":"publish","type":"call.incoming","target":{"user":"7"},"id":"x"}"#).await;
@@ -386,6 +402,7 @@ async fn websocket_publishes_count_against_the_tenant_rate_limit(b: Backend) {
     let limits = Limits { rate_limit_per_sec: 3, ..Limits::default() };
     let ctx = ctx_on(b, limits);
     connect(&ctx).await;
+    user_7_was_here(&ctx).await;
     let publish = r#"{"action":"publish","type":"chat.message","target":{"user":"7"},"data":{"text":"hi"},"id":"p"}"#;
     // Find a fresh one-second window, so the budget is not split between two.
     while switchboard::time::now_millis() % 1000 > 500 {

@@ -14,7 +14,7 @@ use switchboard::config::Limits;
 use switchboard::event::{EventType, Topic};
 use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;
-use switchboard::store::{Connection, Presence, Resolution, Store, StoreError};
+use switchboard::store::{Connection, OfflineRefusal, Presence, Resolution, Store, StoreError};
 use switchboard_tests::Backend;
 
 fn tenant(s: &str) -> TenantId {
@@ -115,8 +115,14 @@ async fn tenants_never_see_each_other(b: Backend) {
     assert!(s.unregister(&tenant("globex"), &cid("g1")).await.unwrap().unwrap().went_offline);
     assert!(s.presence(&tenant("acme"), &user("42")).await.unwrap().online);
 
-    // Offline queues are per tenant too.
-    s.offline_push(&tenant("acme"), &user("9"), "for acme").await.unwrap();
+    // Offline queues are per tenant too, and so is having been seen.
+    s.register(&conn("acme", "9", "a9")).await.unwrap();
+    assert_eq!(s.offline_push(&tenant("acme"), &user("9"), "for acme").await.unwrap(), Ok(1));
+    assert_eq!(
+        s.offline_push(&tenant("globex"), &user("9"), "for globex").await.unwrap(),
+        Err(OfflineRefusal::UnknownUser),
+        "globex never saw a user 9"
+    );
     assert!(s.offline_peek(&tenant("globex"), &user("9"), 10).await.unwrap().is_empty());
     assert_eq!(s.offline_ack(&tenant("globex"), &user("9"), &["for acme".into()]).await.unwrap(), 0);
     assert_eq!(s.offline_peek(&tenant("acme"), &user("9"), 10).await.unwrap(), vec!["for acme"]);
@@ -267,8 +273,9 @@ async fn unknown_ids(b: Backend) {
 async fn offline_queue_order_and_cap(b: Backend) {
     let s = b.store(Limits { offline_max_messages: 3, ..Limits::default() });
     let (t, u) = (tenant("t1"), user("42"));
+    s.register(&conn("t1", "42", "c1")).await.unwrap();
     for (i, m) in ["m1", "m2", "m3", "m4", "m5"].iter().enumerate() {
-        assert_eq!(s.offline_push(&t, &u, m).await.unwrap(), (i + 1).min(3));
+        assert_eq!(s.offline_push(&t, &u, m).await.unwrap(), Ok((i + 1).min(3)));
     }
     // The cap dropped the oldest; order is oldest first.
     assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["m3", "m4", "m5"]);
@@ -276,7 +283,7 @@ async fn offline_queue_order_and_cap(b: Backend) {
 
     // Peek does not remove; a message arriving mid-sync is kept.
     let batch = s.offline_peek(&t, &u, 2).await.unwrap();
-    s.offline_push(&t, &u, "m6").await.unwrap();
+    assert_eq!(s.offline_push(&t, &u, "m6").await.unwrap(), Ok(3));
     assert_eq!(
         s.offline_ack(&t, &u, &batch).await.unwrap(),
         1,
@@ -293,11 +300,76 @@ async fn offline_queue_order_and_cap(b: Backend) {
 async fn offline_queue_expires(b: Backend) {
     let s = b.store(short_ttls());
     let (t, u) = (tenant("t1"), user("42"));
-    s.offline_push(&t, &u, "old").await.unwrap();
+    s.register(&conn("t1", "42", "c1")).await.unwrap();
+    assert_eq!(s.offline_push(&t, &u, "old").await.unwrap(), Ok(1));
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(s.offline_peek(&t, &u, 10).await.unwrap().is_empty(), "expired with its TTL");
-    s.offline_push(&t, &u, "new").await.unwrap();
+    assert_eq!(
+        s.offline_push(&t, &u, "new").await.unwrap(),
+        Err(OfflineRefusal::UnknownUser),
+        "not seen connecting within the offline TTL"
+    );
+    s.register(&conn("t1", "42", "c2")).await.unwrap();
+    assert_eq!(s.offline_push(&t, &u, "new").await.unwrap(), Ok(1));
     assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["new"]);
+}
+
+/// Issue 12, point 1: a queue only for a user the tenant has seen, and a
+/// budget of queues and bytes per tenant that the cap, acknowledgements
+/// and expiry give back to.
+async fn offline_storage_is_bounded_per_tenant(b: Backend) {
+    let s =
+        b.store(Limits { offline_max_messages: 3, offline_max_queues: 2, offline_max_bytes: 100, ..Limits::default() });
+    let t = tenant("t1");
+    let push = |u: &'static str, byte: char, n: usize| {
+        let s = s.clone();
+        async move { s.offline_push(&tenant("t1"), &user(u), &byte.to_string().repeat(n)).await.unwrap() }
+    };
+    assert_eq!(push("ghost-1", 'g', 10).await, Err(OfflineRefusal::UnknownUser));
+    assert!(s.offline_peek(&t, &user("ghost-1"), 10).await.unwrap().is_empty(), "no queue was made");
+    for (u, c) in [("a", "ca"), ("b", "cb"), ("c", "cc")] {
+        s.register(&conn("t1", u, c)).await.unwrap();
+    }
+    s.register(&conn("t2", "c", "other")).await.unwrap();
+
+    // Queues: two per tenant.
+    assert_eq!(push("a", 'a', 10).await, Ok(1));
+    assert_eq!(push("b", 'b', 10).await, Ok(1));
+    assert_eq!(push("c", 'c', 10).await, Err(OfflineRefusal::TenantQueuesFull));
+    assert_eq!(
+        s.offline_push(&tenant("t2"), &user("c"), "other tenant").await.unwrap(),
+        Ok(1),
+        "another tenant's budget is its own"
+    );
+    // Bytes: 100 for the tenant's queues together (20 used).
+    assert_eq!(push("a", 'A', 70).await, Ok(2), "90 bytes");
+    assert_eq!(push("b", 'B', 20).await, Err(OfflineRefusal::TenantBytesFull));
+    assert_eq!(push("a", 'x', 101).await, Err(OfflineRefusal::MessageTooLarge));
+    assert_eq!(s.offline_peek(&t, &user("b"), 10).await.unwrap(), vec!["b".repeat(10)], "refused: nothing written");
+
+    // An acknowledgement gives its bytes back...
+    let a = s.offline_peek(&t, &user("a"), 1).await.unwrap();
+    assert_eq!(s.offline_ack(&t, &user("a"), &a).await.unwrap(), 1);
+    assert_eq!(push("b", 'B', 20).await, Ok(2), "10 + 70 + 20 = 100 bytes");
+    // ...and what the cap drops: b holds 10 + 20; two more of 5 drop the 10.
+    assert_eq!(push("b", 'y', 1).await, Err(OfflineRefusal::TenantBytesFull));
+    assert_eq!(s.offline_ack(&t, &user("a"), &["A".repeat(70)]).await.unwrap(), 1, "a's queue is empty now");
+    assert_eq!(push("b", 'y', 5).await, Ok(3));
+    assert_eq!(push("b", 'z', 5).await, Ok(3), "the cap dropped b's first 10 bytes");
+    assert_eq!(s.offline_peek(&t, &user("b"), 10).await.unwrap(), vec!["B".repeat(20), "y".repeat(5), "z".repeat(5)]);
+    // An emptied queue no longer counts: c gets one now, with 70 bytes free.
+    assert_eq!(push("c", 'c', 70).await, Ok(1), "30 + 70 = 100 bytes in two queues");
+    assert_eq!(push("a", 'a', 1).await, Err(OfflineRefusal::TenantQueuesFull));
+}
+
+async fn expired_offline_queues_leave_the_budget(b: Backend) {
+    let s = b.store(Limits { offline_max_queues: 1, offline_max_bytes: 10, ..short_ttls() });
+    let t = tenant("t1");
+    s.register(&conn("t1", "a", "ca")).await.unwrap();
+    assert_eq!(s.offline_push(&t, &user("a"), "0123456789").await.unwrap(), Ok(1));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.register(&conn("t1", "b", "cb")).await.unwrap();
+    assert_eq!(s.offline_push(&t, &user("b"), "0123456789").await.unwrap(), Ok(1), "a's queue expired, and its bytes");
 }
 
 async fn stale_connections_are_forgotten_together(b: Backend) {
@@ -523,4 +595,6 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     unknown_ids,
     offline_queue_order_and_cap,
     offline_queue_expires,
+    offline_storage_is_bounded_per_tenant,
+    expired_offline_queues_leave_the_budget,
 ]);

@@ -38,6 +38,7 @@ use switchboard::auth::{AuthError, Identity, Verifier, extract_token};
 use switchboard::event::EventType;
 use switchboard::ids::UserId;
 use switchboard::protocol::Target;
+use switchboard::store::OfflineRefusal;
 use switchboard::{Context, broadcast};
 
 mod openapi;
@@ -132,6 +133,12 @@ pub enum ApiError {
     /// The tenant's request budget for this second is spent.
     #[error("more than {0} requests per second for this tenant; retry after a second")]
     RateLimited(u32),
+    /// The tenant's offline queues are full: nothing was published.
+    #[error("{0}")]
+    OfflineBudgetExceeded(String),
+    /// The event is larger than the tenant's whole offline budget.
+    #[error("{0}")]
+    EventTooLarge(String),
     /// A per-tenant limit would be exceeded (webhooks, retained secrets).
     #[error("{0}")]
     LimitExceeded(String),
@@ -155,6 +162,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::LimitExceeded(_) => (StatusCode::CONFLICT, "limit_exceeded"),
+            ApiError::OfflineBudgetExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "offline_budget_exceeded"),
+            ApiError::EventTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
         }
@@ -316,6 +325,13 @@ async fn publish(
         broadcast::publish_as(&state.ctx, &who, event_type, &target, data, Some(limit)).await.map_err(|e| match e {
             broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
             broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
+            broadcast::PublishError::OfflineRefused(refusal) => {
+                let why = format!("{}; nothing was published", refusal.describe(&state.ctx.config.limits));
+                match refusal {
+                    OfflineRefusal::MessageTooLarge => ApiError::EventTooLarge(why),
+                    _ => ApiError::OfflineBudgetExceeded(why),
+                }
+            }
             broadcast::PublishError::Store(e) => store_error(e),
         })?;
     Ok(Json(json!({"event_id": event_id, "report": report})).into_response())

@@ -19,7 +19,7 @@ pub fn document() -> Value {
     let secured = json!([{"bearer": []}]);
     let common = |mut responses: serde_json::Map<String, Value>| {
         responses.insert("401".into(), error("Missing or invalid token"));
-        responses.insert("429".into(), error("The tenant's request budget for this second is spent"));
+        responses.entry("429").or_insert_with(|| error("The tenant's request budget for this second is spent"));
         responses.insert("503".into(), error("The state store is unavailable"));
         Value::Object(responses)
     };
@@ -37,7 +37,7 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["code", "message"],
                     "properties": {
-                        "code": {"type": "string", "enum": ["invalid_json", "invalid_field", "unauthorized", "forbidden", "not_found", "method_not_allowed", "payload_too_large", "rate_limited", "unavailable"]},
+                        "code": {"type": "string", "enum": ["invalid_json", "invalid_field", "unauthorized", "forbidden", "not_found", "method_not_allowed", "payload_too_large", "rate_limited", "offline_budget_exceeded", "limit_exceeded", "unavailable", "not_configured"]},
                         "message": {"type": "string"},
                         "field": {"type": "string", "description": "The bad field, for invalid_field"}
                     }
@@ -65,6 +65,7 @@ pub fn document() -> Value {
                     "properties": {
                         "matched": {"type": "integer"}, "delivered": {"type": "integer"}, "gone": {"type": "integer"},
                         "failed": {"type": "integer"}, "queued_offline": {"type": "integer"},
+                        "offline_refused": {"type": "string", "enum": ["unknown_user", "tenant_queues_full", "tenant_bytes_full", "message_too_large"], "description": "why an event for an offline user was not queued; absent when it was"},
                         "webhooks_enqueued": {"type": "integer"}, "webhooks_failed": {"type": "integer"}, "chunks": {"type": "integer"}
                     }
                 },
@@ -114,7 +115,8 @@ pub fn document() -> Value {
                     ("202".to_string(), json!({"description": "Queued (async=true)", "content": {"application/json": {"schema": {"type": "object", "properties": {"event_id": {"type": "string"}, "queued": {"type": "boolean"}}}}}})),
                     ("400".to_string(), error("Not JSON, or a field is wrong (named in `field`)")),
                     ("403".to_string(), error("The caller's role may not publish this event to this target")),
-                    ("413".to_string(), error("Body too large")),
+                    ("413".to_string(), error("Body too large, or an event for an offline user bigger than the tenant's offline budget (nothing published)")),
+                    ("429".to_string(), error("rate_limited: over the tenant's requests per second; offline_budget_exceeded: the tenant's offline queues are full (nothing published)")),
                 ]))
             }},
             "/v1/stats": {"get": {

@@ -23,7 +23,7 @@ use switchboard::broadcast::{self, PublishError};
 use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
-use switchboard::store::StoreError;
+use switchboard::store::{OfflineRefusal, StoreError};
 
 /// Handles one client frame.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
@@ -118,6 +118,14 @@ async fn dispatch(
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
                 }
                 Err(PublishError::Store(e)) => Err(classify(&id, e)),
+                Err(PublishError::OfflineRefused(refusal)) => {
+                    let code = match refusal {
+                        OfflineRefusal::MessageTooLarge => ErrorCode::MessageTooLarge,
+                        _ => ErrorCode::OfflineBudgetExceeded,
+                    };
+                    let message = format!("{}; nothing was published", refusal.describe(&ctx.config.limits));
+                    Err(Failure::Client(ProtocolError::new(id, code, message)))
+                }
                 Err(e @ PublishError::RateLimited(_)) => {
                     // The counter is per second: the next window opens at the next second.
                     let wait = 1000 - (switchboard::time::now_millis().rem_euclid(1000)) as u64;

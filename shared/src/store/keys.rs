@@ -77,6 +77,26 @@ impl Keys {
         self.stem("offline", tenant) + user.as_str()
     }
 
+    /// `{p}:seen:{t}` ZSET user id → last `$connect` (ms): who may have an offline queue.
+    pub fn seen(&self, tenant: &TenantId) -> String {
+        format!("{}:seen:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:offline_idx:{t}` ZSET user id → expiry (ms) of their offline list.
+    pub fn offline_index(&self, tenant: &TenantId) -> String {
+        format!("{}:offline_idx:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:offline_bytes:{t}` HASH user id → bytes queued for them.
+    pub fn offline_bytes(&self, tenant: &TenantId) -> String {
+        format!("{}:offline_bytes:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:offline_total:{t}` STRING: bytes queued for the whole tenant.
+    pub fn offline_total(&self, tenant: &TenantId) -> String {
+        format!("{}:offline_total:{{{tenant}}}", self.prefix)
+    }
+
     /// `{p}:ratelimit:{t}:<second>` counter of one one-second window.
     pub fn rate_limit(&self, tenant: &TenantId, second: i64) -> String {
         self.stem("ratelimit", tenant) + &second.to_string()

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Breaker, Connection, Health, LogQuery, LogRecord, Presence, Recipient, Registered, Resolution, Store, StoreError,
-    StoreResult, Unregistered,
+    Breaker, Connection, Health, LogQuery, LogRecord, OfflineRefusal, Presence, Recipient, Registered, Resolution,
+    Store, StoreError, StoreResult, Unregistered,
 };
 use crate::config::Limits;
 use crate::event::{EventType, Topic};
@@ -33,7 +33,11 @@ struct Tenant {
     /// Heartbeat expiry per user; present and in the future = online.
     presence: HashMap<UserId, Instant>,
     subs: HashMap<Topic, HashSet<ConnectionId>>,
-    offline: HashMap<UserId, (VecDeque<String>, Instant)>,
+    offline: HashMap<UserId, Queue>,
+    /// When each user last connected: who may have an offline queue.
+    seen: HashMap<UserId, Instant>,
+    /// When `seen` was last swept of users past the offline TTL.
+    seen_swept: Option<Instant>,
     /// (Unix second, requests in it).
     rate_window: (i64, u32),
     webhooks: HashMap<String, String>,
@@ -44,6 +48,15 @@ struct Tenant {
     health: HashMap<String, Health>,
     /// Chunked fan-out claims per event, with their expiry.
     sent: HashMap<String, (HashSet<String>, Instant)>,
+}
+
+/// One user's offline queue.
+#[derive(Debug)]
+struct Queue {
+    messages: VecDeque<String>,
+    /// Their bytes together (the tenant's budget counts these).
+    bytes: usize,
+    expiry: Instant,
 }
 
 /// The `<ms>-<seq>` entry id's parts, for comparisons.
@@ -57,11 +70,11 @@ impl Tenant {
         self.presence.get(user).is_some_and(|exp| *exp > now)
     }
 
-    fn live_queue(&mut self, user: &UserId, now: Instant) -> Option<&mut VecDeque<String>> {
-        if self.offline.get(user).is_some_and(|(_, exp)| *exp <= now) {
+    fn live_queue(&mut self, user: &UserId, now: Instant) -> Option<&mut Queue> {
+        if self.offline.get(user).is_some_and(|q| q.expiry <= now) {
             self.offline.remove(user);
         }
-        self.offline.get_mut(user).map(|(q, _)| q)
+        self.offline.get_mut(user)
     }
 }
 
@@ -97,6 +110,12 @@ impl Store for MemoryStore {
             set.insert(conn.id.clone());
             let user_connections = set.len();
             t.presence.insert(conn.user_id.clone(), Self::deadline(ttl));
+            t.seen.insert(conn.user_id.clone(), now);
+            let offline_ttl = self.limits.offline_ttl;
+            if t.seen_swept.is_none_or(|at| now.duration_since(at) > offline_ttl.min(Duration::from_secs(60))) {
+                t.seen.retain(|_, at| now.duration_since(*at) <= offline_ttl);
+                t.seen_swept = Some(now);
+            }
             Registered { came_online, user_connections, presence: None }
         });
         if registered.came_online {
@@ -271,19 +290,45 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
-        let (cap, ttl) = (self.limits.offline_max_messages, self.limits.offline_ttl);
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<Result<usize, OfflineRefusal>> {
+        let (cap, ttl, limits) = (self.limits.offline_max_messages, self.limits.offline_ttl, &self.limits);
         Ok(self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
             let now = Instant::now();
-            t.live_queue(user, now);
-            let (queue, expiry) = t.offline.entry(user.clone()).or_insert_with(|| (VecDeque::new(), now));
-            queue.push_back(message.to_owned());
-            while queue.len() > cap {
-                queue.pop_front();
+            t.offline.retain(|_, q| q.expiry > now);
+            if t.seen.get(user).is_none_or(|at| now.duration_since(*at) > ttl) {
+                return Err(OfflineRefusal::UnknownUser);
             }
-            *expiry = now + ttl;
-            queue.len()
+            if message.len() > limits.offline_max_bytes {
+                return Err(OfflineRefusal::MessageTooLarge);
+            }
+            if !t.offline.contains_key(user) && t.offline.len() >= limits.offline_max_queues {
+                return Err(OfflineRefusal::TenantQueuesFull);
+            }
+            let freed: usize = t.offline.get(user).map_or(0, |q| {
+                q.messages.iter().take((q.messages.len() + 1).saturating_sub(cap)).map(String::len).sum()
+            });
+            let total: usize = t.offline.values().map(|q| q.bytes).sum();
+            if total + message.len() - freed > limits.offline_max_bytes {
+                return Err(OfflineRefusal::TenantBytesFull);
+            }
+            let queue = t.offline.entry(user.clone()).or_insert_with(|| Queue {
+                messages: VecDeque::new(),
+                bytes: 0,
+                expiry: now,
+            });
+            queue.messages.push_back(message.to_owned());
+            queue.bytes += message.len();
+            while queue.messages.len() > cap {
+                queue.bytes -= queue.messages.pop_front().map_or(0, |m| m.len());
+            }
+            queue.expiry = now + ttl;
+            Ok(queue.messages.len())
         }))
     }
 
@@ -292,7 +337,9 @@ impl Store for MemoryStore {
             let Some(t) = state.get_mut(tenant) else {
                 return vec![];
             };
-            t.live_queue(user, Instant::now()).map(|q| q.iter().take(max).cloned().collect()).unwrap_or_default()
+            t.live_queue(user, Instant::now())
+                .map(|q| q.messages.iter().take(max).cloned().collect())
+                .unwrap_or_default()
         }))
     }
 
@@ -306,12 +353,13 @@ impl Store for MemoryStore {
             };
             let mut removed = 0;
             for message in delivered {
-                if queue.front() == Some(message) {
-                    queue.pop_front();
+                if queue.messages.front() == Some(message) {
+                    queue.messages.pop_front();
+                    queue.bytes -= message.len();
                     removed += 1;
                 }
             }
-            if queue.is_empty() {
+            if queue.messages.is_empty() {
                 t.offline.remove(user);
             }
             removed

@@ -22,6 +22,10 @@
 //! {p}:subs:{tenant}:<topic>        SET    subscribed connection ids
 //! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
 //! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
+//! {p}:seen:{tenant}               ZSET   user id -> last $connect (ms), older than the offline TTL trimmed
+//! {p}:offline_idx:{tenant}        ZSET   user id -> when their offline list expires (ms): the queues counted
+//! {p}:offline_bytes:{tenant}      HASH   user id -> bytes in their offline list
+//! {p}:offline_total:{tenant}      STRING bytes in all the tenant's offline lists
 //! {p}:webhooks:{tenant}           HASH   webhook id -> configuration JSON
 //! {p}:webhook_log:{tenant}        STREAM delivery attempts (w, d, e fields), MAXLEN ~ capped
 //! {p}:webhook_health:{tenant}:<id> HASH  consecutive failures, failing since, paused until (circuit breaker)
@@ -180,6 +184,50 @@ pub struct LogRecord {
     pub entry: String,
 }
 
+/// Why a message was not put in an offline queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineRefusal {
+    /// The tenant has not seen the user connect within the offline TTL
+    /// (perhaps no such user): nobody would ever sync the queue.
+    UnknownUser,
+    /// The tenant holds `OFFLINE_MAX_QUEUES_PER_TENANT` queues already.
+    TenantQueuesFull,
+    /// The tenant's queues hold `OFFLINE_MAX_BYTES_PER_TENANT` bytes already.
+    TenantBytesFull,
+    /// The message alone is bigger than the tenant's whole byte budget.
+    MessageTooLarge,
+}
+
+impl OfflineRefusal {
+    /// The caller could have avoided it (a budget it filled, a message too
+    /// big): a synchronous publish is refused whole (429 / 413) rather than
+    /// half done. An unknown user is not an error: the rest of the fan-out
+    /// (webhooks) goes on and the report says why nothing was queued.
+    pub fn is_callers_fault(self) -> bool {
+        !matches!(self, OfflineRefusal::UnknownUser)
+    }
+
+    /// What the reply says.
+    pub fn describe(self, limits: &crate::config::Limits) -> String {
+        match self {
+            OfflineRefusal::UnknownUser => "the user has not connected within the offline TTL".into(),
+            OfflineRefusal::TenantQueuesFull => format!(
+                "the tenant's {} offline queues are all in use (OFFLINE_MAX_QUEUES_PER_TENANT); retry once users have synced",
+                limits.offline_max_queues
+            ),
+            OfflineRefusal::TenantBytesFull => format!(
+                "the tenant's offline queues hold their {} bytes (OFFLINE_MAX_BYTES_PER_TENANT); retry once users have synced",
+                limits.offline_max_bytes
+            ),
+            OfflineRefusal::MessageTooLarge => format!(
+                "the event is bigger than the tenant's whole offline budget of {} bytes (OFFLINE_MAX_BYTES_PER_TENANT)",
+                limits.offline_max_bytes
+            ),
+        }
+    }
+}
+
 /// A store failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -252,8 +300,17 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution>;
 
     /// Appends a message to a user's offline queue (dropping the oldest
-    /// beyond the cap, renewing the TTL). Returns the queue length.
-    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize>;
+    /// beyond the cap, renewing the TTL). Returns the queue length, or why
+    /// it was refused: only a user registered within the offline TTL gets
+    /// a queue, and the tenant's queues together stay within
+    /// `offline_max_queues` and `offline_max_bytes` (the cap's drops and
+    /// acknowledged or expired messages give their bytes back).
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<Result<usize, OfflineRefusal>>;
 
     /// Up to `max` queued messages, oldest first, without removing them.
     async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>>;

@@ -21,7 +21,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Connection, Keys, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult, Unregistered,
+    Connection, Keys, OfflineRefusal, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
+    Unregistered,
 };
 use crate::config::{Limits, RedisConfig};
 use crate::event::{EventType, Topic};
@@ -100,16 +101,30 @@ end
 
 /// A script that calls `resolve` (and `within_limit`).
 fn with_resolve(body: &str) -> Script {
-    Script::new(&format!("{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{body}"))
+    Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{body}"))
 }
 
-/// KEYS: conn, conns, user, online, presence, webhooks, connection index, then presence.online's subs keys.
-/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem.
+/// `now_ms()`: the Redis server's clock, so TTLs (relative, on that clock)
+/// and the scores compared with them agree whichever function wrote them.
+const NOW_FN: &str = r"
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
+/// KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, then presence.online's subs keys.
+/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms.
+/// The user joins the tenant's `seen` registry (who may have an offline
+/// queue); users not seen within the offline TTL leave it.
 /// Returns {user_connections, came_online, tenant_was_empty, resolution or {}}:
 /// when the user came online, who must hear `presence.online`.
 static REGISTER: LazyLock<Script> = LazyLock::new(|| {
     with_resolve(
         r"
+        local now = now_ms()
+        redis.call('ZADD', KEYS[8], now, ARGV[2])
+        redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - tonumber(ARGV[8])))
         redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARGV[4], 'connected_at', ARGV[5])
         local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
         redis.call('SADD', KEYS[2], ARGV[1])
@@ -120,7 +135,7 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
         redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
         local presence = {}
         if came_online == 1 then
-            presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 8)}, ARGV[7], '')
+            presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 9)}, ARGV[7], '')
         end
         return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty, presence}
         ",
@@ -318,33 +333,94 @@ static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: offline list. ARGV: message, cap, ttl_ms. Returns the length.
+/// `release(index, bytes, total, user)`: a queue that is gone (expired or
+/// emptied) leaves the tenant's budget with its bytes.
+const RELEASE_FN: &str = r"
+local function release(index, bytes, total, user)
+    local held = tonumber(redis.call('HGET', bytes, user) or '0')
+    redis.call('HDEL', bytes, user)
+    redis.call('ZREM', index, user)
+    if held ~= 0 then redis.call('DECRBY', total, held) end
+end
+";
+
+/// KEYS: offline list, seen, offline index, offline bytes, offline total.
+/// ARGV: user, message, cap, ttl_ms, max queues, max bytes.
+/// Returns the length, or -1 unknown user, -2 queues full, -3 bytes full,
+/// -4 message bigger than the budget.
 static OFFLINE_PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_FN}\n{RELEASE_FN}\n{}",
         r"
-        redis.call('RPUSH', KEYS[1], ARGV[1])
-        redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        local user, msg = ARGV[1], ARGV[2]
+        local cap, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+        local max_queues, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
+        local now = now_ms()
+        -- Queues that expired give their bytes back (a bounded number a call).
+        for _, u in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)) do
+            release(KEYS[3], KEYS[4], KEYS[5], u)
+        end
+        local seen = redis.call('ZSCORE', KEYS[2], user)
+        if not seen or tonumber(seen) < now - ttl then return -1 end
+        if #msg > max_bytes then return -4 end
+        local len = redis.call('LLEN', KEYS[1])
+        if len == 0 then
+            release(KEYS[3], KEYS[4], KEYS[5], user)
+            if redis.call('ZCARD', KEYS[3]) >= max_queues then return -2 end
+        elseif not redis.call('ZSCORE', KEYS[3], user) then
+            -- A list the budget does not know (written before it existed):
+            -- counted from now on, like any other.
+            if redis.call('ZCARD', KEYS[3]) >= max_queues then return -2 end
+            local held = 0
+            for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do held = held + #m end
+            redis.call('HSET', KEYS[4], user, held)
+            redis.call('INCRBY', KEYS[5], held)
+        end
+        -- The cap drops the oldest: their bytes come back.
+        local freed = 0
+        if len + 1 > cap then
+            for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, len - cap)) do freed = freed + #m end
+        end
+        local total = tonumber(redis.call('GET', KEYS[5]) or '0')
+        if total + #msg - freed > max_bytes then return -3 end
+        redis.call('RPUSH', KEYS[1], msg)
+        redis.call('LTRIM', KEYS[1], -cap, -1)
+        redis.call('PEXPIRE', KEYS[1], ttl)
+        redis.call('ZADD', KEYS[3], now + ttl, user)
+        redis.call('HINCRBY', KEYS[4], user, #msg - freed)
+        redis.call('INCRBY', KEYS[5], #msg - freed)
+        -- The bookkeeping lives as long as the newest queue.
+        for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
         return redis.call('LLEN', KEYS[1])
-        ",
-    )
+        "
+    ))
 });
 
-/// KEYS: offline list. ARGV: delivered messages, oldest first. Pops each one
-/// that is at the head; one trimmed away by the cap meanwhile is skipped.
+/// KEYS: offline list, offline index, offline bytes, offline total.
+/// ARGV: user, then the delivered messages, oldest first. Pops each one
+/// that is at the head (one trimmed away by the cap meanwhile is skipped)
+/// and gives its bytes back to the tenant's budget.
 static OFFLINE_ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{RELEASE_FN}\n{}",
         r"
-        local removed = 0
-        for i = 1, #ARGV do
+        local removed, freed = 0, 0
+        for i = 2, #ARGV do
             if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
                 redis.call('LPOP', KEYS[1])
                 removed = removed + 1
+                freed = freed + #ARGV[i]
             end
         end
+        if redis.call('LLEN', KEYS[1]) == 0 then
+            release(KEYS[2], KEYS[3], KEYS[4], ARGV[1])
+        elseif freed > 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
+            redis.call('HINCRBY', KEYS[3], ARGV[1], -freed)
+            redis.call('DECRBY', KEYS[4], freed)
+        end
         return removed
-        ",
-    )
+        "
+    ))
 });
 
 /// A connection to either kind of deployment.
@@ -556,7 +632,8 @@ impl Store for RedisStore {
             .key(k.online(t))
             .key(k.presence(t, &c.user_id))
             .key(k.webhooks(t))
-            .key(k.conn_index(t));
+            .key(k.conn_index(t))
+            .key(k.seen(t));
         for topic in EventType::PresenceOnline.topics() {
             inv.key(k.subs(t, &topic));
         }
@@ -566,7 +643,8 @@ impl Store for RedisStore {
             .arg(&c.endpoint)
             .arg(c.connected_at)
             .arg(Self::millis(self.limits.presence_ttl))
-            .arg(k.stem("conn", t));
+            .arg(k.stem("conn", t))
+            .arg(Self::millis(self.limits.offline_ttl));
         let (user_connections, came_online, tenant_was_empty, presence): (usize, u8, u8, Vec<Value>) =
             inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         if tenant_was_empty == 1 {
@@ -728,15 +806,35 @@ impl Store for RedisStore {
         self.resolve_limited(tenant, Some(limit), event, target).await
     }
 
-    async fn offline_push(&self, tenant: &TenantId, user: &UserId, message: &str) -> StoreResult<usize> {
-        OFFLINE_PUSH
-            .key(self.keys.offline(tenant, user))
+    async fn offline_push(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        message: &str,
+    ) -> StoreResult<Result<usize, OfflineRefusal>> {
+        let k = &self.keys;
+        let answer: i64 = OFFLINE_PUSH
+            .key(k.offline(tenant, user))
+            .key(k.seen(tenant))
+            .key(k.offline_index(tenant))
+            .key(k.offline_bytes(tenant))
+            .key(k.offline_total(tenant))
+            .arg(user.as_str())
             .arg(message)
             .arg(self.limits.offline_max_messages)
             .arg(Self::millis(self.limits.offline_ttl))
+            .arg(self.limits.offline_max_queues)
+            .arg(self.limits.offline_max_bytes)
             .invoke_async(&mut self.conn().await?)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(match answer {
+            -1 => Err(OfflineRefusal::UnknownUser),
+            -2 => Err(OfflineRefusal::TenantQueuesFull),
+            -3 => Err(OfflineRefusal::TenantBytesFull),
+            -4 => Err(OfflineRefusal::MessageTooLarge),
+            n => Ok(usize::try_from(n).map_err(|_| corrupt("offline queue length"))?),
+        })
     }
 
     async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>> {
@@ -756,7 +854,9 @@ impl Store for RedisStore {
         if delivered.is_empty() {
             return Ok(0);
         }
-        let mut inv = OFFLINE_ACK.key(self.keys.offline(tenant, user));
+        let k = &self.keys;
+        let mut inv = OFFLINE_ACK.key(k.offline(tenant, user));
+        inv.key(k.offline_index(tenant)).key(k.offline_bytes(tenant)).key(k.offline_total(tenant)).arg(user.as_str());
         for m in delivered {
             inv.arg(m.as_str());
         }
