@@ -69,6 +69,9 @@ pub trait Functions: Send + Sync + 'static {
     /// Runs an SQS-triggered function (`webhook`, `fanout`) on a batch;
     /// `Err` is a function error (the whole batch returns to the queue).
     async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String>;
+    /// Runs a function as a scheduled rule does (EventBridge with a fixed
+    /// `Input`): the `fanout` function's `{"action":"sweep"}`.
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String>;
 }
 
 /// Reads an authorizer response the way API Gateway does: every statement
@@ -125,6 +128,13 @@ impl Functions for InProcess {
             "webhook" => Ok(webhook::handle(&self.deliverer, event).await),
             "fanout" => Ok(fanout::handle_sqs(&self.ctx, event).await),
             other => Err(format!("no SQS-triggered function named {other}")),
+        }
+    }
+
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String> {
+        match function {
+            "fanout" => fanout::invoke(&self.ctx, payload).await.map_err(|e| e.to_string()),
+            other => Err(format!("no scheduled function named {other}")),
         }
     }
 }
@@ -204,5 +214,9 @@ impl Functions for Remote {
         let body = self.invoke(function, &event).await?;
         serde_json::from_value(body)
             .map_err(|e| format!("{function} answered something that is not a batch response: {e}"))
+    }
+
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String> {
+        self.invoke(function, &payload).await
     }
 }

@@ -612,6 +612,22 @@ impl switchboard::gateway::Gateway for InProcessConnections {
             _ => self.fallback.post(endpoint, connection, data).await,
         }
     }
+
+    async fn probe(
+        &self,
+        endpoint: &str,
+        connection: &switchboard::ids::ConnectionId,
+    ) -> switchboard::gateway::PostOutcome {
+        use switchboard::gateway::PostOutcome;
+        match self.gateway.get().and_then(std::sync::Weak::upgrade) {
+            Some(gw) if self.is_own(endpoint) => match lookup(&gw, connection.as_str()) {
+                Ok(_) => PostOutcome::Delivered,
+                Err(Unreachable::Gone) => PostOutcome::Gone,
+                Err(Unreachable::Malformed) => PostOutcome::Failed("BadRequestException: Invalid connectionId".into()),
+            },
+            _ => self.fallback.probe(endpoint, connection).await,
+        }
+    }
 }
 
 async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {

@@ -64,6 +64,9 @@ pub struct Settings {
     /// directly (see [`gateway::InProcessConnections`]); false sends every
     /// post over HTTP through the SDK, as a Lambda does.
     pub in_process_posts: bool,
+    /// How often the `fanout` function is invoked with `{"action":"sweep"}`,
+    /// as the template's schedule does every 5 minutes (zero: never).
+    pub sweep_interval: Duration,
 }
 
 /// How the emulator's event source mappings poll and batch (Lambda's
@@ -118,6 +121,7 @@ impl Default for Settings {
             sqs_port: 9324,
             mapping: MappingSettings::default(),
             in_process_posts: true,
+            sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -258,6 +262,23 @@ impl Emulator {
                 pollers: settings.mapping.pollers,
             };
             sqs::spawn_mapping(sqs.clone(), mapping, functions_for_mappings.clone(), shutdown.clone(), &servers);
+        }
+        if !settings.sweep_interval.is_zero() {
+            let (functions, stop, every) = (functions_for_mappings.clone(), shutdown.clone(), settings.sweep_interval);
+            servers.spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.tick().await; // the first tick is now: start after one interval
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = ticks.tick() => {
+                            if let Err(e) = functions.schedule("fanout", serde_json::json!({"action": "sweep"})).await {
+                                tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                            }
+                        }
+                    }
+                }
+            });
         }
         let sqs_app = sqs::router(sqs.clone());
         let stop = shutdown.clone();

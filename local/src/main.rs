@@ -106,6 +106,9 @@ struct Serve {
     /// A post to a client whose outbound queue is full waits this long, then the client is closed (1013).
     #[arg(long, env = "SLOW_CLIENT_WAIT_MS", default_value_t = 1000)]
     slow_client_wait_ms: u64,
+    /// Seconds between sweeps of ghost connections (the template runs one every 300); 0: never.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    sweep_interval_secs: u64,
     /// SQS endpoint port (the webhook and events queues, for aws-sdk-sqs and the AWS CLI).
     #[arg(long, env = "SQS_PORT", default_value_t = 9324)]
     sqs_port: u16,
@@ -194,6 +197,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         },
         sqs_port: args.sqs_port,
         in_process_posts: !args.connections_over_http,
+        sweep_interval: Duration::from_secs(args.sweep_interval_secs),
         mapping: MappingSettings {
             batch_size: usize::from(args.sqs_batch_size),
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),

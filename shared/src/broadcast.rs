@@ -505,6 +505,88 @@ pub async fn publish_as(
     }
 }
 
+/// Most idle connections of one tenant one sweep probes; the rest wait for
+/// the next (those found alive go to the back of the line).
+pub const SWEEP_BATCH: usize = 1000;
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Idle connections probed.
+    pub probed: usize,
+    /// Found alive (a client that only listens): active again.
+    pub alive: usize,
+    /// Found gone and forgotten, with their `presence.offline`.
+    pub gone: usize,
+    /// The probe failed: kept, probed again next time.
+    pub failed: usize,
+}
+
+impl std::ops::AddAssign for SweepReport {
+    fn add_assign(&mut self, o: SweepReport) {
+        self.probed += o.probed;
+        self.alive += o.alive;
+        self.gone += o.gone;
+        self.failed += o.failed;
+    }
+}
+
+/// Forgets the tenant's ghost connections: those whose client sent
+/// nothing for `CONNECTION_IDLE_SECS` are probed (`GET @connections`, no
+/// frame sent); the gone ones leave like a stale post's, announcing
+/// `presence.offline` for users left without a connection, so such a user
+/// is queued for offline again and no longer reported online.
+pub async fn sweep(ctx: &Context, tenant: &TenantId) -> StoreResult<SweepReport> {
+    let idle = ctx.store.idle_connections(tenant, ctx.config.limits.connection_idle, SWEEP_BATCH).await?;
+    let mut report = SweepReport { probed: idle.len(), ..SweepReport::default() };
+    let outcomes: Vec<_> = futures::stream::iter(idle)
+        .map(|r| async move {
+            let outcome = ctx.gateway.probe(&r.endpoint, &r.connection_id).await;
+            (r.connection_id, outcome)
+        })
+        .buffer_unordered(ctx.config.limits.fanout_concurrency)
+        .collect()
+        .await;
+    let (mut alive, mut gone) = (Vec::new(), Vec::new());
+    for (id, outcome) in outcomes {
+        match outcome {
+            PostOutcome::Delivered => alive.push(id),
+            PostOutcome::Gone => gone.push(id),
+            PostOutcome::Failed(error) => {
+                report.failed += 1;
+                tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, "sweep: probe failed, connection kept");
+            }
+        }
+    }
+    (report.alive, report.gone) = (alive.len(), gone.len());
+    ctx.store.touch(tenant, &alive).await?;
+    if !gone.is_empty() {
+        tracing::info!(tenant_id = %tenant, gone = gone.len(), "sweep: forgetting connections that left without $disconnect");
+    }
+    forget_stale(ctx, tenant, gone).await?;
+    Ok(report)
+}
+
+/// [`sweep`] for every tenant; one tenant's failure is logged and does not
+/// stop the others (the first error is returned after all were tried).
+pub async fn sweep_all(ctx: &Context) -> StoreResult<SweepReport> {
+    let mut total = SweepReport::default();
+    let mut first_error = None;
+    for tenant in ctx.store.tenants().await? {
+        match sweep(ctx, &tenant).await {
+            Ok(r) => total += r,
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant, error = %e, "sweep failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
 /// `presence.online` / `presence.offline` for `user`, to the tenant's
 /// subscribers: `resolved` is what the register or unregister that changed
 /// the user's presence returned with it.

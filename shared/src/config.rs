@@ -18,6 +18,7 @@
 //! | `PRESENCE_TTL_SECS` | `300` | heartbeat lifetime; a user without one counts as offline |
 //! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime; only users seen connecting within the TTL get a queue |
 //! | `OFFLINE_MAX_QUEUES_PER_TENANT` / `OFFLINE_MAX_BYTES_PER_TENANT` | `10000` / `67108864` | offline queues one tenant may hold, and their bytes together (a publish beyond: 429 `offline_budget_exceeded`) |
+//! | `CONNECTION_IDLE_SECS` | `600` | a connection whose client sent nothing this long (API Gateway's idle timeout) is probed by the sweep, and forgotten if gone |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
@@ -57,6 +58,7 @@ use url::Url;
 /// silently ignored).
 pub const CONFIG_VARIABLES: &[&str] = &[
     "CALLBACK_ENDPOINT",
+    "CONNECTION_IDLE_SECS",
     "EVENTS_QUEUE_URL",
     "FANOUT_CHUNK_SIZE",
     "FANOUT_CONCURRENCY",
@@ -170,6 +172,8 @@ pub struct Limits {
     pub offline_max_queues: usize,
     /// Bytes of all of one tenant's offline queues together.
     pub offline_max_bytes: usize,
+    /// A connection whose client sent nothing this long is probed by the sweep.
+    pub connection_idle: Duration,
     /// Largest client frame accepted by `ws-message`.
     pub max_message_bytes: usize,
     /// Most topics one connection may subscribe to.
@@ -190,6 +194,7 @@ impl Default for Limits {
             offline_ttl: Duration::from_secs(7 * 24 * 3600),
             offline_max_queues: 10_000,
             offline_max_bytes: 64 * 1024 * 1024,
+            connection_idle: Duration::from_secs(600),
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
             fanout_concurrency: 128,
@@ -557,6 +562,7 @@ impl Config {
             offline_ttl: Duration::from_secs(positive(get, "OFFLINE_TTL_SECS", d.offline_ttl.as_secs())?),
             offline_max_queues: positive(get, "OFFLINE_MAX_QUEUES_PER_TENANT", d.offline_max_queues as u64)? as usize,
             offline_max_bytes: positive(get, "OFFLINE_MAX_BYTES_PER_TENANT", d.offline_max_bytes as u64)? as usize,
+            connection_idle: Duration::from_secs(positive(get, "CONNECTION_IDLE_SECS", d.connection_idle.as_secs())?),
             max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
             max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
             fanout_concurrency: positive(get, "FANOUT_CONCURRENCY", d.fanout_concurrency as u64)? as usize,

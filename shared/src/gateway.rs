@@ -41,6 +41,15 @@ pub enum PostOutcome {
 pub trait Gateway: Send + Sync + 'static {
     /// Posts `data` to `connection` through `endpoint`.
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome;
+
+    /// Asks whether `connection` still exists (`GET @connections/{id}`),
+    /// sending it nothing: `Delivered` when it does, `Gone` when it does
+    /// not. A gateway that cannot ask answers `Failed`, and a sweep keeps
+    /// the connection.
+    async fn probe(&self, endpoint: &str, connection: &ConnectionId) -> PostOutcome {
+        let _ = (endpoint, connection);
+        PostOutcome::Failed("this gateway cannot probe connections".into())
+    }
 }
 
 /// The production gateway: the AWS SDK, one client per endpoint.
@@ -104,6 +113,17 @@ impl Gateway for ManagementApi {
             .data(Blob::new(data))
             .send()
             .await;
+        match result {
+            Ok(_) => PostOutcome::Delivered,
+            Err(e) => match e.as_service_error() {
+                Some(service) if service.is_gone_exception() => PostOutcome::Gone,
+                _ => PostOutcome::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string()),
+            },
+        }
+    }
+
+    async fn probe(&self, endpoint: &str, connection: &ConnectionId) -> PostOutcome {
+        let result = self.client(endpoint).get_connection().connection_id(connection.as_str()).send().await;
         match result {
             Ok(_) => PostOutcome::Delivered,
             Err(e) => match e.as_service_error() {

@@ -25,6 +25,10 @@ struct World {
 }
 
 async fn world_with(tweak: impl FnOnce(&mut Config)) -> World {
+    world_on(Settings::ephemeral(), tweak).await
+}
+
+async fn world_on(settings: Settings, tweak: impl FnOnce(&mut Config)) -> World {
     let mut config = Config {
         redis: Some(RedisConfig::single(shared_redis().url())),
         key_prefix: unique_prefix(),
@@ -33,7 +37,7 @@ async fn world_with(tweak: impl FnOnce(&mut Config)) -> World {
     tweak(&mut config);
     let ctx = Context::from_config(config);
     let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
-    let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
+    let emu = Emulator::start(settings, mode).await.unwrap();
     World { emu, ctx, http: reqwest::Client::new() }
 }
 
@@ -295,6 +299,50 @@ async fn offline_queues_are_only_for_users_seen_and_within_the_tenants_budget() 
     // Another tenant's budget is its own.
     let (status, body) = w.publish(&token("globex", "1", Role::Agent), to("b")).await;
     assert_eq!((status, body["report"]["queued_offline"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+}
+
+/// Issue 12, point 7: an emulator killed with `kill -9` (or an API Gateway
+/// `$disconnect` that never came) leaves connection records no gateway
+/// has. One without subscriptions is never posted to, so it never earned
+/// its 410: its user stayed online and nothing was queued for them,
+/// forever. Now the sweep probes connections idle past
+/// `CONNECTION_IDLE_SECS` and forgets the gone ones, with `presence.offline`.
+#[tokio::test]
+async fn ghost_connections_are_swept_and_their_user_is_queued_offline_again() {
+    let settings = Settings { sweep_interval: Duration::from_millis(100), ..Settings::ephemeral() };
+    let w = world_on(settings, |c| c.limits.connection_idle = Duration::from_millis(300)).await;
+    let svc = token("acme", "svc", Role::Service);
+    // What the killed emulator left in Redis: a connection of user 77 that
+    // this gateway (on the same endpoint, restarted) does not have.
+    let ghost = Connection {
+        id: "ghost77=".parse().unwrap(),
+        tenant_id: tenant("acme"),
+        user_id: "77".parse().unwrap(),
+        role: Role::Agent,
+        endpoint: w.emu.connections_endpoint(),
+        connected_at: switchboard::time::now_millis(),
+    };
+    w.ctx.store.register(&ghost).await.unwrap();
+    let (_, online) = w.get(&svc, "/v1/users/77/online").await;
+    assert_eq!(online["is_online"], true, "the ghost makes 77 look online: {online}");
+    // A live client that only listens (never pings): probed, found alive, kept.
+    let mut watcher = w.client("acme", "sup", &["presence.*"]).await;
+    let offline = next_json(&mut watcher).await;
+    assert_eq!(
+        (offline["type"].as_str(), offline["data"]["user_id"].as_str()),
+        (Some("presence.offline"), Some("77")),
+        "{offline}"
+    );
+    let (_, online) = w.get(&svc, "/v1/users/77/online").await;
+    assert_eq!((online["is_online"].as_bool(), online["connection_count"].as_u64()), (Some(false), Some(0)));
+    let (_, body) =
+        w.publish(&svc, json!({"type": "ticket.assigned", "target": {"user": "77"}, "data": {"n": 1}})).await;
+    assert_eq!(body["report"]["queued_offline"], 1, "77 is offline again: the event waits for their sync: {body}");
+    // The listener outlived several sweeps past its idle bound and still hears events.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, body) = w.publish(&svc, json!({"type": "presence.online", "data": {"user_id": "x"}})).await;
+    assert_eq!(body["report"]["delivered"], 1, "{body}");
+    assert_eq!(next_json(&mut watcher).await["type"], "presence.online");
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ async fn tenants_never_see_each_other(b: Backend) {
     assert_eq!(s.unsubscribe(&tenant("globex"), &cid("a1"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
     assert_eq!(s.unregister(&tenant("globex"), &cid("a1")).await.unwrap(), None);
     assert_eq!(s.connection_count(&tenant("acme")).await.unwrap(), 1, "acme's connection survived");
-    assert!(!s.heartbeat(&tenant("nobody"), &user("42")).await.unwrap());
+    assert!(!s.heartbeat(&tenant("nobody"), &user("42"), &cid("a1")).await.unwrap());
     assert_eq!(s.online_users(&tenant("acme")).await.unwrap(), vec![user("42")]);
     assert_eq!(s.online_users(&tenant("globex")).await.unwrap(), vec![user("42"), user("7")]);
 
@@ -162,14 +162,14 @@ async fn heartbeat_expiry(b: Backend) {
     assert!(s.online_users(&t).await.unwrap().is_empty());
 
     // A ping brings them back; a new connection after expiry announces them.
-    assert!(s.heartbeat(&t, &u).await.unwrap());
+    assert!(s.heartbeat(&t, &u, &cid("c1")).await.unwrap());
     assert!(s.presence(&t, &u).await.unwrap().online);
     assert_eq!(s.online_users(&t).await.unwrap(), vec![u.clone()]);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(s.register(&conn("t1", "42", "c2")).await.unwrap().came_online);
 
     // A heartbeat for a user without connections changes nothing.
-    assert!(!s.heartbeat(&t, &user("ghost")).await.unwrap());
+    assert!(!s.heartbeat(&t, &user("ghost"), &cid("c1")).await.unwrap());
     assert!(!s.presence(&t, &user("ghost")).await.unwrap().online);
 }
 
@@ -259,7 +259,7 @@ async fn unknown_ids(b: Backend) {
     assert_eq!(s.connection(&t, &cid("x")).await.unwrap(), None);
     assert_eq!(s.subscribe(&t, &cid("x"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
     assert_eq!(s.unsubscribe(&t, &cid("x"), &topics(&["*"])).await, Err(StoreError::UnknownConnection));
-    assert!(!s.heartbeat(&t, &user("x")).await.unwrap());
+    assert!(!s.heartbeat(&t, &user("x"), &cid("x")).await.unwrap());
     assert_eq!(s.presence(&t, &user("x")).await.unwrap(), Presence { online: false, connections: 0 });
     assert!(s.online_users(&t).await.unwrap().is_empty());
     assert_eq!(s.connection_count(&t).await.unwrap(), 0);
@@ -312,6 +312,42 @@ async fn offline_queue_expires(b: Backend) {
     s.register(&conn("t1", "42", "c2")).await.unwrap();
     assert_eq!(s.offline_push(&t, &u, "new").await.unwrap(), Ok(1));
     assert_eq!(s.offline_peek(&t, &u, 10).await.unwrap(), vec!["new"]);
+}
+
+/// Issue 12, point 7: what a sweep probes — connections whose client sent
+/// nothing (`$connect`, subscribe, unsubscribe, ping on that connection)
+/// for a while, oldest first, with where to reach them.
+async fn idle_connections_are_those_whose_client_fell_silent(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    for (u, c) in [("a", "c1"), ("b", "c2"), ("a", "c3")] {
+        s.register(&conn("t1", u, c)).await.unwrap();
+    }
+    s.register(&conn("t2", "a", "c9")).await.unwrap();
+    let ids =
+        |r: Vec<switchboard::store::Recipient>| r.into_iter().map(|r| r.connection_id.to_string()).collect::<Vec<_>>();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.subscribe(&t, &cid("c2"), &topics(&["call.*"])).await.unwrap();
+    assert!(s.heartbeat(&t, &user("a"), &cid("c3")).await.unwrap());
+    let idle = s.idle_connections(&t, Duration::from_millis(300), 10).await.unwrap();
+    assert_eq!(
+        idle.iter().map(|r| (r.connection_id.as_str(), r.user_id.as_str(), r.endpoint.as_str())).collect::<Vec<_>>(),
+        [("c1", "a", "https://gw.example/t1")]
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let oldest_two = ids(s.idle_connections(&t, Duration::from_millis(20), 2).await.unwrap());
+    assert_eq!((oldest_two.len(), oldest_two[0].as_str()), (2, "c1"), "oldest first, at most 2: {oldest_two:?}");
+    // A probe that found it alive: active again.
+    s.touch(&t, &[cid("c1")]).await.unwrap();
+    assert!(s.idle_connections(&t, Duration::from_millis(300), 10).await.unwrap().is_empty());
+    // Unregistered: gone from the list; another tenant's never in it.
+    s.unregister(&t, &cid("c1")).await.unwrap();
+    let mut all = ids(s.idle_connections(&t, Duration::from_millis(20), 10).await.unwrap());
+    all.sort();
+    assert_eq!(all, ["c2", "c3"]);
+    let mut tenants: Vec<String> = s.tenants().await.unwrap().into_iter().map(|t| t.to_string()).collect();
+    tenants.sort();
+    assert_eq!(tenants, ["t1", "t2"]);
 }
 
 /// Issue 12, point 1: a queue only for a user the tenant has seen, and a
@@ -597,4 +633,5 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     offline_queue_expires,
     offline_storage_is_bounded_per_tenant,
     expired_offline_queues_leave_the_budget,
+    idle_connections_are_those_whose_client_fell_silent,
 ]);

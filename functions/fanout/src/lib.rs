@@ -18,7 +18,10 @@
 //! large broadcasts are split into chunk jobs here and queued again). A
 //! record that fails is listed in `batchItemFailures` and retried by SQS;
 //! claims in the store keep a retried job from posting twice to anyone.
-//! [`invoke`] tells the two kinds of payload apart.
+//!
+//! And it sweeps: `{"action":"sweep"}` (the template's schedule, every 5
+//! minutes) probes every tenant's idle connections and forgets the ghosts
+//! ([`broadcast::sweep_all`]). [`invoke`] tells the kinds of payload apart.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
@@ -170,6 +173,16 @@ async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) 
 /// The Lambda entry: an SQS event (`Records` from `aws:sqs`) or a direct
 /// publish request, answered as JSON.
 pub async fn invoke(ctx: &Context, payload: Value) -> Result<Value, FanoutError> {
+    if payload == serde_json::json!({"action": "sweep"}) {
+        // The template's schedule (every 5 minutes): forget ghost connections.
+        let report = broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Store { published: 0, source })?;
+        if report.gone + report.failed > 0 {
+            tracing::info!(?report, "swept");
+        } else {
+            tracing::debug!(?report, "swept");
+        }
+        return Ok(serde_json::to_value(report).expect("plain JSON"));
+    }
     let from_sqs = payload
         .get("Records")
         .and_then(Value::as_array)

@@ -103,7 +103,7 @@ async fn dispatch(
             Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
             Err(e) => Err(classify(&id, e)),
         },
-        ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id).await {
+        ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id, conn).await {
             Ok(_) => Ok(ServerReply::Pong { id, timestamp: switchboard::time::now_millis() }),
             Err(e) => Err(classify(&id, e)),
         },

@@ -46,6 +46,11 @@ impl Keys {
         format!("{}:conns:{{{tenant}}}", self.prefix)
     }
 
+    /// `{p}:active:{t}` ZSET connection id → last frame from the client (ms).
+    pub fn active(&self, tenant: &TenantId) -> String {
+        format!("{}:active:{{{tenant}}}", self.prefix)
+    }
+
     /// `{p}:connidx:{t}` HASH: connection id → `<user_id> <endpoint>`, what
     /// a fan-out needs of each recipient, read with one HMGET.
     pub fn conn_index(&self, tenant: &TenantId) -> String {

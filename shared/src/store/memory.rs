@@ -30,6 +30,8 @@ pub struct MemoryStore {
 struct Tenant {
     conns: HashMap<ConnectionId, (Connection, BTreeSet<Topic>)>,
     users: HashMap<UserId, HashSet<ConnectionId>>,
+    /// When each connection's client last sent a frame.
+    active: HashMap<ConnectionId, Instant>,
     /// Heartbeat expiry per user; present and in the future = online.
     presence: HashMap<UserId, Instant>,
     subs: HashMap<Topic, HashSet<ConnectionId>>,
@@ -106,6 +108,7 @@ impl Store for MemoryStore {
             let came_online = !t.is_online(&conn.user_id, now);
             let subs = t.conns.remove(&conn.id).map(|(_, s)| s).unwrap_or_default();
             t.conns.insert(conn.id.clone(), (conn.clone(), subs));
+            t.active.insert(conn.id.clone(), now);
             let set = t.users.entry(conn.user_id.clone()).or_default();
             set.insert(conn.id.clone());
             let user_connections = set.len();
@@ -132,6 +135,7 @@ impl Store for MemoryStore {
                 .iter()
                 .filter_map(|conn| {
                     let (c, topics) = t.conns.remove(conn)?;
+                    t.active.remove(conn);
                     for topic in topics {
                         if let Some(set) = t.subs.get_mut(&topic) {
                             set.remove(conn);
@@ -171,6 +175,7 @@ impl Store for MemoryStore {
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
             let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
+            t.active.insert(conn.clone(), Instant::now());
             let new = topics.iter().filter(|tp| !mine.contains(*tp)).collect::<HashSet<_>>().len();
             if mine.len() + new > limit {
                 return Err(StoreError::TooManySubscriptions { limit });
@@ -190,6 +195,7 @@ impl Store for MemoryStore {
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
             let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
+            t.active.insert(conn.clone(), Instant::now());
             for topic in topics {
                 mine.remove(topic);
             }
@@ -203,18 +209,57 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId, conn: &ConnectionId) -> StoreResult<bool> {
         let ttl = self.limits.presence_ttl;
         Ok(self.with(|state| {
             let Some(t) = state.get_mut(tenant) else {
                 return false;
             };
-            if t.users.get(user).is_none_or(HashSet::is_empty) {
+            let Some(mine) = t.users.get(user).filter(|set| !set.is_empty()) else {
                 return false;
+            };
+            if mine.contains(conn) {
+                t.active.insert(conn.clone(), Instant::now());
             }
             t.presence.insert(user.clone(), Self::deadline(ttl));
             true
         }))
+    }
+
+    async fn idle_connections(&self, tenant: &TenantId, idle: Duration, max: usize) -> StoreResult<Vec<Recipient>> {
+        Ok(self.with(|state| {
+            let Some(t) = state.get(tenant) else { return vec![] };
+            let now = Instant::now();
+            let mut idle: Vec<(Instant, &ConnectionId)> =
+                t.active.iter().filter(|(_, at)| now.duration_since(**at) >= idle).map(|(c, at)| (*at, c)).collect();
+            idle.sort();
+            idle.into_iter()
+                .take(max)
+                .filter_map(|(_, id)| t.conns.get(id))
+                .map(|(c, _)| Recipient {
+                    connection_id: c.id.clone(),
+                    user_id: c.user_id.clone(),
+                    endpoint: c.endpoint.clone(),
+                })
+                .collect()
+        }))
+    }
+
+    async fn touch(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<()> {
+        self.with(|state| {
+            let Some(t) = state.get_mut(tenant) else { return };
+            let now = Instant::now();
+            for c in conns {
+                if let Some(at) = t.active.get_mut(c) {
+                    *at = now;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantId>> {
+        Ok(self.with(|state| state.keys().cloned().collect()))
     }
 
     async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence> {

@@ -16,6 +16,7 @@
 //! ```text
 //! {p}:conn:{tenant}:<conn_id>      HASH   user_id, role, endpoint, connected_at
 //! {p}:conns:{tenant}               SET    connection ids of the tenant
+//! {p}:active:{tenant}              ZSET   connection id -> last frame from the client (ms): what a sweep probes
 //! {p}:user:{tenant}:<user_id>      SET    connection ids of one user
 //! {p}:online:{tenant}              SET    online user ids                 (seed)
 //! {p}:presence:{tenant}:<user_id>  STRING last activity (ms), PX ttl       (seed)
@@ -33,6 +34,11 @@
 //! {p}:ratelimit:{tenant}:<second> STRING request counter of one second, PX 2 s
 //! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
 //! ```
+//!
+//! Connections leave on `$disconnect`, on a post's `410 Gone`, or when a
+//! sweep ([`crate::broadcast::sweep`]) probes one that sent nothing for
+//! `CONNECTION_IDLE_SECS` and API Gateway says it is gone: a connection
+//! whose `$disconnect` never came cannot stay a ghost.
 //!
 //! Presence follows the seed: a user is online while their heartbeat key
 //! exists. `$connect` and `ping` refresh it; the last `$disconnect` deletes
@@ -279,9 +285,28 @@ pub trait Store: Send + Sync + 'static {
     /// Removes topics; returns what remains, sorted.
     async fn unsubscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>>;
 
-    /// Refreshes a user's heartbeat. Returns false (and changes nothing) when
-    /// the user has no connection.
-    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool>;
+    /// Refreshes a user's heartbeat and marks `conn` (the connection the
+    /// ping came on) active. Returns false (and changes nothing) when the
+    /// user has no connection.
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId, conn: &ConnectionId) -> StoreResult<bool>;
+
+    /// Up to `max` of the tenant's connections that sent nothing (no
+    /// `$connect`, subscribe, unsubscribe or ping) for `idle`, oldest
+    /// first, with where to reach them: what a sweep probes. A connection
+    /// whose `$disconnect` never came (API Gateway's is best-effort, an
+    /// emulator killed) is among them sooner or later.
+    async fn idle_connections(
+        &self,
+        tenant: &TenantId,
+        idle: std::time::Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Recipient>>;
+
+    /// Marks connections active now (a probe found them alive).
+    async fn touch(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<()>;
+
+    /// Tenants that ever had a connection.
+    async fn tenants(&self) -> StoreResult<Vec<TenantId>>;
 
     /// Is the user online, and with how many connections?
     async fn presence(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Presence>;

@@ -113,7 +113,7 @@ local function now_ms()
 end
 ";
 
-/// KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, then presence.online's subs keys.
+/// KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, active, then presence.online's subs keys.
 /// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms.
 /// The user joins the tenant's `seen` registry (who may have an offline
 /// queue); users not seen within the offline TTL leave it.
@@ -125,6 +125,7 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
         local now = now_ms()
         redis.call('ZADD', KEYS[8], now, ARGV[2])
         redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - tonumber(ARGV[8])))
+        redis.call('ZADD', KEYS[9], now, ARGV[1])
         redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARGV[4], 'connected_at', ARGV[5])
         local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
         redis.call('SADD', KEYS[2], ARGV[1])
@@ -135,14 +136,14 @@ static REGISTER: LazyLock<Script> = LazyLock::new(|| {
         redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
         local presence = {}
         if came_online == 1 then
-            presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 9)}, ARGV[7], '')
+            presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 10)}, ARGV[7], '')
         end
         return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty, presence}
         ",
     )
 });
 
-/// KEYS: conns, online, webhooks, connection index, then presence.offline's subs keys.
+/// KEYS: conns, online, webhooks, connection index, active, then presence.offline's subs keys.
 /// ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem, then connection ids.
 /// Returns {{user_id, connections_left, ...}, resolution or {}}: a pair for
 /// each id that was registered, and when a user went offline, who must hear
@@ -158,6 +159,7 @@ static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
             local user = redis.call('HGET', conn_key, 'user_id')
             redis.call('SREM', KEYS[1], id)
             redis.call('HDEL', KEYS[4], id)
+            redis.call('ZREM', KEYS[5], id)
             for _, topic in ipairs(redis.call('SMEMBERS', subs_key)) do
                 redis.call('SREM', ARGV[5] .. topic, id)
             end
@@ -177,7 +179,7 @@ static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
         end
         local presence = {}
         if offline then
-            presence = resolve('tenant', KEYS[1], KEYS[3], KEYS[4], {unpack(KEYS, 5)}, ARGV[1], '')
+            presence = resolve('tenant', KEYS[1], KEYS[3], KEYS[4], {unpack(KEYS, 6)}, ARGV[1], '')
         end
         return {out, presence}
         ",
@@ -188,12 +190,15 @@ static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
 static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WITHIN_LIMIT_FN}\nreturn within_limit(KEYS[1], ARGV[1]) and 1 or 0")));
 
-/// KEYS: conn, connsubs, subs key per topic. ARGV: conn_id, limit, topics.
+/// KEYS: conn, connsubs, active, subs key per topic. ARGV: conn_id, limit, topics.
 /// Returns -1 for an unknown connection, -2 over the limit, else the topics.
+/// The connection counts as active (a frame from its client).
 static SUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_FN}\n{}",
         r"
         if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        redis.call('ZADD', KEYS[3], 'XX', now_ms(), ARGV[1])
         local new = 0
         for i = 3, #ARGV do
             if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then new = new + 1 end
@@ -201,37 +206,87 @@ static SUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
         if redis.call('SCARD', KEYS[2]) + new > tonumber(ARGV[2]) then return -2 end
         for i = 3, #ARGV do
             redis.call('SADD', KEYS[2], ARGV[i])
-            redis.call('SADD', KEYS[i], ARGV[1])
+            redis.call('SADD', KEYS[i + 1], ARGV[1])
         end
         return redis.call('SMEMBERS', KEYS[2])
-        ",
-    )
+        "
+    ))
 });
 
-/// KEYS: conn, connsubs, subs key per topic. ARGV: conn_id, unused, topics.
+/// KEYS: conn, connsubs, active, subs key per topic. ARGV: conn_id, unused, topics.
 static UNSUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_FN}\n{}",
         r"
         if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        redis.call('ZADD', KEYS[3], 'XX', now_ms(), ARGV[1])
         for i = 3, #ARGV do
             redis.call('SREM', KEYS[2], ARGV[i])
-            redis.call('SREM', KEYS[i], ARGV[1])
+            redis.call('SREM', KEYS[i + 1], ARGV[1])
         end
         return redis.call('SMEMBERS', KEYS[2])
-        ",
-    )
+        "
+    ))
 });
 
-/// KEYS: presence, online, user. ARGV: user_id, now_ms, ttl_ms.
+/// KEYS: presence, online, user, active. ARGV: user_id, now_ms, ttl_ms, connection id.
 static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{NOW_FN}\n{}",
         r"
         if redis.call('SCARD', KEYS[3]) == 0 then return 0 end
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
         redis.call('SADD', KEYS[2], ARGV[1])
+        if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
+            redis.call('ZADD', KEYS[4], 'XX', now_ms(), ARGV[4])
+        end
         return 1
-        ",
-    )
+        "
+    ))
+});
+
+/// KEYS: active, conns, connection index. ARGV: idle_ms, max, conn stem.
+/// Returns {id, 'user endpoint', ...}: connections with no client frame
+/// for idle_ms, oldest first. Connections recorded before the active set
+/// existed join it now; ids with no record left leave it.
+static IDLE_CONNECTIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_FN}\n{}",
+        r"
+        local now = now_ms()
+        if redis.call('ZCARD', KEYS[1]) < redis.call('SCARD', KEYS[2]) then
+            for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('ZADD', KEYS[1], 'NX', now, id) end
+        end
+        local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
+        local out = {}
+        for _, id in ipairs(ids) do
+            local rec = redis.call('HGET', KEYS[3], id)
+            if not rec then
+                local h = redis.call('HMGET', ARGV[3] .. id, 'user_id', 'endpoint')
+                if h[1] then rec = h[1] .. ' ' .. h[2] end
+            end
+            if rec then
+                out[#out + 1] = id
+                out[#out + 1] = rec
+            else
+                redis.call('ZREM', KEYS[1], id)
+            end
+        end
+        return out
+        "
+    ))
+});
+
+/// KEYS: active. ARGV: connection ids: each (still recorded) is active now.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW_FN}\n{}",
+        r"
+        local now = now_ms()
+        for i = 1, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i]) end
+        return 1
+        "
+    ))
 });
 
 /// KEYS: online. ARGV: presence stem. Members whose heartbeat is alive.
@@ -503,18 +558,18 @@ fn parse_resolution(flat: Vec<Value>) -> StoreResult<Resolution> {
         items.map(|v| redis::from_redis_value(v).map_err(|_| corrupt("resolve reply"))).collect::<StoreResult<_>>()?;
     let rest = strings.split_off(hooks.min(strings.len()));
     let webhooks = strings;
-    let recipients = rest
-        .chunks_exact(2)
-        .map(|r| {
-            let (user, endpoint) = r[1].split_once(' ').ok_or_else(|| corrupt("connection index entry"))?;
-            Ok(Recipient {
-                connection_id: ConnectionId::parse(r[0].as_str()).map_err(|_| corrupt("connection id"))?,
-                user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
-                endpoint: endpoint.to_owned(),
-            })
-        })
-        .collect::<StoreResult<_>>()?;
+    let recipients = rest.chunks_exact(2).map(|r| recipient(&r[0], &r[1])).collect::<StoreResult<_>>()?;
     Ok(Resolution { recipients, target_connections, webhooks })
+}
+
+/// A connection id and its index entry (`<user_id> <endpoint>`).
+fn recipient(id: &str, entry: &str) -> StoreResult<Recipient> {
+    let (user, endpoint) = entry.split_once(' ').ok_or_else(|| corrupt("connection index entry"))?;
+    Ok(Recipient {
+        connection_id: ConnectionId::parse(id).map_err(|_| corrupt("connection id"))?,
+        user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
+        endpoint: endpoint.to_owned(),
+    })
 }
 
 impl RedisStore {
@@ -608,7 +663,10 @@ impl RedisStore {
         topics: &[Topic],
     ) -> StoreResult<Vec<Topic>> {
         let mut inv = script.key(self.keys.conn(tenant, conn));
-        inv.key(self.keys.conn_subs(tenant, conn)).arg(conn.as_str()).arg(self.limits.max_subscriptions);
+        inv.key(self.keys.conn_subs(tenant, conn))
+            .key(self.keys.active(tenant))
+            .arg(conn.as_str())
+            .arg(self.limits.max_subscriptions);
         for topic in topics {
             inv.key(self.keys.subs(tenant, topic)).arg(topic.as_str());
         }
@@ -633,7 +691,8 @@ impl Store for RedisStore {
             .key(k.presence(t, &c.user_id))
             .key(k.webhooks(t))
             .key(k.conn_index(t))
-            .key(k.seen(t));
+            .key(k.seen(t))
+            .key(k.active(t));
         for topic in EventType::PresenceOnline.topics() {
             inv.key(k.subs(t, &topic));
         }
@@ -669,7 +728,7 @@ impl Store for RedisStore {
         }
         let k = &self.keys;
         let mut inv = UNREGISTER.key(k.conns(tenant));
-        inv.key(k.online(tenant)).key(k.webhooks(tenant)).key(k.conn_index(tenant));
+        inv.key(k.online(tenant)).key(k.webhooks(tenant)).key(k.conn_index(tenant)).key(k.active(tenant));
         for topic in EventType::PresenceOffline.topics() {
             inv.key(k.subs(tenant, &topic));
         }
@@ -726,15 +785,17 @@ impl Store for RedisStore {
         self.change_subscriptions(&UNSUBSCRIBE, tenant, conn, topics).await
     }
 
-    async fn heartbeat(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+    async fn heartbeat(&self, tenant: &TenantId, user: &UserId, conn: &ConnectionId) -> StoreResult<bool> {
         let k = &self.keys;
         let done: u8 = HEARTBEAT
             .key(k.presence(tenant, user))
             .key(k.online(tenant))
             .key(k.user(tenant, user))
+            .key(k.active(tenant))
             .arg(user.as_str())
             .arg(crate::time::now_millis())
             .arg(Self::millis(self.limits.presence_ttl))
+            .arg(conn.as_str())
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
@@ -772,15 +833,10 @@ impl Store for RedisStore {
     }
 
     async fn total_connections(&self) -> StoreResult<usize> {
-        let mut conn = self.conn().await?;
-        let tenants: Vec<String> =
-            redis::cmd("SMEMBERS").arg(self.keys.tenants()).query_async(&mut conn).await.map_err(unavailable)?;
+        let tenants = self.tenants().await?;
+        let conn = self.conn().await?;
         // Each tenant's set lives in its own slot; the counts are fetched
         // concurrently (pipelined on one node, spread over a cluster).
-        let tenants = tenants
-            .into_iter()
-            .map(|t| TenantId::parse(t).map_err(|_| corrupt("tenant id")))
-            .collect::<StoreResult<Vec<_>>>()?;
         let counts = futures::future::try_join_all(tenants.iter().map(|t| {
             let mut conn = conn.clone();
             let key = self.keys.conns(t);
@@ -804,6 +860,46 @@ impl Store for RedisStore {
         target: &Target,
     ) -> StoreResult<Option<Resolution>> {
         self.resolve_limited(tenant, Some(limit), event, target).await
+    }
+
+    async fn idle_connections(
+        &self,
+        tenant: &TenantId,
+        idle: std::time::Duration,
+        max: usize,
+    ) -> StoreResult<Vec<Recipient>> {
+        let k = &self.keys;
+        let flat: Vec<String> = IDLE_CONNECTIONS
+            .key(k.active(tenant))
+            .key(k.conns(tenant))
+            .key(k.conn_index(tenant))
+            .arg(Self::millis(idle))
+            .arg(max)
+            .arg(k.stem("conn", tenant))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        flat.chunks_exact(2).map(|r| recipient(&r[0], &r[1])).collect()
+    }
+
+    async fn touch(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<()> {
+        if conns.is_empty() {
+            return Ok(());
+        }
+        let mut inv = TOUCH.key(self.keys.active(tenant));
+        for c in conns {
+            inv.arg(c.as_str());
+        }
+        inv.invoke_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
+    }
+
+    async fn tenants(&self) -> StoreResult<Vec<TenantId>> {
+        let raw: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.tenants())
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        raw.into_iter().map(|t| TenantId::parse(t).map_err(|_| corrupt("tenant id"))).collect()
     }
 
     async fn offline_push(
