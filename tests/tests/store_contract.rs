@@ -526,15 +526,24 @@ async fn the_delivery_log_pages_filters_and_counts_failures(b: Backend) {
     let breaker = Breaker { threshold: 3, cooldown_ms: 60_000 };
     let t0 = 1_800_000_000_000;
     // wh_1: two failures, then a success; wh_2: failures up to the threshold.
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":1}"#, false, t0, breaker, bounds(100)).await.unwrap();
+    let h =
+        s.webhook_attempt(&a, &attempt("wh_1", "msg_a", r#"{"n":1}"#, false, t0), breaker, bounds(100)).await.unwrap();
     assert_eq!((h.consecutive_failures, h.failing_since, h.paused_until), (1, Some(t0), None));
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":2}"#, false, t0 + 1, breaker, bounds(100)).await.unwrap();
+    let h = s
+        .webhook_attempt(&a, &attempt("wh_1", "msg_a", r#"{"n":2}"#, false, t0 + 1), breaker, bounds(100))
+        .await
+        .unwrap();
     assert_eq!((h.consecutive_failures, h.failing_since), (2, Some(t0)), "failing since the first");
-    let h = s.webhook_attempt(&a, "wh_1", "msg_a", r#"{"n":3}"#, true, t0 + 2, breaker, bounds(100)).await.unwrap();
+    let h = s
+        .webhook_attempt(&a, &attempt("wh_1", "msg_a", r#"{"n":3}"#, true, t0 + 2), breaker, bounds(100))
+        .await
+        .unwrap();
     assert_eq!(h, Default::default(), "a success clears it");
     assert_eq!(s.webhook_health(&a, "wh_1").await.unwrap(), Default::default());
     for i in 0..3 {
-        s.webhook_attempt(&a, "wh_2", "msg_b", r#"{"n":0}"#, false, t0 + 10 + i, breaker, bounds(100)).await.unwrap();
+        s.webhook_attempt(&a, &attempt("wh_2", "msg_b", r#"{"n":0}"#, false, t0 + 10 + i), breaker, bounds(100))
+            .await
+            .unwrap();
     }
     let h = s.webhook_health(&a, "wh_2").await.unwrap();
     assert_eq!((h.consecutive_failures, h.paused_until), (3, Some(t0 + 12 + 60_000)), "paused at the threshold");
@@ -569,7 +578,7 @@ async fn the_delivery_log_is_capped(b: Backend) {
     let s = b.store(Limits::default());
     let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     for i in 0..500 {
-        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, bounds(50))
+        s.webhook_attempt(&tenant("acme"), &attempt("wh_1", "msg_a", &i.to_string(), true, 1), breaker, bounds(50))
             .await
             .unwrap();
     }
@@ -577,6 +586,56 @@ async fn the_delivery_log_is_capped(b: Backend) {
     let n = s.webhook_log(&tenant("acme"), &all).await.unwrap().len();
     // Redis trims with MAXLEN ~ (whole macro nodes), so "about" the cap.
     assert!((50..=200).contains(&n), "capped near 50, kept {n}");
+}
+
+/// An attempt to log: not a first, not dead, 0 ms.
+fn attempt<'a>(
+    webhook_id: &'a str,
+    delivery_id: &'a str,
+    entry: &'a str,
+    success: bool,
+    at_ms: i64,
+) -> switchboard::store::AttemptRecord<'a> {
+    switchboard::store::AttemptRecord {
+        webhook_id,
+        delivery_id,
+        entry,
+        success,
+        at_ms,
+        first: false,
+        dead: false,
+        duration_ms: 0,
+    }
+}
+
+/// Issue 12, point 3: the stats are counters per 5-minute bucket, added to
+/// by each attempt: they do not depend on what the log still holds (here
+/// capped at 5 entries, 40 attempts counted) and read a dozen buckets.
+async fn webhook_stats_are_counted_per_bucket(b: Backend) {
+    use switchboard::store::{AttemptRecord, AttemptStats, Breaker, STATS_BUCKET_MS};
+    let s = b.store(Limits::default());
+    let (a, g) = (tenant("acme"), tenant("globex"));
+    let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
+    let now = switchboard::time::now_millis();
+    let record = |i: u64, at_ms: i64| AttemptRecord {
+        first: i % 4 == 0,
+        dead: i % 4 == 3,
+        success: i % 2 == 0,
+        duration_ms: 10,
+        ..attempt("wh_1", "msg_a", "{}", false, at_ms)
+    };
+    for i in 0..40 {
+        s.webhook_attempt(&a, &record(i, now - (i as i64 % 3) * 1000), breaker, bounds(5)).await.unwrap();
+    }
+    // Older than the window: not counted.
+    s.webhook_attempt(&a, &record(0, now - 13 * STATS_BUCKET_MS), breaker, bounds(5)).await.unwrap();
+    let expected = AttemptStats { attempts: 40, succeeded: 20, dead: 10, deliveries: 10, duration_ms: 400 };
+    assert_eq!(s.webhook_stats(&a, "wh_1", now).await.unwrap(), expected);
+    assert_eq!(s.webhook_stats(&a, "wh_2", now).await.unwrap(), AttemptStats::default(), "per webhook");
+    assert_eq!(s.webhook_stats(&g, "wh_1", now).await.unwrap(), AttemptStats::default(), "per tenant");
+    // An hour later the window has moved past them.
+    let later = now + 12 * STATS_BUCKET_MS;
+    assert_eq!(s.webhook_stats(&a, "wh_1", later).await.unwrap(), AttemptStats::default());
 }
 
 fn bounds(max_entries: usize) -> switchboard::store::LogBounds {
@@ -589,10 +648,12 @@ async fn the_delivery_log_is_trimmed_by_age(b: Backend) {
     let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     let short = LogBounds { max_entries: 1000, max_age_ms: 200 };
     for i in 0..3 {
-        s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", &i.to_string(), true, 1, breaker, short).await.unwrap();
+        s.webhook_attempt(&tenant("acme"), &attempt("wh_1", "msg_a", &i.to_string(), true, 1), breaker, short)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    s.webhook_attempt(&tenant("acme"), "wh_1", "msg_a", "late", true, 1, breaker, short).await.unwrap();
+    s.webhook_attempt(&tenant("acme"), &attempt("wh_1", "msg_a", "late", true, 1), breaker, short).await.unwrap();
     let all = LogQuery { webhook_id: "wh_1", limit: 1000, ..LogQuery::default() };
     let kept: Vec<String> = s.webhook_log(&tenant("acme"), &all).await.unwrap().into_iter().map(|r| r.entry).collect();
     assert_eq!(kept, ["late"], "entries older than the log's age bound are gone");
@@ -615,6 +676,7 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     the_delivery_log_pages_filters_and_counts_failures,
     the_delivery_log_is_trimmed_by_age,
     the_delivery_log_is_capped,
+    webhook_stats_are_counted_per_bucket,
     fanout_claims_are_taken_once,
     webhook_registries_are_per_tenant,
     stale_connections_are_forgotten_together,

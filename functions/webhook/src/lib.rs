@@ -32,7 +32,7 @@ use switchboard::Context;
 use switchboard::event::{Envelope, EventType};
 use switchboard::ids::TenantId;
 use switchboard::protocol::Target;
-use switchboard::store::{Breaker, Health};
+use switchboard::store::{AttemptRecord, Breaker, Health};
 use switchboard::webhook::{self, Attempt, Delivery, LogEntry, Outcome, WebhookConfig};
 
 /// The function's state: the context and one pooled delivery client.
@@ -86,11 +86,16 @@ impl Deliverer {
             .store
             .webhook_attempt(
                 &entry.delivery.tenant_id,
-                &entry.webhook_id,
-                &entry.delivery_id,
-                &text,
-                success,
-                entry.created_at,
+                &AttemptRecord {
+                    webhook_id: &entry.webhook_id,
+                    delivery_id: &entry.delivery_id,
+                    entry: &text,
+                    success,
+                    at_ms: entry.created_at,
+                    first: entry.attempt <= 1,
+                    dead: entry.status == "dead",
+                    duration_ms: entry.duration_ms,
+                },
                 breaker,
                 settings.log_bounds(),
             )

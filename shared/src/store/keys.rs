@@ -138,6 +138,11 @@ impl Keys {
         self.stem("webhook_health", tenant) + id
     }
 
+    /// `{p}:webhook_stats:{t}:<id>:<bucket>` HASH of one stats bucket's counters.
+    pub fn webhook_stats(&self, tenant: &TenantId, id: &str, bucket: i64) -> String {
+        format!("{}{id}:{bucket}", self.stem("webhook_stats", tenant))
+    }
+
     /// `{p}:sent:{t}:<event_id>` SET of connections claimed by a chunked fan-out.
     pub fn sent(&self, tenant: &TenantId, event_id: &str) -> String {
         self.stem("sent", tenant) + event_id

@@ -48,6 +48,8 @@ struct Tenant {
     /// The last log id handed out: (ms, sequence).
     log_last: (i64, u64),
     health: HashMap<String, Health>,
+    /// Stats counters per (webhook, 5-minute bucket).
+    stats: HashMap<(String, i64), super::AttemptStats>,
     /// Chunked fan-out claims per event, with their expiry.
     sent: HashMap<String, (HashSet<String>, Instant)>,
 }
@@ -431,14 +433,11 @@ impl Store for MemoryStore {
     async fn webhook_attempt(
         &self,
         tenant: &TenantId,
-        webhook_id: &str,
-        delivery_id: &str,
-        entry: &str,
-        success: bool,
-        now_ms: i64,
+        a: &super::AttemptRecord<'_>,
         breaker: Breaker,
         log: super::LogBounds,
     ) -> StoreResult<Health> {
+        let (webhook_id, success, now_ms) = (a.webhook_id, a.success, a.at_ms);
         Ok(self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
             // Entry ids are the clock's, as Redis's XADD * makes them.
@@ -446,7 +445,7 @@ impl Store for MemoryStore {
             let (last_ms, last_seq) = t.log_last;
             t.log_last = if clock > last_ms { (clock, 0) } else { (last_ms, last_seq + 1) };
             let id = format!("{}-{}", t.log_last.0, t.log_last.1);
-            t.log.push_back((id, webhook_id.to_owned(), delivery_id.to_owned(), entry.to_owned()));
+            t.log.push_back((id, webhook_id.to_owned(), a.delivery_id.to_owned(), a.entry.to_owned()));
             while t.log.len() > log.max_entries.max(1) {
                 t.log.pop_front();
             }
@@ -454,6 +453,9 @@ impl Store for MemoryStore {
             while t.log.front().is_some_and(|(id, ..)| log_id_key(id).0 < oldest) {
                 t.log.pop_front();
             }
+            let bucket = now_ms.div_euclid(super::STATS_BUCKET_MS);
+            t.stats.retain(|(_, b), _| *b > bucket - 2 * super::STATS_BUCKETS);
+            t.stats.entry((webhook_id.to_owned(), bucket)).or_default().add(super::AttemptStats::of(a));
             if success {
                 t.health.remove(webhook_id);
                 return Health::default();
@@ -465,6 +467,25 @@ impl Store for MemoryStore {
                 h.paused_until = Some(now_ms + breaker.cooldown_ms);
             }
             *h
+        }))
+    }
+
+    async fn webhook_stats(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<super::AttemptStats> {
+        let last = now_ms.div_euclid(super::STATS_BUCKET_MS);
+        Ok(self.with(|state| {
+            let mut total = super::AttemptStats::default();
+            let Some(t) = state.get(tenant) else { return total };
+            for bucket in last - super::STATS_BUCKETS + 1..=last {
+                if let Some(b) = t.stats.get(&(webhook_id.to_owned(), bucket)) {
+                    total.add(*b);
+                }
+            }
+            total
         }))
     }
 

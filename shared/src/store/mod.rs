@@ -30,6 +30,7 @@
 //! {p}:webhooks:{tenant}           HASH   webhook id -> configuration JSON
 //! {p}:webhook_log:{tenant}        STREAM delivery attempts (w, d, e fields), MAXLEN ~ capped
 //! {p}:webhook_health:{tenant}:<id> HASH  consecutive failures, failing since, paused until (circuit breaker)
+//! {p}:webhook_stats:{tenant}:<id>:<bucket> HASH attempts a, succeeded s, dead d, deliveries n, ms l of one 5-minute bucket, PX 2 h
 //! {p}:sent:{tenant}:<event_id>     SET   connections a chunked fan-out already claimed, PX 1 day
 //! {p}:ratelimit:{tenant}:<second> STRING request counter of one second, PX 2 s
 //! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
@@ -164,6 +165,71 @@ pub struct LogBounds {
     pub max_entries: usize,
     /// Entries older than this (ms) are trimmed when the next is written.
     pub max_age_ms: i64,
+}
+
+/// One delivery attempt, as the webhook function records it.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptRecord<'a> {
+    /// The webhook.
+    pub webhook_id: &'a str,
+    /// The delivery.
+    pub delivery_id: &'a str,
+    /// The log entry, JSON.
+    pub entry: &'a str,
+    /// The receiver took it (2xx).
+    pub success: bool,
+    /// When (Unix ms): the breaker's clock and the stats bucket.
+    pub at_ms: i64,
+    /// The delivery's first attempt (counts one more delivery in the stats).
+    pub first: bool,
+    /// No more attempts follow (dead-lettered).
+    pub dead: bool,
+    /// How long the attempt took.
+    pub duration_ms: u64,
+}
+
+/// Width of one stats bucket: 5 minutes. The stats window is the current
+/// bucket and the [`STATS_BUCKETS`]` - 1` before it.
+pub const STATS_BUCKET_MS: i64 = 300_000;
+/// Buckets in the stats window (an hour).
+pub const STATS_BUCKETS: i64 = 12;
+
+/// A webhook's attempts over the stats window, counted as they were
+/// recorded (never by reading the log back).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptStats {
+    /// Attempts.
+    pub attempts: u64,
+    /// Attempts the receiver took.
+    pub succeeded: u64,
+    /// Deliveries dead-lettered.
+    pub dead: u64,
+    /// Deliveries started (first attempts).
+    pub deliveries: u64,
+    /// Milliseconds all attempts took together.
+    pub duration_ms: u64,
+}
+
+impl AttemptStats {
+    /// Adds one bucket's counts.
+    pub fn add(&mut self, o: AttemptStats) {
+        self.attempts += o.attempts;
+        self.succeeded += o.succeeded;
+        self.dead += o.dead;
+        self.deliveries += o.deliveries;
+        self.duration_ms += o.duration_ms;
+    }
+
+    /// One attempt's counts.
+    pub fn of(a: &AttemptRecord<'_>) -> Self {
+        AttemptStats {
+            attempts: 1,
+            succeeded: u64::from(a.success),
+            dead: u64::from(a.dead),
+            deliveries: u64::from(a.first),
+            duration_ms: a.duration_ms,
+        }
+    }
 }
 
 /// Which delivery-log entries to read, newest first.
@@ -381,22 +447,21 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a webhook; false when the tenant had no such webhook.
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<bool>;
 
-    /// Logs one delivery attempt (`entry`, JSON) in the tenant's log (capped
-    /// by count and by age, see [`LogBounds`])
+    /// Logs one delivery attempt in the tenant's log (capped by count and
+    /// by age, see [`LogBounds`]), counts it in the webhook's stats bucket,
     /// and updates the endpoint's health: a success clears it, a failure
     /// counts and, at the breaker's threshold, pauses the endpoint. One round trip.
-    #[expect(clippy::too_many_arguments, reason = "one atomic operation, one round trip")]
     async fn webhook_attempt(
         &self,
         tenant: &TenantId,
-        webhook_id: &str,
-        delivery_id: &str,
-        entry: &str,
-        success: bool,
-        now_ms: i64,
+        attempt: &AttemptRecord<'_>,
         breaker: Breaker,
         log: LogBounds,
     ) -> StoreResult<Health>;
+
+    /// The webhook's attempts in the stats window ending at `now_ms` (the
+    /// last [`STATS_BUCKETS`] buckets): a few counters, whatever the traffic.
+    async fn webhook_stats(&self, tenant: &TenantId, webhook_id: &str, now_ms: i64) -> StoreResult<AttemptStats>;
 
     /// The endpoint's health.
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<Health>;

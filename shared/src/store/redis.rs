@@ -316,9 +316,9 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: log stream, health hash.
+/// KEYS: log stream, health hash, stats bucket.
 /// ARGV: webhook_id, delivery_id, entry, success (1/0), now_ms, threshold, cooldown_ms, log maxlen, health ttl_ms,
-/// oldest entry id (ms) to keep.
+/// oldest entry id (ms) to keep, first attempt (1/0), dead (1/0), duration_ms, stats ttl_ms.
 /// Returns {failures, failing_since or '', paused_until or ''}.
 static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -327,6 +327,13 @@ static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
         -- By age too (entry ids are the time they were written): a quiet
         -- tenant's log does not keep last year's attempts.
         redis.call('XTRIM', KEYS[1], 'MINID', ARGV[10])
+        -- The stats: counters of this 5-minute bucket, never a scan of the log.
+        redis.call('HINCRBY', KEYS[3], 'a', 1)
+        if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[3], 's', 1) end
+        if ARGV[11] == '1' then redis.call('HINCRBY', KEYS[3], 'n', 1) end
+        if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[3], 'd', 1) end
+        redis.call('HINCRBY', KEYS[3], 'l', ARGV[13])
+        redis.call('PEXPIRE', KEYS[3], ARGV[14])
         if ARGV[4] == '1' then
             redis.call('DEL', KEYS[2])
             return {0, '', ''}
@@ -1006,27 +1013,29 @@ impl Store for RedisStore {
     async fn webhook_attempt(
         &self,
         tenant: &TenantId,
-        webhook_id: &str,
-        delivery_id: &str,
-        entry: &str,
-        success: bool,
-        now_ms: i64,
+        a: &super::AttemptRecord<'_>,
         breaker: super::Breaker,
         log: super::LogBounds,
     ) -> StoreResult<super::Health> {
+        let bucket = a.at_ms.div_euclid(super::STATS_BUCKET_MS);
         let (n, since, paused): (u32, String, String) = WEBHOOK_ATTEMPT
             .key(self.keys.webhook_log(tenant))
-            .key(self.keys.webhook_health(tenant, webhook_id))
-            .arg(webhook_id)
-            .arg(delivery_id)
-            .arg(entry)
-            .arg(u8::from(success))
-            .arg(now_ms)
+            .key(self.keys.webhook_health(tenant, a.webhook_id))
+            .key(self.keys.webhook_stats(tenant, a.webhook_id, bucket))
+            .arg(a.webhook_id)
+            .arg(a.delivery_id)
+            .arg(a.entry)
+            .arg(u8::from(a.success))
+            .arg(a.at_ms)
             .arg(breaker.threshold)
             .arg(breaker.cooldown_ms)
             .arg(log.max_entries)
             .arg(HEALTH_TTL_MS)
             .arg(crate::time::now_millis() - log.max_age_ms)
+            .arg(u8::from(a.first))
+            .arg(u8::from(a.dead))
+            .arg(a.duration_ms)
+            .arg(2 * super::STATS_BUCKETS * super::STATS_BUCKET_MS)
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
@@ -1035,6 +1044,32 @@ impl Store for RedisStore {
             failing_since: since.parse().ok(),
             paused_until: paused.parse().ok(),
         })
+    }
+
+    async fn webhook_stats(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<super::AttemptStats> {
+        // The buckets share the tenant's slot: one pipelined round trip.
+        let last = now_ms.div_euclid(super::STATS_BUCKET_MS);
+        let mut pipe = redis::pipe();
+        for bucket in last - super::STATS_BUCKETS + 1..=last {
+            pipe.cmd("HMGET").arg(self.keys.webhook_stats(tenant, webhook_id, bucket)).arg(&["a", "s", "d", "n", "l"]);
+        }
+        let buckets: Vec<[Option<u64>; 5]> = pipe.query_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        let mut total = super::AttemptStats::default();
+        for [a, s, d, n, l] in buckets {
+            total.add(super::AttemptStats {
+                attempts: a.unwrap_or(0),
+                succeeded: s.unwrap_or(0),
+                dead: d.unwrap_or(0),
+                deliveries: n.unwrap_or(0),
+                duration_ms: l.unwrap_or(0),
+            });
+        }
+        Ok(total)
     }
 
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<super::Health> {
