@@ -618,9 +618,9 @@ async fn webhook_stats_are_counted_per_bucket(b: Backend) {
     let breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     let now = switchboard::time::now_millis();
     let record = |i: u64, at_ms: i64| AttemptRecord {
-        first: i % 4 == 0,
+        first: i.is_multiple_of(4),
         dead: i % 4 == 3,
-        success: i % 2 == 0,
+        success: i.is_multiple_of(2),
         duration_ms: 10,
         ..attempt("wh_1", "msg_a", "{}", false, at_ms)
     };
