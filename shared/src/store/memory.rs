@@ -453,7 +453,7 @@ impl Store for MemoryStore {
             while t.log.front().is_some_and(|(id, ..)| log_id_key(id).0 < oldest) {
                 t.log.pop_front();
             }
-            let bucket = now_ms.div_euclid(super::STATS_BUCKET_MS);
+            let bucket = super::stats_bucket(now_ms);
             t.stats.retain(|(_, b), _| *b > bucket - 2 * super::STATS_BUCKETS);
             t.stats.entry((webhook_id.to_owned(), bucket)).or_default().add(super::AttemptStats::of(a));
             if success {
@@ -476,11 +476,10 @@ impl Store for MemoryStore {
         webhook_id: &str,
         now_ms: i64,
     ) -> StoreResult<super::AttemptStats> {
-        let last = now_ms.div_euclid(super::STATS_BUCKET_MS);
         Ok(self.with(|state| {
             let mut total = super::AttemptStats::default();
             let Some(t) = state.get(tenant) else { return total };
-            for bucket in last - super::STATS_BUCKETS + 1..=last {
+            for bucket in super::stats_window(now_ms) {
                 if let Some(b) = t.stats.get(&(webhook_id.to_owned(), bucket)) {
                     total.add(*b);
                 }

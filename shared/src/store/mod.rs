@@ -194,6 +194,17 @@ pub const STATS_BUCKET_MS: i64 = 300_000;
 /// Buckets in the stats window (an hour).
 pub const STATS_BUCKETS: i64 = 12;
 
+/// The stats bucket an attempt at `at_ms` counts in.
+pub fn stats_bucket(at_ms: i64) -> i64 {
+    at_ms.div_euclid(STATS_BUCKET_MS)
+}
+
+/// The buckets of the stats window ending at `now_ms`.
+pub fn stats_window(now_ms: i64) -> std::ops::RangeInclusive<i64> {
+    let last = stats_bucket(now_ms);
+    last - STATS_BUCKETS + 1..=last
+}
+
 /// A webhook's attempts over the stats window, counted as they were
 /// recorded (never by reading the log back).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1017,7 +1017,7 @@ impl Store for RedisStore {
         breaker: super::Breaker,
         log: super::LogBounds,
     ) -> StoreResult<super::Health> {
-        let bucket = a.at_ms.div_euclid(super::STATS_BUCKET_MS);
+        let bucket = super::stats_bucket(a.at_ms);
         let (n, since, paused): (u32, String, String) = WEBHOOK_ATTEMPT
             .key(self.keys.webhook_log(tenant))
             .key(self.keys.webhook_health(tenant, a.webhook_id))
@@ -1053,9 +1053,8 @@ impl Store for RedisStore {
         now_ms: i64,
     ) -> StoreResult<super::AttemptStats> {
         // The buckets share the tenant's slot: one pipelined round trip.
-        let last = now_ms.div_euclid(super::STATS_BUCKET_MS);
         let mut pipe = redis::pipe();
-        for bucket in last - super::STATS_BUCKETS + 1..=last {
+        for bucket in super::stats_window(now_ms) {
             pipe.cmd("HMGET").arg(self.keys.webhook_stats(tenant, webhook_id, bucket)).arg(&["a", "s", "d", "n", "l"]);
         }
         let buckets: Vec<[Option<u64>; 5]> = pipe.query_async(&mut self.conn().await?).await.map_err(unavailable)?;
