@@ -25,6 +25,7 @@
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
 //! | `SEED_CHANNELS` | `false` | also PUBLISH events on the seed's Redis channels |
+//! | `PLATFORM_TENANT` | — | the operator's tenant: its admins see platform-wide figures (`GET /v1/stats` `total_connections`); nobody else does |
 //! | `WEBHOOK_ALLOW_PRIVATE` | `false` | let webhooks use http and loopback/private addresses (local development) |
 //! | `WEBHOOK_QUEUE_URL` / `WEBHOOK_DLQ_URL` | — | the webhook deliveries queue and its dead-letter queue (webhooks are not sent without them) |
 //! | `EVENTS_QUEUE_URL` | — | the asynchronous fan-out queue (`POST /v1/events?async=true`, chunked broadcasts) |
@@ -70,6 +71,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "OFFLINE_MAX_MESSAGES",
     "OFFLINE_MAX_QUEUES_PER_TENANT",
     "OFFLINE_TTL_SECS",
+    "PLATFORM_TENANT",
     "PRESENCE_TTL_SECS",
     "RATE_LIMIT_PER_SECOND",
     "REDIS_CLUSTER",
@@ -455,6 +457,10 @@ pub struct Config {
     pub callback_endpoint: Option<Url>,
     /// Also PUBLISH every event on the seed's Redis channels.
     pub seed_channels: bool,
+    /// The operator's own tenant: its admins are platform operators and
+    /// see platform-wide figures (`GET /v1/stats`'s `total_connections`).
+    /// `None`: nobody does.
+    pub platform_tenant: Option<crate::ids::TenantId>,
     /// Where webhooks may point: https to public addresses in production;
     /// `WEBHOOK_ALLOW_PRIVATE=true` (the emulator's default) allows http,
     /// loopback and private ranges for local receivers.
@@ -475,6 +481,7 @@ impl Default for Config {
             limits: Limits::default(),
             callback_endpoint: None,
             seed_channels: false,
+            platform_tenant: None,
             webhook_urls: crate::ssrf::UrlPolicy::PRODUCTION,
             queues: QueueUrls::default(),
             fanout_chunk_size: 1000,
@@ -582,6 +589,12 @@ impl Config {
             }
         };
         let seed_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
+        let platform_tenant = match non_empty(get, "PLATFORM_TENANT") {
+            None => None,
+            Some(raw) => {
+                Some(crate::ids::TenantId::parse(raw).map_err(|e| ConfigError::new("PLATFORM_TENANT", e.to_string()))?)
+            }
+        };
         let webhook_urls = match parse_bool(get, "WEBHOOK_ALLOW_PRIVATE")? {
             Some(true) => crate::ssrf::UrlPolicy::LOCAL,
             _ => crate::ssrf::UrlPolicy::PRODUCTION,
@@ -652,6 +665,7 @@ impl Config {
             limits,
             callback_endpoint,
             seed_channels,
+            platform_tenant,
             webhook_urls,
             queues,
             fanout_chunk_size,

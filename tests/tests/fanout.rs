@@ -136,8 +136,7 @@ async fn events_reach_the_subscribers_of_their_tenant_and_nobody_else() {
     let (_, online) = w.get(&acme, "/v1/users/1/online").await;
     assert_eq!(online, json!({"user_id": "1", "is_online": true, "connection_count": 1}), "acme's own user 1");
     let (_, stats) = w.get(&acme, "/v1/stats").await;
-    assert_eq!(stats["tenant_connections"], 3);
-    assert_eq!(stats["total_connections"], 4);
+    assert_eq!(stats, json!({"tenant_id": "acme", "tenant_connections": 3}), "no platform-wide figure for a tenant");
     let (_, presence) = w.get(&acme, "/v1/presence").await;
     assert_eq!(presence, json!({"count": 3, "online_users": ["1", "2", "3"]}));
     let (_, presence) = w.get(&token("globex", "admin", Role::Admin), "/v1/presence").await;
@@ -258,6 +257,30 @@ async fn a_sync_that_dies_midway_loses_nothing() {
     assert_eq!((synced["type"].as_str(), synced["count"].as_u64()), (Some("synced"), Some(55)), "{synced}");
     let acked = request(&mut again, json!({"action": "sync", "ack": synced["cursor"]})).await;
     assert_eq!(acked, json!({"type": "synced", "count": 0, "acked": 55}));
+}
+
+/// Issue 13, point 1: `/v1/stats` showed every role of every tenant the
+/// platform's `total_connections`. Now only a platform operator (an admin
+/// of `PLATFORM_TENANT`) sees platform-wide figures.
+#[tokio::test]
+async fn platform_wide_stats_are_for_the_operator_only() {
+    let w = world_with(|c| c.platform_tenant = Some(tenant("ops"))).await;
+    let _a = w.client("acme", "1", &[]).await;
+    let _b = w.client("acme", "2", &[]).await;
+    let _c = w.client("globex", "1", &[]).await;
+    for (t, role) in [("globex", Role::Agent), ("acme", Role::Admin), ("ops", Role::Service), ("ops", Role::Agent)] {
+        let (status, stats) = w.get(&token(t, "x", role), "/v1/stats").await;
+        assert_eq!(status, 200);
+        assert!(stats.get("total_connections").is_none() && stats.get("tenants").is_none(), "{t} {role:?}: {stats}");
+    }
+    let (_, stats) = w.get(&token("globex", "x", Role::Agent), "/v1/stats").await;
+    assert_eq!(stats["tenant_connections"], 1);
+    let (_, stats) = w.get(&token("ops", "x", Role::Admin), "/v1/stats").await;
+    assert_eq!(
+        stats,
+        json!({"tenant_id": "ops", "tenant_connections": 0, "total_connections": 3, "tenants": 2}),
+        "the operator"
+    );
 }
 
 /// Issue 12, point 1: before, any agent could make a 7-day queue for any

@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
 //! | `POST /v1/events?async=true` | the same, queued on the events queue: 202 `{event_id, queued}` |
-//! | `GET /v1/stats` | `{tenant_id, tenant_connections, total_connections}` (the seed's `/ws/stats`) |
+//! | `GET /v1/stats` | `{tenant_id, tenant_connections}` (the seed's `/ws/stats`); `total_connections` and `tenants` too for a platform operator (an admin of `PLATFORM_TENANT`) |
 //! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the seed's) |
 //! | `GET /v1/presence` | `{online_users, count}` |
 //! | `GET /v1/health` | `{status, store, version}`; 503 when the store is down |
@@ -373,13 +373,15 @@ pub(crate) async fn enqueue(
 async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Response, ApiError> {
     let store = &state.ctx.store;
     let tenant_connections = store.connection_count(&who.tenant_id).await.map_err(store_error)?;
-    let total_connections = store.total_connections().await.map_err(store_error)?;
-    Ok(Json(json!({
-        "tenant_id": who.tenant_id,
-        "tenant_connections": tenant_connections,
-        "total_connections": total_connections,
-    }))
-    .into_response())
+    let mut body = json!({"tenant_id": who.tenant_id, "tenant_connections": tenant_connections});
+    // Platform-wide figures (one read per tenant) only for the operator.
+    let operator =
+        who.role == switchboard::auth::Role::Admin && state.ctx.config.platform_tenant.as_ref() == Some(&who.tenant_id);
+    if operator {
+        body["total_connections"] = json!(store.total_connections().await.map_err(store_error)?);
+        body["tenants"] = json!(store.tenants().await.map_err(store_error)?.len());
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `GET /v1/users/{id}/online`: the seed's user check, inside the caller's tenant.

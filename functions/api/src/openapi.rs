@@ -70,7 +70,7 @@ pub fn document() -> Value {
                     }
                 },
                 "PublishResponse": {"type": "object", "properties": {"event_id": {"type": "string"}, "report": {"$ref": "#/components/schemas/Report"}}},
-                "Stats": {"type": "object", "properties": {"tenant_id": {"type": "string"}, "tenant_connections": {"type": "integer"}, "total_connections": {"type": "integer"}}},
+                "Stats": {"type": "object", "properties": {"tenant_id": {"type": "string"}, "tenant_connections": {"type": "integer"}, "total_connections": {"type": "integer", "description": "platform operators only (admins of PLATFORM_TENANT)"}, "tenants": {"type": "integer", "description": "platform operators only"}}},
                 "UserOnline": {"type": "object", "properties": {"user_id": {"type": "string"}, "is_online": {"type": "boolean"}, "connection_count": {"type": "integer"}}},
                 "Presence": {"type": "object", "properties": {"count": {"type": "integer"}, "online_users": {"type": "array", "items": {"type": "string"}}}},
                 "WebhookRequest": {
