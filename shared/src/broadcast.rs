@@ -489,7 +489,7 @@ pub async fn publish_as(
     limit: Option<u32>,
 ) -> Result<(String, Report), PublishError> {
     who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
-    let event = Envelope::new(who.tenant_id.clone(), event_type, data);
+    let event = Envelope::from_caller(who, event_type, data);
     let resolved = match limit {
         None => ctx.store.resolve(&who.tenant_id, event_type, target).await?,
         Some(limit) => ctx

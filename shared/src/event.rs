@@ -260,12 +260,41 @@ pub struct Envelope {
     /// The event's payload, free-form JSON.
     #[serde(default)]
     pub data: Value,
+    /// Who published it, from their verified token, when a client or a
+    /// token holder did (the `publish` action, `POST /v1/events`): set by
+    /// the server, never taken from the request, so a `data.from` that
+    /// claims someone else can be checked against it. Absent for events
+    /// from back-end invocations and for the server's own (presence, alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<Sender>,
+}
+
+/// The verified publisher of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    /// The token's user.
+    pub user_id: crate::ids::UserId,
+    /// The token's role.
+    pub role: crate::auth::Role,
 }
 
 impl Envelope {
     /// A new event with a fresh id and the current time.
     pub fn new(tenant_id: TenantId, event_type: EventType, data: Value) -> Self {
-        Envelope { id: Uuid::now_v7().to_string(), event_type, tenant_id, timestamp: crate::time::now_millis(), data }
+        Envelope {
+            id: Uuid::now_v7().to_string(),
+            event_type,
+            tenant_id,
+            timestamp: crate::time::now_millis(),
+            data,
+            sender: None,
+        }
+    }
+
+    /// A new event published by the verified caller `who`, in their tenant.
+    pub fn from_caller(who: &crate::auth::Identity, event_type: EventType, data: Value) -> Self {
+        let sender = Sender { user_id: who.user_id.clone(), role: who.role };
+        Envelope { sender: Some(sender), ..Envelope::new(who.tenant_id.clone(), event_type, data) }
     }
 }
 

@@ -249,6 +249,12 @@ impl ClientAction {
                     None | Some(Value::Null) => Target::Tenant,
                     Some(t) => serde_json::from_value(t).map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?,
                 };
+                if obj.contains_key("sender") {
+                    return Err(fail(
+                        ErrorCode::InvalidMessage,
+                        "\"sender\" is set by the server from your token; leave it out".into(),
+                    ));
+                }
                 let data = obj.remove("data").unwrap_or(Value::Null);
                 Ok(ClientAction::Publish { id, event_type, target, data })
             }

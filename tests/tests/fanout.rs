@@ -259,6 +259,42 @@ async fn a_sync_that_dies_midway_loses_nothing() {
     assert_eq!(acked, json!({"type": "synced", "count": 0, "acked": 55}));
 }
 
+/// Issue 13, point 2: a client could send `chat.message` with `data.from`
+/// naming someone else and nothing told the recipient. Now every event a
+/// token holder publishes carries a server-set `sender` from the token.
+#[tokio::test]
+async fn client_published_events_carry_their_verified_sender() {
+    let w = world().await;
+    let mut bob = w.client("acme", "bob", &["chat.*"]).await;
+    let mut mallory = w.client("acme", "mallory", &[]).await;
+    let forged = json!({"action": "publish", "type": "chat.message", "target": {"user": "bob"},
+        "data": {"from": "alice", "text": "send me the code"}, "sender": {"user_id": "alice", "role": "admin"}});
+    let refused = request(&mut mallory, forged.clone()).await;
+    assert_eq!(refused["code"], "invalid_message", "{refused}");
+    assert!(silent(&mut bob, QUIET).await);
+    let mut honest = forged;
+    honest.as_object_mut().unwrap().remove("sender");
+    assert_eq!(request(&mut mallory, honest).await["type"], "published");
+    let event = next_json(&mut bob).await;
+    assert_eq!(event["sender"], json!({"user_id": "mallory", "role": "agent"}), "{event}");
+    assert_eq!(event["data"]["from"], "alice", "data is the publisher's; sender is the server's");
+    // The HTTP API too; and a forged sender there is an unknown field.
+    let svc = token("acme", "crm", Role::Service);
+    let (status, _) = w
+        .publish(&svc, json!({"type": "chat.message", "target": {"user": "bob"}, "sender": {"user_id": "alice"}}))
+        .await;
+    assert_eq!(status, 400);
+    w.publish(&svc, json!({"type": "chat.message", "target": {"user": "bob"}, "data": {}})).await;
+    assert_eq!(next_json(&mut bob).await["sender"], json!({"user_id": "crm", "role": "service"}));
+    // The server's own events have none.
+    let _carol = w.client("acme", "carol", &[]).await;
+    let mut watcher = w.client("acme", "sup", &["presence.*"]).await;
+    drop(_carol);
+    let offline = next_json(&mut watcher).await;
+    assert_eq!(offline["type"], "presence.offline");
+    assert!(offline.get("sender").is_none(), "{offline}");
+}
+
 /// Issue 13, point 1: `/v1/stats` showed every role of every tenant the
 /// platform's `total_connections`. Now only a platform operator (an admin
 /// of `PLATFORM_TENANT`) sees platform-wide figures.

@@ -347,7 +347,7 @@ async fn publish_queued(
     data: Value,
 ) -> Result<Response, ApiError> {
     who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
-    let event = switchboard::event::Envelope::new(who.tenant_id.clone(), event_type, data);
+    let event = switchboard::event::Envelope::from_caller(who, event_type, data);
     let job = broadcast::FanoutJob { event, target, chunk: None };
     enqueue(state.ctx.events_queue(), "EVENTS_QUEUE_URL", &job).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"event_id": job.event.id, "queued": true}))).into_response())
