@@ -123,6 +123,9 @@ pub enum AuthError {
     /// `nbf` is in the future.
     #[error("token not yet valid")]
     NotYetValid,
+    /// `exp` is further away than the longest lifetime accepted.
+    #[error("token lifetime too long: exp is more than {0} s away (JWT_MAX_LIFETIME_SECS)")]
+    LifetimeTooLong(u64),
     /// A required claim is absent.
     #[error("missing claim '{0}'")]
     MissingClaim(&'static str),
@@ -165,9 +168,28 @@ pub struct Claims {
     /// Issuer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience.
+    /// Audience: one, or several (RFC 7519 allows both).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+    /// Not before, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+}
+
+/// The `aud` claim: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "switchboard"`.
+    One(String),
+    /// `"aud": ["switchboard", "crm"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(aud: &str) -> Self {
+        Audience::One(aud.to_owned())
+    }
 }
 
 /// Verifies tokens and origins; built once per cold start.
@@ -176,6 +198,7 @@ pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     algorithm: &'static str,
+    max_lifetime_secs: u64,
     allowed_origins: HashSet<String>,
 }
 
@@ -199,6 +222,7 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.leeway_secs;
+        validation.validate_nbf = true;
         // A configured issuer or audience must be present, not merely
         // "not different" when present.
         let mut required = vec!["exp"];
@@ -218,6 +242,7 @@ impl Verifier {
             key,
             validation,
             algorithm: name,
+            max_lifetime_secs: config.max_lifetime_secs + config.leeway_secs,
             allowed_origins: config.allowed_origins.iter().cloned().collect(),
         })
     }
@@ -237,6 +262,10 @@ impl Verifier {
             _ => AuthError::Malformed(e.to_string()),
         })?;
         let claims = data.claims;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if claims.exp.is_some_and(|exp| exp.saturating_sub(now) > self.max_lifetime_secs) {
+            return Err(AuthError::LifetimeTooLong(self.max_lifetime_secs - self.validation.leeway));
+        }
         let tenant = claims.tenant_id.ok_or(AuthError::MissingTenant)?;
         let tenant_id =
             TenantId::parse(tenant).map_err(|e| AuthError::InvalidClaim(format!("tenant_id claim: {e}")))?;
@@ -415,6 +444,34 @@ mod tests {
         assert_eq!(v.verify(&hs(&Claims { aud: None, ..good })), Err(AuthError::WrongAudience));
         // Without configuration, an aud in the token is not a reason to refuse.
         assert!(verifier().verify(&hs(&Claims { aud: Some("x".into()), ..claims() })).is_ok());
+    }
+
+    /// Issue 13, point 3: `nbf` was not checked, a token valid until 2286
+    /// was accepted, and an array `aud` (valid JWT) was refused as malformed.
+    #[test]
+    fn not_before_lifetime_and_audience_arrays() {
+        let v = verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let later = Claims { nbf: Some(now + 3600), ..claims() };
+        assert_eq!(v.verify(&hs(&later)), Err(AuthError::NotYetValid));
+        assert!(v.verify(&hs(&Claims { nbf: Some(now - 10), ..claims() })).is_ok());
+        let forever = Claims { exp: Some(9_999_999_999), ..claims() };
+        assert_eq!(v.verify(&hs(&forever)), Err(AuthError::LifetimeTooLong(86_400)));
+        assert!(v.verify(&hs(&Claims { exp: Some(now + 86_400), ..claims() })).is_ok(), "a day is fine");
+        let mut cfg = AuthConfig::hs256(SECRET);
+        cfg.max_lifetime_secs = 600;
+        let strict = Verifier::new(&cfg).unwrap();
+        assert_eq!(
+            strict.verify(&hs(&Claims { exp: Some(now + 3600), ..claims() })),
+            Err(AuthError::LifetimeTooLong(600))
+        );
+        cfg.audience = Some("switchboard".into());
+        let with_aud = Verifier::new(&cfg).unwrap();
+        let many =
+            |a: &[&str]| Claims { aud: Some(Audience::Many(a.iter().map(|s| s.to_string()).collect())), ..claims() };
+        assert!(with_aud.verify(&hs(&many(&["crm", "switchboard"]))).is_ok(), "an array that names us");
+        assert_eq!(with_aud.verify(&hs(&many(&["crm"]))), Err(AuthError::WrongAudience));
+        assert!(v.verify(&hs(&many(&["crm"]))).is_ok(), "no audience configured: any is fine");
     }
 
     #[test]

@@ -46,7 +46,8 @@
 //! | `JWT_SECRET` | — | HS256 secret, at least 32 bytes |
 //! | `JWT_PUBLIC_KEY` / `JWT_ALGORITHM` | — / from the key | PEM public key, `RS256` or `ES256` |
 //! | `JWT_ISSUER` / `JWT_AUDIENCE` | unchecked | required `iss` / `aud` when set |
-//! | `JWT_LEEWAY_SECS` | `30` | clock skew allowed on `exp` |
+//! | `JWT_LEEWAY_SECS` | `30` | clock skew allowed on `exp` and `nbf` |
+//! | `JWT_MAX_LIFETIME_SECS` | `86400` | a token whose `exp` is further away than this is refused |
 //! | `ALLOWED_ORIGINS` | empty = all | comma-separated Origin allowlist |
 
 use std::str::FromStr;
@@ -106,6 +107,7 @@ pub const AUTH_VARIABLES: &[&str] = &[
     "JWT_AUDIENCE",
     "JWT_ISSUER",
     "JWT_LEEWAY_SECS",
+    "JWT_MAX_LIFETIME_SECS",
     "JWT_PUBLIC_KEY",
     "JWT_SECRET",
 ];
@@ -237,8 +239,11 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Required `aud`, when set.
     pub audience: Option<String>,
-    /// Seconds of clock skew tolerated on `exp`.
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// Longest a token may still be valid for (`exp` − now): a token that
+    /// claims to live longer is refused, however well signed.
+    pub max_lifetime_secs: u64,
     /// Allowed browser origins; empty allows all.
     pub allowed_origins: Vec<String>,
 }
@@ -251,6 +256,7 @@ impl AuthConfig {
             issuer: None,
             audience: None,
             leeway_secs: 30,
+            max_lifetime_secs: 86_400,
             allowed_origins: vec![],
         }
     }
@@ -339,6 +345,7 @@ impl AuthConfig {
             issuer: non_empty(get, "JWT_ISSUER"),
             audience: non_empty(get, "JWT_AUDIENCE"),
             leeway_secs: parse_or(get, "JWT_LEEWAY_SECS", 30u64, "a number of seconds")?,
+            max_lifetime_secs: positive(get, "JWT_MAX_LIFETIME_SECS", 86_400)?,
             allowed_origins,
         })
     }
