@@ -115,6 +115,22 @@ fn forbidden_v4(ip: Ipv4Addr, allow_private: bool) -> bool {
     always || (private && !allow_private)
 }
 
+/// A webhook URL as anyone but the tenant's admins may see it, and as logs
+/// keep it: scheme, host and port only. For Slack-style webhooks the path
+/// is the credential (`/services/T…/B…/<secret>`), and a query may hold a
+/// token. `https://hooks.slack.com/…`.
+pub fn redacted(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(url) => {
+            let host = url.host_str().unwrap_or("");
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if url.path() == "/" && url.query().is_none() { "/" } else { "/…" };
+            format!("{}://{host}{port}{rest}", url.scheme())
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 /// Validates a webhook URL (without resolving it).
 pub fn check_url(raw: &str, policy: UrlPolicy) -> Result<Url, UrlError> {
     let url = Url::parse(raw).map_err(|e| UrlError::Malformed(e.to_string()))?;
@@ -241,5 +257,13 @@ mod tests {
             check_url("https://169.254.169.254/", UrlPolicy::PRODUCTION).unwrap_err().to_string(),
             "address 169.254.169.254 is not a public address"
         );
+    }
+
+    #[test]
+    fn redacted_urls_keep_only_scheme_host_and_port() {
+        assert_eq!(redacted("https://hooks.slack.com/services/T0/B0/s3cr3t"), "https://hooks.slack.com/…");
+        assert_eq!(redacted("https://user:pw@crm.example:8443/hook?token=abc"), "https://crm.example:8443/…");
+        assert_eq!(redacted("https://crm.example/"), "https://crm.example/");
+        assert_eq!(redacted("nonsense"), "(not a URL)");
     }
 }

@@ -722,6 +722,8 @@ pub async fn send(
         .body(body);
     match request.send().await {
         Err(e) => {
+            // Without the URL: this text is logged, and the URL may be a credential.
+            let e = e.without_url();
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(inner) = source {

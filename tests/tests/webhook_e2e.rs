@@ -436,7 +436,9 @@ async fn an_endpoint_failing_too_long_is_disabled_and_the_tenant_alerted() {
     let settings = WebhookSettings { disable_after: Duration::from_secs(1), ..fast() };
     let w = world(settings).await;
     let r = Receiver::start(Policy::Always(Arc::new(AtomicU16::new(502)))).await;
-    let (id, _) = w.webhook(&r.url, json!({"events": ["call.*"], "retry_count": 10})).await;
+    // A Slack-style URL: its path is the credential.
+    let secret_url = format!("{}/services/T0/B0/s3cr3t", r.url);
+    let (id, _) = w.webhook(&secret_url, json!({"events": ["call.*"], "retry_count": 10})).await;
     let url = format!("{}?token={}", w.emu.ws_url(), token("acme", Role::Supervisor));
     let (mut watcher, _) = ws::connect(&url, &[]).await.unwrap();
     request(&mut watcher, json!({"action": "subscribe", "events": ["system.alert"]})).await;
@@ -448,8 +450,14 @@ async fn an_endpoint_failing_too_long_is_disabled_and_the_tenant_alerted() {
         (alert["data"]["kind"].as_str(), alert["data"]["webhook_id"].as_str()),
         (Some("webhook.disabled"), Some(id.as_str()))
     );
+    // Issue 13, point 4: every subscriber hears the alert, so the URL is
+    // redacted there; the admins' registry shows it whole.
+    let port = r.url.split(':').nth(2).unwrap().trim_end_matches("/hook");
+    assert_eq!(alert["data"]["url"], format!("http://127.0.0.1:{port}/…"), "{alert}");
+    assert!(!alert.to_string().contains("s3cr3t"), "{alert}");
     let (_, hook) = w.call(Method::GET, &format!("/v1/webhooks/{id}"), &token("acme", Role::Admin), None).await;
     assert_eq!(hook["is_active"], false);
+    assert_eq!(hook["url"], secret_url.as_str());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(r.hits().len(), 2, "no attempts after it was disabled");
     w.emu.shutdown().await;

@@ -162,7 +162,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         )));
     }
     save(&state, &who, &hook).await?;
-    tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, url = %hook.url, "webhook created");
+    tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, url = %switchboard::ssrf::redacted(&hook.url), "webhook created");
     // The secret is shown this once.
     Ok((StatusCode::CREATED, Json(serde_json::to_value(&hook).expect("plain data"))).into_response())
 }

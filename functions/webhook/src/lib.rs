@@ -256,7 +256,10 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
             let alert = Envelope::new(
                 delivery.tenant_id.clone(),
                 EventType::SystemAlert,
-                json!({"kind": "webhook.disabled", "webhook_id": hook.id, "url": hook.url, "reason": reason}),
+                // Every subscriber of the tenant hears this: the URL redacted
+                // (its path may be the credential); admins read it whole.
+                json!({"kind": "webhook.disabled", "webhook_id": hook.id,
+                    "url": switchboard::ssrf::redacted(&hook.url), "reason": reason}),
             );
             if let Err(e) = switchboard::broadcast::publish(ctx, &alert, &Target::Tenant).await {
                 tracing::warn!(error = %e, "system.alert not sent");
