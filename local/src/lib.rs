@@ -397,8 +397,15 @@ struct ProxyTarget {
 async fn proxy_to_function_url(State(target): State<ProxyTarget>, req: Request) -> Response {
     let path_and_query =
         req.uri().path_and_query().map(|p| p.as_str().trim_start_matches('/').to_owned()).unwrap_or_default();
-    let Ok(url) = target.base.join(&path_and_query) else {
-        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    // Only paths under the api function's URL: a request line such as
+    // `GET /http://127.0.0.1:8765/x` (or `..` segments) would otherwise make
+    // `join` leave it and carry the caller's Authorization header elsewhere.
+    let url = match target.base.join(&path_and_query) {
+        Ok(url) if url.origin() == target.base.origin() && url.path().starts_with(target.base.path()) => url,
+        _ => {
+            let message = serde_json::json!({"code": "not_found", "message": "no such route"});
+            return (StatusCode::NOT_FOUND, axum::Json(message)).into_response();
+        }
     };
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, 6 * 1024 * 1024).await else {

@@ -58,6 +58,16 @@ pub enum UrlError {
     /// The address is internal.
     #[error("address {0} is not a public address")]
     Forbidden(IpAddr),
+    /// A control character or whitespace in the URL (a URL parser drops
+    /// tabs and newlines silently: what is stored would not be what was sent).
+    #[error("the URL contains {0}; send it without whitespace or control characters")]
+    Control(String),
+    /// A name that means this machine (`localhost`, `*.localhost`).
+    #[error("host '{0}' is this machine, not a public address")]
+    Local(String),
+    /// The name resolves to an internal address.
+    #[error("host '{0}' resolves to {1}, which is not a public address")]
+    ResolvesInternal(String, IpAddr),
     /// The name resolves to no allowed address.
     #[error("host '{0}' does not resolve to a public address")]
     Unresolvable(String),
@@ -79,7 +89,8 @@ pub fn is_forbidden(ip: IpAddr, allow_private: bool) -> bool {
                 || v6.is_multicast()
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8); // documentation
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254); // EC2 metadata (IMDS over IPv6)
             always || (private && !allow_private)
         }
     }
@@ -133,6 +144,15 @@ pub fn redacted(raw: &str) -> String {
 
 /// Validates a webhook URL (without resolving it).
 pub fn check_url(raw: &str, policy: UrlPolicy) -> Result<Url, UrlError> {
+    if let Some(bad) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        let shown = match bad {
+            '\n' => "a newline".to_owned(),
+            '\t' => "a tab".to_owned(),
+            ' ' => "a space".to_owned(),
+            other => format!("U+{:04X}", u32::from(other)),
+        };
+        return Err(UrlError::Control(shown));
+    }
     let url = Url::parse(raw).map_err(|e| UrlError::Malformed(e.to_string()))?;
     match url.scheme() {
         "https" => {}
@@ -147,12 +167,43 @@ pub fn check_url(raw: &str, policy: UrlPolicy) -> Result<Url, UrlError> {
         Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
         Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
         Some(Host::Domain("")) => return Err(UrlError::NoHost),
-        Some(Host::Domain(_)) => None,
+        Some(Host::Domain(name)) => {
+            let bare = name.trim_end_matches('.').to_ascii_lowercase();
+            if !policy.allow_private && (bare == "localhost" || bare.ends_with(".localhost")) {
+                return Err(UrlError::Local(name.to_owned()));
+            }
+            None
+        }
     };
     if let Some(ip) = ip.filter(|ip| is_forbidden(*ip, policy.allow_private)) {
         return Err(UrlError::Forbidden(ip));
     }
     Ok(url)
+}
+
+/// [`check_url`], then, where private addresses are refused, the name is
+/// resolved and refused when any address is internal: what a webhook is
+/// saved with. Delivery checks again through [`VettedResolver`] (DNS can
+/// change after the save). A name that does not resolve now is accepted:
+/// it may be created later, and delivery will refuse it if it is internal.
+pub async fn check_url_at_save(raw: &str, policy: UrlPolicy) -> Result<Url, UrlError> {
+    let url = check_url(raw, policy)?;
+    if let (false, Some(Host::Domain(name))) = (policy.allow_private, url.host()) {
+        let port = url.port_or_known_default().unwrap_or(443);
+        let lookup = tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((name, port))).await;
+        if let Ok(Ok(addrs)) = lookup {
+            vet_resolved(name, addrs.map(|a| a.ip()))?;
+        }
+    }
+    Ok(url)
+}
+
+/// Refuses `name` when any address it resolved to is internal.
+fn vet_resolved(name: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Result<(), UrlError> {
+    match addrs.into_iter().find(|ip| is_forbidden(*ip, false)) {
+        Some(ip) => Err(UrlError::ResolvesInternal(name.to_owned(), ip)),
+        None => Ok(()),
+    }
 }
 
 /// reqwest's DNS resolver for deliveries: only allowed addresses come out.
@@ -245,6 +296,43 @@ mod tests {
         for bad in ["http://169.254.169.254/", "http://[fe80::1]/", "http://0.0.0.0/", "ftp://127.0.0.1/"] {
             assert!(check_url(bad, UrlPolicy::LOCAL).is_err(), "{bad}");
         }
+    }
+
+    /// Issue 13, points 5 and 8.
+    #[test]
+    fn control_characters_local_names_and_the_ipv6_metadata_address_are_refused() {
+        assert_eq!(
+            check_url("https://127.0.0.1\n.example.com/", UrlPolicy::PRODUCTION),
+            Err(UrlError::Control("a newline".into())),
+            "a parser would store https://127.0.0.1.example.com/"
+        );
+        assert_eq!(
+            check_url("https://hooks.example\t.com/", UrlPolicy::PRODUCTION),
+            Err(UrlError::Control("a tab".into()))
+        );
+        for local in ["https://localhost/", "https://localhost./x", "https://api.localhost/", "https://LOCALHOST:8443/"]
+        {
+            assert!(matches!(check_url(local, UrlPolicy::PRODUCTION), Err(UrlError::Local(_))), "{local}");
+            assert!(check_url(&local.replace("https", "http"), UrlPolicy::LOCAL).is_ok(), "local development: {local}");
+        }
+        for policy in [UrlPolicy::PRODUCTION, UrlPolicy::LOCAL] {
+            assert!(check_url("http://[fd00:ec2::254]/latest/meta-data/", policy).is_err(), "IMDS over IPv6");
+        }
+    }
+
+    #[tokio::test]
+    async fn at_save_names_that_resolve_internally_are_refused() {
+        let internal: [IpAddr; 2] = ["93.184.216.34".parse().unwrap(), "10.0.0.7".parse().unwrap()];
+        assert_eq!(
+            vet_resolved("crm.corp", internal),
+            Err(UrlError::ResolvesInternal("crm.corp".into(), "10.0.0.7".parse().unwrap())),
+            "one internal address is enough"
+        );
+        assert!(vet_resolved("crm.example", ["93.184.216.34".parse().unwrap()]).is_ok());
+        let r = check_url_at_save("https://does-not-exist.invalid/", UrlPolicy::PRODUCTION).await;
+        assert!(r.is_ok(), "a name that does not resolve now is accepted (delivery checks again): {r:?}");
+        assert!(check_url_at_save("https://localhost./hook", UrlPolicy::PRODUCTION).await.is_err());
+        assert!(check_url_at_save("http://localhost:9000/hook", UrlPolicy::LOCAL).await.is_ok());
     }
 
     #[test]

@@ -178,3 +178,47 @@ async fn an_unreachable_function_url_fails_the_handshake_with_500() {
     .unwrap();
     assert_eq!(refusal_status(connect(&format!("{}?token=a.b.c", emu.ws_url()), &[]).await), 500);
 }
+
+/// Issue 13, point 5: the HTTP port proxied any absolute URL in the request
+/// line (`GET /http://127.0.0.1:8765/x`) with the caller's Authorization
+/// header. Now only paths under the api function's URL are forwarded.
+#[tokio::test]
+async fn the_http_proxy_forwards_only_to_the_api_function() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (functions_url, _lambda) = fake_lambda().await;
+    let emu = Emulator::start(Settings::ephemeral(), Mode::Remote { functions_url: functions_url.parse().unwrap() })
+        .await
+        .unwrap();
+    // Something on this machine the proxy must never reach.
+    let victim = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let victim_port = victim.local_addr().unwrap().port();
+    let reached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = reached.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = victim.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret").await;
+        }
+    });
+    let lambda_port = functions_url.rsplit(':').next().unwrap().to_owned();
+    for path in [
+        format!("/http://127.0.0.1:{victim_port}/x"),
+        format!("//127.0.0.1:{victim_port}/x"),
+        "/../../2015-03-31/functions/ws-connect/invocations".to_owned(),
+        format!("/http://127.0.0.1:{lambda_port}/2015-03-31/functions/ws-connect/invocations"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(emu.http_addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer hunter2\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(!answer.contains("secret"), "{path}: {answer}");
+    }
+    assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the other server");
+    // The api function is still reached.
+    let health: Value = reqwest::get(format!("{}/v1/health", emu.http_url())).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+}

@@ -125,6 +125,13 @@ async fn every_field_is_validated_and_urls_pass_the_ssrf_guard() {
         (with("url", json!("https://127.0.0.1/")), "url"),
         (with("url", json!("https://[::ffff:10.0.0.1]/")), "url"),
         (with("url", json!("https://user:pw@hooks.example.com/")), "url"),
+        // Issue 13, point 8: stored rewritten (newline, tab dropped) before;
+        // names of this machine accepted at save before.
+        (with("url", json!("https://127.0.0.1\n.example.com/")), "url"),
+        (with("url", json!("https://hooks.example\t.com/in")), "url"),
+        (with("url", json!("https://localhost/in")), "url"),
+        (with("url", json!("https://localhost./in")), "url"),
+        (with("url", json!("https://[fd00:ec2::254]/latest/meta-data/")), "url"),
         (with("events", json!(["call.nope"])), "events"),
         (with("events", json!([])), "events"),
         (with("retry_count", json!(11)), "retry_count"),

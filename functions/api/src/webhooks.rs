@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use switchboard::auth::{Identity, Role};
 use switchboard::event::EventType;
 use switchboard::event::Topic;
-use switchboard::ssrf::check_url;
+use switchboard::ssrf::check_url_at_save;
 use switchboard::store::{LogQuery, STATS_BUCKET_MS, STATS_BUCKETS};
 use switchboard::webhook::{Delivery, LogEntry};
 use switchboard::webhook::{Secret, WebhookConfig};
@@ -46,7 +46,7 @@ fn field(field: &'static str, problem: impl Into<String>) -> ApiError {
 }
 
 /// Applies the fields present in `body` to `hook`, validating each.
-fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value>) -> Result<(), ApiError> {
+async fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value>) -> Result<(), ApiError> {
     if let Some(v) = body.remove("name") {
         let name = v.as_str().map(str::trim).filter(|n| !n.is_empty() && n.len() <= 255);
         hook.name = name.ok_or_else(|| field("name", "must be a non-empty string of at most 255 bytes"))?.to_owned();
@@ -57,7 +57,8 @@ fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value
         if raw.len() > max {
             return Err(field("url", format!("is {} bytes; at most {max} are accepted", raw.len())));
         }
-        let url = check_url(raw, state.ctx.config.webhook_urls).map_err(|e| field("url", e.to_string()))?;
+        let url =
+            check_url_at_save(raw, state.ctx.config.webhook_urls).await.map_err(|e| field("url", e.to_string()))?;
         hook.url = url.to_string();
     }
     if let Some(v) = body.remove("events") {
@@ -150,7 +151,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         previous_secrets: vec![],
         disabled_reason: None,
     };
-    apply(&state, &mut hook, body)?;
+    apply(&state, &mut hook, body).await?;
     // Checked before the write, not in one atomic step: two admins creating
     // at the same instant may pass one over. The limit bounds a tenant's
     // registry (read by every publish); it is not a billing count.
@@ -193,7 +194,7 @@ pub async fn update(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let mut hook = fetch(&state, &who, &id).await?;
-    apply(&state, &mut hook, body.object(state.ctx.config.limits.max_body_bytes)?)?;
+    apply(&state, &mut hook, body.object(state.ctx.config.limits.max_body_bytes)?).await?;
     if hook.is_active {
         hook.disabled_reason = None;
     }
