@@ -413,6 +413,12 @@ async fn the_test_endpoint_sends_a_signed_delivery_now() {
     assert_eq!(page["deliveries"][0]["response_code"], 503);
     let (code, bad) = w.call(Method::GET, &format!("/v1/webhooks/{id}/deliveries?limit=0"), &admin, None).await;
     assert_eq!((code, bad["field"].as_str()), (400, Some("limit")));
+    // Issue 13, point 8: a cursor past 64 bits was a 503 "store unavailable".
+    for cursor in ["18446744073709551616-0", "1-18446744073709551616", "-1", "1-", "a-b"] {
+        let (code, bad) =
+            w.call(Method::GET, &format!("/v1/webhooks/{id}/deliveries?before={cursor}"), &admin, None).await;
+        assert_eq!((code, bad["field"].as_str()), (400, Some("before")), "{cursor}: {bad}");
+    }
     w.emu.shutdown().await;
 }
 

@@ -313,12 +313,16 @@ pub async fn deliveries(
             .ok_or_else(|| field("limit", "must be 1 to 100"))?,
     };
     let before = query.get("before").map(String::as_str);
+    // A stream entry id is two 64-bit numbers: anything else (a number past
+    // 2^64 too) would make Redis answer an error, mistaken for an outage.
     if let Some(cursor) = before
         && !cursor.split_once('-').is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+                && a.parse::<u64>().is_ok()
+                && b.parse::<u64>().is_ok()
         })
     {
-        return Err(field("before", "is not a cursor from next_cursor"));
+        return Err(field("before", "is not a cursor from next_cursor (<ms>-<seq>, two 64-bit numbers)"));
     }
     let q = LogQuery {
         webhook_id: &hook.id,
