@@ -138,14 +138,26 @@ struct Serve {
 /// The auth settings: from JWT_SECRET / JWT_PUBLIC_KEY when set, else the
 /// dev default (refused in production mode). Returns whether the default was used.
 fn auth_config(production: bool) -> anyhow::Result<(AuthConfig, bool)> {
-    let configured = std::env::var_os("JWT_SECRET").is_some() || std::env::var_os("JWT_PUBLIC_KEY").is_some();
-    let (auth, dev) =
-        if configured { (AuthConfig::from_env()?, false) } else { (AuthConfig::hs256(DEV_JWT_SECRET), true) };
+    auth_config_from(&|name| std::env::var(name).ok(), production)
+}
+
+/// The auth settings; without `JWT_SECRET` or `JWT_PUBLIC_KEY`, the
+/// development secret stands in for the key and nothing else:
+/// `ALLOWED_ORIGINS`, `JWT_ISSUER`, `JWT_AUDIENCE` and the lifetimes apply
+/// whatever the key.
+fn auth_config_from(get: &dyn Fn(&str) -> Option<String>, production: bool) -> anyhow::Result<(AuthConfig, bool)> {
+    let set = |name: &str| get(name).is_some_and(|v| !v.trim().is_empty());
+    let configured = set("JWT_SECRET") || set("JWT_PUBLIC_KEY");
+    let auth = if configured {
+        AuthConfig::from_lookup(get)?
+    } else {
+        AuthConfig::from_lookup(&|name| if name == "JWT_SECRET" { Some(DEV_JWT_SECRET.into()) } else { get(name) })?
+    };
     let uses_dev_secret = matches!(&auth.key, JwtKey::Hs256Secret(s) if s == DEV_JWT_SECRET.as_bytes());
     if production && uses_dev_secret {
         bail!("production mode refuses the development JWT secret: set JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY");
     }
-    Ok((auth, dev || uses_dev_secret))
+    Ok((auth, !configured || uses_dev_secret))
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -160,7 +172,9 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         user_id: args.user.parse().context("--user")?,
         role: args.role.parse::<Role>().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
     };
-    println!("{}", mint_hs256(&secret, &identity, args.ttl_secs));
+    // With the iss and aud the emulator checks, when they are configured.
+    let (iss, aud) = (auth.issuer.as_deref(), auth.audience.as_deref());
+    println!("{}", switchboard::auth::mint_hs256_for(&secret, &identity, args.ttl_secs, iss, aud));
     Ok(())
 }
 
@@ -292,5 +306,43 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("switchboard-local: {e:#}");
         std::process::exit(2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    /// Issue 13, point 7: under the development secret the other auth
+    /// settings were dropped (any Origin, any issuer and audience).
+    #[test]
+    fn every_auth_setting_applies_under_the_development_secret() {
+        let vars = [
+            ("ALLOWED_ORIGINS", "https://app.example.com"),
+            ("JWT_AUDIENCE", "switchboard"),
+            ("JWT_ISSUER", "https://idp.example"),
+        ];
+        let (auth, dev) = auth_config_from(&lookup(&vars), false).unwrap();
+        assert!(dev, "no key configured: the development secret");
+        assert_eq!(auth.key, JwtKey::Hs256Secret(DEV_JWT_SECRET.as_bytes().to_vec()));
+        assert_eq!(auth.allowed_origins, ["https://app.example.com"]);
+        assert_eq!(
+            (auth.audience.as_deref(), auth.issuer.as_deref()),
+            (Some("switchboard"), Some("https://idp.example"))
+        );
+        let verifier = switchboard::auth::Verifier::new(&auth).unwrap();
+        assert!(verifier.check_origin(Some("https://evil.example.com")).is_err());
+        assert!(verifier.check_origin(Some("https://app.example.com")).is_ok());
+        let plain = mint_hs256(
+            DEV_JWT_SECRET.as_bytes(),
+            &Identity { tenant_id: "t".parse().unwrap(), user_id: "u".parse().unwrap(), role: Role::Agent },
+            60,
+        );
+        assert!(verifier.verify(&plain).is_err(), "no aud, no iss: refused");
+        assert!(auth_config_from(&lookup(&[]), true).is_err(), "production refuses the development secret");
     }
 }

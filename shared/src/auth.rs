@@ -352,11 +352,25 @@ fn looks_like_jwt(s: &str) -> bool {
 /// emulator's `token` command and for tests; production tokens come from
 /// the platform's identity provider.
 pub fn mint_hs256(secret: &[u8], identity: &Identity, ttl_secs: u64) -> String {
+    mint_hs256_for(secret, identity, ttl_secs, None, None)
+}
+
+/// [`mint_hs256`] with the `iss` and `aud` a verifier requires (the
+/// emulator's `token` command, when `JWT_ISSUER` / `JWT_AUDIENCE` are set).
+pub fn mint_hs256_for(
+    secret: &[u8],
+    identity: &Identity,
+    ttl_secs: u64,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> String {
     let claims = Claims {
         sub: Some(identity.user_id.to_string()),
         tenant_id: Some(identity.tenant_id.to_string()),
         role: Some(identity.role.as_str().to_owned()),
         exp: Some(jsonwebtoken::get_current_timestamp() + ttl_secs),
+        iss: issuer.map(str::to_owned),
+        aud: audience.map(Into::into),
         ..Claims::default()
     };
     sign(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
