@@ -394,6 +394,20 @@ async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper:
                     tracing::info!(connection_id = %info.id, error = %e, "frame or message over the limit");
                     break (1009, "Message too big".into(), true);
                 }
+                // A broken WebSocket, not a bad message: RFC 6455 fails the
+                // connection (7.1.7) with 1007 for a text frame that is not
+                // UTF-8 and 1002 for a framing violation (a continuation with
+                // nothing to continue, a reserved opcode...), as API Gateway,
+                // which speaks the RFC, closes it. Bad *messages* (not JSON,
+                // unknown actions) are answered and keep the connection.
+                Some(Err(WsError::Utf8(e))) => {
+                    tracing::info!(connection_id = %info.id, error = %e, "text frame is not UTF-8: closing with 1007");
+                    break (1007, "Invalid frame payload data: text must be UTF-8".into(), true);
+                }
+                Some(Err(WsError::Protocol(e))) => {
+                    tracing::info!(connection_id = %info.id, error = %e, "WebSocket protocol violation: closing with 1002");
+                    break (1002, format!("Protocol error: {e}"), true);
+                }
                 Some(Err(e)) => {
                     tracing::debug!(connection_id = %info.id, error = %e, "connection broke");
                     break (1006, "Connection closed abnormally".into(), false);

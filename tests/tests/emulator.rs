@@ -246,6 +246,33 @@ async fn an_oversize_message_in_small_frames_closes_with_1009() {
     lab.until_no_connections("$disconnect ran").await;
 }
 
+/// Issue 13, point 9: a text frame that is not UTF-8 and a continuation
+/// with nothing to continue were dropped without a close status (the
+/// client saw 1005). RFC 6455 fails such a connection with 1007 and 1002:
+/// they are broken WebSocket framing, not bad messages, which are answered
+/// and keep the connection (the first half of this test).
+#[tokio::test]
+async fn broken_framing_closes_with_the_rfc_codes() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let lab = lab().await;
+    let mut c = lab.client("42").await;
+    assert_eq!(request(&mut c, json!({"action": "dance"})).await["code"], "unknown_action", "a bad message: answered");
+    send_text(&mut c, "not json").await;
+    assert_eq!(next_json(&mut c).await["code"], "invalid_json", "and the connection stays");
+    let not_utf8 = vec![b'{', 0xff, 0xfe, b'}'];
+    c.send(Message::Frame(Frame::message(not_utf8, OpCode::Data(Data::Text), true))).await.unwrap();
+    let close = next_close(&mut c).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1007, "{close:?}");
+    let mut c = lab.client("43").await;
+    c.send(Message::Frame(Frame::message(b"orphan".to_vec(), OpCode::Data(Data::Continue), true))).await.unwrap();
+    let close = next_close(&mut c).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002, "{close:?}");
+    lab.until_no_connections("$disconnect ran for both").await;
+}
+
 #[tokio::test]
 async fn idle_connections_close_with_1001_and_run_disconnect() {
     let lab =
