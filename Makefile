@@ -14,9 +14,11 @@ WITH_LINT_TOOLS := ./scripts/with-tools infra/requirements-lint.txt
 dev:
 	cargo run -p switchboard-local -- $(ARGS)
 
-# Every test: unit, store contract (memory, redis-server, 3-node cluster), handlers, emulator end to end.
+# Every test: unit, store contract (memory, redis-server, 3-node cluster), handlers, emulator end to end;
+# redis-server from apt and moto (a local Secrets Manager) from PyPI are installed when missing.
 test:
 	./scripts/ensure-redis
+	./scripts/with-tools infra/requirements-moto.txt true
 	cargo test --workspace
 
 # Exactly what CI checks.

@@ -80,7 +80,9 @@ impl Context {
     /// only store shared between function instances) and posts with the
     /// function's AWS credentials.
     pub async fn for_function() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
+        // REDIS_PASSWORD_ARN: the password comes from Secrets Manager, not the environment.
+        let secrets = crate::secrets::from_env().await?;
+        let config = Config::from_lookup(&crate::secrets::overlay(&secrets))?;
         config.require_redis()?;
         let urls = config.queues.clone();
         let ctx = Context::from_config(config).with_gateway(Arc::new(ManagementApi::from_env().await));

@@ -13,6 +13,7 @@
 //! - [`gateway`]: posting to connections through `@connections`;
 //! - [`broadcast`]: one call routes an event to every connection that should have it;
 //! - [`apigw`]: helpers over the API Gateway event types;
+//! - [`secrets`]: secrets read from Secrets Manager at cold start;
 //! - [`ssrf`]: the guard that keeps webhook deliveries out of internal networks;
 //! - [`webhook`]: webhook signatures (the seed's and Standard Webhooks), verification, retry schedule;
 //! - [`telemetry`]: logging setup.
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod ids;
 pub mod protocol;
 pub mod queue;
+pub mod secrets;
 pub mod ssrf;
 pub mod store;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use switchboard::ssrf::{UrlPolicy, check_url, delivery_client};
+use switchboard::ssrf::{UrlError, UrlPolicy, check_url, delivery_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A receiver that answers every request with a redirect to /elsewhere, and counts requests.
@@ -31,10 +31,12 @@ async fn redirecting_receiver() -> (u16, Arc<AtomicUsize>) {
 async fn a_name_resolving_to_loopback_is_refused_at_connection_time() {
     let (port, hits) = redirecting_receiver().await;
     let url = format!("http://localhost:{port}/hook");
-    // The URL itself looks fine (a name, not an address)...
+    // The name is refused when the URL is checked (at save)...
     let strict = UrlPolicy { require_https: false, allow_private: false };
-    check_url(&url, strict).unwrap();
-    // ...but the resolver only hands out public addresses: nothing connects.
+    assert!(matches!(check_url(&url, strict), Err(UrlError::Local(_))));
+    // ...and at connection time, for any name resolving to loopback (a URL
+    // stored before, DNS changed since): the resolver only hands out public
+    // addresses, nothing connects.
     let err = delivery_client(strict, Duration::from_secs(5)).post(&url).body("{}").send().await.unwrap_err();
     let mut chain = Vec::new();
     let mut source: Option<&dyn std::error::Error> = Some(&err);

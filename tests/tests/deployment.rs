@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 use switchboard::config::{AUTH_VARIABLES, CONFIG_VARIABLES, LOG_VARIABLES};
+use switchboard::secrets::SECRET_VARIABLES;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -74,7 +75,13 @@ fn every_function_crate_is_a_function_in_the_template_and_nothing_else_is() {
 #[test]
 fn every_variable_the_code_reads_is_set_and_nothing_else() {
     let t = template();
-    let known: BTreeSet<&str> = CONFIG_VARIABLES.iter().chain(AUTH_VARIABLES).chain(LOG_VARIABLES).copied().collect();
+    let known: BTreeSet<&str> = CONFIG_VARIABLES
+        .iter()
+        .chain(AUTH_VARIABLES)
+        .chain(LOG_VARIABLES)
+        .copied()
+        .chain(SECRET_VARIABLES.iter().map(|(arn, _)| *arn))
+        .collect();
     let global = keys(get(&t, &["Globals", "Function", "Environment", "Variables"]));
     for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
         let binary = get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str).unwrap();
@@ -94,8 +101,8 @@ fn every_variable_the_code_reads_is_set_and_nothing_else() {
         if lib.contains("webhook_dlq()") {
             needed.push("WEBHOOK_DLQ_URL");
         }
-        if main.contains("AuthConfig::from_env") || main.contains("api::router") {
-            needed.extend(["JWT_SECRET", "JWT_PUBLIC_KEY"]);
+        if main.contains("AuthConfig::from_lookup") || main.contains("api::router") {
+            needed.extend(["JWT_SECRET_ARN", "JWT_PUBLIC_KEY"]);
         }
         assert!(!needed.is_empty(), "{binary}: the test knows how {binary} reads its configuration");
         for var in needed {
@@ -115,15 +122,28 @@ fn secrets_come_from_secrets_manager_or_ssm() {
         }
     }
     let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-    for secret in ["JWT_SECRET:", "REDIS_PASSWORD:", "AuthToken:"] {
-        for line in text.lines().filter(|l| l.trim_start().starts_with(secret)) {
-            assert!(
-                line.contains("!If") || line.contains("resolve:"),
-                "{secret} must be resolved at deploy time: {line}"
-            );
+    for line in text.lines().filter(|l| l.trim_start().starts_with("AuthToken:")) {
+        assert!(line.contains("resolve:"), "the cache's AuthToken is resolved at deploy time: {line}");
+    }
+    // Issue 13, point 6: no secret value in any function's environment
+    // (lambda:GetFunctionConfiguration would show it): only ARNs, read at
+    // cold start by the functions whose role may read them.
+    let global = get(&t, &["Globals", "Function", "Environment", "Variables"]).unwrap();
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    let envs = std::iter::once(("Globals", global)).chain(
+        functions.iter().filter_map(|(n, f)| Some((n.as_str(), get(f, &["Properties", "Environment", "Variables"])?))),
+    );
+    for (name, env) in envs {
+        let shown = format!("{env:?}");
+        assert!(!shown.contains("resolve:secretsmanager"), "{name}: a secret resolved into the environment: {shown}");
+        for var in ["JWT_SECRET", "REDIS_PASSWORD"] {
+            assert!(env.get(var).is_none(), "{name} sets {var}; set {var}_ARN instead");
         }
     }
-    assert!(text.matches("{{resolve:secretsmanager:").count() >= 4);
+    let authorizer = functions.values().find(|f| format!("{:?}", f["Metadata"]).contains("ws-authorizer")).unwrap();
+    let redis = get(authorizer, &["Properties", "Environment", "Variables", "REDIS_PASSWORD_ARN"]).unwrap();
+    assert!(format!("{redis:?}").contains("AWS::NoValue"), "the authorizer gets no Redis password: {redis:?}");
+    assert!(!format!("{:?}", authorizer["Properties"]["Policies"]).contains("RedisSecretPolicy"));
 }
 
 #[test]

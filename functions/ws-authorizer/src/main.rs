@@ -6,7 +6,9 @@ use switchboard::config::AuthConfig;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
-    let verifier = Verifier::new(&AuthConfig::from_env()?)?;
+    // JWT_SECRET_ARN: the key comes from Secrets Manager, not the environment.
+    let secrets = switchboard::secrets::from_env().await?;
+    let verifier = Verifier::new(&AuthConfig::from_lookup(&switchboard::secrets::overlay(&secrets))?)?;
     run(service_fn(|event: LambdaEvent<ApiGatewayCustomAuthorizerRequestTypeRequest>| async {
         // API Gateway turns an error whose message is exactly "Unauthorized" into a 401.
         ws_authorizer::handle(&verifier, event.payload)
