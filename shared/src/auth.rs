@@ -21,33 +21,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, ConfigError, JwtKey};
+use crate::event::{EventType, Target};
+pub use crate::ids::{Identity, Role};
 use crate::ids::{TenantId, UserId};
-
-/// What a caller may do inside its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything in its tenant, webhooks included.
-    Admin,
-    /// Back-end services: publish any event.
-    Service,
-    /// Clients: subscribe, publish chat and typing events.
-    Supervisor,
-    /// Clients: subscribe, publish chat and typing events.
-    Agent,
-}
-
-impl Role {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Service => "service",
-            Role::Supervisor => "supervisor",
-            Role::Agent => "agent",
-        }
-    }
-}
 
 impl std::str::FromStr for Role {
     type Err = AuthError;
@@ -67,9 +43,7 @@ impl Role {
     /// `service`) may publish anything; clients (`supervisor`, `agent`) may
     /// send chat messages, typing and read receipts to a user or a
     /// connection of their tenant. The error says why not.
-    pub fn may_publish(self, event: crate::event::EventType, target: &crate::protocol::Target) -> Result<(), String> {
-        use crate::event::EventType;
-        use crate::protocol::Target;
+    pub fn may_publish(self, event: EventType, target: &Target) -> Result<(), String> {
         match self {
             Role::Admin | Role::Service => Ok(()),
             Role::Supervisor | Role::Agent => {
@@ -89,17 +63,6 @@ impl Role {
             }
         }
     }
-}
-
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The tenant every action of this caller is confined to.
-    pub tenant_id: TenantId,
-    /// The JWT `sub`.
-    pub user_id: UserId,
-    /// What the caller may do.
-    pub role: Role,
 }
 
 /// Why a caller was refused.

@@ -40,47 +40,7 @@ use crate::protocol::Target;
 use crate::store::{OfflineRefusal, Recipient, Resolution, StoreError, StoreResult};
 use crate::webhook::{Delivery, WebhookConfig};
 
-/// What one fan-out did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    /// Connections in the target subscribed to the event.
-    pub matched: usize,
-    /// Posts API Gateway accepted.
-    pub delivered: usize,
-    /// Connections found gone (and forgotten).
-    pub gone: usize,
-    /// Posts that failed otherwise.
-    pub failed: usize,
-    /// 1 when the event went to an offline user's queue.
-    pub queued_offline: usize,
-    /// Why an event for an offline user was not queued (absent when it
-    /// was, or when it did not need to be).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offline_refused: Option<OfflineRefusal>,
-    /// Webhook deliveries queued for the `webhook` function.
-    #[serde(default)]
-    pub webhooks_enqueued: usize,
-    /// Matching webhooks whose delivery could not be queued (logged).
-    #[serde(default)]
-    pub webhooks_failed: usize,
-    /// Chunk jobs this fan-out was split into (queued fan-out only).
-    #[serde(default)]
-    pub chunks: usize,
-}
-
-impl std::ops::AddAssign for Report {
-    fn add_assign(&mut self, o: Report) {
-        self.matched += o.matched;
-        self.delivered += o.delivered;
-        self.gone += o.gone;
-        self.failed += o.failed;
-        self.queued_offline += o.queued_offline;
-        self.webhooks_enqueued += o.webhooks_enqueued;
-        self.webhooks_failed += o.webhooks_failed;
-        self.chunks += o.chunks;
-        self.offline_refused = self.offline_refused.or(o.offline_refused);
-    }
-}
+pub use crate::protocol::Report;
 
 /// Routes `event` to `target` inside the event's tenant.
 pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreResult<Report> {

@@ -402,13 +402,6 @@ pub struct WebhookSettings {
     pub queue_retention: Duration,
 }
 
-impl WebhookSettings {
-    /// How much of the delivery log a tenant keeps.
-    pub fn log_bounds(&self) -> crate::store::LogBounds {
-        crate::store::LogBounds { max_entries: self.log_max_entries, max_age_ms: self.log_ttl.as_millis() as i64 }
-    }
-}
-
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {

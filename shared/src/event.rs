@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::ids::TenantId;
+use crate::ids::{ConnectionId, TenantId, UserId};
 
 /// An event name that is not in the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,9 +273,9 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sender {
     /// The token's user.
-    pub user_id: crate::ids::UserId,
+    pub user_id: UserId,
     /// The token's role.
-    pub role: crate::auth::Role,
+    pub role: crate::ids::Role,
 }
 
 impl Envelope {
@@ -292,9 +292,52 @@ impl Envelope {
     }
 
     /// A new event published by the verified caller `who`, in their tenant.
-    pub fn from_caller(who: &crate::auth::Identity, event_type: EventType, data: Value) -> Self {
+    pub fn from_caller(who: &crate::ids::Identity, event_type: EventType, data: Value) -> Self {
         let sender = Sender { user_id: who.user_id.clone(), role: who.role };
         Envelope { sender: Some(sender), ..Envelope::new(who.tenant_id.clone(), event_type, data) }
+    }
+}
+
+/// Who an event is for. Always inside the sender's tenant; the tenant comes
+/// from the token, never from the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Every subscribed connection of the tenant (the default).
+    #[default]
+    #[serde(serialize_with = "serialize_true")]
+    Tenant,
+    /// Every connection of one user.
+    User(UserId),
+    /// One connection.
+    Connection(ConnectionId),
+}
+
+fn serialize_true<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(true)
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "lowercase", deny_unknown_fields)]
+        enum Wire {
+            Tenant(bool),
+            User(UserId),
+            Connection(ConnectionId),
+        }
+        match Wire::deserialize(d).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "target must be {{\"tenant\":true}}, {{\"user\":\"<id>\"}} or {{\"connection\":\"<id>\"}} ({e})"
+            ))
+        })? {
+            Wire::Tenant(true) => Ok(Target::Tenant),
+            Wire::Tenant(false) => Err(serde::de::Error::custom(
+                "target {\"tenant\":false} means nobody; omit the target or name a user or connection",
+            )),
+            Wire::User(u) => Ok(Target::User(u)),
+            Wire::Connection(c) => Ok(Target::Connection(c)),
+        }
     }
 }
 

@@ -127,6 +127,43 @@ id_type!(
     ConnectionId, "connection id", 128, connection_byte, "letters, digits, '-', '_', '=', '+' and '/'"
 );
 
+/// What a caller may do inside its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything in its tenant, webhooks included.
+    Admin,
+    /// Back-end services: publish any event.
+    Service,
+    /// Clients: subscribe, publish chat and typing events.
+    Supervisor,
+    /// Clients: subscribe, publish chat and typing events.
+    Agent,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Service => "service",
+            Role::Supervisor => "supervisor",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The tenant every action of this caller is confined to.
+    pub tenant_id: TenantId,
+    /// The JWT `sub`.
+    pub user_id: UserId,
+    /// What the caller may do.
+    pub role: Role,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,22 +1,37 @@
 //! `switchboard`: the runtime every Switchboard function links.
 //!
 //! Functions are stateless AWS-Lambda-style handlers; this crate holds what
-//! they share, so that a handler is a short `async fn` over a [`Context`]:
+//! they share, so that a handler is a short `async fn` over a [`Context`].
 //!
-//! - [`config`]: the environment, read once and validated;
-//! - [`auth`]: JWT verification, token extraction, the Origin allowlist;
-//! - [`ids`]: validated tenant, user and connection ids;
-//! - [`event`]: the event catalogue and the envelope;
-//! - [`protocol`]: what clients send and what they get back;
-//! - [`store`]: connection, subscription, presence and offline state
-//!   (Redis in production, memory in the emulator);
-//! - [`gateway`]: posting to connections through `@connections`;
-//! - [`broadcast`]: one call routes an event to every connection that should have it;
-//! - [`apigw`]: helpers over the API Gateway event types;
-//! - [`secrets`]: secrets read from Secrets Manager at cold start;
-//! - [`ssrf`]: the guard that keeps webhook deliveries out of internal networks;
-//! - [`webhook`]: webhook signatures (the seed's and Standard Webhooks), verification, retry schedule;
-//! - [`telemetry`]: logging setup.
+//! # Layout
+//!
+//! The modules form a one-way stack: each uses only those above it
+//! (`tests/layering.rs` reads the sources and fails on a cycle).
+//!
+//! - [`ids`], [`time`], [`ssrf`], [`telemetry`]: plain parts. Validated
+//!   tenant, user and connection ids, and the caller's [`ids::Role`] and
+//!   [`ids::Identity`]; the clock; the guard that keeps webhook deliveries
+//!   out of internal networks; logging set-up.
+//! - [`event`]: what happened and who it is for. The catalogue, the
+//!   envelope, its verified sender, the [`event::Target`].
+//! - [`protocol`]: the wire contract between a client and the gateway
+//!   (actions, replies, error codes, the fan-out [`protocol::Report`]).
+//!   It uses only `event` and `ids`: a client crate could use it without
+//!   Redis or the AWS SDK.
+//! - [`gateway`]: posting to connections through `@connections`.
+//! - [`webhook`]: signatures (the legacy hub's and Standard Webhooks), the
+//!   retry schedule, the stored model, sending one attempt.
+//! - [`config`]: the environment, read once and validated.
+//! - [`auth`]: JWT verification, token extraction, the Origin allowlist,
+//!   what each role may publish.
+//! - [`queue`], [`secrets`]: SQS, and secrets read from Secrets Manager at
+//!   cold start.
+//! - [`store`]: connection, subscription, presence, offline and webhook
+//!   state (Redis in production, memory in the emulator).
+//! - [`apigw`]: helpers over the API Gateway event types.
+//! - [`broadcast`]: one call routes an event to every connection and
+//!   webhook that should have it; the sweep of ghost connections.
+//! - [`context`]: what a handler gets: configuration, store, gateway, queues.
 
 pub mod apigw;
 pub mod auth;

@@ -15,54 +15,11 @@
 //! | `{"action":"sync","ack":"<cursor>"}` | removes what that sync delivered, then as above |
 //! | `{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{}}` | delivery, role-checked |
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::event::Target;
 use crate::event::{EventType, Topic};
-use crate::ids::{ConnectionId, UserId};
-
-/// Who an event is for. Always inside the sender's tenant; the tenant comes
-/// from the token, never from the message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// Every subscribed connection of the tenant (the default).
-    #[default]
-    #[serde(serialize_with = "serialize_true")]
-    Tenant,
-    /// Every connection of one user.
-    User(UserId),
-    /// One connection.
-    Connection(ConnectionId),
-}
-
-fn serialize_true<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bool(true)
-}
-
-impl<'de> Deserialize<'de> for Target {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "lowercase", deny_unknown_fields)]
-        enum Wire {
-            Tenant(bool),
-            User(UserId),
-            Connection(ConnectionId),
-        }
-        match Wire::deserialize(d).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "target must be {{\"tenant\":true}}, {{\"user\":\"<id>\"}} or {{\"connection\":\"<id>\"}} ({e})"
-            ))
-        })? {
-            Wire::Tenant(true) => Ok(Target::Tenant),
-            Wire::Tenant(false) => Err(serde::de::Error::custom(
-                "target {\"tenant\":false} means nobody; omit the target or name a user or connection",
-            )),
-            Wire::User(u) => Ok(Target::User(u)),
-            Wire::Connection(c) => Ok(Target::Connection(c)),
-        }
-    }
-}
 
 /// A client request, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +35,63 @@ pub enum ClientAction {
     Sync { id: Option<String>, ack: Option<String> },
     /// Send an event to other users of the tenant (role-checked).
     Publish { id: Option<String>, event_type: EventType, target: Target, data: Value },
+}
+
+/// What one fan-out did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Connections in the target subscribed to the event.
+    pub matched: usize,
+    /// Posts API Gateway accepted.
+    pub delivered: usize,
+    /// Connections found gone (and forgotten).
+    pub gone: usize,
+    /// Posts that failed otherwise.
+    pub failed: usize,
+    /// 1 when the event went to an offline user's queue.
+    pub queued_offline: usize,
+    /// Why an event for an offline user was not queued (absent when it
+    /// was, or when it did not need to be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_refused: Option<OfflineRefusal>,
+    /// Webhook deliveries queued for the `webhook` function.
+    #[serde(default)]
+    pub webhooks_enqueued: usize,
+    /// Matching webhooks whose delivery could not be queued (logged).
+    #[serde(default)]
+    pub webhooks_failed: usize,
+    /// Chunk jobs this fan-out was split into (queued fan-out only).
+    #[serde(default)]
+    pub chunks: usize,
+}
+
+impl std::ops::AddAssign for Report {
+    fn add_assign(&mut self, o: Report) {
+        self.matched += o.matched;
+        self.delivered += o.delivered;
+        self.gone += o.gone;
+        self.failed += o.failed;
+        self.queued_offline += o.queued_offline;
+        self.webhooks_enqueued += o.webhooks_enqueued;
+        self.webhooks_failed += o.webhooks_failed;
+        self.chunks += o.chunks;
+        self.offline_refused = self.offline_refused.or(o.offline_refused);
+    }
+}
+
+/// Why a message was not put in an offline queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineRefusal {
+    /// The tenant has not seen the user connect within the offline TTL
+    /// (perhaps no such user): nobody would ever sync the queue.
+    UnknownUser,
+    /// The tenant holds `OFFLINE_MAX_QUEUES_PER_TENANT` queues already.
+    TenantQueuesFull,
+    /// The tenant's queues hold `OFFLINE_MAX_BYTES_PER_TENANT` bytes already.
+    TenantBytesFull,
+    /// The message alone is bigger than the tenant's whole byte budget.
+    MessageTooLarge,
 }
 
 /// Stable, machine-readable error codes of the `error` reply.
@@ -349,7 +363,7 @@ pub enum ServerReply {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
         event_id: String,
-        report: crate::broadcast::Report,
+        report: Report,
     },
     /// The request failed; the connection stays open.
     Error {

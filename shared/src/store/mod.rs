@@ -37,7 +37,7 @@
 //! ```
 //!
 //! Connections leave on `$disconnect`, on a post's `410 Gone`, or when a
-//! sweep ([`crate::broadcast::sweep`]) probes one that sent nothing for
+//! sweep (`broadcast::sweep`) probes one that sent nothing for
 //! `CONNECTION_IDLE_SECS` and API Gateway says it is gone: a connection
 //! whose `$disconnect` never came cannot stay a ghost.
 //!
@@ -53,8 +53,8 @@ mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
 use crate::event::{EventType, Topic};
+use crate::ids::Role;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
 
@@ -243,6 +243,14 @@ impl AttemptStats {
     }
 }
 
+impl crate::config::WebhookSettings {
+    /// How much of the delivery log a tenant keeps (defined here, beside
+    /// [`LogBounds`], so that `config` does not depend on the store).
+    pub fn log_bounds(&self) -> LogBounds {
+        LogBounds { max_entries: self.log_max_entries, max_age_ms: self.log_ttl.as_millis() as i64 }
+    }
+}
+
 /// Which delivery-log entries to read, newest first.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogQuery<'a> {
@@ -267,20 +275,7 @@ pub struct LogRecord {
     pub entry: String,
 }
 
-/// Why a message was not put in an offline queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OfflineRefusal {
-    /// The tenant has not seen the user connect within the offline TTL
-    /// (perhaps no such user): nobody would ever sync the queue.
-    UnknownUser,
-    /// The tenant holds `OFFLINE_MAX_QUEUES_PER_TENANT` queues already.
-    TenantQueuesFull,
-    /// The tenant's queues hold `OFFLINE_MAX_BYTES_PER_TENANT` bytes already.
-    TenantBytesFull,
-    /// The message alone is bigger than the tenant's whole byte budget.
-    MessageTooLarge,
-}
+pub use crate::protocol::OfflineRefusal;
 
 impl OfflineRefusal {
     /// The caller could have avoided it (a budget it filled, a message too
