@@ -92,13 +92,13 @@ fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> V
 pub struct InProcess {
     ctx: Context,
     verifier: Verifier,
-    deliverer: webhook::Deliverer,
+    deliverer: switchboard::deliverer::Deliverer,
 }
 
 impl InProcess {
     /// Functions over this context and verifier.
     pub fn new(ctx: Context, verifier: Verifier) -> Self {
-        InProcess { deliverer: webhook::Deliverer::new(ctx.clone()), ctx, verifier }
+        InProcess { deliverer: switchboard::deliverer::Deliverer::new(ctx.clone()), ctx, verifier }
     }
 }
 
@@ -126,7 +126,14 @@ impl Functions for InProcess {
     async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String> {
         match function {
             "webhook" => Ok(webhook::handle(&self.deliverer, event).await),
-            "fanout" => Ok(fanout::handle_sqs(&self.ctx, event).await),
+            // Through the entry point the Lambda's main runs, which tells an
+            // SQS batch from a direct payload (and from a scheduled sweep).
+            "fanout" => {
+                let payload = serde_json::to_value(&event).map_err(|e| e.to_string())?;
+                let answer = fanout::invoke(&self.ctx, payload).await.map_err(|e| e.to_string())?;
+                serde_json::from_value(answer)
+                    .map_err(|e| format!("fanout answered something that is not a batch response: {e}"))
+            }
             other => Err(format!("no SQS-triggered function named {other}")),
         }
     }

@@ -232,3 +232,18 @@ fn connections_may_be_managed_on_this_api_only() {
     let all = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
     assert!(!all.contains("Resource: \"*\"") && !all.contains("Resource: '*'"), "no wildcard resources");
 }
+
+/// Issue 14, point 2: functions share the `switchboard` library, never
+/// each other (the api function used to link the webhook function).
+#[test]
+fn no_function_crate_depends_on_another() {
+    let crates = function_crates();
+    for name in &crates {
+        let manifest = std::fs::read_to_string(root().join("functions").join(name).join("Cargo.toml")).unwrap();
+        let deps = manifest.split("[dependencies]").nth(1).unwrap_or("").split("\n[").next().unwrap_or("");
+        for line in deps.lines() {
+            let dep = line.split(['=', '.']).next().unwrap_or("").trim();
+            assert!(!crates.contains(dep) || dep.is_empty(), "functions/{name} depends on the function crate {dep}");
+        }
+    }
+}

@@ -32,94 +32,10 @@ use switchboard::Context;
 use switchboard::event::{Envelope, EventType};
 use switchboard::ids::TenantId;
 use switchboard::protocol::Target;
-use switchboard::store::{AttemptRecord, Breaker, Health};
-use switchboard::webhook::{self, Attempt, Delivery, LogEntry, Outcome, WebhookConfig};
+use switchboard::store::{Breaker, Health};
+use switchboard::webhook::{self, Attempt, Delivery, Outcome, WebhookConfig};
 
-/// The function's state: the context and one pooled delivery client.
-#[derive(Clone)]
-pub struct Deliverer {
-    ctx: Context,
-    client: reqwest::Client,
-}
-
-impl Deliverer {
-    /// A deliverer whose client enforces the configured URL policy (SSRF guard).
-    pub fn new(ctx: Context) -> Self {
-        let client = switchboard::ssrf::delivery_client(ctx.config.webhook_urls, Duration::from_secs(30));
-        Deliverer { ctx, client }
-    }
-
-    /// The context.
-    pub fn context(&self) -> &Context {
-        &self.ctx
-    }
-
-    /// One synchronous attempt, logged like any other (the API's test and
-    /// replay use it). Returns the attempt.
-    pub async fn attempt(&self, hook: &WebhookConfig, delivery: &Delivery, attempt: u32) -> Attempt {
-        let now = switchboard::time::now_millis();
-        let secrets = hook.signing_secrets(now);
-        let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
-        let entry = log_entry(delivery, &result, result.outcome.as_str(), None, now);
-        if let Err(e) = self.record(&entry, result.outcome == Outcome::Delivered, self.breaker()).await {
-            tracing::warn!(error = %e, "attempt not logged");
-        }
-        result
-    }
-
-    /// The configured circuit breaker.
-    fn breaker(&self) -> Breaker {
-        let settings = &self.ctx.config.webhooks;
-        Breaker { threshold: settings.breaker_threshold, cooldown_ms: settings.breaker_cooldown.as_millis() as i64 }
-    }
-
-    /// Logs `entry` (bounded) and feeds `breaker`: one round trip.
-    async fn record(
-        &self,
-        entry: &LogEntry,
-        success: bool,
-        breaker: Breaker,
-    ) -> Result<Health, switchboard::store::StoreError> {
-        let settings = &self.ctx.config.webhooks;
-        let text = serde_json::to_string(&entry.clone().bounded(settings.log_entry_bytes)).expect("plain JSON");
-        self.ctx
-            .store
-            .webhook_attempt(
-                &entry.delivery.tenant_id,
-                &AttemptRecord {
-                    webhook_id: &entry.webhook_id,
-                    delivery_id: &entry.delivery_id,
-                    entry: &text,
-                    success,
-                    at_ms: entry.created_at,
-                    first: entry.attempt <= 1,
-                    dead: entry.status == "dead",
-                    duration_ms: entry.duration_ms,
-                },
-                breaker,
-                settings.log_bounds(),
-            )
-            .await
-    }
-}
-
-fn log_entry(delivery: &Delivery, a: &Attempt, status: &str, next: Option<i64>, now: i64) -> LogEntry {
-    LogEntry {
-        webhook_id: delivery.webhook_id.clone(),
-        delivery_id: delivery.delivery_id.clone(),
-        event: delivery.event,
-        attempt: a.attempt,
-        response_code: a.status,
-        response_body: a.body_excerpt.clone(),
-        error: a.error.clone(),
-        duration_ms: a.duration_ms,
-        status: status.to_owned(),
-        created_at: now,
-        next_attempt_at: next,
-        delivery: delivery.clone(),
-        data_omitted: None,
-    }
-}
+pub use switchboard::deliverer::{Deliverer, log_entry};
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +61,7 @@ pub async fn handle(d: &Deliverer, event: SqsEvent) -> SqsBatchResponse {
 }
 
 async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
-    let ctx = &d.ctx;
+    let ctx = d.context();
     let body = record.body.as_deref().unwrap_or_default();
     let delivery: Delivery = match serde_json::from_str(body) {
         Ok(delivery) => delivery,
@@ -201,7 +117,7 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
     }
 
     let secrets = hook.signing_secrets(now);
-    let result = webhook::send(&d.client, &hook, &secrets, &delivery, attempt, ctx.config.webhook_urls).await;
+    let result = webhook::send(d.client(), &hook, &secrets, &delivery, attempt, ctx.config.webhook_urls).await;
     let max_attempts = hook.retry_count + 1;
     let schedule = &ctx.config.webhooks.schedule;
     let (status, retry_in) = match &result.outcome {
@@ -300,7 +216,7 @@ async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &
 
 /// Sets the record's visibility to `wait`; SQS delivers it again then.
 async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
-    let (Some((queues, url)), Some(handle)) = (d.ctx.webhook_queue(), record.receipt_handle.as_deref()) else {
+    let (Some((queues, url)), Some(handle)) = (d.context().webhook_queue(), record.receipt_handle.as_deref()) else {
         tracing::warn!("no WEBHOOK_QUEUE_URL: the retry waits for the queue's visibility timeout");
         return;
     };
@@ -311,7 +227,7 @@ async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
 
 /// The breaker is open: queue the delivery again, delayed, keeping its attempt count.
 async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32, pause: Duration) -> Done {
-    let Some((queues, url)) = d.ctx.webhook_queue() else {
+    let Some((queues, url)) = d.context().webhook_queue() else {
         return Done::Again;
     };
     let again = Delivery { attempt_base: attempts_so_far, ..delivery.clone() };
@@ -335,7 +251,7 @@ async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32
 
 /// Sends `body` to the dead-letter queue; `Again` when that fails (nothing is dropped).
 async fn dead_letter(d: &Deliverer, mut body: serde_json::Value) -> Done {
-    let Some((queues, url)) = d.ctx.webhook_dlq() else {
+    let Some((queues, url)) = d.context().webhook_dlq() else {
         tracing::error!("no WEBHOOK_DLQ_URL: the final failure stays in the queue for its redrive policy");
         return Done::Again;
     };
