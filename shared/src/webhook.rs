@@ -52,9 +52,9 @@ pub struct InvalidSecret(pub String);
 impl Secret {
     /// A new `whsec_` secret from 32 random bytes.
     pub fn generate() -> Self {
-        let mut bytes = Vec::with_capacity(32);
-        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-        bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        // The thread-local CSPRNG, seeded from the OS (two UUIDv4s held only 244 random bits).
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes[..]);
         Secret(format!("{SECRET_PREFIX}{}", B64.encode(bytes)))
     }
 

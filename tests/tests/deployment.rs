@@ -247,3 +247,56 @@ fn no_function_crate_depends_on_another() {
         }
     }
 }
+
+/// Issue 14, point 11: every dependency a crate declares is named in its
+/// code (what `cargo machete` checks, without installing it): a library
+/// that is only linked costs build time and supply-chain surface for nothing.
+#[test]
+fn every_declared_dependency_is_used() {
+    let mut dirs: Vec<PathBuf> = ["shared", "local", "tests", "bench"].iter().map(|d| root().join(d)).collect();
+    dirs.extend(function_crates().iter().map(|c| root().join("functions").join(c)));
+    let mut unused = Vec::new();
+    for dir in dirs {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let mut code = String::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                if path.is_dir() && !matches!(name.as_str(), "target" | "node_modules" | ".tools") {
+                    stack.push(path);
+                } else if name.ends_with(".rs") {
+                    code.push_str(&std::fs::read_to_string(&path).unwrap());
+                }
+            }
+        }
+        for section in
+            manifest.split("\n[").filter(|s| s.starts_with("dependencies]") || s.starts_with("dev-dependencies]"))
+        {
+            for line in section.lines().skip(1) {
+                let dep = line.split(['=', '.']).next().unwrap_or("").trim();
+                if dep.is_empty() || dep.starts_with('#') {
+                    continue;
+                }
+                // A package whose library is named otherwise.
+                let ident = match dep {
+                    "md-5" => "md5".to_owned(),
+                    other => other.replace('-', "_"),
+                };
+                let used = [
+                    format!("{ident}::"),
+                    format!("use {ident}"),
+                    format!("{ident}!"),
+                    format!("extern crate {ident}"),
+                ]
+                .iter()
+                .any(|p| code.contains(p.as_str()));
+                if !used {
+                    unused.push(format!("{}: {dep}", dir.file_name().unwrap().to_string_lossy()));
+                }
+            }
+        }
+    }
+    assert!(unused.is_empty(), "declared but never used: {unused:?}");
+}
