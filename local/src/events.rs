@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 /// What every event of one emulator shares.
 #[derive(Debug, Clone)]
-pub struct Gateway {
+pub struct ApiInfo {
     /// `host:port` of the WebSocket listener (the `domainName`).
     pub domain_name: String,
     /// The stage, e.g. `local`.
@@ -96,7 +96,7 @@ fn query_map(
 
 /// The REQUEST authorizer event for `$connect`.
 pub fn authorizer_request(
-    gw: &Gateway,
+    gw: &ApiInfo,
     conn: &ConnectionInfo,
     headers: &HeaderMap,
     query: &HashMap<String, Vec<String>>,
@@ -136,7 +136,7 @@ pub fn authorizer_request(
 
 /// Common part of the three route events.
 fn route_event(
-    gw: &Gateway,
+    gw: &ApiInfo,
     conn: &ConnectionInfo,
     route_key: &str,
     event_type: &str,
@@ -165,7 +165,7 @@ fn route_event(
 
 /// `$connect`, with the handshake's headers and query string.
 pub fn connect(
-    gw: &Gateway,
+    gw: &ApiInfo,
     conn: &ConnectionInfo,
     headers: &HeaderMap,
     query: &HashMap<String, Vec<String>>,
@@ -180,7 +180,7 @@ pub fn connect(
 
 /// A client message on `route_key`. Binary frames arrive base64-encoded.
 pub fn message(
-    gw: &Gateway,
+    gw: &ApiInfo,
     conn: &ConnectionInfo,
     route_key: &str,
     body: String,
@@ -194,7 +194,7 @@ pub fn message(
 }
 
 /// `$disconnect`, with the close code and reason.
-pub fn disconnect(gw: &Gateway, conn: &ConnectionInfo, status: u16, reason: &str) -> ApiGatewayWebsocketProxyRequest {
+pub fn disconnect(gw: &ApiInfo, conn: &ConnectionInfo, status: u16, reason: &str) -> ApiGatewayWebsocketProxyRequest {
     let mut e = route_event(gw, conn, "$disconnect", "DISCONNECT");
     e.request_context.disconnect_status_code = Some(i64::from(status));
     e.request_context.disconnect_reason = Some(reason.to_owned());

@@ -92,13 +92,13 @@ fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> V
 pub struct InProcess {
     ctx: Context,
     verifier: Verifier,
-    deliverer: switchboard::deliverer::Deliverer,
+    deliverer: switchboard::webhook_sender::WebhookSender,
 }
 
 impl InProcess {
     /// Functions over this context and verifier.
     pub fn new(ctx: Context, verifier: Verifier) -> Self {
-        InProcess { deliverer: switchboard::deliverer::Deliverer::new(ctx.clone()), ctx, verifier }
+        InProcess { deliverer: switchboard::webhook_sender::WebhookSender::new(ctx.clone()), ctx, verifier }
     }
 }
 

@@ -45,7 +45,7 @@ use crate::functions::{Functions, Route, Verdict};
 
 /// API Gateway's WebSocket limits (its documented quotas by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
+pub struct GatewayLimits {
     /// Largest frame: 32 KB.
     pub max_frame_bytes: usize,
     /// Largest message (after reassembling frames), and largest
@@ -66,9 +66,9 @@ pub struct Limits {
 /// (1013 "Try Again Later": the client may reconnect and `sync`).
 pub const SLOW_CLIENT_CLOSE: u16 = 1013;
 
-impl Default for Limits {
+impl Default for GatewayLimits {
     fn default() -> Self {
-        Limits {
+        GatewayLimits {
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,
             idle_timeout: Duration::from_secs(600),
@@ -162,9 +162,9 @@ impl Live {
 const OUTBOUND_QUEUE: usize = 256;
 
 /// Everything the gateway's handlers share.
-pub struct Gateway {
-    pub(crate) info: events::Gateway,
-    pub(crate) limits: Limits,
+pub struct WsGateway {
+    pub(crate) info: events::ApiInfo,
+    pub(crate) limits: GatewayLimits,
     pub(crate) route_selection: RouteSelection,
     pub(crate) functions: Arc<dyn Functions>,
     pub(crate) shutdown: CancellationToken,
@@ -172,17 +172,17 @@ pub struct Gateway {
     live: RwLock<HashMap<String, Arc<Live>>>,
 }
 
-impl Gateway {
+impl WsGateway {
     /// A gateway with no connections yet.
     pub fn new(
-        info: events::Gateway,
-        limits: Limits,
+        info: events::ApiInfo,
+        limits: GatewayLimits,
         route_selection: RouteSelection,
         functions: Arc<dyn Functions>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        Gateway { info, limits, route_selection, functions, shutdown, tasks, live: RwLock::new(HashMap::new()) }
+        WsGateway { info, limits, route_selection, functions, shutdown, tasks, live: RwLock::new(HashMap::new()) }
     }
 
     fn get(&self, id: &str) -> Option<Arc<Live>> {
@@ -197,7 +197,7 @@ impl Gateway {
 
 /// The gateway's routes: the upgrade on `/` and `/{stage}`, and
 /// `@connections` with and without the stage prefix.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(gw: Arc<WsGateway>) -> Router {
     Router::new()
         .route("/", get(upgrade_root))
         .route("/{stage}", get(upgrade_stage))
@@ -220,7 +220,7 @@ fn plain(status: StatusCode, message: &str) -> Response {
 }
 
 async fn upgrade_root(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<WsGateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
@@ -228,7 +228,7 @@ async fn upgrade_root(
 }
 
 async fn upgrade_stage(
-    State(gw): State<Arc<Gateway>>,
+    State(gw): State<Arc<WsGateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(stage): Path<String>,
     req: Request,
@@ -248,7 +248,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Response {
+async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Response {
     let headers = req.headers().clone();
     if !header_has(&headers, header::UPGRADE, "websocket") || !header_has(&headers, header::CONNECTION, "upgrade") {
         return plain(
@@ -335,7 +335,7 @@ async fn upgrade(gw: Arc<Gateway>, peer: SocketAddr, mut req: Request) -> Respon
 
 // ----------------------------------------------------------- live connection
 
-async fn run_connection(gw: Arc<Gateway>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
+async fn run_connection(gw: Arc<WsGateway>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
     let mut config = WebSocketConfig::default();
     config.max_frame_size = Some(gw.limits.max_frame_bytes);
     config.max_message_size = Some(gw.limits.max_message_bytes);
@@ -454,7 +454,7 @@ async fn write_loop(
 }
 
 async fn handle_message(
-    gw: &Gateway,
+    gw: &WsGateway,
     info: &ConnectionInfo,
     route_key: &str,
     body: String,
@@ -481,7 +481,7 @@ async fn handle_message(
     }
 }
 
-async fn disconnect(gw: &Gateway, info: &ConnectionInfo, status: u16, reason: &str) {
+async fn disconnect(gw: &WsGateway, info: &ConnectionInfo, status: u16, reason: &str) {
     tracing::debug!(connection_id = %info.id, status, reason, "connection closed");
     if let Err(e) = gw.functions.route(Route::Disconnect, events::disconnect(&gw.info, info, status, reason)).await {
         tracing::error!(connection_id = %info.id, error = %e, "$disconnect failed");
@@ -516,16 +516,16 @@ impl IntoResponse for Unreachable {
     }
 }
 
-fn lookup(gw: &Gateway, id: &str) -> Result<Arc<Live>, Unreachable> {
+fn lookup(gw: &WsGateway, id: &str) -> Result<Arc<Live>, Unreachable> {
     if switchboard::ids::ConnectionId::parse(id).is_err() {
         return Err(Unreachable::Malformed);
     }
     gw.get(id).ok_or(Unreachable::Gone)
 }
 
-async fn staged<F, Fut>(State(gw): State<Arc<Gateway>>, stage: String, id: String, inner: F) -> Response
+async fn staged<F, Fut>(State(gw): State<Arc<WsGateway>>, stage: String, id: String, inner: F) -> Response
 where
-    F: FnOnce(State<Arc<Gateway>>, Path<String>) -> Fut,
+    F: FnOnce(State<Arc<WsGateway>>, Path<String>) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
     if stage != gw.info.stage {
@@ -541,7 +541,7 @@ enum Posted {
     TooLarge(usize),
 }
 
-impl Gateway {
+impl WsGateway {
     /// `POST @connections/{id}`: queue `data` for the connection's writer.
     async fn post(&self, id: &str, data: &[u8]) -> Posted {
         let live = match lookup(self, id) {
@@ -563,7 +563,7 @@ impl Gateway {
     }
 }
 
-async fn post_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn post_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>, body: Bytes) -> Response {
     match gw.post(&id, &body).await {
         Posted::Sent => StatusCode::OK.into_response(),
         Posted::Unreachable(e) => e.into_response(),
@@ -582,7 +582,7 @@ async fn post_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>,
 /// is made of). A post to any other endpoint (another emulator sharing
 /// Redis, a real API) goes through `fallback`, the SDK client.
 pub struct InProcessConnections {
-    gateway: std::sync::OnceLock<std::sync::Weak<Gateway>>,
+    gateway: std::sync::OnceLock<std::sync::Weak<WsGateway>>,
     /// `host:port/stage`: the callback endpoint recorded with this emulator's connections, without its scheme.
     own: String,
     fallback: Arc<dyn switchboard::gateway::Gateway>,
@@ -595,7 +595,7 @@ impl InProcessConnections {
     }
 
     /// The gateway whose connections are "own".
-    pub fn attach(&self, gateway: &Arc<Gateway>) {
+    pub fn attach(&self, gateway: &Arc<WsGateway>) {
         let _ = self.gateway.set(Arc::downgrade(gateway));
     }
 
@@ -644,7 +644,7 @@ impl switchboard::gateway::Gateway for InProcessConnections {
     }
 }
 
-async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn get_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
     match lookup(&gw, &id) {
         Ok(live) => axum::Json(json!({
             "connectedAt": events::iso8601(live.info.connected_at),
@@ -656,7 +656,7 @@ async fn get_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) 
     }
 }
 
-async fn delete_connection(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
+async fn delete_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
     match lookup(&gw, &id) {
         Ok(live) => {
             live.close(1000, "Connection deleted");

@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::functions::{Functions, InProcess, Remote};
-pub use crate::gateway::{Limits, RouteSelection};
+pub use crate::gateway::{GatewayLimits, RouteSelection};
 
 /// The named routes besides `$connect`, `$disconnect` and `$default` (as in
 /// the SAM template); all of them are served by `ws-message`.
-pub const ROUTES: &[&str] = &["subscribe", "unsubscribe", "ping", "sync", "publish"];
+pub const WEBSOCKET_ROUTES: &[&str] = switchboard::protocol::ACTIONS;
 
 /// Where and how the emulator listens.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct Settings {
     /// Route selection expression, `$request.body.action` by default.
     pub route_selection: String,
     /// API Gateway's limits.
-    pub limits: Limits,
+    pub limits: GatewayLimits,
     /// SQS port (0: any free port).
     pub sqs_port: u16,
     /// The event source mappings' batching.
@@ -117,7 +117,7 @@ impl Default for Settings {
             stage: "local".into(),
             domain_name: None,
             route_selection: "$request.body.action".into(),
-            limits: Limits::default(),
+            limits: GatewayLimits::default(),
             sqs_port: 9324,
             mapping: MappingSettings::default(),
             in_process_posts: true,
@@ -162,7 +162,7 @@ pub struct Emulator {
     pub sqs: Arc<sqs::Sqs>,
     /// The stage.
     pub stage: String,
-    gateway: Arc<gateway::Gateway>,
+    gateway: Arc<gateway::WsGateway>,
     shutdown: CancellationToken,
     servers: TaskTracker,
 }
@@ -182,7 +182,7 @@ impl Emulator {
     /// Binds both listeners and starts serving.
     pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
         let route_selection =
-            RouteSelection::new(&settings.route_selection, ROUTES.iter().map(|r| r.to_string()).collect())
+            RouteSelection::new(&settings.route_selection, WEBSOCKET_ROUTES.iter().map(|r| r.to_string()).collect())
                 .map_err(anyhow::Error::msg)?;
         if settings.stage.is_empty()
             || !settings.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -235,12 +235,12 @@ impl Emulator {
 
         let shutdown = CancellationToken::new();
         let functions_for_mappings = functions.clone();
-        let info = events::Gateway {
+        let info = events::ApiInfo {
             domain_name: settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string()),
             stage: settings.stage.clone(),
             api_id: events::new_api_id(),
         };
-        let gateway = Arc::new(gateway::Gateway::new(
+        let gateway = Arc::new(gateway::WsGateway::new(
             info,
             settings.limits.clone(),
             route_selection,

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::config::{AuthConfig, Config, JwtKey};
 use switchboard::telemetry::{LogFormat, init_with};
-use switchboard_local::{Emulator, Limits, MappingSettings, Mode, Settings, queues};
+use switchboard_local::{Emulator, GatewayLimits, MappingSettings, Mode, Settings, queues};
 
 /// The development secret: printed as such, refused in production mode.
 const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
@@ -202,7 +202,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         stage: args.stage,
         domain_name: args.domain_name,
         route_selection: args.route_selection,
-        limits: Limits {
+        limits: GatewayLimits {
             max_frame_bytes: args.max_frame_bytes,
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),

@@ -31,7 +31,7 @@
 //! - [`apigw`]: helpers over the API Gateway event types.
 //! - [`broadcast`]: one call routes an event to every connection and
 //!   webhook that should have it; the sweep of ghost connections.
-//! - [`deliverer`]: sending and recording one webhook attempt.
+//! - [`webhook_sender`]: sending and recording one webhook attempt.
 //! - [`context`]: what a handler gets: configuration, store, gateway, queues.
 
 pub mod apigw;
@@ -39,7 +39,6 @@ pub mod auth;
 pub mod broadcast;
 pub mod config;
 pub mod context;
-pub mod deliverer;
 pub mod event;
 pub mod gateway;
 pub mod ids;
@@ -51,5 +50,6 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod webhook;
+pub mod webhook_sender;
 
 pub use context::Context;

@@ -159,7 +159,7 @@ fn the_websocket_routes_are_the_emulators() {
     let routes = resources_of(&t, "AWS::ApiGatewayV2::Route");
     let keys: BTreeSet<&str> = routes.values().map(|r| r["Properties"]["RouteKey"].as_str().unwrap()).collect();
     let mut expected: BTreeSet<&str> = ["$connect", "$disconnect", "$default"].into();
-    expected.extend(switchboard_local::ROUTES);
+    expected.extend(switchboard_local::WEBSOCKET_ROUTES);
     assert_eq!(keys, expected);
     let responses = resources_of(&t, "AWS::ApiGatewayV2::RouteResponse");
     for (name, route) in &routes {

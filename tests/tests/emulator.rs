@@ -15,7 +15,7 @@ use switchboard::event::EventType;
 use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;
 use switchboard::store::Recipient;
-use switchboard_local::{Emulator, Limits, Mode, Settings};
+use switchboard_local::{Emulator, GatewayLimits as Limits, Mode, Settings};
 use switchboard_tests::ws::{self, connect, next_close, next_json, refusal_status, request, send_text};
 use switchboard_tests::{Backend, eventually};
 

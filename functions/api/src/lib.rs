@@ -54,7 +54,7 @@ pub struct ApiState {
     /// Token verification.
     pub verifier: Arc<Verifier>,
     /// Synchronous webhook attempts (`/test`).
-    pub deliverer: switchboard::deliverer::Deliverer,
+    pub deliverer: switchboard::webhook_sender::WebhookSender,
 }
 
 /// Every route with its method, as served (the OpenAPI test walks this).
@@ -80,8 +80,11 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The whole HTTP API.
 pub fn router(ctx: Context, verifier: Verifier) -> Router {
     let body_limit = ctx.config.limits.max_body_bytes;
-    let state =
-        ApiState { deliverer: switchboard::deliverer::Deliverer::new(ctx.clone()), ctx, verifier: Arc::new(verifier) };
+    let state = ApiState {
+        deliverer: switchboard::webhook_sender::WebhookSender::new(ctx.clone()),
+        ctx,
+        verifier: Arc::new(verifier),
+    };
     Router::new()
         .route("/v1/events", post(publish))
         .route("/v1/stats", get(stats))

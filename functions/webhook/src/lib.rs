@@ -35,7 +35,7 @@ use switchboard::protocol::Target;
 use switchboard::store::{Breaker, Health};
 use switchboard::webhook::{self, Attempt, Delivery, Outcome, WebhookConfig};
 
-pub use switchboard::deliverer::{Deliverer, log_entry};
+pub use switchboard::webhook_sender::{WebhookSender, log_entry};
 
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ enum Done {
 }
 
 /// Handles one SQS batch; the records to retry come back in `batchItemFailures`.
-pub async fn handle(d: &Deliverer, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(d: &WebhookSender, event: SqsEvent) -> SqsBatchResponse {
     let outcomes = futures::future::join_all(event.records.iter().map(|r| process(d, r))).await;
     let mut response = SqsBatchResponse::default();
     for (record, done) in event.records.iter().zip(outcomes) {
@@ -60,7 +60,7 @@ pub async fn handle(d: &Deliverer, event: SqsEvent) -> SqsBatchResponse {
     response
 }
 
-async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
+async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let ctx = d.context();
     let body = record.body.as_deref().unwrap_or_default();
     let delivery: Delivery = match serde_json::from_str(body) {
@@ -196,7 +196,7 @@ async fn process(d: &Deliverer, record: &SqsMessage) -> Done {
 /// A delivery its webhook no longer takes (deleted, disabled) leaves a
 /// `dropped` entry with the reason in the delivery log, so it does not
 /// vanish. Not an attempt: nothing was sent, the breaker is not fed.
-async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &str) {
+async fn drop_logged(d: &WebhookSender, delivery: &Delivery, attempt: u32, reason: &str) {
     let now = switchboard::time::now_millis();
     let nothing_sent = Attempt {
         attempt,
@@ -215,7 +215,7 @@ async fn drop_logged(d: &Deliverer, delivery: &Delivery, attempt: u32, reason: &
 }
 
 /// Sets the record's visibility to `wait`; SQS delivers it again then.
-async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
+async fn retry_later(d: &WebhookSender, record: &SqsMessage, wait: Duration) {
     let (Some((queues, url)), Some(handle)) = (d.context().webhook_queue(), record.receipt_handle.as_deref()) else {
         tracing::warn!("no WEBHOOK_QUEUE_URL: the retry waits for the queue's visibility timeout");
         return;
@@ -226,7 +226,7 @@ async fn retry_later(d: &Deliverer, record: &SqsMessage, wait: Duration) {
 }
 
 /// The breaker is open: queue the delivery again, delayed, keeping its attempt count.
-async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32, pause: Duration) -> Done {
+async fn wait_out_pause(d: &WebhookSender, delivery: &Delivery, attempts_so_far: u32, pause: Duration) -> Done {
     let Some((queues, url)) = d.context().webhook_queue() else {
         return Done::Again;
     };
@@ -250,7 +250,7 @@ async fn wait_out_pause(d: &Deliverer, delivery: &Delivery, attempts_so_far: u32
 }
 
 /// Sends `body` to the dead-letter queue; `Again` when that fails (nothing is dropped).
-async fn dead_letter(d: &Deliverer, mut body: serde_json::Value) -> Done {
+async fn dead_letter(d: &WebhookSender, mut body: serde_json::Value) -> Done {
     let Some((queues, url)) = d.context().webhook_dlq() else {
         tracing::error!("no WEBHOOK_DLQ_URL: the final failure stays in the queue for its redrive policy");
         return Done::Again;

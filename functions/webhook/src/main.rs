@@ -1,12 +1,12 @@
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use switchboard::Context;
-use webhook::Deliverer;
+use webhook::WebhookSender;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
-    let deliverer = Deliverer::new(Context::for_function().await?);
+    let deliverer = WebhookSender::new(Context::for_function().await?);
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deliverer = deliverer.clone();
         async move { Ok::<_, Error>(webhook::handle(&deliverer, event.payload).await) }

@@ -11,16 +11,16 @@ use crate::webhook::{self, Attempt, Delivery, LogEntry, Outcome, WebhookConfig};
 
 /// What sends webhook deliveries: the context and one pooled delivery client.
 #[derive(Clone)]
-pub struct Deliverer {
+pub struct WebhookSender {
     ctx: Context,
     client: reqwest::Client,
 }
 
-impl Deliverer {
+impl WebhookSender {
     /// A deliverer whose client enforces the configured URL policy (SSRF guard).
     pub fn new(ctx: Context) -> Self {
         let client = crate::ssrf::delivery_client(ctx.config.webhook_urls, Duration::from_secs(30));
-        Deliverer { ctx, client }
+        WebhookSender { ctx, client }
     }
 
     /// The context.
