@@ -1,4 +1,4 @@
-//! The seed's EventWebhookBroadcaster: one call routes an event to every
+//! The legacy hub's EventWebhookBroadcaster: one call routes an event to every
 //! WebSocket connection and every webhook that should have it.
 //!
 //! 1. Resolve the recipients — the target (tenant, user, connection)
@@ -14,7 +14,7 @@
 //!    offline queue until they `sync`.
 //! 5. One SQS message per matching active webhook (SendMessageBatch, ten a
 //!    call) for the `webhook` function.
-//! 6. With `SEED_CHANNELS=true`, the event is also PUBLISHed on the seed's
+//! 6. With `SEED_CHANNELS=true`, the event is also PUBLISHed on the legacy hub's
 //!    Redis channels for services that still listen there.
 //!
 //! The result is a [`Report`]. The `fanout` function, the HTTP API and the
@@ -114,7 +114,7 @@ async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>
     Ok(())
 }
 
-/// After the posts: the offline queue, the webhooks, the seed's channels.
+/// After the posts: the offline queue, the webhooks, the legacy hub's channels.
 #[expect(clippy::too_many_arguments, reason = "the parts of one fan-out")]
 async fn finish(
     ctx: &Context,
@@ -151,8 +151,8 @@ async fn finish(
     let (enqueued, failed) = enqueue_webhooks(ctx, event, webhooks, claims).await?;
     report.webhooks_enqueued = enqueued;
     report.webhooks_failed = failed;
-    if ctx.config.seed_channels {
-        ctx.store.publish_seed(tenant, event.event_type, text).await?;
+    if ctx.config.compat_channels {
+        ctx.store.publish_compat(tenant, event.event_type, text).await?;
     }
     tracing::debug!(tenant_id = %tenant, event_id = %event.id, event_type = %event.event_type, ?report, "published");
     Ok(())
@@ -562,13 +562,13 @@ pub async fn announce_presence(
     deliver(ctx, &event, &Target::Tenant, resolved).await
 }
 
-/// The seed's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.
+/// The legacy hub's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.
 pub async fn broadcast_agent_state(ctx: &Context, tenant: &TenantId, data: Value) -> StoreResult<Report> {
     publish(ctx, &Envelope::new(tenant.clone(), EventType::AgentStateChanged, data), &Target::Tenant).await
 }
 
-/// The seed's `BroadcastCallEvent`: a `call.*` event to the whole tenant.
-/// Any other family is refused, as the seed's typed method would not compile it.
+/// The legacy hub's `BroadcastCallEvent`: a `call.*` event to the whole tenant.
+/// Any other family is refused, as the legacy hub's typed method would not compile it.
 pub async fn broadcast_call_event(
     ctx: &Context,
     tenant: &TenantId,
@@ -579,7 +579,7 @@ pub async fn broadcast_call_event(
     publish(ctx, &Envelope::new(tenant.clone(), event_type, data), &Target::Tenant).await
 }
 
-/// The seed's `BroadcastChatMessage`: `chat.message` to a target (usually a user).
+/// The legacy hub's `BroadcastChatMessage`: `chat.message` to a target (usually a user).
 pub async fn broadcast_chat_message(
     ctx: &Context,
     tenant: &TenantId,

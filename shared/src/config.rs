@@ -14,7 +14,7 @@
 //! | `REDIS_CLUSTER` | `false` | talk the Redis Cluster protocol |
 //! | `REDIS_USERNAME` / `REDIS_PASSWORD` | — | AUTH (ElastiCache RBAC user / AUTH token), kept out of `REDIS_URL` so it can come from Secrets Manager |
 //! | `REDIS_CONNECT_TIMEOUT_MS` / `REDIS_RESPONSE_TIMEOUT_MS` | `2000` / `2000` | fail fast instead of hanging a Lambda |
-//! | `KEY_PREFIX` | `callcenter` | first segment of every Redis key (the seed's) |
+//! | `KEY_PREFIX` | `callcenter` | first segment of every Redis key (the legacy hub's) |
 //! | `PRESENCE_TTL_SECS` | `300` | heartbeat lifetime; a user without one counts as offline |
 //! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime; only users seen connecting within the TTL get a queue |
 //! | `OFFLINE_MAX_QUEUES_PER_TENANT` / `OFFLINE_MAX_BYTES_PER_TENANT` | `10000` / `67108864` | offline queues one tenant may hold, and their bytes together (a publish beyond: 429 `offline_budget_exceeded`) |
@@ -24,7 +24,7 @@
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
-//! | `SEED_CHANNELS` | `false` | also PUBLISH events on the seed's Redis channels |
+//! | `SEED_CHANNELS` | `false` | also PUBLISH events on the legacy hub's Redis channels |
 //! | `PLATFORM_TENANT` | — | the operator's tenant: its admins see platform-wide figures (`GET /v1/stats` `total_connections`); nobody else does |
 //! | `WEBHOOK_ALLOW_PRIVATE` | `false` | let webhooks use http and loopback/private addresses (local development) |
 //! | `WEBHOOK_QUEUE_URL` / `WEBHOOK_DLQ_URL` | — | the webhook deliveries queue and its dead-letter queue (webhooks are not sent without them) |
@@ -455,8 +455,8 @@ pub struct Config {
     pub limits: Limits,
     /// Override for the `@connections` endpoint recorded with each connection.
     pub callback_endpoint: Option<Url>,
-    /// Also PUBLISH every event on the seed's Redis channels.
-    pub seed_channels: bool,
+    /// Also PUBLISH every event on the legacy hub's Redis channels.
+    pub compat_channels: bool,
     /// The operator's own tenant: its admins are platform operators and
     /// see platform-wide figures (`GET /v1/stats`'s `total_connections`).
     /// `None`: nobody does.
@@ -480,7 +480,7 @@ impl Default for Config {
             key_prefix: "callcenter".into(),
             limits: Limits::default(),
             callback_endpoint: None,
-            seed_channels: false,
+            compat_channels: false,
             platform_tenant: None,
             webhook_urls: crate::ssrf::UrlPolicy::PRODUCTION,
             queues: QueueUrls::default(),
@@ -588,7 +588,7 @@ impl Config {
                 })?)
             }
         };
-        let seed_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
+        let compat_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
         let platform_tenant = match non_empty(get, "PLATFORM_TENANT") {
             None => None,
             Some(raw) => {
@@ -664,7 +664,7 @@ impl Config {
             key_prefix,
             limits,
             callback_endpoint,
-            seed_channels,
+            compat_channels,
             platform_tenant,
             webhook_urls,
             queues,

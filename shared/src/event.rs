@@ -1,6 +1,6 @@
 //! The event catalogue and the envelope every event travels in.
 //!
-//! The catalogue is the seed's `message.go` (agents, calls, queues, chats,
+//! The catalogue is the legacy hub's `message.go` (agents, calls, queues, chats,
 //! tickets, system) with dotted wire names, plus `presence.online` /
 //! `presence.offline`. It is closed: an unknown name is refused at the edge
 //! with an error that names it, so a typo in a subscription fails loudly

@@ -2,8 +2,8 @@
 //!
 //! Every delivery carries two signatures of the same body:
 //!
-//! - the seed's `X-Webhook-Signature`: hex HMAC-SHA256 of the body, keyed by
-//!   the webhook's secret string as stored (what the seed's receivers check);
+//! - the legacy hub's `X-Webhook-Signature`: hex HMAC-SHA256 of the body, keyed by
+//!   the webhook's secret string as stored (what the legacy hub's receivers check);
 //! - the Standard Webhooks `webhook-signature`: `v1,<base64 HMAC-SHA256 of
 //!   "{webhook-id}.{webhook-timestamp}.{body}">`, keyed by the base64-decoded
 //!   part of a `whsec_...` secret, so off-the-shelf verifiers work. During a
@@ -59,7 +59,7 @@ impl Secret {
     }
 
     /// Accepts a `whsec_<base64>` secret (Standard Webhooks), or any other
-    /// string of 16 to 256 bytes (a seed-style secret, used as is).
+    /// string of 16 to 256 bytes (a legacy-style secret, used as is).
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidSecret> {
         let raw = raw.into();
         if let Some(encoded) = raw.strip_prefix(SECRET_PREFIX) {
@@ -92,8 +92,8 @@ fn mac(key: &[u8]) -> HmacSha256 {
     <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// The seed's `X-Webhook-Signature`: lowercase hex HMAC-SHA256 of the body.
-pub fn seed_signature(secret: &Secret, body: &[u8]) -> String {
+/// The legacy hub's `X-Webhook-Signature`: lowercase hex HMAC-SHA256 of the body.
+pub fn legacy_signature(secret: &Secret, body: &[u8]) -> String {
     let mut m = mac(secret.0.as_bytes());
     m.update(body);
     m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
@@ -239,11 +239,11 @@ mod tests {
     }
 
     #[test]
-    fn seed_signature_is_hex_hmac_of_the_body() {
+    fn legacy_signature_is_hex_hmac_of_the_body() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
         let secret = Secret("Jefe".into());
         assert_eq!(
-            seed_signature(&secret, b"what do ya want for nothing?"),
+            legacy_signature(&secret, b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
@@ -394,9 +394,9 @@ pub struct WebhookConfig {
     pub secret: String,
     /// Paused webhooks receive nothing.
     pub is_active: bool,
-    /// Attempts after the first before a delivery is dead-lettered (seed default 3).
+    /// Attempts after the first before a delivery is dead-lettered (legacy hub's default 3).
     pub retry_count: u32,
-    /// Per-attempt timeout in seconds (seed default 30).
+    /// Per-attempt timeout in seconds (legacy hub's default 30).
     pub timeout: u32,
     /// Unix milliseconds.
     pub created_at: i64,
@@ -482,11 +482,11 @@ pub struct Delivery {
     pub delivery_id: String,
     /// The event's tenant.
     pub tenant_id: crate::ids::TenantId,
-    /// The webhook's id (the seed's `X-Webhook-ID`).
+    /// The webhook's id (the legacy hub's `X-Webhook-ID`).
     pub webhook_id: String,
     /// The event type.
     pub event: crate::event::EventType,
-    /// When the event happened, Unix seconds (the seed's payload field).
+    /// When the event happened, Unix seconds (the legacy hub's payload field).
     pub timestamp: i64,
     /// The event's data.
     pub data: serde_json::Value,
@@ -501,7 +501,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Delivery {
-    /// The seed's payload: `{"event","timestamp","data"}`.
+    /// The legacy hub's payload: `{"event","timestamp","data"}`.
     pub fn payload(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({"event": self.event, "timestamp": self.timestamp, "data": self.data}))
             .expect("plain JSON")
@@ -540,7 +540,7 @@ impl Outcome {
 /// The longest response-body excerpt kept in the log.
 pub const RESPONSE_EXCERPT_BYTES: usize = 20 * 1024;
 
-/// One line of the delivery log (the seed's `webhook_logs` row).
+/// One line of the delivery log (the legacy hub's `webhook_logs` row).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     /// The webhook.
@@ -675,7 +675,7 @@ fn cut_mid_character(bytes: &[u8], valid: usize) -> bool {
     !tail.is_empty() && tail.len() < 4 && std::str::from_utf8(tail).is_err_and(|e| e.error_len().is_none())
 }
 
-/// Sends one attempt: the seed's payload and headers plus the Standard
+/// Sends one attempt: the legacy hub's payload and headers plus the Standard
 /// Webhooks headers, signed with `secrets` (current first, then any in
 /// their rotation grace period), through `client` (see
 /// [`crate::ssrf::delivery_client`]) within the webhook's timeout. The URL
@@ -704,7 +704,7 @@ pub async fn send(
     };
     let body = delivery.payload();
     let now = crate::time::now_millis() / 1000;
-    let seed = secrets.first().map(|s| seed_signature(s, &body)).unwrap_or_default();
+    let seed = secrets.first().map(|s| legacy_signature(s, &body)).unwrap_or_default();
     let request = client
         .post(url)
         .timeout(Duration::from_secs(u64::from(hook.timeout.max(1))))

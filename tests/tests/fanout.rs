@@ -459,7 +459,7 @@ async fn presence_events_announce_first_and_last_connections() {
 
 #[tokio::test]
 async fn the_seed_channels_carry_events_for_existing_listeners() {
-    let w = world_with(|c| c.seed_channels = true).await;
+    let w = world_with(|c| c.compat_channels = true).await;
     let prefix = w.ctx.config.key_prefix.clone();
     let client = redis::Client::open(shared_redis().url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();

@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use switchboard::event::EventType;
 use switchboard::ssrf::{UrlPolicy, delivery_client};
-use switchboard::webhook::{Delivery, Outcome, Secret, WebhookConfig, seed_signature, send, verify_signature};
+use switchboard::webhook::{
+    Delivery, Outcome, Secret, WebhookConfig, legacy_signature as seed_signature, send, verify_signature,
+};
 
 /// What the receiver got.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ use switchboard::Context;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::config::{AuthConfig, Config, RedisConfig, WebhookSettings};
 use switchboard::ssrf::UrlPolicy;
-use switchboard::webhook::{RetrySchedule, Secret, seed_signature};
+use switchboard::webhook::{RetrySchedule, Secret, legacy_signature as seed_signature};
 use switchboard_local::{Emulator, Mode, Settings, queues};
 use switchboard_tests::ws::{self, next_json, request};
 use switchboard_tests::{eventually, shared_redis, unique_prefix};

@@ -10,8 +10,8 @@
 //! | --- | --- |
 //! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
 //! | `POST /v1/events?async=true` | the same, queued on the events queue: 202 `{event_id, queued}` |
-//! | `GET /v1/stats` | `{tenant_id, tenant_connections}` (the seed's `/ws/stats`); `total_connections` and `tenants` too for a platform operator (an admin of `PLATFORM_TENANT`) |
-//! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the seed's) |
+//! | `GET /v1/stats` | `{tenant_id, tenant_connections}` (the legacy hub's `/ws/stats`); `total_connections` and `tenants` too for a platform operator (an admin of `PLATFORM_TENANT`) |
+//! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the legacy hub's) |
 //! | `GET /v1/presence` | `{online_users, count}` |
 //! | `GET /v1/health` | `{status, store, version}`; 503 when the store is down |
 //! | `GET /v1/openapi.json` | the OpenAPI 3 description of all of this |
@@ -373,7 +373,7 @@ pub(crate) async fn enqueue(
     })
 }
 
-/// `GET /v1/stats`: the seed's `/ws/stats`, for the caller's tenant.
+/// `GET /v1/stats`: the legacy hub's `/ws/stats`, for the caller's tenant.
 async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Response, ApiError> {
     let store = &state.ctx.store;
     let tenant_connections = store.connection_count(&who.tenant_id).await.map_err(store_error)?;
@@ -388,7 +388,7 @@ async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Res
     Ok(Json(body).into_response())
 }
 
-/// `GET /v1/users/{id}/online`: the seed's user check, inside the caller's tenant.
+/// `GET /v1/users/{id}/online`: the legacy hub's user check, inside the caller's tenant.
 async fn user_online(
     State(state): State<ApiState>,
     Caller(who): Caller,

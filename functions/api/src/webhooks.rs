@@ -218,7 +218,7 @@ pub async fn delete(
     }
 }
 
-/// `POST /v1/webhooks/{id}/test`: the seed's TestWebhook — one signed
+/// `POST /v1/webhooks/{id}/test`: the legacy hub's TestWebhook — one signed
 /// `system.notification` delivery, now, logged like any other.
 pub async fn test(
     State(state): State<ApiState>,
@@ -337,7 +337,7 @@ pub async fn deliveries(
     Ok(Json(json!({"deliveries": entries, "next_cursor": next_cursor})).into_response())
 }
 
-/// `GET /v1/webhooks/{id}/stats`: the last hour (the seed's monitoring
+/// `GET /v1/webhooks/{id}/stats`: the last hour (the legacy hub's monitoring
 /// query), summed from the counters each attempt adds to its 5-minute
 /// bucket: a dozen small reads, never a scan of the delivery log.
 pub async fn stats(

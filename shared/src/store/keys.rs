@@ -107,9 +107,9 @@ impl Keys {
         self.stem("ratelimit", tenant) + &second.to_string()
     }
 
-    /// The seed's pub/sub channels for an event of this tenant: `{p}:events`,
+    /// The legacy hub's pub/sub channels for an event of this tenant: `{p}:events`,
     /// plus `{p}:agents:<t>`, `{p}:calls:<t>` or `{p}:queues:<t>` by family.
-    pub fn seed_channels(&self, tenant: &TenantId, event: crate::event::EventType) -> Vec<String> {
+    pub fn compat_channels(&self, tenant: &TenantId, event: crate::event::EventType) -> Vec<String> {
         let mut channels = vec![format!("{}:events", self.prefix)];
         let family = match event.category() {
             "agent" => Some("agents"),

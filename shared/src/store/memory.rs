@@ -425,7 +425,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn publish_seed(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {
+    async fn publish_compat(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {
         // Nobody can SUBSCRIBE to an in-process store.
         Ok(())
     }

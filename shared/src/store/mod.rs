@@ -11,15 +11,15 @@
 //!   trip, atomic.
 //! - [`MemoryStore`]: the emulator's zero-configuration default.
 //!
-//! The key layout (prefix `callcenter` by default, the seed's):
+//! The key layout (prefix `callcenter` by default, the legacy hub's):
 //!
 //! ```text
 //! {p}:conn:{tenant}:<conn_id>      HASH   user_id, role, endpoint, connected_at
 //! {p}:conns:{tenant}               SET    connection ids of the tenant
 //! {p}:active:{tenant}              ZSET   connection id -> last frame from the client (ms): what a sweep probes
 //! {p}:user:{tenant}:<user_id>      SET    connection ids of one user
-//! {p}:online:{tenant}              SET    online user ids                 (seed)
-//! {p}:presence:{tenant}:<user_id>  STRING last activity (ms), PX ttl       (seed)
+//! {p}:online:{tenant}              SET    online user ids                 (legacy)
+//! {p}:presence:{tenant}:<user_id>  STRING last activity (ms), PX ttl       (legacy)
 //! {p}:subs:{tenant}:<topic>        SET    subscribed connection ids
 //! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
 //! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
@@ -41,7 +41,7 @@
 //! `CONNECTION_IDLE_SECS` and API Gateway says it is gone: a connection
 //! whose `$disconnect` never came cannot stay a ghost.
 //!
-//! Presence follows the seed: a user is online while their heartbeat key
+//! Presence follows the legacy hub: a user is online while their heartbeat key
 //! exists. `$connect` and `ping` refresh it; the last `$disconnect` deletes
 //! it; a user whose connections vanished without `$disconnect` (API
 //! Gateway's is best-effort) drops out when the key expires.
@@ -436,10 +436,10 @@ pub trait Store: Send + Sync + 'static {
         self.resolve(tenant, event, target).await.map(Some)
     }
 
-    /// PUBLISHes an event on the seed's channels (`{p}:events` and, for
+    /// PUBLISHes an event on the legacy hub's channels (`{p}:events` and, for
     /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for
-    /// services that still listen to the seed. A no-op without Redis.
-    async fn publish_seed(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()>;
+    /// services that still listen to the legacy hub. A no-op without Redis.
+    async fn publish_compat(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()>;
 
     /// Stores a webhook's configuration (JSON) under its id in the tenant's registry.
     async fn put_webhook(&self, tenant: &TenantId, id: &str, config: &str) -> StoreResult<()>;

@@ -973,10 +973,10 @@ impl Store for RedisStore {
         Ok(allowed == 1)
     }
 
-    async fn publish_seed(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()> {
+    async fn publish_compat(&self, tenant: &TenantId, event: EventType, message: &str) -> StoreResult<()> {
         // Channels are not keys: in a cluster, PUBLISH reaches subscribers on every node.
         let mut pipe = redis::pipe();
-        for channel in self.keys.seed_channels(tenant, event) {
+        for channel in self.keys.compat_channels(tenant, event) {
             pipe.publish(channel, message).ignore();
         }
         pipe.query_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
