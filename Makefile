@@ -15,10 +15,10 @@ dev:
 	cargo run -p switchboard-local -- $(ARGS)
 
 # Every test: unit, store contract (memory, redis-server, 3-node cluster), handlers, emulator end to end;
-# redis-server from apt and moto (a local Secrets Manager) from PyPI are installed when missing.
+# redis-server from apt, moto and openapi-spec-validator from PyPI are installed when missing.
 test:
 	./scripts/ensure-redis
-	./scripts/with-tools infra/requirements-moto.txt true
+	./scripts/with-tools infra/requirements-test.txt true
 	cargo test --workspace
 
 # Exactly what CI checks.

@@ -300,3 +300,23 @@ fn every_declared_dependency_is_used() {
     }
     assert!(unused.is_empty(), "declared but never used: {unused:?}");
 }
+
+/// Issue 14, point 13: one key table (the README's), and every key that
+/// `Keys` documents (`/// \`{p}:<kind>...`) is in it.
+#[test]
+fn every_redis_key_is_in_the_readme() {
+    let keys = std::fs::read_to_string(root().join("shared/src/store/keys.rs")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let layout = readme.split("## Redis layout").nth(1).unwrap().split("\n## ").next().unwrap();
+    let kinds: BTreeSet<&str> = keys
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("/// `{p}:"))
+        .map(|rest| rest.split(|c: char| !(c.is_ascii_lowercase() || c == '_')).next().unwrap())
+        .filter(|kind| !kind.is_empty())
+        .collect();
+    assert!(kinds.len() >= 15, "{kinds:?}");
+    for kind in kinds {
+        let listed = [':', ' '].iter().any(|end| layout.contains(&format!("callcenter:{kind}{end}")));
+        assert!(listed, "key {kind} is not in the README's Redis layout");
+    }
+}

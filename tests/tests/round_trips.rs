@@ -1,4 +1,5 @@
-//! The Redis round-trip budget of DESIGN.md, observed with `MONITOR` on a
+//! The Redis round-trip budget the README states (connect, disconnect,
+//! subscribe and publish are one each), observed with `MONITOR` on a
 //! real `redis-server`: connect, disconnect and subscribe are one round
 //! trip each, and resolving the recipients of an event is one round trip
 //! however many there are. Run with `--nocapture` to see the commands.

@@ -1,6 +1,6 @@
 //! Secrets from Secrets Manager (issue 13, point 6), read with the real
 //! AWS SDK client from moto's server (a local AWS, installed by `make test`
-//! into `.tools/requirements-moto`), as a function does at cold start.
+//! into `.tools/requirements-test`), as a function does at cold start.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -21,10 +21,10 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
-        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/requirements-moto/bin/moto_server");
+        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/requirements-test/bin/moto_server");
         assert!(
             bin.exists(),
-            "moto is not installed: run `make test` (it installs it), or ./scripts/with-tools infra/requirements-moto.txt true"
+            "moto is not installed: run `make test` (it installs it), or ./scripts/with-tools infra/requirements-test.txt true"
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(bin)

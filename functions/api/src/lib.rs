@@ -41,7 +41,7 @@ use switchboard::protocol::Target;
 use switchboard::store::OfflineRefusal;
 use switchboard::{Context, broadcast};
 
-mod openapi;
+pub mod openapi;
 mod webhooks;
 
 pub use openapi::document as openapi_document;

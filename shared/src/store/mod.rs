@@ -11,30 +11,10 @@
 //!   trip, atomic.
 //! - [`MemoryStore`]: the emulator's zero-configuration default.
 //!
-//! The key layout (prefix `callcenter` by default, the legacy hub's):
-//!
-//! ```text
-//! {p}:conn:{tenant}:<conn_id>      HASH   user_id, role, endpoint, connected_at
-//! {p}:conns:{tenant}               SET    connection ids of the tenant
-//! {p}:active:{tenant}              ZSET   connection id -> last frame from the client (ms): what a sweep probes
-//! {p}:user:{tenant}:<user_id>      SET    connection ids of one user
-//! {p}:online:{tenant}              SET    online user ids                 (legacy)
-//! {p}:presence:{tenant}:<user_id>  STRING last activity (ms), PX ttl       (legacy)
-//! {p}:subs:{tenant}:<topic>        SET    subscribed connection ids
-//! {p}:connsubs:{tenant}:<conn_id>  SET    topics of one connection (so unregister can clean up)
-//! {p}:offline:{tenant}:<user_id>   LIST   queued messages, oldest first, capped, PX ttl
-//! {p}:seen:{tenant}               ZSET   user id -> last $connect (ms), older than the offline TTL trimmed
-//! {p}:offline_idx:{tenant}        ZSET   user id -> when their offline list expires (ms): the queues counted
-//! {p}:offline_bytes:{tenant}      HASH   user id -> bytes in their offline list
-//! {p}:offline_total:{tenant}      STRING bytes in all the tenant's offline lists
-//! {p}:webhooks:{tenant}           HASH   webhook id -> configuration JSON
-//! {p}:webhook_log:{tenant}        STREAM delivery attempts (w, d, e fields), MAXLEN ~ capped
-//! {p}:webhook_health:{tenant}:<id> HASH  consecutive failures, failing since, paused until (circuit breaker)
-//! {p}:webhook_stats:{tenant}:<id>:<bucket> HASH attempts a, succeeded s, dead d, deliveries n, ms l of one 5-minute bucket, PX 2 h
-//! {p}:sent:{tenant}:<event_id>     SET   connections a chunked fan-out already claimed, PX 1 day
-//! {p}:ratelimit:{tenant}:<second> STRING request counter of one second, PX 2 s
-//! {p}:tenants                      SET    tenants that ever had a connection (for total counts)
-//! ```
+//! The key layout is the README's "Redis layout" table, the one place
+//! it is written out for readers; [`Keys`] builds every name, and a test
+//! (`deployment::every_redis_key_is_in_the_readme`) checks that each key
+//! [`Keys`] documents is in that table.
 //!
 //! Connections leave on `$disconnect`, on a post's `410 Gone`, or when a
 //! sweep (`broadcast::sweep`) probes one that sent nothing for
