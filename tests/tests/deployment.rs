@@ -320,3 +320,20 @@ fn every_redis_key_is_in_the_readme() {
         assert!(listed, "key {kind} is not in the README's Redis layout");
     }
 }
+
+/// Issue 14, point 8: every variable the code reads is in the README's
+/// configuration table, so an operator can find each limit there.
+#[test]
+fn every_variable_is_in_the_readmes_configuration_table() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let table = readme.split("## Configuration").nth(1).unwrap().split("\n## ").next().unwrap();
+    let missing: Vec<&str> = CONFIG_VARIABLES
+        .iter()
+        .chain(AUTH_VARIABLES)
+        .chain(LOG_VARIABLES)
+        .copied()
+        .chain(SECRET_VARIABLES.iter().map(|(arn, _)| *arn))
+        .filter(|v| !table.contains(&format!("`{v}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in the README's configuration table: {missing:?}");
+}
