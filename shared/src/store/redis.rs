@@ -32,458 +32,74 @@ use crate::protocol::Target;
 /// How long an endpoint's health outlives its last failure (30 days).
 const HEALTH_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 
-/// The recipients of an event, shared by the scripts that fan out:
-/// `resolve(mode, target_key, hooks_key, index_key, subs_keys, conn_stem, conn_id)`
-/// with mode `tenant` (target = the conns set), `user` (the user's set) or
-/// `connection` (the conn hash). Each candidate's user and endpoint come
-/// from the tenant's connection index, one HMGET per thousand candidates
-/// (a `redis.call` per candidate made a 1,000-recipient resolve 8 ms);
-/// a candidate missing from the index is looked up in its conn hash.
-/// Returns {target_connections, #webhooks, webhook..., id, 'user endpoint', ...}.
-const RESOLVE_FN: &str = r"
-local function resolve(mode, target_key, hooks_key, index_key, subs, conn_stem, conn_id)
-    local candidates, targeted, filter
-    if mode == 'tenant' then
-        -- Every member of a subs set is subscribed; the union is the answer.
-        candidates = redis.call('SUNION', unpack(subs))
-        targeted = redis.call('SCARD', target_key)
-        filter = false
-    elseif mode == 'user' then
-        candidates = redis.call('SMEMBERS', target_key)
-        filter = true
-    else
-        candidates = {}
-        if redis.call('EXISTS', target_key) == 1 then candidates = {conn_id} end
-        filter = true
-    end
-    local hooks = redis.call('HVALS', hooks_key)
-    local out = {0, #hooks}
-    for _, h in ipairs(hooks) do out[#out + 1] = h end
-    local live, n = 0, #candidates
-    for first = 1, n, 1000 do
-        local last = math.min(first + 999, n)
-        local recs = redis.call('HMGET', index_key, unpack(candidates, first, last))
-        for j = first, last do
-            local id, rec = candidates[j], recs[j - first + 1]
-            if not rec then
-                local h = redis.call('HMGET', conn_stem .. id, 'user_id', 'endpoint')
-                if h[1] then rec = h[1] .. ' ' .. h[2] end
-            end
-            if rec then
-                live = live + 1
-                local wanted = not filter
-                if filter then
-                    for _, key in ipairs(subs) do
-                        if redis.call('SISMEMBER', key, id) == 1 then wanted = true break end
-                    end
-                end
-                if wanted then
-                    out[#out + 1] = id
-                    out[#out + 1] = rec
-                end
-            end
-        end
-    end
-    out[1] = targeted or live
-    return out
-end
-";
+/// A Lua function in `lua/fn_resolve.lua`, which opens with what it takes and returns.
+const RESOLVE_FN: &str = include_str!("lua/fn_resolve.lua");
 
-/// `within_limit(counter_key, limit)`: counts one call in this second's
-/// counter (which expires after two); false once over `limit`.
-const WITHIN_LIMIT_FN: &str = r"
-local function within_limit(key, limit)
-    local n = redis.call('INCR', key)
-    if n == 1 then redis.call('PEXPIRE', key, 2000) end
-    return n <= tonumber(limit)
-end
-";
+/// A Lua function in `lua/fn_within_limit.lua`, which opens with what it takes and returns.
+const WITHIN_LIMIT_FN: &str = include_str!("lua/fn_within_limit.lua");
 
 /// A script that calls `resolve` (and `within_limit`).
 fn with_resolve(body: &str) -> Script {
     Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{body}"))
 }
 
-/// `now_ms()`: the Redis server's clock, so TTLs (relative, on that clock)
-/// and the scores compared with them agree whichever function wrote them.
-const NOW_FN: &str = r"
-local function now_ms()
-    local t = redis.call('TIME')
-    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-";
+/// A Lua function in `lua/fn_now.lua`, which opens with what it takes and returns.
+const NOW_FN: &str = include_str!("lua/fn_now.lua");
 
-/// KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, active, then presence.online's subs keys.
-/// ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms.
-/// The user joins the tenant's `seen` registry (who may have an offline
-/// queue); users not seen within the offline TTL leave it.
-/// Returns {user_connections, came_online, tenant_was_empty, resolution or {}}:
-/// when the user came online, who must hear `presence.online`.
-static REGISTER: LazyLock<Script> = LazyLock::new(|| {
-    with_resolve(
-        r"
-        local now = now_ms()
-        redis.call('ZADD', KEYS[8], now, ARGV[2])
-        redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - tonumber(ARGV[8])))
-        redis.call('ZADD', KEYS[9], now, ARGV[1])
-        redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARGV[4], 'connected_at', ARGV[5])
-        local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
-        redis.call('SADD', KEYS[2], ARGV[1])
-        redis.call('SADD', KEYS[3], ARGV[1])
-        local came_online = 1 - redis.call('EXISTS', KEYS[5])
-        redis.call('SADD', KEYS[4], ARGV[2])
-        redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
-        redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
-        local presence = {}
-        if came_online == 1 then
-            presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 10)}, ARGV[7], '')
-        end
-        return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty, presence}
-        ",
-    )
-});
+/// A script in `lua/register.lua`, which opens with its KEYS/ARGV contract.
+static REGISTER: LazyLock<Script> = LazyLock::new(|| with_resolve(include_str!("lua/register.lua")));
 
-/// KEYS: conns, online, webhooks, connection index, active, then presence.offline's subs keys.
-/// ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem, then connection ids.
-/// Returns {{user_id, connections_left, ...}, resolution or {}}: a pair for
-/// each id that was registered, and when a user went offline, who must hear
-/// `presence.offline`.
-static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
-    with_resolve(
-        r"
-        local out = {}
-        local offline = false
-        for i = 6, #ARGV do
-            local id = ARGV[i]
-            local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
-            local user = redis.call('HGET', conn_key, 'user_id')
-            redis.call('SREM', KEYS[1], id)
-            redis.call('HDEL', KEYS[4], id)
-            redis.call('ZREM', KEYS[5], id)
-            for _, topic in ipairs(redis.call('SMEMBERS', subs_key)) do
-                redis.call('SREM', ARGV[5] .. topic, id)
-            end
-            redis.call('DEL', conn_key, subs_key)
-            if user then
-                local user_key = ARGV[3] .. user
-                redis.call('SREM', user_key, id)
-                local left = redis.call('SCARD', user_key)
-                if left == 0 then
-                    redis.call('SREM', KEYS[2], user)
-                    redis.call('DEL', ARGV[4] .. user)
-                    offline = true
-                end
-                out[#out + 1] = user
-                out[#out + 1] = left
-            end
-        end
-        local presence = {}
-        if offline then
-            presence = resolve('tenant', KEYS[1], KEYS[3], KEYS[4], {unpack(KEYS, 6)}, ARGV[1], '')
-        end
-        return {out, presence}
-        ",
-    )
-});
+/// A script in `lua/unregister.lua`, which opens with its KEYS/ARGV contract.
+static UNREGISTER: LazyLock<Script> = LazyLock::new(|| with_resolve(include_str!("lua/unregister.lua")));
 
 /// KEYS: rate-limit counter. ARGV: limit. Returns 1 while within the limit.
 static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WITHIN_LIMIT_FN}\nreturn within_limit(KEYS[1], ARGV[1]) and 1 or 0")));
 
-/// KEYS: conn, connsubs, active, subs key per topic. ARGV: conn_id, limit, topics.
-/// Returns -1 for an unknown connection, -2 over the limit, else the topics.
-/// The connection counts as active (a frame from its client).
-static SUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{}",
-        r"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        redis.call('ZADD', KEYS[3], 'XX', now_ms(), ARGV[1])
-        local new = 0
-        for i = 3, #ARGV do
-            if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then new = new + 1 end
-        end
-        if redis.call('SCARD', KEYS[2]) + new > tonumber(ARGV[2]) then return -2 end
-        for i = 3, #ARGV do
-            redis.call('SADD', KEYS[2], ARGV[i])
-            redis.call('SADD', KEYS[i + 1], ARGV[1])
-        end
-        return redis.call('SMEMBERS', KEYS[2])
-        "
-    ))
-});
+/// A script in `lua/subscribe.lua`, which opens with its KEYS/ARGV contract.
+static SUBSCRIBE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/subscribe.lua"))));
 
-/// KEYS: conn, connsubs, active, subs key per topic. ARGV: conn_id, unused, topics.
-static UNSUBSCRIBE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{}",
-        r"
-        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-        redis.call('ZADD', KEYS[3], 'XX', now_ms(), ARGV[1])
-        for i = 3, #ARGV do
-            redis.call('SREM', KEYS[2], ARGV[i])
-            redis.call('SREM', KEYS[i + 1], ARGV[1])
-        end
-        return redis.call('SMEMBERS', KEYS[2])
-        "
-    ))
-});
+/// A script in `lua/unsubscribe.lua`, which opens with its KEYS/ARGV contract.
+static UNSUBSCRIBE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/unsubscribe.lua"))));
 
-/// KEYS: presence, online, user, active. ARGV: user_id, now_ms, ttl_ms, connection id.
-static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{}",
-        r"
-        if redis.call('SCARD', KEYS[3]) == 0 then return 0 end
-        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-        redis.call('SADD', KEYS[2], ARGV[1])
-        if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then
-            redis.call('ZADD', KEYS[4], 'XX', now_ms(), ARGV[4])
-        end
-        return 1
-        "
-    ))
-});
+/// A script in `lua/heartbeat.lua`, which opens with its KEYS/ARGV contract.
+static HEARTBEAT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/heartbeat.lua"))));
 
-/// KEYS: active, conns, connection index. ARGV: idle_ms, max, conn stem.
-/// Returns {id, 'user endpoint', ...}: connections with no client frame
-/// for idle_ms, oldest first. Connections recorded before the active set
-/// existed join it now; ids with no record left leave it.
-static IDLE_CONNECTIONS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{}",
-        r"
-        local now = now_ms()
-        if redis.call('ZCARD', KEYS[1]) < redis.call('SCARD', KEYS[2]) then
-            for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do redis.call('ZADD', KEYS[1], 'NX', now, id) end
-        end
-        local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0, tonumber(ARGV[2]))
-        local out = {}
-        for _, id in ipairs(ids) do
-            local rec = redis.call('HGET', KEYS[3], id)
-            if not rec then
-                local h = redis.call('HMGET', ARGV[3] .. id, 'user_id', 'endpoint')
-                if h[1] then rec = h[1] .. ' ' .. h[2] end
-            end
-            if rec then
-                out[#out + 1] = id
-                out[#out + 1] = rec
-            else
-                redis.call('ZREM', KEYS[1], id)
-            end
-        end
-        return out
-        "
-    ))
-});
+/// A script in `lua/idle_connections.lua`, which opens with its KEYS/ARGV contract.
+static IDLE_CONNECTIONS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/idle_connections.lua"))));
 
-/// KEYS: active. ARGV: connection ids: each (still recorded) is active now.
-static TOUCH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{}",
-        r"
-        local now = now_ms()
-        for i = 1, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now, ARGV[i]) end
-        return 1
-        "
-    ))
-});
+/// A script in `lua/touch.lua`, which opens with its KEYS/ARGV contract.
+static TOUCH: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/touch.lua"))));
 
-/// KEYS: online. ARGV: presence stem. Members whose heartbeat is alive.
-static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local out = {}
-        for _, user in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-            if redis.call('EXISTS', ARGV[1] .. user) == 1 then out[#out + 1] = user end
-        end
-        return out
-        ",
-    )
-});
+/// A script in `lua/online_users.lua`, which opens with its KEYS/ARGV contract.
+static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/online_users.lua")));
 
-/// KEYS: [1] target (conns set, user set or conn hash), [2] webhooks hash,
-/// [3] the tenant's rate-limit counter for this second, [4] the connection
-/// index, [5..] the event's subs keys.
-/// ARGV: mode (tenant | user | connection), conn stem, connection id, limit ('' = none).
-/// Returns `resolve`'s answer, or {-1} when over the limit (nothing resolved).
-static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
-    with_resolve(
-        r"
-        if ARGV[4] ~= '' and not within_limit(KEYS[3], ARGV[4]) then return {-1} end
-        return resolve(ARGV[1], KEYS[1], KEYS[2], KEYS[4], {unpack(KEYS, 5)}, ARGV[2], ARGV[3])
-        ",
-    )
-});
+/// A script in `lua/resolve.lua`, which opens with its KEYS/ARGV contract.
+static RESOLVE: LazyLock<Script> = LazyLock::new(|| with_resolve(include_str!("lua/resolve.lua")));
 
-/// KEYS: log stream, health hash, stats bucket.
-/// ARGV: webhook_id, delivery_id, entry, success (1/0), now_ms, threshold, cooldown_ms, log maxlen, health ttl_ms,
-/// oldest entry id (ms) to keep, first attempt (1/0), dead (1/0), duration_ms, stats ttl_ms.
-/// Returns {failures, failing_since or '', paused_until or ''}.
-static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[8], '*', 'w', ARGV[1], 'd', ARGV[2], 'e', ARGV[3])
-        -- By age too (entry ids are the time they were written): a quiet
-        -- tenant's log does not keep last year's attempts.
-        redis.call('XTRIM', KEYS[1], 'MINID', ARGV[10])
-        -- The stats: counters of this 5-minute bucket, never a scan of the log.
-        redis.call('HINCRBY', KEYS[3], 'a', 1)
-        if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[3], 's', 1) end
-        if ARGV[11] == '1' then redis.call('HINCRBY', KEYS[3], 'n', 1) end
-        if ARGV[12] == '1' then redis.call('HINCRBY', KEYS[3], 'd', 1) end
-        redis.call('HINCRBY', KEYS[3], 'l', ARGV[13])
-        redis.call('PEXPIRE', KEYS[3], ARGV[14])
-        if ARGV[4] == '1' then
-            redis.call('DEL', KEYS[2])
-            return {0, '', ''}
-        end
-        local n = redis.call('HINCRBY', KEYS[2], 'failures', 1)
-        redis.call('HSETNX', KEYS[2], 'since', ARGV[5])
-        local threshold = tonumber(ARGV[6])
-        if threshold > 0 and n >= threshold then
-            redis.call('HSET', KEYS[2], 'paused_until', tonumber(ARGV[5]) + tonumber(ARGV[7]))
-        end
-        redis.call('PEXPIRE', KEYS[2], ARGV[9])
-        local h = redis.call('HMGET', KEYS[2], 'since', 'paused_until')
-        return {n, h[1] or '', h[2] or ''}
-        ",
-    )
-});
+/// A script in `lua/webhook_attempt.lua`, which opens with its KEYS/ARGV contract.
+static WEBHOOK_ATTEMPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/webhook_attempt.lua")));
 
-/// KEYS: log stream. ARGV: webhook_id, delivery_id ('' = any), before ('' = newest), since_ms ('' = oldest), limit.
-/// Returns {id, entry, id, entry, ...}, newest first.
-static WEBHOOK_LOG: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local wh, did, limit = ARGV[1], ARGV[2], tonumber(ARGV[5])
-        local upper = '+'
-        if ARGV[3] ~= '' then upper = '(' .. ARGV[3] end
-        local lower = '-'
-        if ARGV[4] ~= '' then lower = ARGV[4] end
-        local out = {}
-        while #out < limit * 2 do
-            local page = redis.call('XREVRANGE', KEYS[1], upper, lower, 'COUNT', 500)
-            if #page == 0 then break end
-            for _, e in ipairs(page) do
-                local f, w, d, entry = e[2], nil, nil, nil
-                for i = 1, #f, 2 do
-                    if f[i] == 'w' then w = f[i + 1] elseif f[i] == 'd' then d = f[i + 1] elseif f[i] == 'e' then entry = f[i + 1] end
-                end
-                if w == wh and (did == '' or d == did) then
-                    out[#out + 1] = e[1]
-                    out[#out + 1] = entry
-                    if #out >= limit * 2 then break end
-                end
-            end
-            upper = '(' .. page[#page][1]
-        end
-        return out
-        ",
-    )
-});
+/// A script in `lua/webhook_log.lua`, which opens with its KEYS/ARGV contract.
+static WEBHOOK_LOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/webhook_log.lua")));
 
-/// KEYS: sent set. ARGV: ttl_ms, connection ids. Returns 1/0 per id (claimed now / before).
-static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-        local out = {}
-        for i = 2, #ARGV do out[#out + 1] = redis.call('SADD', KEYS[1], ARGV[i]) end
-        redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        return out
-        ",
-    )
-});
+/// A script in `lua/fanout_claim.lua`, which opens with its KEYS/ARGV contract.
+static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fanout_claim.lua")));
 
-/// `release(index, bytes, total, user)`: a queue that is gone (expired or
-/// emptied) leaves the tenant's budget with its bytes.
-const RELEASE_FN: &str = r"
-local function release(index, bytes, total, user)
-    local held = tonumber(redis.call('HGET', bytes, user) or '0')
-    redis.call('HDEL', bytes, user)
-    redis.call('ZREM', index, user)
-    if held ~= 0 then redis.call('DECRBY', total, held) end
-end
-";
+/// A Lua function in `lua/fn_release.lua`, which opens with what it takes and returns.
+const RELEASE_FN: &str = include_str!("lua/fn_release.lua");
 
-/// KEYS: offline list, seen, offline index, offline bytes, offline total.
-/// ARGV: user, message, cap, ttl_ms, max queues, max bytes.
-/// Returns the length, or -1 unknown user, -2 queues full, -3 bytes full,
-/// -4 message bigger than the budget.
-static OFFLINE_PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{NOW_FN}\n{RELEASE_FN}\n{}",
-        r"
-        local user, msg = ARGV[1], ARGV[2]
-        local cap, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-        local max_queues, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-        local now = now_ms()
-        -- Queues that expired give their bytes back (a bounded number a call).
-        for _, u in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 100)) do
-            release(KEYS[3], KEYS[4], KEYS[5], u)
-        end
-        local seen = redis.call('ZSCORE', KEYS[2], user)
-        if not seen or tonumber(seen) < now - ttl then return -1 end
-        if #msg > max_bytes then return -4 end
-        local len = redis.call('LLEN', KEYS[1])
-        if len == 0 then
-            release(KEYS[3], KEYS[4], KEYS[5], user)
-            if redis.call('ZCARD', KEYS[3]) >= max_queues then return -2 end
-        elseif not redis.call('ZSCORE', KEYS[3], user) then
-            -- A list the budget does not know (written before it existed):
-            -- counted from now on, like any other.
-            if redis.call('ZCARD', KEYS[3]) >= max_queues then return -2 end
-            local held = 0
-            for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do held = held + #m end
-            redis.call('HSET', KEYS[4], user, held)
-            redis.call('INCRBY', KEYS[5], held)
-        end
-        -- The cap drops the oldest: their bytes come back.
-        local freed = 0
-        if len + 1 > cap then
-            for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, len - cap)) do freed = freed + #m end
-        end
-        local total = tonumber(redis.call('GET', KEYS[5]) or '0')
-        if total + #msg - freed > max_bytes then return -3 end
-        redis.call('RPUSH', KEYS[1], msg)
-        redis.call('LTRIM', KEYS[1], -cap, -1)
-        redis.call('PEXPIRE', KEYS[1], ttl)
-        redis.call('ZADD', KEYS[3], now + ttl, user)
-        redis.call('HINCRBY', KEYS[4], user, #msg - freed)
-        redis.call('INCRBY', KEYS[5], #msg - freed)
-        -- The bookkeeping lives as long as the newest queue.
-        for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-        return redis.call('LLEN', KEYS[1])
-        "
-    ))
-});
+/// A script in `lua/offline_push.lua`, which opens with its KEYS/ARGV contract.
+static OFFLINE_PUSH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{RELEASE_FN}\n{}", include_str!("lua/offline_push.lua"))));
 
-/// KEYS: offline list, offline index, offline bytes, offline total.
-/// ARGV: user, then the delivered messages, oldest first. Pops each one
-/// that is at the head (one trimmed away by the cap meanwhile is skipped)
-/// and gives its bytes back to the tenant's budget.
-static OFFLINE_ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{RELEASE_FN}\n{}",
-        r"
-        local removed, freed = 0, 0
-        for i = 2, #ARGV do
-            if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
-                redis.call('LPOP', KEYS[1])
-                removed = removed + 1
-                freed = freed + #ARGV[i]
-            end
-        end
-        if redis.call('LLEN', KEYS[1]) == 0 then
-            release(KEYS[2], KEYS[3], KEYS[4], ARGV[1])
-        elseif freed > 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
-            redis.call('HINCRBY', KEYS[3], ARGV[1], -freed)
-            redis.call('DECRBY', KEYS[4], freed)
-        end
-        return removed
-        "
-    ))
-});
+/// A script in `lua/offline_ack.lua`, which opens with its KEYS/ARGV contract.
+static OFFLINE_ACK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RELEASE_FN}\n{}", include_str!("lua/offline_ack.lua"))));
 
 /// A connection to either kind of deployment.
 #[derive(Clone)]
