@@ -1,0 +1,160 @@
+use super::*;
+// Fixed vector from the Standard Webhooks specification's examples.
+const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SPEC_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+const SPEC_TS: i64 = 1614265330;
+const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
+const SPEC_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+#[test]
+fn matches_the_specification_vector() {
+    let secret = Secret::parse(SPEC_SECRET).unwrap();
+    assert_eq!(standard_signature(&secret, SPEC_ID, SPEC_TS, SPEC_BODY), SPEC_SIG);
+    verify_signature(
+        &secret,
+        SPEC_ID,
+        &SPEC_TS.to_string(),
+        SPEC_BODY,
+        SPEC_SIG,
+        SPEC_TS + 10,
+        Duration::from_secs(300),
+    )
+    .unwrap();
+}
+
+#[test]
+fn legacy_signature_is_hex_hmac_of_the_body() {
+    // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+    let secret = Secret("Jefe".into());
+    assert_eq!(
+        legacy_signature(&secret, b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
+
+#[test]
+fn verification_refuses_tampering_staleness_and_wrong_keys() {
+    let secret = Secret::generate();
+    let sig = standard_signature(&secret, "msg_1", 1_000, b"{}");
+    let ok = |body: &[u8], sigs: &str, now| {
+        verify_signature(&secret, "msg_1", "1000", body, sigs, now, Duration::from_secs(300))
+    };
+    assert_eq!(ok(b"{}", &sig, 1_100), Ok(()));
+    assert_eq!(ok(b"{ }", &sig, 1_100), Err(VerifyError::NoMatch), "body changed");
+    assert_eq!(ok(b"{}", &sig, 2_000), Err(VerifyError::StaleTimestamp));
+    assert_eq!(ok(b"{}", "v1,AAAA", 1_100), Err(VerifyError::NoMatch));
+    let other = Secret::generate();
+    let both = signature_header(&[&other, &secret], "msg_1", 1_000, b"{}");
+    assert_eq!(both.split(' ').count(), 2);
+    assert_eq!(ok(b"{}", &both, 1_100), Ok(()), "one of two signatures suffices (rotation)");
+    assert_eq!(
+        verify_signature(&secret, "msg_1", "soon", b"{}", &sig, 1_000, Duration::from_secs(1)),
+        Err(VerifyError::BadTimestamp)
+    );
+}
+
+#[test]
+fn secrets_are_validated() {
+    let s = Secret::generate();
+    assert!(s.expose().starts_with("whsec_"));
+    assert_eq!(Secret::parse(s.expose()).unwrap(), s);
+    assert!(Secret::parse("whsec_!!!").is_err());
+    assert!(Secret::parse("short").is_err());
+    assert!(Secret::parse("a-seed-style-secret-of-enough-length").is_ok());
+    assert!(!format!("{s:?}").contains(s.expose()));
+}
+
+#[test]
+fn rotation_keeps_old_secrets_for_their_grace_only() {
+    let first = Secret::generate();
+    let mut hook = WebhookConfig {
+        id: WebhookConfig::new_id(),
+        name: "n".into(),
+        url: "https://example.com/h".into(),
+        events: vec!["*".parse().unwrap()],
+        secret: first.expose().into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 30,
+        created_at: 0,
+        updated_at: 0,
+        previous_secrets: vec![],
+        disabled_reason: None,
+    };
+    let second = Secret::generate();
+    hook.rotate(second.clone(), Duration::from_secs(10), 1_000);
+    assert_eq!(hook.signing_secrets(5_000), [second.clone(), first.clone()], "current first, then the old one");
+    assert_eq!(hook.signing_secrets(11_000), std::slice::from_ref(&second), "grace over");
+    assert!(!hook.public_view().to_string().contains(first.expose()), "old secrets are never shown");
+    let third = Secret::generate();
+    hook.rotate(third.clone(), Duration::ZERO, 2_000);
+    assert_eq!(hook.signing_secrets(2_001), [third], "a zero grace revokes every old secret");
+}
+
+#[test]
+fn log_entries_are_bounded_after_escaping() {
+    let delivery = Delivery {
+        delivery_id: "msg_1".into(),
+        tenant_id: "acme".parse().unwrap(),
+        webhook_id: "wh_1".into(),
+        event: crate::event::EventType::ChatMessage,
+        timestamp: 0,
+        data: serde_json::json!({"text": "z".repeat(100_000)}),
+        attempt_base: 0,
+    };
+    // A binary answer: each control byte escapes to six characters.
+    let binary: String = (0..RESPONSE_EXCERPT_BYTES).map(|i| char::from((i % 32) as u8)).collect();
+    let entry = LogEntry {
+        webhook_id: "wh_1".into(),
+        delivery_id: "msg_1".into(),
+        event: crate::event::EventType::ChatMessage,
+        attempt: 1,
+        response_code: Some(500),
+        response_body: binary,
+        error: None,
+        duration_ms: 1,
+        status: "failed".into(),
+        created_at: 0,
+        next_attempt_at: None,
+        delivery,
+        data_omitted: None,
+    };
+    let unbounded = serde_json::to_string(&entry).unwrap().len();
+    assert!(unbounded > 200_000, "{unbounded}");
+    let bounded = entry.clone().bounded(16 * 1024);
+    let text = serde_json::to_string(&bounded).unwrap();
+    assert!(text.len() <= 16 * 1024, "{} bytes", text.len());
+    assert_eq!(bounded.delivery.data, serde_json::Value::Null);
+    let omitted = bounded.data_omitted.unwrap();
+    assert_eq!(omitted.bytes, serde_json::to_string(&entry.delivery.data).unwrap().len());
+    assert_eq!(omitted.sha256.len(), 64);
+    let small =
+        LogEntry { delivery: Delivery { data: serde_json::json!({"a": 1}), ..entry.delivery.clone() }, ..entry };
+    assert_eq!(small.bounded(16 * 1024).delivery.data, serde_json::json!({"a": 1}), "small data is kept");
+    assert_eq!(cut_escaped("ab\"cd", 4), "ab\"");
+    assert_eq!(cut_escaped("héllo", 2), "h", "never mid-character");
+}
+
+#[test]
+fn the_schedule_is_data() {
+    let s = RetrySchedule { delays: vec![Duration::from_secs(10), Duration::from_secs(60)], jitter: 0.5 };
+    assert_eq!(s.delay_after(1, 0.5), Duration::from_secs(10));
+    assert_eq!(s.delay_after(1, 0.0), Duration::from_secs(5));
+    assert_eq!(s.delay_after(2, 1.0), Duration::from_secs(90));
+    assert_eq!(s.delay_after(9, 0.5), Duration::from_secs(60), "the last delay repeats");
+    assert_eq!(s.with_retry_after(Duration::from_secs(10), Some(Duration::from_secs(120))), Duration::from_secs(120));
+    assert_eq!(s.with_retry_after(Duration::from_secs(10), Some(Duration::from_secs(1))), Duration::from_secs(10));
+    assert_eq!(
+        s.with_retry_after(Duration::from_secs(10), Some(Duration::from_secs(86_400))),
+        Duration::from_secs(43_200)
+    );
+    let day = Duration::from_secs(86_400);
+    assert!(RetrySchedule::fits_retention(0, 3_600_000, Duration::from_secs(12 * 3600), day));
+    assert!(
+        !RetrySchedule::fits_retention(0, 20 * 3_600_000, Duration::from_secs(4 * 3600), day),
+        "24 h would pass the day"
+    );
+    assert!(!RetrySchedule::fits_retention(0, 0, day, day), "the margin counts");
+    assert_eq!(RetrySchedule::default().delays.len(), 7);
+    assert!(RetrySchedule::default().delays.iter().all(|d| d.as_secs() <= 12 * 3600), "SQS's limit");
+}
