@@ -50,6 +50,16 @@ fn function_crates() -> BTreeSet<String> {
         .collect()
 }
 
+/// Every environment variable the code reads.
+fn every_variable() -> impl Iterator<Item = &'static str> {
+    CONFIG_VARIABLES
+        .iter()
+        .chain(AUTH_VARIABLES)
+        .chain(LOG_VARIABLES)
+        .copied()
+        .chain(SECRET_VARIABLES.iter().map(|(arn, _)| *arn))
+}
+
 fn number(v: &Value) -> u64 {
     v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v:?}"))
 }
@@ -75,13 +85,7 @@ fn every_function_crate_is_a_function_in_the_template_and_nothing_else_is() {
 #[test]
 fn every_variable_the_code_reads_is_set_and_nothing_else() {
     let t = template();
-    let known: BTreeSet<&str> = CONFIG_VARIABLES
-        .iter()
-        .chain(AUTH_VARIABLES)
-        .chain(LOG_VARIABLES)
-        .copied()
-        .chain(SECRET_VARIABLES.iter().map(|(arn, _)| *arn))
-        .collect();
+    let known: BTreeSet<&str> = every_variable().collect();
     let global = keys(get(&t, &["Globals", "Function", "Environment", "Variables"]));
     for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
         let binary = get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str).unwrap();
@@ -327,13 +331,6 @@ fn every_redis_key_is_in_the_readme() {
 fn every_variable_is_in_the_readmes_configuration_table() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let table = readme.split("## Configuration").nth(1).unwrap().split("\n## ").next().unwrap();
-    let missing: Vec<&str> = CONFIG_VARIABLES
-        .iter()
-        .chain(AUTH_VARIABLES)
-        .chain(LOG_VARIABLES)
-        .copied()
-        .chain(SECRET_VARIABLES.iter().map(|(arn, _)| *arn))
-        .filter(|v| !table.contains(&format!("`{v}`")))
-        .collect();
+    let missing: Vec<&str> = every_variable().filter(|v| !table.contains(&format!("`{v}`"))).collect();
     assert!(missing.is_empty(), "not in the README's configuration table: {missing:?}");
 }
