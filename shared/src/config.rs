@@ -421,28 +421,7 @@ impl Default for WebhookSettings {
     }
 }
 
-/// Parses `5s,5m,30m,2h` (a bare number is seconds).
-pub fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let (digits, unit) = item.split_at(item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len()));
-            let n: u64 = digits.parse().map_err(|_| format!("'{item}' is not a duration like 30s, 5m or 2h"))?;
-            let secs = match unit {
-                "" | "s" => n,
-                "m" => n * 60,
-                "h" => n * 3600,
-                _ => return Err(format!("'{item}' has unit '{unit}'; use s, m or h")),
-            };
-            if secs > 12 * 3600 {
-                return Err(format!("'{item}' is over 12 h, SQS's longest visibility timeout"));
-            }
-            Ok(Duration::from_secs(secs))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|v| if v.is_empty() { Err("is empty".into()) } else { Ok(v) })
-}
+pub use crate::webhook::parse_schedule;
 
 /// Everything a WebSocket function needs besides auth.
 #[derive(Debug, Clone, PartialEq)]
@@ -498,8 +477,69 @@ impl Config {
 
     /// Reads the variables through `get` (a map in tests).
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Each section reads its own variables.
+        let redis = RedisConfig::from_lookup(get)?;
+        let key_prefix = non_empty(get, "KEY_PREFIX").unwrap_or_else(|| "callcenter".into());
+        if key_prefix.len() > 64
+            || !key_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(ConfigError::new(
+                "KEY_PREFIX",
+                "must be 1-64 letters, digits, '-', '_' or '.' (no ':', '{' or '}')",
+            ));
+        }
+        let limits = Limits::from_lookup(get)?;
+        let callback_endpoint = match non_empty(get, "CALLBACK_ENDPOINT") {
+            None => None,
+            Some(raw) => {
+                let url =
+                    Url::parse(&raw).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+                Some(url.ok_or_else(|| {
+                    ConfigError::new("CALLBACK_ENDPOINT", format!("is not an http:// or https:// URL (got '{raw}')"))
+                })?)
+            }
+        };
+        let compat_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
+        let platform_tenant = match non_empty(get, "PLATFORM_TENANT") {
+            None => None,
+            Some(raw) => {
+                Some(crate::ids::TenantId::parse(raw).map_err(|e| ConfigError::new("PLATFORM_TENANT", e.to_string()))?)
+            }
+        };
+        let webhook_urls = match parse_bool(get, "WEBHOOK_ALLOW_PRIVATE")? {
+            Some(true) => crate::ssrf::UrlPolicy::LOCAL,
+            _ => crate::ssrf::UrlPolicy::PRODUCTION,
+        };
+        let queues = QueueUrls::from_lookup(get)?;
+        let webhooks = WebhookSettings::from_lookup(get)?;
+        let fanout_chunk_size = positive(get, "FANOUT_CHUNK_SIZE", 1000)? as usize;
+        Ok(Config {
+            redis,
+            key_prefix,
+            limits,
+            callback_endpoint,
+            compat_channels,
+            platform_tenant,
+            webhook_urls,
+            queues,
+            fanout_chunk_size,
+            webhooks,
+        })
+    }
+
+    /// The Redis settings, for functions that cannot run without Redis.
+    pub fn require_redis(&self) -> Result<&RedisConfig, ConfigError> {
+        self.redis.as_ref().ok_or_else(|| {
+            ConfigError::new("REDIS_URL", "is not set; functions keep their state in Redis (redis://host:6379)")
+        })
+    }
+}
+
+impl RedisConfig {
+    /// `REDIS_URL` (and `REDIS_CLUSTER`, credentials, timeouts); `None` without one.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let cluster = parse_bool(get, "REDIS_CLUSTER")?.unwrap_or(false);
-        let redis = match non_empty(get, "REDIS_URL") {
+        Ok(match non_empty(get, "REDIS_URL") {
             None => None,
             Some(raw) => {
                 let urls: Vec<String> =
@@ -552,18 +592,15 @@ impl Config {
                     )?),
                 })
             }
-        };
-        let key_prefix = non_empty(get, "KEY_PREFIX").unwrap_or_else(|| "callcenter".into());
-        if key_prefix.len() > 64
-            || !key_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(ConfigError::new(
-                "KEY_PREFIX",
-                "must be 1-64 letters, digits, '-', '_' or '.' (no ':', '{' or '}')",
-            ));
-        }
+        })
+    }
+}
+
+impl Limits {
+    /// The limits' variables, each defaulting to [`Limits::default`].
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = Limits::default();
-        let limits = Limits {
+        Ok(Limits {
             presence_ttl: Duration::from_secs(positive(get, "PRESENCE_TTL_SECS", d.presence_ttl.as_secs())?),
             offline_max_messages: positive(get, "OFFLINE_MAX_MESSAGES", d.offline_max_messages as u64)? as usize,
             offline_ttl: Duration::from_secs(positive(get, "OFFLINE_TTL_SECS", d.offline_ttl.as_secs())?),
@@ -577,28 +614,13 @@ impl Config {
                 .try_into()
                 .map_err(|_| ConfigError::new("RATE_LIMIT_PER_SECOND", "is too large"))?,
             max_body_bytes: positive(get, "MAX_BODY_BYTES", d.max_body_bytes as u64)? as usize,
-        };
-        let callback_endpoint = match non_empty(get, "CALLBACK_ENDPOINT") {
-            None => None,
-            Some(raw) => {
-                let url =
-                    Url::parse(&raw).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-                Some(url.ok_or_else(|| {
-                    ConfigError::new("CALLBACK_ENDPOINT", format!("is not an http:// or https:// URL (got '{raw}')"))
-                })?)
-            }
-        };
-        let compat_channels = parse_bool(get, "SEED_CHANNELS")?.unwrap_or(false);
-        let platform_tenant = match non_empty(get, "PLATFORM_TENANT") {
-            None => None,
-            Some(raw) => {
-                Some(crate::ids::TenantId::parse(raw).map_err(|e| ConfigError::new("PLATFORM_TENANT", e.to_string()))?)
-            }
-        };
-        let webhook_urls = match parse_bool(get, "WEBHOOK_ALLOW_PRIVATE")? {
-            Some(true) => crate::ssrf::UrlPolicy::LOCAL,
-            _ => crate::ssrf::UrlPolicy::PRODUCTION,
-        };
+        })
+    }
+}
+
+impl QueueUrls {
+    /// `WEBHOOK_QUEUE_URL`, `WEBHOOK_DLQ_URL`, `EVENTS_QUEUE_URL`, each checked to be an SQS queue URL.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let queue_url = |var: &'static str| -> Result<Option<String>, ConfigError> {
             match non_empty(get, var) {
                 None => Ok(None),
@@ -618,11 +640,17 @@ impl Config {
                 },
             }
         };
-        let queues = QueueUrls {
+        Ok(QueueUrls {
             webhooks: queue_url("WEBHOOK_QUEUE_URL")?,
             webhooks_dlq: queue_url("WEBHOOK_DLQ_URL")?,
             events: queue_url("EVENTS_QUEUE_URL")?,
-        };
+        })
+    }
+}
+
+impl WebhookSettings {
+    /// The `WEBHOOK_*` policy variables, each defaulting to [`WebhookSettings::default`].
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let dw = WebhookSettings::default();
         let schedule = match non_empty(get, "WEBHOOK_RETRY_SCHEDULE") {
             None => dw.schedule.delays.clone(),
@@ -635,7 +663,7 @@ impl Config {
         let secs = |var, default: Duration| -> Result<Duration, ConfigError> {
             Ok(Duration::from_secs(parse_or(get, var, default.as_secs(), "a number of seconds")?))
         };
-        let webhooks = WebhookSettings {
+        Ok(WebhookSettings {
             schedule: crate::webhook::RetrySchedule { delays: schedule, jitter },
             rotation_grace: secs("WEBHOOK_SECRET_GRACE_SECS", dw.rotation_grace)?,
             breaker_threshold: parse_or(get, "WEBHOOK_BREAKER_THRESHOLD", dw.breaker_threshold, "a whole number")?,
@@ -657,26 +685,6 @@ impl Config {
                 "WEBHOOK_QUEUE_RETENTION_SECS",
                 dw.queue_retention.as_secs(),
             )?),
-        };
-        let fanout_chunk_size = positive(get, "FANOUT_CHUNK_SIZE", 1000)? as usize;
-        Ok(Config {
-            redis,
-            key_prefix,
-            limits,
-            callback_endpoint,
-            compat_channels,
-            platform_tenant,
-            webhook_urls,
-            queues,
-            fanout_chunk_size,
-            webhooks,
-        })
-    }
-
-    /// The Redis settings, for functions that cannot run without Redis.
-    pub fn require_redis(&self) -> Result<&RedisConfig, ConfigError> {
-        self.redis.as_ref().ok_or_else(|| {
-            ConfigError::new("REDIS_URL", "is not set; functions keep their state in Redis (redis://host:6379)")
         })
     }
 }

@@ -48,3 +48,27 @@ impl RetrySchedule {
         retry_after.map_or(scheduled, |r| r.max(scheduled)).min(cap)
     }
 }
+
+/// Parses a schedule such as `5s,5m,30m,2h` (a bare number is seconds),
+/// what `WEBHOOK_RETRY_SCHEDULE` holds.
+pub fn parse_schedule(raw: &str) -> Result<Vec<Duration>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let (digits, unit) = item.split_at(item.find(|c: char| !c.is_ascii_digit()).unwrap_or(item.len()));
+            let n: u64 = digits.parse().map_err(|_| format!("'{item}' is not a duration like 30s, 5m or 2h"))?;
+            let secs = match unit {
+                "" | "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                _ => return Err(format!("'{item}' has unit '{unit}'; use s, m or h")),
+            };
+            if secs > 12 * 3600 {
+                return Err(format!("'{item}' is over 12 h, SQS's longest visibility timeout"));
+            }
+            Ok(Duration::from_secs(secs))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| if v.is_empty() { Err("is empty".into()) } else { Ok(v) })
+}
