@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchboard::auth::{AuthConfig, JwtKey};
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
-use switchboard::config::{AuthConfig, Config, JwtKey};
+use switchboard::config::Config;
 use switchboard::telemetry::{LogFormat, init_with};
 use switchboard_local::{Emulator, GatewayLimits, MappingSettings, Mode, Settings, queues};
 

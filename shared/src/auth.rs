@@ -20,10 +20,178 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AuthConfig, ConfigError, JwtKey};
+use url::Url;
+
+use crate::config::{ConfigError, non_empty, parse_or, positive};
 use crate::event::{EventType, Target};
 pub use crate::ids::{Identity, Role};
 use crate::ids::{TenantId, UserId};
+
+/// Every variable [`AuthConfig`] reads (the authorizer and the HTTP API).
+pub const AUTH_VARIABLES: &[&str] = &[
+    "ALLOWED_ORIGINS",
+    "JWT_ALGORITHM",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_LEEWAY_SECS",
+    "JWT_MAX_LIFETIME_SECS",
+    "JWT_PUBLIC_KEY",
+    "JWT_SECRET",
+];
+
+/// How tokens are verified.
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Hs256Secret(Vec<u8>),
+    /// RS256 with a PEM public key.
+    Rs256Pem(Vec<u8>),
+    /// ES256 with a PEM public key.
+    Es256Pem(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print key material, not even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JwtKey::Hs256Secret(_) => "Hs256Secret(..)",
+            JwtKey::Rs256Pem(_) => "Rs256Pem(..)",
+            JwtKey::Es256Pem(_) => "Es256Pem(..)",
+        })
+    }
+}
+
+/// Token verification settings, needed by the authorizer and the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The verification key and its algorithm.
+    pub key: JwtKey,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// Longest a token may still be valid for (`exp` − now): a token that
+    /// claims to live longer is refused, however well signed.
+    pub max_lifetime_secs: u64,
+    /// Allowed browser origins; empty allows all.
+    pub allowed_origins: Vec<String>,
+}
+
+impl AuthConfig {
+    /// HS256 with `secret` and no other checks (tests and the emulator).
+    pub fn hs256(secret: impl Into<Vec<u8>>) -> Self {
+        AuthConfig {
+            key: JwtKey::Hs256Secret(secret.into()),
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            max_lifetime_secs: 86_400,
+            allowed_origins: vec![],
+        }
+    }
+
+    /// Reads the `JWT_*` and `ALLOWED_ORIGINS` variables from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads the auth variables through `get`.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let secret = non_empty(get, "JWT_SECRET");
+        let public_key = non_empty(get, "JWT_PUBLIC_KEY");
+        let algorithm = non_empty(get, "JWT_ALGORITHM").map(|a| a.to_ascii_uppercase());
+        let key = match (secret, public_key) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new("JWT_SECRET", "and JWT_PUBLIC_KEY are both set; set exactly one"));
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "is not set (set JWT_SECRET for HS256, or JWT_PUBLIC_KEY for RS256/ES256)",
+                ));
+            }
+            (Some(secret), None) => {
+                if let Some(a) = algorithm.as_deref().filter(|a| *a != "HS256") {
+                    return Err(ConfigError::new(
+                        "JWT_ALGORITHM",
+                        format!("is {a}, but JWT_SECRET only works with HS256"),
+                    ));
+                }
+                if secret.len() < 32 {
+                    return Err(ConfigError::new(
+                        "JWT_SECRET",
+                        format!("is {} bytes; at least 32 are needed for HS256", secret.len()),
+                    ));
+                }
+                JwtKey::Hs256Secret(secret.into_bytes())
+            }
+            (None, Some(pem)) => {
+                // Accept literal "\n" so a PEM fits in one env line.
+                let pem = pem.replace("\\n", "\n").into_bytes();
+                let detected = detect_pem_algorithm(&pem)?;
+                match algorithm.as_deref() {
+                    None => detected,
+                    Some("RS256") => JwtKey::Rs256Pem(pem),
+                    Some("ES256") => JwtKey::Es256Pem(pem),
+                    Some(other) => {
+                        return Err(ConfigError::new(
+                            "JWT_ALGORITHM",
+                            format!("is {other}; expected RS256 or ES256 with JWT_PUBLIC_KEY"),
+                        ));
+                    }
+                }
+            }
+        };
+        let allowed_origins = match non_empty(get, "ALLOWED_ORIGINS") {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|o| {
+                    let url = Url::parse(o).map_err(|_| {
+                        ConfigError::new(
+                            "ALLOWED_ORIGINS",
+                            format!("entry '{o}' is not an origin like https://app.example.com"),
+                        )
+                    })?;
+                    if !matches!(url.scheme(), "http" | "https")
+                        || url.host_str().is_none()
+                        || url.path() != "/"
+                        || url.query().is_some()
+                    {
+                        return Err(ConfigError::new(
+                            "ALLOWED_ORIGINS",
+                            format!("entry '{o}' is not an origin like https://app.example.com"),
+                        ));
+                    }
+                    Ok(o.trim_end_matches('/').to_ascii_lowercase())
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(AuthConfig {
+            key,
+            issuer: non_empty(get, "JWT_ISSUER"),
+            audience: non_empty(get, "JWT_AUDIENCE"),
+            leeway_secs: parse_or(get, "JWT_LEEWAY_SECS", 30u64, "a number of seconds")?,
+            max_lifetime_secs: positive(get, "JWT_MAX_LIFETIME_SECS", 86_400)?,
+            allowed_origins,
+        })
+    }
+}
+
+fn detect_pem_algorithm(pem: &[u8]) -> Result<JwtKey, ConfigError> {
+    let bad = || ConfigError::new("JWT_PUBLIC_KEY", "is not a PEM-encoded RSA or EC (P-256) public key");
+    if jsonwebtoken::DecodingKey::from_rsa_pem(pem).is_ok() {
+        Ok(JwtKey::Rs256Pem(pem.to_vec()))
+    } else if jsonwebtoken::DecodingKey::from_ec_pem(pem).is_ok() {
+        Ok(JwtKey::Es256Pem(pem.to_vec()))
+    } else {
+        Err(bad())
+    }
+}
 
 impl std::str::FromStr for Role {
     type Err = AuthError;
@@ -347,6 +515,72 @@ pub fn sign(header: &Header, claims: &Claims, key: &EncodingKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn lookup_from(map: HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> {
+        move |name| map.get(name).cloned()
+    }
+
+    fn auth(pairs: &[(&'static str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let map = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        AuthConfig::from_lookup(&lookup_from(map))
+    }
+
+    #[test]
+    fn auth_config_reads_exactly_auth_variables() {
+        use std::cell::RefCell;
+        let asked = RefCell::new(std::collections::BTreeSet::new());
+        let record = |name: &str| {
+            asked.borrow_mut().insert(name.to_owned());
+            (name == "JWT_SECRET").then(|| "x".repeat(32))
+        };
+        AuthConfig::from_lookup(&record).unwrap();
+        let auth: Vec<String> = asked.borrow().iter().cloned().collect();
+        assert_eq!(auth, AUTH_VARIABLES, "AuthConfig reads exactly AUTH_VARIABLES");
+    }
+
+    #[test]
+    fn auth_errors() {
+        let long = "s".repeat(32);
+        assert!(auth(&[]).unwrap_err().to_string().starts_with("JWT_SECRET is not set"));
+        assert!(auth(&[("JWT_SECRET", "short")]).unwrap_err().to_string().contains("at least 32"));
+        assert!(auth(&[("JWT_SECRET", &long), ("JWT_PUBLIC_KEY", "x")]).unwrap_err().to_string().contains("both set"));
+        assert!(
+            auth(&[("JWT_SECRET", &long), ("JWT_ALGORITHM", "RS256")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("JWT_ALGORITHM")
+        );
+        assert!(
+            auth(&[("JWT_PUBLIC_KEY", "not a pem")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("JWT_PUBLIC_KEY is not a PEM")
+        );
+        assert!(
+            auth(&[("JWT_SECRET", &long), ("ALLOWED_ORIGINS", "app.example.com")])
+                .unwrap_err()
+                .to_string()
+                .starts_with("ALLOWED_ORIGINS entry")
+        );
+        let ok = auth(&[("JWT_SECRET", &long), ("ALLOWED_ORIGINS", "https://App.example.com/, http://localhost:5173")])
+            .unwrap();
+        assert_eq!(ok.allowed_origins, vec!["https://app.example.com", "http://localhost:5173"]);
+        assert!(!format!("{ok:?}").contains(&long), "debug output must not show the secret");
+    }
+
+    #[test]
+    fn public_key_algorithm_is_detected_from_the_pem() {
+        let rsa = include_str!("../testdata/rsa-public.pem");
+        let ec = include_str!("../testdata/ec-public.pem");
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", rsa)]).unwrap().key, JwtKey::Rs256Pem(_)));
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", ec)]).unwrap().key, JwtKey::Es256Pem(_)));
+        // A PEM squeezed onto one line with literal \n, as env files do.
+        let one_line = ec.replace('\n', "\\n");
+        assert!(matches!(auth(&[("JWT_PUBLIC_KEY", &one_line)]).unwrap().key, JwtKey::Es256Pem(_)));
+        let err = auth(&[("JWT_PUBLIC_KEY", rsa), ("JWT_ALGORITHM", "HS512")]).unwrap_err();
+        assert!(err.to_string().starts_with("JWT_ALGORITHM is HS512"), "{err}");
+    }
     use http::HeaderValue;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -483,7 +717,6 @@ mod tests {
 
     #[test]
     fn rs256_and_es256_with_pem_public_keys() {
-        use crate::config::JwtKey;
         let pairs = [
             (
                 Algorithm::RS256,

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
-use switchboard::config::{AUTH_VARIABLES, CONFIG_VARIABLES, LOG_VARIABLES};
+use switchboard::auth::AUTH_VARIABLES;
+use switchboard::config::{CONFIG_VARIABLES, LOG_VARIABLES};
 use switchboard::secrets::SECRET_VARIABLES;
 
 fn root() -> PathBuf {

@@ -9,8 +9,9 @@ use aws_sdk_apigatewaymanagement::config::{BehaviorVersion, Credentials, Region}
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use serde_json::{Value, json};
 use switchboard::Context;
+use switchboard::auth::AuthConfig;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
-use switchboard::config::{AuthConfig, Config, Limits as StoreLimits};
+use switchboard::config::{Config, Limits as StoreLimits};
 use switchboard::event::EventType;
 use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;

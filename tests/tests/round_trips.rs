@@ -27,8 +27,9 @@ const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
 
 /// An in-process emulator on `server`, tokens signed with [`SECRET`].
 async fn emulator_on(server: &RedisServer) -> (switchboard::Context, switchboard_local::Emulator) {
+    use switchboard::auth::AuthConfig;
     use switchboard::auth::Verifier;
-    use switchboard::config::{AuthConfig, Config};
+    use switchboard::config::Config;
     use switchboard_local::{Emulator, Mode, Settings};
     let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
     let ctx = switchboard::Context::from_config(config);

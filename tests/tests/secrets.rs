@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Region};
+use switchboard::auth::AuthConfig;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
-use switchboard::config::AuthConfig;
 use switchboard::secrets;
 
 /// A `moto_server` child on a free port, killed on drop.

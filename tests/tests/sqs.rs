@@ -12,8 +12,9 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use switchboard::Context;
+use switchboard::auth::AuthConfig;
 use switchboard::auth::Verifier;
-use switchboard::config::{AuthConfig, Config};
+use switchboard::config::Config;
 use switchboard::store::MemoryStore;
 use switchboard_local::{Emulator, Mode, Settings, queues};
 

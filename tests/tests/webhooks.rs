@@ -5,8 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
+use switchboard::auth::AuthConfig;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
-use switchboard::config::{AuthConfig, Config, RedisConfig, WebhookSettings};
+use switchboard::config::{Config, RedisConfig, WebhookSettings};
 use switchboard::ssrf::UrlPolicy;
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::{shared_redis, unique_prefix};

@@ -1,7 +1,7 @@
 use lambda_http::Error;
 use switchboard::Context;
+use switchboard::auth::AuthConfig;
 use switchboard::auth::Verifier;
-use switchboard::config::AuthConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

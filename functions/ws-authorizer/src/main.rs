@@ -1,7 +1,7 @@
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
+use switchboard::auth::AuthConfig;
 use switchboard::auth::Verifier;
-use switchboard::config::AuthConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
