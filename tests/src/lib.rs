@@ -155,6 +155,26 @@ pub fn shared_cluster() -> &'static RedisCluster {
     CLUSTER.get_or_init(|| RedisCluster::start().expect("could not start a Redis Cluster"))
 }
 
+/// Ids from literals, for tests (a bad literal is a bug in the test: it panics).
+pub mod id {
+    use switchboard::ids::{ConnectionId, TenantId, UserId};
+
+    /// A tenant id.
+    pub fn tenant(s: &str) -> TenantId {
+        s.parse().unwrap_or_else(|e| panic!("tenant id {s:?}: {e}"))
+    }
+
+    /// A user id.
+    pub fn user(s: &str) -> UserId {
+        s.parse().unwrap_or_else(|e| panic!("user id {s:?}: {e}"))
+    }
+
+    /// A connection id.
+    pub fn cid(s: &str) -> ConnectionId {
+        s.parse().unwrap_or_else(|e| panic!("connection id {s:?}: {e}"))
+    }
+}
+
 /// The three real backends the store contract runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -14,6 +14,7 @@ use switchboard::config::{Config, RedisConfig};
 use switchboard::ids::TenantId;
 use switchboard::store::Connection;
 use switchboard_local::{Emulator, Mode, Settings};
+use switchboard_tests::id::tenant;
 use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
 use switchboard_tests::{eventually, shared_redis, unique_prefix};
 
@@ -48,10 +49,6 @@ async fn world() -> World {
 
 fn token(tenant: &str, user: &str, role: Role) -> String {
     mint_hs256(SECRET, &Identity { tenant_id: tenant.parse().unwrap(), user_id: user.parse().unwrap(), role }, 600)
-}
-
-fn tenant(t: &str) -> TenantId {
-    t.parse().unwrap()
 }
 
 impl World {

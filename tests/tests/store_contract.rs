@@ -12,20 +12,11 @@ use std::time::Duration;
 use switchboard::auth::Role;
 use switchboard::config::Limits;
 use switchboard::event::{EventType, Topic};
-use switchboard::ids::{ConnectionId, TenantId, UserId};
 use switchboard::protocol::Target;
 use switchboard::store::{Connection, OfflineRefusal, Presence, Resolution, Store, StoreError};
 use switchboard_tests::Backend;
+use switchboard_tests::id::{cid, tenant, user};
 
-fn tenant(s: &str) -> TenantId {
-    s.parse().unwrap()
-}
-fn user(s: &str) -> UserId {
-    s.parse().unwrap()
-}
-fn cid(s: &str) -> ConnectionId {
-    s.parse().unwrap()
-}
 fn topics(names: &[&str]) -> Vec<Topic> {
     names.iter().map(|n| n.parse().unwrap()).collect()
 }
