@@ -373,7 +373,7 @@ impl Verifier {
             key,
             validation,
             algorithm: name,
-            max_lifetime_secs: config.max_lifetime_secs + config.leeway_secs,
+            max_lifetime_secs: config.max_lifetime_secs,
             allowed_origins: config.allowed_origins.iter().cloned().collect(),
         })
     }
@@ -394,8 +394,9 @@ impl Verifier {
         })?;
         let claims = data.claims;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if claims.exp.is_some_and(|exp| exp.saturating_sub(now) > self.max_lifetime_secs) {
-            return Err(AuthError::LifetimeTooLong(self.max_lifetime_secs - self.validation.leeway));
+        let longest = self.max_lifetime_secs + self.validation.leeway;
+        if claims.exp.is_some_and(|exp| exp.saturating_sub(now) > longest) {
+            return Err(AuthError::LifetimeTooLong(self.max_lifetime_secs));
         }
         let tenant = claims.tenant_id.ok_or(AuthError::MissingTenant)?;
         let tenant_id =

@@ -255,7 +255,7 @@ impl Default for WebhookSettings {
     }
 }
 
-pub use crate::webhook::parse_schedule;
+use crate::webhook::parse_schedule;
 
 /// Everything a WebSocket function needs besides auth.
 #[derive(Debug, Clone, PartialEq)]
