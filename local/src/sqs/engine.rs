@@ -1,35 +1,11 @@
-//! SQS on one machine: the JSON protocol that `aws-sdk-sqs` and the AWS CLI
-//! speak (`POST /` with `X-Amz-Target: AmazonSQS.<Action>` and an
-//! `application/x-amz-json-1.0` body), over in-memory queues.
-//!
-//! Semantics follow SQS where a client can see them: a received message is
-//! invisible for the queue's (or the request's) visibility timeout and then
-//! comes back with a higher `ApproximateReceiveCount`; `DelaySeconds` hides a
-//! new message; a message received more than `maxReceiveCount` times moves
-//! to the redrive policy's dead-letter queue; long polling waits up to
-//! `WaitTimeSeconds` for a message; errors carry the `__type` and the
-//! `x-amzn-query-error` header the SDKs turn into typed errors
-//! (`QueueDoesNotExist`, `ReceiptHandleIsInvalid`, ...).
-//!
-//! Supported: CreateQueue, GetQueueUrl, ListQueues, DeleteQueue,
-//! GetQueueAttributes, SetQueueAttributes, PurgeQueue, SendMessage(Batch),
-//! ReceiveMessage, DeleteMessage(Batch), ChangeMessageVisibility(Batch).
-//! Not emulated: FIFO queues, IAM, message retention beyond the process.
-//!
-//! [`EventSourceMapping`] is Lambda's SQS poller: it receives batches,
-//! invokes a function with the `SqsEvent` Lambda would send, deletes what
-//! succeeded and leaves the `batchItemFailures` (or the whole batch, on a
-//! function error) to reappear after their visibility timeout.
+//! The queue engine: queues, messages, visibility, delays, redrive and
+//! long polling, behind a mutex. It knows nothing of HTTP or JSON framing
+//! (that is [`super::wire`]) nor of Lambda (that is [`super::poller`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest, Md5};
@@ -59,23 +35,23 @@ pub struct SqsError {
 }
 
 impl SqsError {
-    fn new(code: &'static str, query_code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, query_code: &'static str, message: impl Into<String>) -> Self {
         SqsError { code, query_code, message: message.into() }
     }
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
         Self::new("InvalidParameterValue", "InvalidParameterValue", message)
     }
-    fn missing(name: &str) -> Self {
+    pub(super) fn missing(name: &str) -> Self {
         Self::new("MissingParameter", "MissingParameter", format!("the request must contain the parameter {name}"))
     }
-    fn no_queue(url: &str) -> Self {
+    pub(super) fn no_queue(url: &str) -> Self {
         Self::new(
             "QueueDoesNotExist",
             "AWS.SimpleQueueService.NonExistentQueue",
             format!("the specified queue does not exist: {url}"),
         )
     }
-    fn bad_receipt(handle: &str) -> Self {
+    pub(super) fn bad_receipt(handle: &str) -> Self {
         Self::new(
             "ReceiptHandleIsInvalid",
             "ReceiptHandleIsInvalid",
@@ -84,20 +60,8 @@ impl SqsError {
     }
 }
 
-impl IntoResponse for SqsError {
-    fn into_response(self) -> Response {
-        let body = json!({"__type": format!("com.amazonaws.sqs#{}", self.code), "message": self.message});
-        let mut response = (StatusCode::BAD_REQUEST, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
-        if let Ok(v) = HeaderValue::from_str(&format!("{};Sender", self.query_code)) {
-            headers.insert("x-amzn-query-error", v);
-        }
-        response
-    }
-}
-
-type SqsResult<T> = Result<T, SqsError>;
+/// What the engine's operations return.
+pub type SqsResult<T> = Result<T, SqsError>;
 
 /// A queue's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +134,17 @@ pub struct Received {
     pub md5_of_message_attributes: Option<String>,
     /// `ApproximateReceiveCount`, `SentTimestamp`, ... as SQS reports them.
     pub attributes: BTreeMap<String, String>,
+}
+
+/// A message accepted by [`Sqs::send`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The new message's id.
+    pub message_id: String,
+    /// MD5 of the body, hex.
+    pub md5_of_body: String,
+    /// MD5 of the message attributes, when there are any.
+    pub md5_of_message_attributes: Option<String>,
 }
 
 /// The queues of one emulator.
@@ -312,48 +287,6 @@ fn apply_attributes(settings: &mut QueueSettings, attrs: &Map<String, Value>) ->
     Ok(())
 }
 
-/// One entry of a batch request, checked.
-fn batch_entries(body: &Value, key: &str) -> SqsResult<Vec<Value>> {
-    let entries = body.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
-    if entries.is_empty() {
-        return Err(SqsError::new(
-            "EmptyBatchRequest",
-            "AWS.SimpleQueueService.EmptyBatchRequest",
-            "there should be at least one entry in the request",
-        ));
-    }
-    if entries.len() > 10 {
-        return Err(SqsError::new(
-            "TooManyEntriesInBatchRequest",
-            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
-            format!("at most 10 entries per batch, got {}", entries.len()),
-        ));
-    }
-    let mut ids = std::collections::HashSet::new();
-    for e in &entries {
-        let id = e.get("Id").and_then(Value::as_str).unwrap_or_default();
-        if id.is_empty() || id.len() > 80 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(SqsError::new(
-                "InvalidBatchEntryId",
-                "AWS.SimpleQueueService.InvalidBatchEntryId",
-                "a batch entry id is 1-80 letters, digits, '-' or '_'",
-            ));
-        }
-        if !ids.insert(id.to_owned()) {
-            return Err(SqsError::new(
-                "BatchEntryIdsNotDistinct",
-                "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
-                format!("the id {id} is used twice"),
-            ));
-        }
-    }
-    Ok(entries)
-}
-
-fn batch_failure(id: &Value, e: &SqsError) -> Value {
-    json!({"Id": id, "SenderFault": true, "Code": e.code, "Message": e.message})
-}
-
 impl Sqs {
     /// Queues whose URLs start with `base_url` (`http://127.0.0.1:9324`).
     pub fn new(base_url: impl Into<String>) -> Self {
@@ -408,20 +341,42 @@ impl Sqs {
         Ok(self.url_of(name))
     }
 
+    /// The URL of the queue `name`, if it exists.
+    pub fn queue_url(&self, name: &str) -> SqsResult<String> {
+        if !self.lock().contains_key(name) {
+            return Err(SqsError::no_queue(name));
+        }
+        Ok(self.url_of(name))
+    }
+
+    /// The URLs of up to `max` queues whose names start with `prefix`, in name order.
+    pub fn list_queues(&self, prefix: &str, max: usize) -> Vec<String> {
+        self.lock().keys().filter(|n| n.starts_with(prefix)).take(max).map(|n| self.url_of(n)).collect()
+    }
+
+    /// Deletes a queue and its messages.
+    pub fn delete_queue(&self, url: &str) -> SqsResult<()> {
+        self.lock().remove(name_from_url(url)).map(drop).ok_or_else(|| SqsError::no_queue(url))
+    }
+
+    /// Changes a queue's settings (`VisibilityTimeout`, `RedrivePolicy`, ...).
+    pub fn set_attributes(&self, url: &str, attributes: &Map<String, Value>) -> SqsResult<()> {
+        self.with_queue(url, |q| apply_attributes(&mut q.settings, attributes))
+    }
+
+    /// The queue's default long-polling wait (`ReceiveMessageWaitTimeSeconds`).
+    pub fn receive_wait(&self, url: &str) -> SqsResult<u64> {
+        self.with_queue(url, |q| Ok(q.settings.receive_wait))
+    }
+
     fn with_queue<T>(&self, url: &str, f: impl FnOnce(&mut Queue) -> SqsResult<T>) -> SqsResult<T> {
         let mut queues = self.lock();
         let queue = queues.get_mut(name_from_url(url)).ok_or_else(|| SqsError::no_queue(url))?;
         f(queue)
     }
 
-    /// Sends one message; returns its id and the MD5 of its body.
-    pub fn send(
-        &self,
-        url: &str,
-        body: &str,
-        delay: Option<u64>,
-        attributes: Map<String, Value>,
-    ) -> SqsResult<(String, String, Option<String>)> {
+    /// Sends one message.
+    pub fn send(&self, url: &str, body: &str, delay: Option<u64>, attributes: Map<String, Value>) -> SqsResult<Sent> {
         if body.is_empty() {
             return Err(SqsError::missing("MessageBody"));
         }
@@ -464,7 +419,7 @@ impl Sqs {
             q.notify.notify_waiters();
             Ok(())
         })?;
-        Ok((id, md5_of_body, md5_of_attributes))
+        Ok(Sent { message_id: id, md5_of_body, md5_of_message_attributes: md5_of_attributes })
     }
 
     /// Receives up to `max` messages, waiting up to `wait` for the first.
@@ -635,7 +590,8 @@ impl Sqs {
         })
     }
 
-    fn attributes(&self, url: &str, wanted: &[String]) -> SqsResult<Map<String, Value>> {
+    /// The attributes `wanted` (all of them for none or `All`).
+    pub fn attributes(&self, url: &str, wanted: &[String]) -> SqsResult<Map<String, Value>> {
         let (visible, in_flight, delayed) = self.counts(url)?;
         self.with_queue(url, |q| {
             let s = &q.settings;
@@ -680,384 +636,6 @@ impl Sqs {
             Ok(out)
         })
     }
-
-    /// Runs one JSON-protocol action.
-    pub async fn call(&self, action: &str, body: &Value) -> SqsResult<Value> {
-        let url = || -> SqsResult<String> {
-            body.get("QueueUrl").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| SqsError::missing("QueueUrl"))
-        };
-        let attrs = |key: &str| body.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
-        match action {
-            "CreateQueue" => {
-                let name =
-                    body.get("QueueName").and_then(Value::as_str).ok_or_else(|| SqsError::missing("QueueName"))?;
-                Ok(json!({"QueueUrl": self.create_queue(name, &attrs("Attributes"))?}))
-            }
-            "GetQueueUrl" => {
-                let name =
-                    body.get("QueueName").and_then(Value::as_str).ok_or_else(|| SqsError::missing("QueueName"))?;
-                if !self.lock().contains_key(name) {
-                    return Err(SqsError::no_queue(name));
-                }
-                Ok(json!({"QueueUrl": self.url_of(name)}))
-            }
-            "ListQueues" => {
-                let prefix = body.get("QueueNamePrefix").and_then(Value::as_str).unwrap_or_default();
-                let max = body.get("MaxResults").and_then(Value::as_u64).unwrap_or(1000) as usize;
-                let urls: Vec<String> =
-                    self.lock().keys().filter(|n| n.starts_with(prefix)).take(max).map(|n| self.url_of(n)).collect();
-                Ok(json!({"QueueUrls": urls}))
-            }
-            "DeleteQueue" => {
-                let url = url()?;
-                self.lock().remove(name_from_url(&url)).ok_or_else(|| SqsError::no_queue(&url))?;
-                Ok(json!({}))
-            }
-            "GetQueueAttributes" => {
-                let wanted: Vec<String> = body
-                    .get("AttributeNames")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default();
-                Ok(json!({"Attributes": self.attributes(&url()?, &wanted)?}))
-            }
-            "SetQueueAttributes" => {
-                let url = url()?;
-                let new = attrs("Attributes");
-                self.with_queue(&url, |q| apply_attributes(&mut q.settings, &new))?;
-                Ok(json!({}))
-            }
-            "PurgeQueue" => {
-                self.purge(&url()?)?;
-                Ok(json!({}))
-            }
-            "SendMessage" => {
-                let text =
-                    body.get("MessageBody").and_then(Value::as_str).ok_or_else(|| SqsError::missing("MessageBody"))?;
-                let delay = body.get("DelaySeconds").and_then(Value::as_u64);
-                let (id, md5, md5_attrs) = self.send(&url()?, text, delay, attrs("MessageAttributes"))?;
-                let mut out = json!({"MessageId": id, "MD5OfMessageBody": md5});
-                if let Some(m) = md5_attrs {
-                    out["MD5OfMessageAttributes"] = Value::String(m);
-                }
-                Ok(out)
-            }
-            "SendMessageBatch" => {
-                let url = url()?;
-                let entries = batch_entries(body, "Entries")?;
-                let total: usize =
-                    entries.iter().map(|e| e.get("MessageBody").and_then(Value::as_str).map_or(0, str::len)).sum();
-                if total > MAX_MESSAGE_BYTES {
-                    return Err(SqsError::new(
-                        "BatchRequestTooLong",
-                        "AWS.SimpleQueueService.BatchRequestTooLong",
-                        format!("the batch is {total} bytes; at most {MAX_MESSAGE_BYTES}"),
-                    ));
-                }
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in &entries {
-                    let text = e.get("MessageBody").and_then(Value::as_str).unwrap_or_default();
-                    let delay = e.get("DelaySeconds").and_then(Value::as_u64);
-                    let entry_attrs =
-                        e.get("MessageAttributes").and_then(Value::as_object).cloned().unwrap_or_default();
-                    match self.send(&url, text, delay, entry_attrs) {
-                        Ok((id, md5, md5_attrs)) => {
-                            let mut out = json!({"Id": e["Id"], "MessageId": id, "MD5OfMessageBody": md5});
-                            if let Some(m) = md5_attrs {
-                                out["MD5OfMessageAttributes"] = Value::String(m);
-                            }
-                            ok.push(out);
-                        }
-                        Err(err) if err.code == "QueueDoesNotExist" => return Err(err),
-                        Err(err) => failed.push(batch_failure(&e["Id"], &err)),
-                    }
-                }
-                Ok(json!({"Successful": ok, "Failed": failed}))
-            }
-            "ReceiveMessage" => self.receive_action(&url()?, body).await,
-            "DeleteMessage" => {
-                let handle = body
-                    .get("ReceiptHandle")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| SqsError::missing("ReceiptHandle"))?;
-                self.delete(&url()?, handle)?;
-                Ok(json!({}))
-            }
-            "DeleteMessageBatch" => {
-                let url = url()?;
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in batch_entries(body, "Entries")? {
-                    let handle = e.get("ReceiptHandle").and_then(Value::as_str).unwrap_or_default();
-                    match self.delete(&url, handle) {
-                        Ok(()) => ok.push(json!({"Id": e["Id"]})),
-                        Err(err) if err.code == "QueueDoesNotExist" => return Err(err),
-                        Err(err) => failed.push(batch_failure(&e["Id"], &err)),
-                    }
-                }
-                Ok(json!({"Successful": ok, "Failed": failed}))
-            }
-            "ChangeMessageVisibility" => {
-                let handle = body
-                    .get("ReceiptHandle")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| SqsError::missing("ReceiptHandle"))?;
-                let secs = body
-                    .get("VisibilityTimeout")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| SqsError::missing("VisibilityTimeout"))?;
-                self.change_visibility(&url()?, handle, secs)?;
-                Ok(json!({}))
-            }
-            "ChangeMessageVisibilityBatch" => {
-                let url = url()?;
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in batch_entries(body, "Entries")? {
-                    let handle = e.get("ReceiptHandle").and_then(Value::as_str).unwrap_or_default();
-                    let secs = e.get("VisibilityTimeout").and_then(Value::as_u64).unwrap_or(0);
-                    match self.change_visibility(&url, handle, secs) {
-                        Ok(()) => ok.push(json!({"Id": e["Id"]})),
-                        Err(err) if err.code == "QueueDoesNotExist" => return Err(err),
-                        Err(err) => failed.push(batch_failure(&e["Id"], &err)),
-                    }
-                }
-                Ok(json!({"Successful": ok, "Failed": failed}))
-            }
-            other => Err(SqsError::new(
-                "UnsupportedOperation",
-                "AWS.SimpleQueueService.UnsupportedOperation",
-                format!("{other} is not supported by switchboard-local"),
-            )),
-        }
-    }
-
-    async fn receive_action(&self, url: &str, body: &Value) -> SqsResult<Value> {
-        let max = body.get("MaxNumberOfMessages").and_then(Value::as_u64).unwrap_or(1);
-        if !(1..=10).contains(&max) {
-            return Err(SqsError::invalid("MaxNumberOfMessages must be from 1 to 10"));
-        }
-        let visibility = body.get("VisibilityTimeout").and_then(Value::as_u64);
-        if visibility.is_some_and(|v| v > MAX_VISIBILITY_SECS) {
-            return Err(SqsError::invalid(format!("VisibilityTimeout must be from 0 to {MAX_VISIBILITY_SECS}")));
-        }
-        let default_wait = self.with_queue(url, |q| Ok(q.settings.receive_wait))?;
-        let wait = body.get("WaitTimeSeconds").and_then(Value::as_u64).unwrap_or(default_wait);
-        if wait > 20 {
-            return Err(SqsError::invalid("WaitTimeSeconds must be from 0 to 20"));
-        }
-        let names = |key: &str| -> Vec<String> {
-            body.get(key)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
-        let mut system = names("MessageSystemAttributeNames");
-        system.extend(names("AttributeNames"));
-        let wanted_attrs = names("MessageAttributeNames");
-        let got = self.receive(url, max as usize, visibility, Duration::from_secs(wait)).await?;
-        let messages: Vec<Value> = got
-            .into_iter()
-            .map(|m| {
-                let mut out = json!({
-                    "MessageId": m.message_id,
-                    "ReceiptHandle": m.receipt_handle,
-                    "MD5OfBody": m.md5_of_body,
-                    "Body": m.body,
-                });
-                let attrs: Map<String, Value> = m
-                    .attributes
-                    .into_iter()
-                    .filter(|(k, _)| system.iter().any(|w| w == "All" || w == k))
-                    .map(|(k, v)| (k, Value::String(v)))
-                    .collect();
-                if !attrs.is_empty() {
-                    out["Attributes"] = Value::Object(attrs);
-                }
-                let message_attrs: Map<String, Value> = m
-                    .message_attributes
-                    .into_iter()
-                    .filter(|(k, _)| {
-                        wanted_attrs.iter().any(|w| {
-                            w == "All" || w == ".*" || w == k || w.strip_suffix(".*").is_some_and(|p| k.starts_with(p))
-                        })
-                    })
-                    .collect();
-                if !message_attrs.is_empty() {
-                    out["MessageAttributes"] = Value::Object(message_attrs);
-                    if let Some(md5) = m.md5_of_message_attributes {
-                        out["MD5OfMessageAttributes"] = Value::String(md5);
-                    }
-                }
-                out
-            })
-            .collect();
-        Ok(json!({"Messages": messages}))
-    }
-}
-
-/// The SQS endpoint: `POST /` with `X-Amz-Target: AmazonSQS.<Action>`.
-pub fn router(sqs: Arc<Sqs>) -> Router {
-    Router::new().fallback(handle_http).with_state(sqs)
-}
-
-async fn handle_http(State(sqs): State<Arc<Sqs>>, headers: HeaderMap, body: Bytes) -> Response {
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let Some(action) = target.strip_prefix("AmazonSQS.") else {
-        let query = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let hint = if query.starts_with("application/x-www-form-urlencoded") {
-            "; this emulator speaks the SQS JSON protocol (current AWS SDKs and AWS CLI), not the query protocol"
-        } else {
-            ""
-        };
-        return SqsError::new(
-            "InvalidAction",
-            "InvalidAction",
-            format!("missing or unknown X-Amz-Target header (expected AmazonSQS.<Action>){hint}"),
-        )
-        .into_response();
-    };
-    let parsed: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return SqsError::new(
-                    "InvalidParameterValue",
-                    "InvalidParameterValue",
-                    "the body is not a JSON object",
-                )
-                .into_response();
-            }
-        }
-    };
-    match sqs.call(action, &parsed).await {
-        Ok(v) => {
-            let mut response = (StatusCode::OK, v.to_string()).into_response();
-            response.headers_mut().insert("content-type", HeaderValue::from_static("application/x-amz-json-1.0"));
-            response.headers_mut().insert(
-                "x-amzn-requestid",
-                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a uuid is a header value"),
-            );
-            response
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Lambda's SQS poller for one queue and one function.
-#[derive(Debug, Clone)]
-pub struct EventSourceMapping {
-    /// The queue's name.
-    pub queue: String,
-    /// The function to invoke (`webhook`, `fanout`).
-    pub function: &'static str,
-    /// Most records per invocation (Lambda: 1-10 without a window).
-    pub batch_size: usize,
-    /// How long to gather records before invoking (Lambda's MaximumBatchingWindowInSeconds).
-    pub batch_window: Duration,
-    /// Concurrent pollers (Lambda starts with five).
-    pub pollers: usize,
-}
-
-/// Builds the event Lambda sends for `messages` of `queue`.
-pub fn sqs_event(queue: &str, messages: &[Received]) -> aws_lambda_events::sqs::SqsEvent {
-    let records: Vec<Value> = messages
-        .iter()
-        .map(|m| {
-            let message_attributes: Map<String, Value> = m
-                .message_attributes
-                .iter()
-                .map(|(k, v)| {
-                    let mut a = Map::new();
-                    if let Some(s) = v.get("StringValue") {
-                        a.insert("stringValue".into(), s.clone());
-                    }
-                    if let Some(b) = v.get("BinaryValue") {
-                        a.insert("binaryValue".into(), b.clone());
-                    }
-                    a.insert("stringListValues".into(), json!([]));
-                    a.insert("binaryListValues".into(), json!([]));
-                    a.insert("dataType".into(), v.get("DataType").cloned().unwrap_or(Value::Null));
-                    (k.clone(), Value::Object(a))
-                })
-                .collect();
-            json!({
-                "messageId": m.message_id,
-                "receiptHandle": m.receipt_handle,
-                "body": m.body,
-                "attributes": m.attributes,
-                "messageAttributes": message_attributes,
-                "md5OfBody": m.md5_of_body,
-                "md5OfMessageAttributes": m.md5_of_message_attributes,
-                "eventSource": "aws:sqs",
-                "eventSourceARN": Sqs::arn_of(queue),
-                "awsRegion": REGION,
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).expect("the documented SQS event shape")
-}
-
-/// Runs the pollers of `mapping` until `stop` is cancelled.
-pub fn spawn_mapping(
-    sqs: Arc<Sqs>,
-    mapping: EventSourceMapping,
-    functions: Arc<dyn crate::functions::Functions>,
-    stop: tokio_util::sync::CancellationToken,
-    tasks: &tokio_util::task::TaskTracker,
-) {
-    for _ in 0..mapping.pollers.max(1) {
-        let (sqs, mapping, functions, stop) = (sqs.clone(), mapping.clone(), functions.clone(), stop.clone());
-        tasks.spawn(async move {
-            let url = sqs.url_of(&mapping.queue);
-            loop {
-                let batch = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    b = gather(&sqs, &url, &mapping) => b,
-                };
-                if batch.is_empty() {
-                    continue;
-                }
-                let event = sqs_event(&mapping.queue, &batch);
-                match functions.queue(mapping.function, event).await {
-                    Ok(response) => {
-                        let failed: std::collections::HashSet<_> =
-                            response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-                        for m in batch.iter().filter(|m| !failed.contains(&m.message_id)) {
-                            let _ = sqs.delete(&url, &m.receipt_handle);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(function = mapping.function, %error, records = batch.len(),
-                            "function error: the batch returns to the queue after its visibility timeout");
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// One batch: waits (long polling, 1 s at a time) for a first message,
-/// then gathers up to the batch size within the batching window.
-async fn gather(sqs: &Sqs, url: &str, mapping: &EventSourceMapping) -> Vec<Received> {
-    let mut batch = match sqs.receive(url, mapping.batch_size.min(10), None, Duration::from_secs(1)).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "event source mapping cannot receive");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return Vec::new();
-        }
-    };
-    let deadline = Instant::now() + mapping.batch_window;
-    while !batch.is_empty() && batch.len() < mapping.batch_size && Instant::now() < deadline {
-        let want = (mapping.batch_size - batch.len()).min(10);
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match sqs.receive(url, want, None, wait).await {
-            Ok(more) if !more.is_empty() => batch.extend(more),
-            _ => break,
-        }
-    }
-    batch
 }
 
 #[cfg(test)]
