@@ -55,6 +55,54 @@ pub enum Verdict {
     Failed(String),
 }
 
+/// Why an invocation did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The function ran and failed (Lambda's `errorMessage`): API Gateway
+    /// answers 500, an event-source mapping returns the whole batch.
+    #[error("{function} failed: {message}")]
+    Function {
+        /// The function's name.
+        function: String,
+        /// Its error message.
+        message: String,
+    },
+    /// The function could not be invoked (is `cargo lambda watch` running?).
+    #[error("invoking {function}: {source}")]
+    Unreachable {
+        /// The function's name.
+        function: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The function answered something that is not what its trigger expects.
+    #[error("{function} answered something that is not {expected}: {source}")]
+    BadAnswer {
+        /// The function's name.
+        function: String,
+        /// What the trigger reads (`a proxy response`, `a batch response`).
+        expected: &'static str,
+        /// Why the answer does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No function of that name is wired to this kind of trigger.
+    #[error("no {trigger} function named {function}")]
+    NoSuchFunction {
+        /// `SQS-triggered`, `scheduled`.
+        trigger: &'static str,
+        /// The name asked for.
+        function: String,
+    },
+}
+
+impl InvokeError {
+    fn bad_answer(function: &str, expected: &'static str) -> impl FnOnce(serde_json::Error) -> InvokeError {
+        move |source| InvokeError::BadAnswer { function: function.to_owned(), expected, source }
+    }
+}
+
 /// Runs the functions behind the gateway.
 #[async_trait]
 pub trait Functions: Send + Sync + 'static {
@@ -65,13 +113,13 @@ pub trait Functions: Send + Sync + 'static {
         &self,
         route: Route,
         event: ApiGatewayWebsocketProxyRequest,
-    ) -> Result<ApiGatewayProxyResponse, String>;
+    ) -> Result<ApiGatewayProxyResponse, InvokeError>;
     /// Runs an SQS-triggered function (`webhook`, `fanout`) on a batch;
     /// `Err` is a function error (the whole batch returns to the queue).
-    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String>;
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, InvokeError>;
     /// Runs a function as a scheduled rule does (EventBridge with a fixed
     /// `Input`): the `fanout` function's `{"action":"sweep"}`.
-    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String>;
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, InvokeError>;
 }
 
 /// Reads an authorizer response the way API Gateway does: every statement
@@ -115,7 +163,7 @@ impl Functions for InProcess {
         &self,
         route: Route,
         event: ApiGatewayWebsocketProxyRequest,
-    ) -> Result<ApiGatewayProxyResponse, String> {
+    ) -> Result<ApiGatewayProxyResponse, InvokeError> {
         Ok(match route {
             Route::Connect => ws_connect::handle(&self.ctx, event).await,
             Route::Disconnect => ws_disconnect::handle(&self.ctx, event).await,
@@ -123,25 +171,28 @@ impl Functions for InProcess {
         })
     }
 
-    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, InvokeError> {
         match function {
             "webhook" => Ok(webhook::handle(&self.deliverer, event).await),
             // Through the entry point the Lambda's main runs, which tells an
             // SQS batch from a direct payload (and from a scheduled sweep).
             "fanout" => {
-                let payload = serde_json::to_value(&event).map_err(|e| e.to_string())?;
-                let answer = fanout::invoke(&self.ctx, payload).await.map_err(|e| e.to_string())?;
-                serde_json::from_value(answer)
-                    .map_err(|e| format!("fanout answered something that is not a batch response: {e}"))
+                let payload = serde_json::to_value(&event).expect("an SQS event is plain JSON");
+                let answer = fanout::invoke(&self.ctx, payload)
+                    .await
+                    .map_err(|e| InvokeError::Function { function: function.to_owned(), message: e.to_string() })?;
+                serde_json::from_value(answer).map_err(InvokeError::bad_answer(function, "a batch response"))
             }
-            other => Err(format!("no SQS-triggered function named {other}")),
+            other => Err(InvokeError::NoSuchFunction { trigger: "SQS-triggered", function: other.to_owned() }),
         }
     }
 
-    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String> {
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, InvokeError> {
         match function {
-            "fanout" => fanout::invoke(&self.ctx, payload).await.map_err(|e| e.to_string()),
-            other => Err(format!("no scheduled function named {other}")),
+            "fanout" => fanout::invoke(&self.ctx, payload)
+                .await
+                .map_err(|e| InvokeError::Function { function: function.to_owned(), message: e.to_string() }),
+            other => Err(InvokeError::NoSuchFunction { trigger: "scheduled", function: other.to_owned() }),
         }
     }
 }
@@ -161,19 +212,20 @@ impl Remote {
 
     /// Invokes `name` with `payload`. A function error (the
     /// `X-Amz-Function-Error` header, or an error status) comes back as
-    /// `Err(errorMessage)`.
-    async fn invoke(&self, name: &str, payload: &impl serde::Serialize) -> Result<Value, String> {
-        let payload = api_gateway_json(payload)?;
-        let url = self.base.join(&format!("2015-03-31/functions/{name}/invocations")).map_err(|e| e.to_string())?;
-        let response =
-            self.client.post(url).json(&payload).send().await.map_err(|e| format!("invoking {name}: {e}"))?;
+    /// [`InvokeError::Function`] with its `errorMessage`.
+    async fn invoke(&self, name: &str, payload: &impl serde::Serialize) -> Result<Value, InvokeError> {
+        let payload = api_gateway_json(payload);
+        let url =
+            self.base.join(&format!("2015-03-31/functions/{name}/invocations")).expect("a function name is a path");
+        let unreachable = |source| InvokeError::Unreachable { function: name.to_owned(), source };
+        let response = self.client.post(url).json(&payload).send().await.map_err(unreachable)?;
         let function_error = response.headers().contains_key("x-amz-function-error");
         let status = response.status();
-        let body: Value =
-            response.json().await.map_err(|e| format!("{name} answered something that is not JSON: {e}"))?;
+        let text = response.text().await.map_err(unreachable)?;
+        let body: Value = serde_json::from_str(&text).map_err(InvokeError::bad_answer(name, "JSON"))?;
         if function_error || !status.is_success() {
             let message = body.get("errorMessage").and_then(Value::as_str).unwrap_or("function error");
-            return Err(message.to_owned());
+            return Err(InvokeError::Function { function: name.to_owned(), message: message.to_owned() });
         }
         Ok(body)
     }
@@ -182,8 +234,8 @@ impl Remote {
 /// The event as API Gateway puts it on the wire. `aws_lambda_events`
 /// serialises `queryStringParameters` with list values; API Gateway sends
 /// one string per key (the last one), so that is what goes out.
-fn api_gateway_json(event: &impl serde::Serialize) -> Result<Value, String> {
-    let mut value = serde_json::to_value(event).map_err(|e| e.to_string())?;
+fn api_gateway_json(event: &impl serde::Serialize) -> Value {
+    let mut value = serde_json::to_value(event).expect("an aws_lambda_events value is plain JSON");
     if let Some(Value::Object(params)) = value.get_mut("queryStringParameters") {
         for v in params.values_mut() {
             if let Value::Array(items) = v {
@@ -191,7 +243,7 @@ fn api_gateway_json(event: &impl serde::Serialize) -> Result<Value, String> {
             }
         }
     }
-    Ok(value)
+    value
 }
 
 #[async_trait]
@@ -202,8 +254,8 @@ impl Functions for Remote {
                 Ok(response) => verdict_from_policy(response),
                 Err(e) => Verdict::Failed(format!("authorizer response is not a policy: {e}")),
             },
-            Err(message) if message == "Unauthorized" => Verdict::Unauthorized,
-            Err(message) => Verdict::Failed(message),
+            Err(InvokeError::Function { message, .. }) if message == "Unauthorized" => Verdict::Unauthorized,
+            Err(e) => Verdict::Failed(e.to_string()),
         }
     }
 
@@ -211,19 +263,18 @@ impl Functions for Remote {
         &self,
         route: Route,
         event: ApiGatewayWebsocketProxyRequest,
-    ) -> Result<ApiGatewayProxyResponse, String> {
-        let body = self.invoke(route.function_name(), &event).await?;
-        serde_json::from_value(body)
-            .map_err(|e| format!("{} answered something that is not a proxy response: {e}", route.function_name()))
+    ) -> Result<ApiGatewayProxyResponse, InvokeError> {
+        let name = route.function_name();
+        let body = self.invoke(name, &event).await?;
+        serde_json::from_value(body).map_err(InvokeError::bad_answer(name, "a proxy response"))
     }
 
-    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, String> {
+    async fn queue(&self, function: &str, event: SqsEvent) -> Result<SqsBatchResponse, InvokeError> {
         let body = self.invoke(function, &event).await?;
-        serde_json::from_value(body)
-            .map_err(|e| format!("{function} answered something that is not a batch response: {e}"))
+        serde_json::from_value(body).map_err(InvokeError::bad_answer(function, "a batch response"))
     }
 
-    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, String> {
+    async fn schedule(&self, function: &str, payload: Value) -> Result<Value, InvokeError> {
         self.invoke(function, &payload).await
     }
 }

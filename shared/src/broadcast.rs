@@ -37,13 +37,30 @@ use crate::event::{Envelope, EventType};
 use crate::gateway::PostOutcome;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
+use crate::queue::QueueError;
 use crate::store::{OfflineRefusal, Recipient, Resolution, StoreError, StoreResult};
 use crate::webhook::{Delivery, WebhookConfig};
 
 pub use crate::protocol::Report;
 
+/// Why a fan-out step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// SQS failed where there is nothing to fall back on: a queued job's
+    /// chunks or webhooks could not be queued (the job is retried). A
+    /// synchronous publish dead-letters its webhooks instead.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Result alias for fan-out steps.
+pub type BroadcastResult<T> = Result<T, BroadcastError>;
+
 /// Routes `event` to `target` inside the event's tenant.
-pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreResult<Report> {
+pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> BroadcastResult<Report> {
     let resolved = ctx.store.resolve(&event.tenant_id, event.event_type, target).await?;
     deliver(ctx, event, target, resolved).await
 }
@@ -52,11 +69,17 @@ pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> StoreR
 /// or in the same round trip as the change that caused the event.
 ///
 /// [`Store::resolve`]: crate::store::Store::resolve
-pub async fn deliver(ctx: &Context, event: &Envelope, target: &Target, resolved: Resolution) -> StoreResult<Report> {
+pub async fn deliver(
+    ctx: &Context,
+    event: &Envelope,
+    target: &Target,
+    resolved: Resolution,
+) -> BroadcastResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let (mut report, _, stale) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
-    finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
+    let webhooks = crate::store::parse_listed_webhooks(&event.tenant_id, &resolved.webhooks);
+    finish(ctx, event, target, &text, resolved.target_connections, &webhooks, None, &mut report).await?;
     Ok(report)
 }
 
@@ -100,7 +123,7 @@ async fn post_all(
 
 /// Forgets connections found gone (one round trip) and announces
 /// `presence.offline` for users left without one.
-async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>) -> StoreResult<()> {
+async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>) -> BroadcastResult<()> {
     if stale.is_empty() {
         return Ok(());
     }
@@ -122,10 +145,10 @@ async fn finish(
     target: &Target,
     text: &str,
     target_connections: usize,
-    webhooks: &[String],
+    webhooks: &[WebhookConfig],
     claims: Option<&Claims<'_>>,
     report: &mut Report,
-) -> StoreResult<()> {
+) -> BroadcastResult<()> {
     let tenant = &event.tenant_id;
     // Nobody of the user's connections took it: keep it for their next sync.
     if let Target::User(user) = target
@@ -170,14 +193,10 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 async fn enqueue_webhooks(
     ctx: &Context,
     event: &Envelope,
-    webhooks: &[String],
+    webhooks: &[WebhookConfig],
     claims: Option<&Claims<'_>>,
-) -> StoreResult<(usize, usize)> {
-    let mut wanted: Vec<WebhookConfig> = webhooks
-        .iter()
-        .filter_map(|raw| serde_json::from_str::<WebhookConfig>(raw).ok())
-        .filter(|h| h.wants(event.event_type))
-        .collect();
+) -> BroadcastResult<(usize, usize)> {
+    let mut wanted: Vec<&WebhookConfig> = webhooks.iter().filter(|h| h.wants(event.event_type)).collect();
     if wanted.is_empty() {
         return Ok((0, 0));
     }
@@ -217,7 +236,7 @@ async fn enqueue_webhooks(
                 // Let a retry of the job queue them.
                 let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}", h.id)).collect();
                 claims.release(ctx, &members).await?;
-                return Err(StoreError::Unavailable(e.to_string()));
+                return Err(e.into());
             }
             // A synchronous publish has no job to retry: the deliveries go to
             // the dead-letter queue (replayable) rather than nowhere. Some of
@@ -284,12 +303,24 @@ pub struct Chunk {
 /// Why a queued job should be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// The store (or SQS, for chunks and webhooks) failed.
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// SQS failed: the job's chunks or webhooks were not queued.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     /// Some posts failed; those recipients were released for the retry.
     #[error("{0} post(s) failed; the job will be retried for them")]
     Posts(usize),
+}
+
+impl From<BroadcastError> for JobError {
+    fn from(e: BroadcastError) -> Self {
+        match e {
+            BroadcastError::Store(e) => JobError::Store(e),
+            BroadcastError::Queue(e) => JobError::Queue(e),
+        }
+    }
 }
 
 /// How long claims of a queued fan-out are kept (longer than the events queue retries).
@@ -331,7 +362,7 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
             let parts = chunk_parts(&resolved.recipients, chunk_size, text.len());
             let of = parts.len();
             let bodies = chunk_jobs(event, &job.target, &parts);
-            queues.send_all(url, &bodies).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            queues.send_all(url, &bodies).await?;
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
         }
@@ -340,8 +371,8 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     // Webhooks and the offline queue do not wait for every post: a
     // recipient that keeps failing must not hold back the event's webhooks
     // (claimed, so the retry of the job queues them once).
-    finish(ctx, event, &job.target, &text, resolved.target_connections, &resolved.webhooks, Some(&claims), &mut report)
-        .await?;
+    let webhooks = crate::store::parse_listed_webhooks(&event.tenant_id, &resolved.webhooks);
+    finish(ctx, event, &job.target, &text, resolved.target_connections, &webhooks, Some(&claims), &mut report).await?;
     if report.failed > 0 {
         return Err(JobError::Posts(report.failed));
     }
@@ -402,7 +433,7 @@ async fn post_claimed(
     claims: &Claims<'_>,
     text: &str,
     recipients: Vec<Recipient>,
-) -> StoreResult<Report> {
+) -> BroadcastResult<Report> {
     let members: Vec<String> = recipients.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
@@ -430,9 +461,15 @@ pub enum PublishError {
     /// nothing was published.
     #[error("the event was not queued for the offline user: {0:?}")]
     OfflineRefused(OfflineRefusal),
-    /// The store failed.
+    /// The store or SQS failed.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Failed(#[from] BroadcastError),
+}
+
+impl From<StoreError> for PublishError {
+    fn from(e: StoreError) -> Self {
+        PublishError::Failed(e.into())
+    }
 }
 
 /// A publish on behalf of a verified caller (the `publish` action and
@@ -496,7 +533,7 @@ impl std::ops::AddAssign for SweepReport {
 /// frame sent); the gone ones leave like a stale post's, announcing
 /// `presence.offline` for users left without a connection, so such a user
 /// is queued for offline again and no longer reported online.
-pub async fn sweep(ctx: &Context, tenant: &TenantId) -> StoreResult<SweepReport> {
+pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepReport> {
     let idle = ctx.store.idle_connections(tenant, ctx.config.limits.connection_idle, SWEEP_BATCH).await?;
     let mut report = SweepReport { probed: idle.len(), ..SweepReport::default() };
     let outcomes: Vec<_> = futures::stream::iter(idle)
@@ -529,7 +566,7 @@ pub async fn sweep(ctx: &Context, tenant: &TenantId) -> StoreResult<SweepReport>
 
 /// [`sweep`] for every tenant; one tenant's failure is logged and does not
 /// stop the others (the first error is returned after all were tried).
-pub async fn sweep_all(ctx: &Context) -> StoreResult<SweepReport> {
+pub async fn sweep_all(ctx: &Context) -> BroadcastResult<SweepReport> {
     let mut total = SweepReport::default();
     let mut first_error = None;
     for tenant in ctx.store.tenants().await? {
@@ -556,14 +593,14 @@ pub async fn announce_presence(
     user: &UserId,
     online: bool,
     resolved: Resolution,
-) -> StoreResult<Report> {
+) -> BroadcastResult<Report> {
     let event_type = if online { EventType::PresenceOnline } else { EventType::PresenceOffline };
     let event = Envelope::new(tenant.clone(), event_type, json!({ "user_id": user }));
     deliver(ctx, &event, &Target::Tenant, resolved).await
 }
 
 /// The legacy hub's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.
-pub async fn broadcast_agent_state(ctx: &Context, tenant: &TenantId, data: Value) -> StoreResult<Report> {
+pub async fn broadcast_agent_state(ctx: &Context, tenant: &TenantId, data: Value) -> BroadcastResult<Report> {
     publish(ctx, &Envelope::new(tenant.clone(), EventType::AgentStateChanged, data), &Target::Tenant).await
 }
 
@@ -574,7 +611,7 @@ pub async fn broadcast_call_event(
     tenant: &TenantId,
     event_type: EventType,
     data: Value,
-) -> StoreResult<Report> {
+) -> BroadcastResult<Report> {
     assert!(event_type.category() == "call", "broadcast_call_event takes call.* events, not {event_type}");
     publish(ctx, &Envelope::new(tenant.clone(), event_type, data), &Target::Tenant).await
 }
@@ -585,7 +622,7 @@ pub async fn broadcast_chat_message(
     tenant: &TenantId,
     target: &Target,
     data: Value,
-) -> StoreResult<Report> {
+) -> BroadcastResult<Report> {
     publish(ctx, &Envelope::new(tenant.clone(), EventType::ChatMessage, data), target).await
 }
 

@@ -50,13 +50,48 @@ pub fn batches(bodies: &[String]) -> (Vec<Vec<&String>>, usize) {
     (out, oversize)
 }
 
-/// A failure talking to SQS.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sqs: {0}")]
-pub struct QueueError(pub String);
+/// A boxed error: the SDK's, kept as the source.
+type Source = Box<dyn std::error::Error + Send + Sync>;
 
-fn sdk_error<E: std::error::Error + Send + Sync + 'static>(e: aws_sdk_sqs::error::SdkError<E>) -> QueueError {
-    QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+/// A failure talking to SQS.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The call failed: the network, credentials, throttling, a queue that
+    /// does not exist. `detail` is the SDK's whole error chain, for logs.
+    #[error("sqs {action}: {detail}")]
+    Call {
+        /// The SQS action (`SendMessageBatch`).
+        action: &'static str,
+        /// The error and its causes, as one line.
+        detail: String,
+        /// The SDK's error.
+        #[source]
+        source: Source,
+    },
+    /// SQS took the call but refused these entries (`id: reason`), after one more try.
+    #[error("sqs refused {}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// Messages over [`MAX_MESSAGE_BYTES`]: they can never be sent.
+    #[error("{0} message(s) over SQS's {MAX_MESSAGE_BYTES} bytes")]
+    Oversize(usize),
+    /// Part of a [`Queues::send_all`] was not sent; `causes` says why.
+    #[error("{not_sent} of {total} messages not sent: {}", .causes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Partial {
+        /// Messages not sent.
+        not_sent: usize,
+        /// Messages given.
+        total: usize,
+        /// One error per failed call (and the oversize ones).
+        causes: Vec<QueueError>,
+    },
+}
+
+fn call_error<E: std::error::Error + Send + Sync + 'static>(action: &'static str) -> impl FnOnce(E) -> QueueError {
+    move |e| QueueError::Call {
+        action,
+        detail: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// The SQS client and the queues this deployment uses.
@@ -100,25 +135,20 @@ impl Queues {
         let calls = batches.into_iter().map(|batch| self.send_batch(url, batch));
         let results = futures::future::join_all(calls).await;
         let mut sent = 0;
-        let mut errors = Vec::new();
+        let mut causes = Vec::new();
         if oversize > 0 {
-            errors.push(format!("{oversize} message(s) over SQS's {MAX_MESSAGE_BYTES} bytes"));
+            causes.push(QueueError::Oversize(oversize));
         }
         for r in results {
             match r {
                 Ok(n) => sent += n,
-                Err(e) => errors.push(e.0),
+                Err(e) => causes.push(e),
             }
         }
-        if errors.is_empty() {
+        if causes.is_empty() {
             Ok(sent)
         } else {
-            Err(QueueError(format!(
-                "{} of {} messages not sent: {}",
-                bodies.len() - sent,
-                bodies.len(),
-                errors.join("; ")
-            )))
+            Err(QueueError::Partial { not_sent: bodies.len() - sent, total: bodies.len(), causes })
         }
     }
 
@@ -132,7 +162,7 @@ impl Queues {
                 .iter()
                 .map(|(id, body)| SendMessageBatchRequestEntry::builder().id(id).message_body(*body).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| QueueError(e.to_string()))?;
+                .map_err(call_error("SendMessageBatch"))?;
             let out = self
                 .client
                 .send_message_batch()
@@ -140,7 +170,7 @@ impl Queues {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(sdk_error)?;
+                .map_err(call_error("SendMessageBatch"))?;
             sent += out.successful().len();
             let failed: Vec<_> =
                 out.failed().iter().map(|f| (f.id().to_owned(), f.message().unwrap_or("").to_owned())).collect();
@@ -148,9 +178,7 @@ impl Queues {
                 return Ok(sent);
             }
             if round == 1 {
-                return Err(QueueError(
-                    failed.iter().map(|(id, m)| format!("entry {id}: {m}")).collect::<Vec<_>>().join("; "),
-                ));
+                return Err(QueueError::Refused(failed.iter().map(|(id, m)| format!("entry {id}: {m}")).collect()));
             }
             pending.retain(|(id, _)| failed.iter().any(|(f, _)| f == id));
         }
@@ -167,7 +195,7 @@ impl Queues {
             .delay_seconds(delay.as_secs().min(900) as i32)
             .send()
             .await
-            .map_err(sdk_error)?;
+            .map_err(call_error("SendMessage"))?;
         Ok(out.message_id().unwrap_or_default().to_owned())
     }
 
@@ -180,7 +208,7 @@ impl Queues {
             .visibility_timeout(after.as_secs().min(12 * 3600) as i32)
             .send()
             .await
-            .map_err(sdk_error)?;
+            .map_err(call_error("ChangeMessageVisibility"))?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::Context;
 use crate::store::{AttemptRecord, Breaker, Health};
-use crate::webhook::{self, Attempt, Delivery, LogEntry, Outcome, WebhookConfig};
+use crate::webhook::{self, Attempt, Delivery, LogEntry, LogStatus, Outcome, WebhookConfig};
 
 /// What sends webhook deliveries: the context and one pooled delivery client.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ impl WebhookSender {
         let now = crate::time::now_millis();
         let secrets = hook.signing_secrets(now);
         let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
-        let entry = log_entry(delivery, &result, result.outcome.as_str(), None, now);
+        let entry = log_entry(delivery, &result, result.outcome.status(), None, now);
         if let Err(e) = self.record(&entry, result.outcome == Outcome::Delivered, self.breaker()).await {
             tracing::warn!(error = %e, "attempt not logged");
         }
@@ -72,7 +72,7 @@ impl WebhookSender {
                     success,
                     at_ms: entry.created_at,
                     first: entry.attempt <= 1,
-                    dead: entry.status == "dead",
+                    dead: entry.status == LogStatus::Dead,
                     duration_ms: entry.duration_ms,
                 },
                 breaker,
@@ -83,7 +83,7 @@ impl WebhookSender {
 }
 
 /// The log entry of attempt `a` of `delivery`, with its `status` and the next attempt's time.
-pub fn log_entry(delivery: &Delivery, a: &Attempt, status: &str, next: Option<i64>, now: i64) -> LogEntry {
+pub fn log_entry(delivery: &Delivery, a: &Attempt, status: LogStatus, next: Option<i64>, now: i64) -> LogEntry {
     LogEntry {
         webhook_id: delivery.webhook_id.clone(),
         delivery_id: delivery.delivery_id.clone(),
@@ -93,7 +93,7 @@ pub fn log_entry(delivery: &Delivery, a: &Attempt, status: &str, next: Option<i6
         response_body: a.body_excerpt.clone(),
         error: a.error.clone(),
         duration_ms: a.duration_ms,
-        status: status.to_owned(),
+        status,
         created_at: now,
         next_attempt_at: next,
         delivery: delivery.clone(),

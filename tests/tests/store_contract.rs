@@ -481,6 +481,42 @@ async fn rate_limits_are_per_tenant(b: Backend) {
     assert!(s.rate_limit(&tenant("t1"), 3).await.unwrap(), "a new second, a new budget");
 }
 
+/// The typed registry over the raw one: what parses comes back whole,
+/// what does not is `Corrupt` when asked for by id and skipped in lists.
+async fn webhook_configurations_are_parsed_once_in_the_store(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("acme");
+    let mut hook = switchboard::webhook::WebhookConfig {
+        id: switchboard::webhook::WebhookConfig::new_id(),
+        name: "crm".into(),
+        url: "https://crm.example/hook".into(),
+        events: vec!["call.*".parse().unwrap()],
+        secret: "whsec_x".into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 5,
+        created_at: 1,
+        updated_at: 1,
+        previous_secrets: vec![],
+        disabled_reason: None,
+    };
+    s.save_webhook(&t, &hook).await.unwrap();
+    assert_eq!(s.webhook(&t, &hook.id).await.unwrap().as_ref(), Some(&hook));
+    assert_eq!(s.webhook(&tenant("globex"), &hook.id).await.unwrap(), None, "another tenant's registry");
+    s.put_webhook(&t, "wh_bad", r#"{"id":"wh_bad","url":7}"#).await.unwrap();
+    let err = s.webhook(&t, "wh_bad").await.unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("wh_bad") && m.contains("acme")), "{err:?}");
+    assert_eq!(s.webhooks(&t).await.unwrap(), [hook.clone()], "the bad one is skipped, the good one kept");
+    let (config, _) = s.webhook_with_health(&t, &hook.id).await.unwrap();
+    assert_eq!(config.as_ref(), Some(&hook));
+    assert!(matches!(s.webhook_with_health(&t, "wh_bad").await, Err(StoreError::Corrupt(_))));
+    hook.is_active = false;
+    s.save_webhook(&t, &hook).await.unwrap();
+    assert!(!s.webhook(&t, &hook.id).await.unwrap().unwrap().is_active, "saved over");
+    let resolved = s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    assert_eq!(switchboard::store::parse_listed_webhooks(&t, &resolved.webhooks), [hook]);
+}
+
 async fn webhook_registries_are_per_tenant(b: Backend) {
     let s = b.store(Limits::default());
     let (a, g) = (tenant("acme"), tenant("globex"));
@@ -670,6 +706,7 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     webhook_stats_are_counted_per_bucket,
     fanout_claims_are_taken_once,
     webhook_registries_are_per_tenant,
+    webhook_configurations_are_parsed_once_in_the_store,
     stale_connections_are_forgotten_together,
     rate_limits_are_per_tenant,
     presence_changes_come_with_their_recipients,

@@ -245,6 +245,12 @@ fn store_error(e: switchboard::store::StoreError) -> ApiError {
     ApiError::Unavailable
 }
 
+/// A fan-out that failed on the store or on SQS: ours, and worth a retry.
+fn server_error(e: broadcast::BroadcastError) -> ApiError {
+    tracing::error!(error = %e, "fan-out failure");
+    ApiError::Unavailable
+}
+
 /// The verified caller of a request, counted against its tenant's budget.
 pub struct Caller(pub Identity);
 
@@ -336,7 +342,7 @@ async fn publish(
                     _ => ApiError::OfflineBudgetExceeded(why),
                 }
             }
-            broadcast::PublishError::Store(e) => store_error(e),
+            broadcast::PublishError::Failed(e) => server_error(e),
         })?;
     Ok(Json(json!({"event_id": event_id, "report": report})).into_response())
 }

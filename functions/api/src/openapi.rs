@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use switchboard::event::EventType;
+use switchboard::webhook::LogStatus;
 
 fn error(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
@@ -16,6 +17,7 @@ fn ok(schema: &str) -> Value {
 /// The document.
 pub fn document() -> Value {
     let event_types: Vec<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+    let log_statuses = LogStatus::ALL.map(LogStatus::as_str);
     let secured = json!([{"bearer": []}]);
     let common = |mut responses: serde_json::Map<String, Value>| {
         responses.insert("401".into(), error("Missing or invalid token"));
@@ -98,7 +100,7 @@ pub fn document() -> Value {
                     }
                 },
                 "WebhookTest": {"type": "object", "properties": {"success": {"type": "boolean"}, "status_code": {"type": "integer", "nullable": true}, "duration_ms": {"type": "integer"}, "error": {"type": "string", "nullable": true}, "response_body": {"type": "string"}, "delivery_id": {"type": "string"}}},
-                "DeliveryLog": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "webhook_id": {"type": "string"}, "delivery_id": {"type": "string"}, "event": {"type": "string"}, "attempt": {"type": "integer"}, "response_code": {"type": "integer", "nullable": true}, "response_body": {"type": "string"}, "error": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"}, "status": {"type": "string", "enum": ["delivered", "failed", "rejected", "gone", "dead"]}, "created_at": {"type": "integer"}, "next_attempt_at": {"type": "integer"}, "delivery": {"type": "object"}}}}, "next_cursor": {"type": "string", "nullable": true}}},
+                "DeliveryLog": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "webhook_id": {"type": "string"}, "delivery_id": {"type": "string"}, "event": {"type": "string"}, "attempt": {"type": "integer"}, "response_code": {"type": "integer", "nullable": true}, "response_body": {"type": "string"}, "error": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"}, "status": {"type": "string", "enum": log_statuses}, "created_at": {"type": "integer"}, "next_attempt_at": {"type": "integer"}, "delivery": {"type": "object"}}}}, "next_cursor": {"type": "string", "nullable": true}}},
                 "WebhookStats": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "window_secs": {"type": "integer"}, "deliveries": {"type": "integer"}, "attempts": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "success_rate": {"type": "number", "nullable": true}, "avg_latency_ms": {"type": "number"}, "is_active": {"type": "boolean"}}},
                 "WebhookList": {"type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string"}, "version": {"type": "string"}}}

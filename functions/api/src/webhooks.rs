@@ -99,14 +99,6 @@ async fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String,
     Ok(())
 }
 
-fn load(raw: Option<String>, id: &str) -> Result<WebhookConfig, ApiError> {
-    let raw = raw.ok_or_else(|| ApiError::NotFound(format!("no webhook {id}")))?;
-    serde_json::from_str(&raw).map_err(|e| {
-        tracing::error!(webhook_id = id, error = %e, "stored webhook does not parse");
-        ApiError::Unavailable
-    })
-}
-
 fn checked_id(id: &str) -> Result<(), ApiError> {
     if WebhookConfig::valid_id(id) {
         Ok(())
@@ -119,12 +111,17 @@ fn checked_id(id: &str) -> Result<(), ApiError> {
 async fn fetch(state: &ApiState, who: &Identity, id: &str) -> Result<WebhookConfig, ApiError> {
     admin_only(who)?;
     checked_id(id)?;
-    load(state.ctx.store.get_webhook(&who.tenant_id, id).await.map_err(store_error)?, id)
+    state
+        .ctx
+        .store
+        .webhook(&who.tenant_id, id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("no webhook {id}")))
 }
 
 async fn save(state: &ApiState, who: &Identity, hook: &WebhookConfig) -> Result<(), ApiError> {
-    let text = serde_json::to_string(hook).expect("plain data");
-    state.ctx.store.put_webhook(&who.tenant_id, &hook.id, &text).await.map_err(store_error)
+    state.ctx.store.save_webhook(&who.tenant_id, hook).await.map_err(store_error)
 }
 
 /// `POST /v1/webhooks`.
@@ -171,8 +168,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
 /// `GET /v1/webhooks`.
 pub async fn list(State(state): State<ApiState>, Caller(who): Caller) -> Result<Response, ApiError> {
     admin_only(&who)?;
-    let raw = state.ctx.store.list_webhooks(&who.tenant_id).await.map_err(store_error)?;
-    let mut hooks: Vec<WebhookConfig> = raw.into_iter().filter_map(|r| serde_json::from_str(&r).ok()).collect();
+    let mut hooks = state.ctx.store.webhooks(&who.tenant_id).await.map_err(store_error)?;
     hooks.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Json(json!({"webhooks": hooks.iter().map(WebhookConfig::public_view).collect::<Vec<_>>()})).into_response())
 }

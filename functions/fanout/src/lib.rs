@@ -73,13 +73,13 @@ pub enum FanoutError {
     /// The request does not have the documented shape.
     #[error("invalid fan-out request: {0}")]
     Invalid(String),
-    /// The store failed; events before the failure may have gone out.
-    #[error("store unavailable after {published} event(s): {source}")]
-    Store {
+    /// The store (or SQS) failed; events before the failure may have gone out.
+    #[error("fan-out failed after {published} event(s): {source}")]
+    Failed {
         /// Events already published.
         published: usize,
         /// The failure.
-        source: switchboard::store::StoreError,
+        source: broadcast::BroadcastError,
     },
 }
 
@@ -112,7 +112,7 @@ pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, Fan
         let event = Envelope::new(request.tenant_id, request.event_type, request.data);
         let report = broadcast::publish(ctx, &event, &request.target)
             .await
-            .map_err(|source| FanoutError::Store { published: response.results.len(), source })?;
+            .map_err(|source| FanoutError::Failed { published: response.results.len(), source })?;
         response.total += report;
         response.results.push(Published { event_id: event.id, report });
     }
@@ -175,7 +175,7 @@ async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) 
 pub async fn invoke(ctx: &Context, payload: Value) -> Result<Value, FanoutError> {
     if payload == serde_json::json!({"action": "sweep"}) {
         // The template's schedule (every 5 minutes): forget ghost connections.
-        let report = broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Store { published: 0, source })?;
+        let report = broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Failed { published: 0, source })?;
         if report.gone + report.failed > 0 {
             tracing::info!(?report, "swept");
         } else {

@@ -32,8 +32,8 @@ use switchboard::Context;
 use switchboard::event::{Envelope, EventType};
 use switchboard::ids::TenantId;
 use switchboard::protocol::Target;
-use switchboard::store::{Breaker, Health};
-use switchboard::webhook::{self, Attempt, Delivery, Outcome, WebhookConfig};
+use switchboard::store::{Breaker, Health, StoreError};
+use switchboard::webhook::{self, Attempt, Delivery, LogStatus, Outcome, WebhookConfig};
 
 pub use switchboard::webhook_sender::{WebhookSender, log_entry};
 
@@ -78,8 +78,12 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let _enter = span.enter();
 
     // The configuration and the breaker's state, read together.
-    let (stored, health) = match ctx.store.webhook_and_health(&delivery.tenant_id, &delivery.webhook_id).await {
+    let (stored, health) = match ctx.store.webhook_with_health(&delivery.tenant_id, &delivery.webhook_id).await {
         Ok(both) => both,
+        Err(e @ StoreError::Corrupt(_)) => {
+            tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");
+            return dead_letter(d, json!({"delivery": delivery, "error": "stored webhook does not parse"})).await;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "store unavailable; the delivery returns to the queue");
             return Done::Again;
@@ -91,13 +95,7 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
             drop_logged(d, &delivery, attempt, "the webhook was deleted").await;
             return Done::Finished;
         }
-        Some(raw) => match serde_json::from_str::<WebhookConfig>(&raw) {
-            Ok(hook) => hook,
-            Err(e) => {
-                tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");
-                return dead_letter(d, json!({"delivery": delivery, "error": "stored webhook does not parse"})).await;
-            }
-        },
+        Some(hook) => hook,
     };
     if !hook.is_active {
         tracing::info!("webhook disabled; delivery dropped");
@@ -121,13 +119,13 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let max_attempts = hook.retry_count + 1;
     let schedule = &ctx.config.webhooks.schedule;
     let (status, retry_in) = match &result.outcome {
-        Outcome::Delivered => ("delivered", None),
-        Outcome::Gone => ("gone", None),
+        Outcome::Delivered => (LogStatus::Delivered, None),
+        Outcome::Gone => (LogStatus::Gone, None),
         Outcome::Retry { retry_after } if attempt < max_attempts => {
             let scheduled = schedule.delay_after(attempt, rand::random::<f64>());
-            ("failed", Some(schedule.with_retry_after(scheduled, *retry_after)))
+            (LogStatus::Failed, Some(schedule.with_retry_after(scheduled, *retry_after)))
         }
-        Outcome::Retry { .. } | Outcome::Rejected => ("dead", None),
+        Outcome::Retry { .. } | Outcome::Rejected => (LogStatus::Dead, None),
     };
     // The queue keeps a message `queue_retention` after it was sent: a retry
     // scheduled past that would expire unseen. Dead-letter it now instead.
@@ -135,7 +133,7 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let retention = ctx.config.webhooks.queue_retention;
     let (status, retry_in, expiry) = match retry_in {
         Some(wait) if !webhook::RetrySchedule::fits_retention(sent_ms, now, wait, retention) => (
-            "dead",
+            LogStatus::Dead,
             None,
             Some(format!(
                 "the next attempt (in {} s) would come after the queue's {} s retention; dead-lettered",
@@ -160,7 +158,7 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
             None
         }
     };
-    tracing::info!(status, code = ?result.status, error = ?result.error, duration_ms = result.duration_ms, "attempt");
+    tracing::info!(%status, code = ?result.status, error = ?result.error, duration_ms = result.duration_ms, "attempt");
 
     if result.outcome == Outcome::Gone {
         disable(ctx, &delivery.tenant_id, &hook, "the receiver answered 410 Gone").await;
@@ -184,11 +182,13 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     }
 
     match (status, retry_in) {
-        ("failed", Some(wait)) => {
+        (LogStatus::Failed, Some(wait)) => {
             retry_later(d, record, wait).await;
             Done::Again
         }
-        ("dead", _) => dead_letter(d, json!({"delivery": delivery, "attempts": attempt, "last_attempt": entry})).await,
+        (LogStatus::Dead, _) => {
+            dead_letter(d, json!({"delivery": delivery, "attempts": attempt, "last_attempt": entry})).await
+        }
         _ => Done::Finished,
     }
 }
@@ -206,7 +206,7 @@ async fn drop_logged(d: &WebhookSender, delivery: &Delivery, attempt: u32, reaso
         duration_ms: 0,
         outcome: Outcome::Rejected,
     };
-    let entry = log_entry(delivery, &nothing_sent, "dropped", None, now);
+    let entry = log_entry(delivery, &nothing_sent, LogStatus::Dropped, None, now);
     // threshold 0: no pause; `success` keeps the health as a clean slate for a re-enabled webhook.
     let no_breaker = Breaker { threshold: 0, cooldown_ms: 0 };
     if let Err(e) = d.record(&entry, true, no_breaker).await {
@@ -267,16 +267,18 @@ async fn dead_letter(d: &WebhookSender, mut body: serde_json::Value) -> Done {
 
 /// Disables `hook` with `reason`; false when it was already disabled or gone.
 async fn disable(ctx: &Context, tenant: &TenantId, hook: &WebhookConfig, reason: &str) -> bool {
-    let stored = match ctx.store.get_webhook(tenant, &hook.id).await {
-        Ok(Some(raw)) => serde_json::from_str::<WebhookConfig>(&raw).ok(),
-        _ => None,
+    let stored = match ctx.store.webhook(tenant, &hook.id).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook not disabled");
+            return false;
+        }
     };
     let Some(mut current) = stored.filter(|h| h.is_active) else { return false };
     current.is_active = false;
     current.disabled_reason = Some(reason.to_owned());
     current.updated_at = switchboard::time::now_millis();
-    let text = serde_json::to_string(&current).expect("plain JSON");
-    match ctx.store.put_webhook(tenant, &hook.id, &text).await {
+    match ctx.store.save_webhook(tenant, &current).await {
         Ok(()) => {
             tracing::warn!(webhook_id = %hook.id, reason, "webhook disabled");
             true

@@ -19,7 +19,7 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::Context;
 use switchboard::apigw::{self, response};
 use switchboard::auth::Identity;
-use switchboard::broadcast::{self, PublishError};
+use switchboard::broadcast::{self, BroadcastError, PublishError};
 use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
@@ -53,8 +53,8 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
     match dispatch(ctx, &identity, &connection_id, action).await {
         Ok(answer) => reply(200, &answer),
         Err(Failure::Client(e)) => reply(200, &e.into_reply()),
-        Err(Failure::Store(e)) => {
-            tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "store failure");
+        Err(Failure::Server(e)) => {
+            tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "server failure");
             reply(
                 500,
                 &ProtocolError::new(id, ErrorCode::InternalError, "temporarily unable to serve this request; retry")
@@ -66,7 +66,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 
 enum Failure {
     Client(ProtocolError),
-    Store(StoreError),
+    Server(BroadcastError),
 }
 
 /// Store errors that are the client's doing become error replies; the rest
@@ -83,7 +83,7 @@ fn classify(id: &Option<String>, e: StoreError) -> Failure {
             ErrorCode::TooManySubscriptions,
             format!("at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""),
         )),
-        other => Failure::Store(other),
+        other => Failure::Server(other.into()),
     }
 }
 
@@ -117,7 +117,8 @@ async fn dispatch(
                 Err(PublishError::Forbidden(why)) => {
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
                 }
-                Err(PublishError::Store(e)) => Err(classify(&id, e)),
+                Err(PublishError::Failed(BroadcastError::Store(e))) => Err(classify(&id, e)),
+                Err(PublishError::Failed(e)) => Err(Failure::Server(e)),
                 Err(PublishError::OfflineRefused(refusal)) => {
                     let code = match refusal {
                         OfflineRefusal::MessageTooLarge => ErrorCode::MessageTooLarge,

@@ -37,6 +37,7 @@ use crate::event::{EventType, Topic};
 use crate::ids::Role;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
+use crate::webhook::WebhookConfig;
 
 pub use self::keys::Keys;
 pub use self::memory::MemoryStore;
@@ -113,8 +114,34 @@ pub struct Resolution {
     /// target means the user is offline and the event belongs in their queue.
     pub target_connections: usize,
     /// The tenant's webhook configurations (JSON), read in the same round
-    /// trip so a publish costs one whatever it fans out to.
+    /// trip so a publish costs one whatever it fans out to. Read them with
+    /// [`parse_listed_webhooks`].
     pub webhooks: Vec<String>,
+}
+
+/// Webhook configurations travel through a backend as the JSON the
+/// registry holds (what the contract tests check); they are parsed here
+/// and nowhere else, with one rule for data that does not parse (written
+/// by a bug, an older version, or a hand in `redis-cli`): a single read
+/// answers [`StoreError::Corrupt`] naming the webhook, and a list skips
+/// it with an error log, so one bad entry cannot stop the tenant's other
+/// webhooks or its publishes.
+fn parse_webhook(tenant: &TenantId, id: &str, raw: &str) -> StoreResult<WebhookConfig> {
+    serde_json::from_str(raw)
+        .map_err(|e| StoreError::Corrupt(format!("webhook {id} of tenant {tenant} does not parse: {e}")))
+}
+
+/// The configurations of `raw` that parse; the others are logged and skipped.
+pub fn parse_listed_webhooks(tenant: &TenantId, raw: &[String]) -> Vec<WebhookConfig> {
+    raw.iter()
+        .filter_map(|r| match serde_json::from_str::<WebhookConfig>(r) {
+            Ok(hook) => Some(hook),
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant, error = %e, bytes = r.len(), "stored webhook does not parse; skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// A webhook endpoint's recent record: what the circuit breaker decides on.
@@ -451,6 +478,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// The endpoint's health.
     async fn webhook_health(&self, tenant: &TenantId, webhook_id: &str) -> StoreResult<Health>;
+
+    /// One webhook, parsed; `Corrupt` when what is stored does not parse.
+    async fn webhook(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<WebhookConfig>> {
+        self.get_webhook(tenant, id).await?.map(|raw| parse_webhook(tenant, id, &raw)).transpose()
+    }
+
+    /// The tenant's webhooks that parse, in no particular order.
+    async fn webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<WebhookConfig>> {
+        Ok(parse_listed_webhooks(tenant, &self.list_webhooks(tenant).await?))
+    }
+
+    /// Stores `hook` under its id.
+    async fn save_webhook(&self, tenant: &TenantId, hook: &WebhookConfig) -> StoreResult<()> {
+        let text = serde_json::to_string(hook).expect("a webhook is plain JSON");
+        self.put_webhook(tenant, hook.id.as_str(), &text).await
+    }
+
+    /// [`Store::webhook_and_health`], the configuration parsed.
+    async fn webhook_with_health(&self, tenant: &TenantId, id: &str) -> StoreResult<(Option<WebhookConfig>, Health)> {
+        let (raw, health) = self.webhook_and_health(tenant, id).await?;
+        Ok((raw.map(|raw| parse_webhook(tenant, id, &raw)).transpose()?, health))
+    }
 
     /// What a delivery attempt reads first: the webhook's configuration (if
     /// the tenant still has it) and its endpoint's health. One round trip

@@ -131,6 +131,55 @@ impl Delivery {
     }
 }
 
+/// A delivery-log entry's status, as the log and the API spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStatus {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The attempt failed and another is scheduled (`next_attempt_at`).
+    Failed,
+    /// A test or replay the receiver refused for good (4xx, or a URL the
+    /// policy refuses): a queued delivery so refused is `dead`.
+    Rejected,
+    /// The receiver answered 410: the webhook is disabled.
+    Gone,
+    /// No more attempts: the delivery is in the dead-letter queue.
+    Dead,
+    /// Not sent: the webhook was deleted or disabled before the attempt.
+    Dropped,
+}
+
+impl LogStatus {
+    /// Every status, in the order the API documents them.
+    pub const ALL: [LogStatus; 6] = [
+        LogStatus::Delivered,
+        LogStatus::Failed,
+        LogStatus::Rejected,
+        LogStatus::Gone,
+        LogStatus::Dead,
+        LogStatus::Dropped,
+    ];
+
+    /// The log's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Delivered => "delivered",
+            LogStatus::Failed => "failed",
+            LogStatus::Rejected => "rejected",
+            LogStatus::Gone => "gone",
+            LogStatus::Dead => "dead",
+            LogStatus::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for LogStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One line of the delivery log (the legacy hub's `webhook_logs` row).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
@@ -150,8 +199,8 @@ pub struct LogEntry {
     pub error: Option<String>,
     /// How long the attempt took.
     pub duration_ms: u64,
-    /// `delivered`, `failed` (will retry), `rejected`, `gone`, `dead` (no more attempts), `paused` (breaker open).
-    pub status: String,
+    /// What came of it.
+    pub status: LogStatus,
     /// When, Unix milliseconds.
     pub created_at: i64,
     /// Next attempt, Unix milliseconds, when one is scheduled.

@@ -20,13 +20,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The log's word for it.
-    pub fn as_str(&self) -> &'static str {
+    /// The log's status for a single attempt with no retry policy behind
+    /// it (a test or a replay); the webhook function decides between
+    /// `failed` and `dead` by its schedule.
+    pub fn status(&self) -> LogStatus {
         match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Gone => "gone",
-            Outcome::Retry { .. } => "failed",
-            Outcome::Rejected => "rejected",
+            Outcome::Delivered => LogStatus::Delivered,
+            Outcome::Gone => LogStatus::Gone,
+            Outcome::Retry { .. } => LogStatus::Failed,
+            Outcome::Rejected => LogStatus::Rejected,
         }
     }
 }

@@ -113,7 +113,7 @@ fn log_entries_are_bounded_after_escaping() {
         response_body: binary,
         error: None,
         duration_ms: 1,
-        status: "failed".into(),
+        status: LogStatus::Failed,
         created_at: 0,
         next_attempt_at: None,
         delivery,
