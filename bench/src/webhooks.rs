@@ -49,7 +49,7 @@ pub async fn deliveries_per_sec(n: usize) -> anyhow::Result<f64> {
         previous_secrets: vec![],
         disabled_reason: None,
     };
-    ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook)?).await?;
+    ctx.store.save_webhook(&tenant, &hook).await?;
     let settings =
         Settings { mapping: MappingSettings { pollers: 16, ..MappingSettings::default() }, ..Settings::ephemeral() };
     let verifier = Verifier::new(&AuthConfig::hs256(b"bench-webhooks-secret-bench-webhooks!!".to_vec()))?;

@@ -217,7 +217,7 @@ async fn enqueue_webhooks(
         .iter()
         .map(|h| {
             let delivery = Delivery {
-                delivery_id: delivery_id(&event.id, &h.id),
+                delivery_id: delivery_id(&event.id, h.id.as_str()),
                 tenant_id: event.tenant_id.clone(),
                 webhook_id: h.id.clone(),
                 event: event.event_type,

@@ -88,6 +88,20 @@ macro_rules! id_type {
             }
         }
 
+        /// Read-only: an id reads as the `str` it was validated as.
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<$name> for String {
+            fn eq(&self, other: &$name) -> bool {
+                *self == other.0
+            }
+        }
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let raw = String::deserialize(d)?;
@@ -107,6 +121,10 @@ fn user_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b'+')
 }
 
+fn webhook_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')
+}
+
 fn connection_byte(b: u8) -> bool {
     // API Gateway connection ids are base64 (`TWegAcC4EowCHnA=`); the
     // emulator's are URL-safe base64.
@@ -121,6 +139,12 @@ id_type!(
 id_type!(
     /// A user (agent, supervisor, service account) inside a tenant: the JWT `sub`.
     UserId, "user id", 128, user_byte, "letters, digits, '-', '_', '.', '@' and '+'"
+);
+id_type!(
+    /// A tenant's webhook: `wh_` and 32 hex digits when made here (the API
+    /// accepts no other shape in its paths); any id of letters, digits, `-`
+    /// and `_` reads back, so the legacy hub's UUIDs keep working.
+    WebhookId, "webhook id", 64, webhook_byte, "letters, digits, '-' and '_'"
 );
 id_type!(
     /// An API Gateway WebSocket connection id.

@@ -66,7 +66,7 @@ impl WebhookSender {
             .webhook_attempt(
                 &entry.delivery.tenant_id,
                 &AttemptRecord {
-                    webhook_id: &entry.webhook_id,
+                    webhook_id: entry.webhook_id.as_str(),
                     delivery_id: &entry.delivery_id,
                     entry: &text,
                     success,

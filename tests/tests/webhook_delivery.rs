@@ -78,7 +78,7 @@ fn delivery(webhook_id: &str) -> Delivery {
     Delivery {
         delivery_id: "dlv_0001".into(),
         tenant_id: "acme".parse().unwrap(),
-        webhook_id: webhook_id.into(),
+        webhook_id: webhook_id.parse().unwrap(),
         event: EventType::CallIncoming,
         timestamp: 1_729_866_000,
         data: json!({"unique_id": "1729866000.123", "caller_id": "+1234567890", "queue_name": "support"}),

@@ -321,7 +321,7 @@ pub async fn deliveries(
         return Err(field("before", "is not a cursor from next_cursor (<ms>-<seq>, two 64-bit numbers)"));
     }
     let q = LogQuery {
-        webhook_id: &hook.id,
+        webhook_id: hook.id.as_str(),
         delivery_id: query.get("delivery_id").map(String::as_str),
         before,
         since_ms: None,
@@ -343,7 +343,7 @@ pub async fn stats(
 ) -> Result<Response, ApiError> {
     let hook = fetch(&state, &who, &id).await?;
     let now = switchboard::time::now_millis();
-    let s = state.ctx.store.webhook_stats(&who.tenant_id, &hook.id, now).await.map_err(store_error)?;
+    let s = state.ctx.store.webhook_stats(&who.tenant_id, hook.id.as_str(), now).await.map_err(store_error)?;
     let avg = if s.attempts == 0 { 0.0 } else { s.duration_ms as f64 / s.attempts as f64 };
     Ok(Json(json!({
         "webhook_id": hook.id,
@@ -371,7 +371,13 @@ pub async fn retry(
     if !delivery_id.starts_with("msg_") || delivery_id.len() > 64 {
         return Err(field("delivery_id", "is not a delivery id (msg_...)"));
     }
-    let q = LogQuery { webhook_id: &hook.id, delivery_id: Some(&delivery_id), before: None, since_ms: None, limit: 1 };
+    let q = LogQuery {
+        webhook_id: hook.id.as_str(),
+        delivery_id: Some(&delivery_id),
+        before: None,
+        since_ms: None,
+        limit: 1,
+    };
     let records = state.ctx.store.webhook_log(&who.tenant_id, &q).await.map_err(store_error)?;
     let entry: LogEntry = records
         .first()

@@ -78,7 +78,8 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let _enter = span.enter();
 
     // The configuration and the breaker's state, read together.
-    let (stored, health) = match ctx.store.webhook_with_health(&delivery.tenant_id, &delivery.webhook_id).await {
+    let (stored, health) = match ctx.store.webhook_with_health(&delivery.tenant_id, delivery.webhook_id.as_str()).await
+    {
         Ok(both) => both,
         Err(e @ StoreError::Corrupt(_)) => {
             tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");
@@ -267,7 +268,7 @@ async fn dead_letter(d: &WebhookSender, mut body: serde_json::Value) -> Done {
 
 /// Disables `hook` with `reason`; false when it was already disabled or gone.
 async fn disable(ctx: &Context, tenant: &TenantId, hook: &WebhookConfig, reason: &str) -> bool {
-    let stored = match ctx.store.webhook(tenant, &hook.id).await {
+    let stored = match ctx.store.webhook(tenant, hook.id.as_str()).await {
         Ok(stored) => stored,
         Err(e) => {
             tracing::warn!(error = %e, "webhook not disabled");

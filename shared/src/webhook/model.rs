@@ -6,7 +6,7 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WebhookConfig {
     /// `wh_` + 32 hex digits.
-    pub id: String,
+    pub id: WebhookId,
     /// A label for people.
     pub name: String,
     /// Where deliveries go (checked by the SSRF guard on save and on delivery).
@@ -44,8 +44,8 @@ pub struct RetiredSecret {
 
 impl WebhookConfig {
     /// A fresh id.
-    pub fn new_id() -> String {
-        format!("wh_{}", uuid::Uuid::now_v7().simple())
+    pub fn new_id() -> WebhookId {
+        WebhookId::parse(format!("wh_{}", uuid::Uuid::now_v7().simple())).expect("wh_ and hex digits")
     }
 
     /// Is `id` shaped like a webhook id?
@@ -106,7 +106,7 @@ pub struct Delivery {
     /// The event's tenant.
     pub tenant_id: crate::ids::TenantId,
     /// The webhook's id (the legacy hub's `X-Webhook-ID`).
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     /// The event type.
     pub event: crate::event::EventType,
     /// When the event happened, Unix seconds (the legacy hub's payload field).
@@ -184,7 +184,7 @@ impl std::fmt::Display for LogStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     /// The webhook.
-    pub webhook_id: String,
+    pub webhook_id: WebhookId,
     /// The delivery (Standard Webhooks `webhook-id`).
     pub delivery_id: String,
     /// The event type.

@@ -123,7 +123,7 @@ pub async fn send(
         .timeout(Duration::from_secs(u64::from(hook.timeout.max(1))))
         .header("content-type", "application/json")
         .header("x-webhook-event", delivery.event.as_str())
-        .header("x-webhook-id", &hook.id)
+        .header("x-webhook-id", hook.id.as_str())
         .header("x-webhook-attempt", attempt.to_string())
         .header("x-webhook-signature", seed)
         .header("webhook-id", &delivery.delivery_id)

@@ -96,7 +96,7 @@ fn log_entries_are_bounded_after_escaping() {
     let delivery = Delivery {
         delivery_id: "msg_1".into(),
         tenant_id: "acme".parse().unwrap(),
-        webhook_id: "wh_1".into(),
+        webhook_id: "wh_1".parse().unwrap(),
         event: crate::event::EventType::ChatMessage,
         timestamp: 0,
         data: serde_json::json!({"text": "z".repeat(100_000)}),
@@ -105,7 +105,7 @@ fn log_entries_are_bounded_after_escaping() {
     // A binary answer: each control byte escapes to six characters.
     let binary: String = (0..RESPONSE_EXCERPT_BYTES).map(|i| char::from((i % 32) as u8)).collect();
     let entry = LogEntry {
-        webhook_id: "wh_1".into(),
+        webhook_id: "wh_1".parse().unwrap(),
         delivery_id: "msg_1".into(),
         event: crate::event::EventType::ChatMessage,
         attempt: 1,
