@@ -156,6 +156,49 @@ pub fn shared_cluster() -> &'static RedisCluster {
 }
 
 /// Ids from literals, for tests (a bad literal is a bug in the test: it panics).
+/// Tokens for the tests: one HS256 secret that every in-process emulator
+/// and handler under test verifies with.
+pub mod auth {
+    use switchboard::auth::{AuthConfig, Identity, Role, Verifier, mint_hs256};
+
+    /// The secret (32+ bytes, as `JWT_SECRET` requires).
+    pub const SECRET: &[u8] = b"switchboard-tests-secret-switchboard-tests";
+
+    /// The verifier of [`SECRET`].
+    pub fn verifier() -> Verifier {
+        Verifier::new(&AuthConfig::hs256(SECRET)).expect("an HS256 verifier")
+    }
+
+    /// A caller.
+    pub fn identity(tenant: &str, user: &str, role: Role) -> Identity {
+        Identity { tenant_id: tenant.parse().expect("a tenant id"), user_id: user.parse().expect("a user id"), role }
+    }
+
+    /// A token for `user` of `tenant`, valid ten minutes.
+    pub fn token(tenant: &str, user: &str, role: Role) -> String {
+        mint_hs256(SECRET, &identity(tenant, user, role), 600)
+    }
+}
+
+/// An active webhook of `url` for `topic` (`call.*`, `*`), with a fresh id
+/// and secret, 3 retries and a 5 s timeout: set the fields a test is about.
+pub fn webhook_config(url: &str, topic: &str) -> switchboard::webhook::WebhookConfig {
+    switchboard::webhook::WebhookConfig {
+        id: switchboard::webhook::WebhookConfig::new_id(),
+        name: "crm".into(),
+        url: url.into(),
+        events: vec![topic.parse().expect("a topic")],
+        secret: switchboard::webhook::Secret::generate().expose().into(),
+        is_active: true,
+        retry_count: 3,
+        timeout: 5,
+        created_at: 0,
+        updated_at: 0,
+        previous_secrets: vec![],
+        disabled_reason: None,
+    }
+}
+
 pub mod id {
     use switchboard::ids::{ConnectionId, TenantId, UserId};
 

@@ -2,7 +2,7 @@
 //!
 //! Handlers are stateless; everything they know about connections lives
 //! behind the [`Store`] trait. Two implementations honour one contract
-//! (the suite in `tests/tests/store_contract.rs` runs against both, and
+//! (the suite in `tests/tests/suite/store_contract.rs` runs against both, and
 //! against a 3-node Redis Cluster):
 //!
 //! - [`RedisStore`]: production. Single node or Redis Cluster. Every

@@ -12,8 +12,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::AuthConfig;
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::Role;
 use switchboard::broadcast::{FanoutJob, run_job};
 use switchboard::config::{Config, QueueUrls, RedisConfig};
 use switchboard::event::{Envelope, EventType};
@@ -24,8 +23,6 @@ use switchboard::queue::Queues;
 use switchboard_local::{Emulator, Mode, Settings, queues};
 use switchboard_tests::ws::{Ws, connect, next_json, request, silent};
 use switchboard_tests::{shared_redis, unique_prefix};
-
-const SECRET: &[u8] = b"queued-fanout-secret-queued-fanout-secret";
 
 /// The emulator's `@connections`, except that the first post to each
 /// `marked` connection fails (a throttled post, say).
@@ -53,9 +50,7 @@ impl Gateway for Flaky {
     }
 }
 
-fn token(tenant: &str, user: &str, role: Role) -> String {
-    mint_hs256(SECRET, &Identity { tenant_id: tenant.parse().unwrap(), user_id: user.parse().unwrap(), role }, 600)
-}
+use switchboard_tests::auth::token;
 
 struct World {
     emu: Emulator,
@@ -79,7 +74,7 @@ async fn world(chunk: usize) -> World {
         posts: std::sync::atomic::AtomicUsize::new(0),
     });
     let ctx = Context::from_config(config).with_gateway(gateway.clone());
-    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
     // Every post through the flaky gateway, none in-process.
     let settings = Settings { in_process_posts: false, ..Settings::ephemeral() };
     let emu = Emulator::start(settings, mode).await.unwrap();
@@ -95,20 +90,7 @@ async fn world(chunk: usize) -> World {
 impl World {
     /// Registers a webhook of `acme` for `topic` in the store.
     async fn webhook(&self, topic: &str) -> switchboard::webhook::WebhookConfig {
-        let hook = switchboard::webhook::WebhookConfig {
-            id: switchboard::webhook::WebhookConfig::new_id(),
-            name: "crm".into(),
-            url: "http://127.0.0.1:9/hook".into(),
-            events: vec![topic.parse().unwrap()],
-            secret: switchboard::webhook::Secret::generate().expose().into(),
-            is_active: true,
-            retry_count: 3,
-            timeout: 5,
-            created_at: 0,
-            updated_at: 0,
-            previous_secrets: vec![],
-            disabled_reason: None,
-        };
+        let hook = switchboard_tests::webhook_config("http://127.0.0.1:9/hook", topic);
         let tenant = "acme".parse().unwrap();
         self.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
         hook

@@ -20,7 +20,7 @@ use switchboard_local::{Emulator, GatewayLimits as Limits, Mode, Settings};
 use switchboard_tests::ws::{self, connect, next_close, next_json, refusal_status, request, send_text};
 use switchboard_tests::{Backend, eventually};
 
-const SECRET: &[u8] = b"emulator-test-secret-emulator-test-secret";
+use switchboard_tests::auth::SECRET;
 
 struct Lab {
     emu: Emulator,
@@ -167,7 +167,7 @@ async fn a_failing_connect_route_refuses_the_handshake_with_its_status() {
     redis.connect_timeout = Duration::from_millis(300);
     config.redis = Some(redis);
     let ctx = Context::from_config(config);
-    let mode = Mode::InProcess { ctx, verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let mode = Mode::InProcess { ctx, verifier: switchboard_tests::auth::verifier() };
     let emu = Emulator::start(Settings::ephemeral(), mode).await.unwrap();
     let url = format!("{}?token={}", emu.ws_url(), token_for("42", Role::Agent));
     assert_eq!(refusal_status(connect(&url, &[]).await), 500);
@@ -549,8 +549,7 @@ async fn two_instances_on_one_redis_reach_each_others_connections() {
                 ..Config::default()
             };
             let ctx = Context::from_config(config);
-            let mode =
-                Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+            let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
             Lab { emu: Emulator::start(Settings::ephemeral(), mode).await.unwrap(), ctx }
         }
     };

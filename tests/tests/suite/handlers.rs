@@ -22,7 +22,7 @@ use switchboard::protocol::Target;
 use switchboard::store::{Keys, Presence, RedisStore};
 use switchboard_tests::{Backend, event_fixture};
 
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+use switchboard_tests::auth::SECRET;
 const FIXTURE_CONN: &str = "PJUgRcLgDoECFjQ=";
 
 fn tenant() -> TenantId {

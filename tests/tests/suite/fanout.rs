@@ -8,8 +8,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::AuthConfig;
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig};
 use switchboard::ids::TenantId;
 use switchboard::store::Connection;
@@ -17,8 +16,6 @@ use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::id::tenant;
 use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
 use switchboard_tests::{eventually, shared_redis, unique_prefix};
-
-const SECRET: &[u8] = b"fanout-test-secret-fanout-test-secret!!";
 
 struct World {
     emu: Emulator,
@@ -38,7 +35,7 @@ async fn world_on(settings: Settings, tweak: impl FnOnce(&mut Config)) -> World 
     };
     tweak(&mut config);
     let ctx = Context::from_config(config);
-    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
     let emu = Emulator::start(settings, mode).await.unwrap();
     World { emu, ctx, http: reqwest::Client::new() }
 }
@@ -47,9 +44,7 @@ async fn world() -> World {
     world_with(|_| {}).await
 }
 
-fn token(tenant: &str, user: &str, role: Role) -> String {
-    mint_hs256(SECRET, &Identity { tenant_id: tenant.parse().unwrap(), user_id: user.parse().unwrap(), role }, 600)
-}
+use switchboard_tests::auth::token;
 
 impl World {
     /// A connected client of `tenant`/`user`, subscribed to `topics` (none: not subscribed).

@@ -23,17 +23,15 @@ fn conn(id: &str, user: &str) -> Connection {
     }
 }
 
-const SECRET: &[u8] = b"round-trip-secret-round-trip-secret!!";
+use switchboard_tests::auth::SECRET;
 
 /// An in-process emulator on `server`, tokens signed with [`SECRET`].
 async fn emulator_on(server: &RedisServer) -> (switchboard::Context, switchboard_local::Emulator) {
-    use switchboard::auth::AuthConfig;
-    use switchboard::auth::Verifier;
     use switchboard::config::Config;
     use switchboard_local::{Emulator, Mode, Settings};
     let config = Config { redis: Some(RedisConfig::single(server.url())), ..Config::default() };
     let ctx = switchboard::Context::from_config(config);
-    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
     (ctx.clone(), Emulator::start(Settings::ephemeral(), mode).await.unwrap())
 }
 

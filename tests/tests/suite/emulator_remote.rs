@@ -23,7 +23,7 @@ use switchboard_tests::ws::{connect, refusal_status, request};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const SECRET: &[u8] = b"remote-test-secret-remote-test-secret!!";
+use switchboard_tests::auth::SECRET;
 
 #[derive(Clone)]
 struct FakeLambda {

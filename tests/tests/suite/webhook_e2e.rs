@@ -17,16 +17,13 @@ use axum::http::{HeaderMap, StatusCode};
 use reqwest::Method;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::AuthConfig;
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig, WebhookSettings};
 use switchboard::ssrf::UrlPolicy;
 use switchboard::webhook::{RetrySchedule, Secret, legacy_signature as seed_signature};
 use switchboard_local::{Emulator, Mode, Settings, queues};
 use switchboard_tests::ws::{self, next_json, request};
 use switchboard_tests::{eventually, shared_redis, unique_prefix};
-
-const JWT: &[u8] = b"webhook-e2e-secret-webhook-e2e-secret";
 
 /// How the receiver answers.
 #[derive(Clone)]
@@ -113,12 +110,12 @@ async fn world(webhooks: WebhookSettings) -> World {
         ..Config::default()
     };
     let ctx = Context::from_config(config);
-    let mode = Mode::InProcess { ctx, verifier: Verifier::new(&AuthConfig::hs256(JWT)).unwrap() };
+    let mode = Mode::InProcess { ctx, verifier: switchboard_tests::auth::verifier() };
     World { emu: Emulator::start(Settings::ephemeral(), mode).await.unwrap(), http: reqwest::Client::new() }
 }
 
 fn token(tenant: &str, role: Role) -> String {
-    mint_hs256(JWT, &Identity { tenant_id: tenant.parse().unwrap(), user_id: "u1".parse().unwrap(), role }, 600)
+    switchboard_tests::auth::token(tenant, "u1", role)
 }
 
 impl World {

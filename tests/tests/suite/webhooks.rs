@@ -5,14 +5,11 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::AuthConfig;
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig, WebhookSettings};
 use switchboard::ssrf::UrlPolicy;
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::{shared_redis, unique_prefix};
-
-const SECRET: &[u8] = b"webhook-test-secret-webhook-test-secret";
 
 struct Api {
     emu: Emulator,
@@ -32,12 +29,12 @@ async fn api_with(policy: UrlPolicy, webhooks: WebhookSettings) -> Api {
         ..Config::default()
     };
     let ctx = Context::from_config(config);
-    let mode = Mode::InProcess { ctx, verifier: Verifier::new(&AuthConfig::hs256(SECRET)).unwrap() };
+    let mode = Mode::InProcess { ctx, verifier: switchboard_tests::auth::verifier() };
     Api { emu: Emulator::start(Settings::ephemeral(), mode).await.unwrap(), http: reqwest::Client::new() }
 }
 
 fn token(tenant: &str, role: Role) -> String {
-    mint_hs256(SECRET, &Identity { tenant_id: tenant.parse().unwrap(), user_id: "u1".parse().unwrap(), role }, 600)
+    switchboard_tests::auth::token(tenant, "u1", role)
 }
 
 impl Api {

@@ -58,20 +58,7 @@ async fn receiver(script: Vec<Answer>) -> (String, Receiver) {
 }
 
 fn hook(url: &str, secret: &Secret) -> WebhookConfig {
-    WebhookConfig {
-        id: WebhookConfig::new_id(),
-        name: "crm".into(),
-        url: url.into(),
-        events: vec!["*".parse().unwrap()],
-        secret: secret.expose().into(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 1,
-        created_at: 0,
-        updated_at: 0,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    }
+    WebhookConfig { secret: secret.expose().into(), timeout: 1, ..switchboard_tests::webhook_config(url, "*") }
 }
 
 fn delivery(webhook_id: &str) -> Delivery {

@@ -486,20 +486,7 @@ async fn rate_limits_are_per_tenant(b: Backend) {
 async fn webhook_configurations_are_parsed_once_in_the_store(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("acme");
-    let mut hook = switchboard::webhook::WebhookConfig {
-        id: switchboard::webhook::WebhookConfig::new_id(),
-        name: "crm".into(),
-        url: "https://crm.example/hook".into(),
-        events: vec!["call.*".parse().unwrap()],
-        secret: "whsec_x".into(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 5,
-        created_at: 1,
-        updated_at: 1,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    };
+    let mut hook = switchboard_tests::webhook_config("https://crm.example/hook", "call.*");
     s.save_webhook(&t, &hook).await.unwrap();
     assert_eq!(s.webhook(&t, &hook.id).await.unwrap().as_ref(), Some(&hook));
     assert_eq!(s.webhook(&tenant("globex"), &hook.id).await.unwrap(), None, "another tenant's registry");
