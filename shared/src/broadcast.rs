@@ -78,8 +78,7 @@ pub async fn deliver(
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let (mut report, _, stale) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
-    let webhooks = crate::store::parse_listed_webhooks(&event.tenant_id, &resolved.webhooks);
-    finish(ctx, event, target, &text, resolved.target_connections, &webhooks, None, &mut report).await?;
+    finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
     Ok(report)
 }
 
@@ -145,7 +144,7 @@ async fn finish(
     target: &Target,
     text: &str,
     target_connections: usize,
-    webhooks: &[WebhookConfig],
+    webhooks: &[String],
     claims: Option<&Claims<'_>>,
     report: &mut Report,
 ) -> BroadcastResult<()> {
@@ -193,10 +192,13 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 async fn enqueue_webhooks(
     ctx: &Context,
     event: &Envelope,
-    webhooks: &[WebhookConfig],
+    webhooks: &[String],
     claims: Option<&Claims<'_>>,
 ) -> BroadcastResult<(usize, usize)> {
-    let mut wanted: Vec<&WebhookConfig> = webhooks.iter().filter(|h| h.wants(event.event_type)).collect();
+    let mut wanted: Vec<WebhookConfig> = crate::store::parse_listed_webhooks(&event.tenant_id, webhooks)
+        .into_iter()
+        .filter(|h| h.wants(event.event_type))
+        .collect();
     if wanted.is_empty() {
         return Ok((0, 0));
     }
@@ -371,8 +373,8 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     // Webhooks and the offline queue do not wait for every post: a
     // recipient that keeps failing must not hold back the event's webhooks
     // (claimed, so the retry of the job queues them once).
-    let webhooks = crate::store::parse_listed_webhooks(&event.tenant_id, &resolved.webhooks);
-    finish(ctx, event, &job.target, &text, resolved.target_connections, &webhooks, Some(&claims), &mut report).await?;
+    finish(ctx, event, &job.target, &text, resolved.target_connections, &resolved.webhooks, Some(&claims), &mut report)
+        .await?;
     if report.failed > 0 {
         return Err(JobError::Posts(report.failed));
     }
