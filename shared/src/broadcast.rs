@@ -38,7 +38,7 @@ use crate::gateway::PostOutcome;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
 use crate::queue::QueueError;
-use crate::store::{OfflineRefusal, Recipient, Resolution, StoreError, StoreResult};
+use crate::store::{OfflineRefusal, Recipient, Record, Resolution, StoreError, StoreResult};
 use crate::webhook::{Delivery, WebhookConfig};
 
 pub use crate::protocol::Report;
@@ -59,10 +59,35 @@ pub enum BroadcastError {
 /// Result alias for fan-out steps.
 pub type BroadcastResult<T> = Result<T, BroadcastError>;
 
-/// Routes `event` to `target` inside the event's tenant.
+/// Routes `event` to `target` inside the event's tenant, recording it in
+/// the tenant's history first.
 pub async fn publish(ctx: &Context, event: &Envelope, target: &Target) -> BroadcastResult<Report> {
-    let resolved = ctx.store.resolve(&event.tenant_id, event.event_type, target).await?;
-    deliver(ctx, event, target, resolved).await
+    let mut event = event.clone();
+    let resolved = record(ctx, &mut event, target, None, false)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("an unlimited resolve was refused".into()))?;
+    deliver(ctx, &event, target, resolved).await
+}
+
+/// Records `event` in its tenant's history and resolves its recipients,
+/// in one store round trip, and sets the event's position. `None` when
+/// the tenant is over `limit` (nothing recorded). `once`: a queued job's
+/// event, recorded the first time only (a retry gets the same position).
+async fn record(
+    ctx: &Context,
+    event: &mut Envelope,
+    target: &Target,
+    limit: Option<u32>,
+    once: bool,
+) -> StoreResult<Option<Resolution>> {
+    event.set_position(None);
+    let text = serde_json::to_string(&*event).expect("an envelope is plain JSON");
+    let record = Record { event_type: event.event_type, text: &text, once: once.then_some(event.id.as_str()) };
+    let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
+    if let Some(r) = &resolved {
+        event.set_position(r.position.as_ref());
+    }
+    Ok(resolved)
 }
 
 /// Routes `event` to recipients already resolved — by [`Store::resolve`],
@@ -128,10 +153,10 @@ async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>
     }
     let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
     for gone in forgotten {
-        let Some(presence) = gone.presence else { continue };
+        let (Some(presence), Some(event)) = (gone.presence, gone.presence_event) else { continue };
         tracing::info!(tenant_id = %tenant, user_id = %gone.user_id, "user went offline (stale connections)");
         // Boxed: announcing may itself find stale connections.
-        Box::pin(announce_presence(ctx, tenant, &gone.user_id, false, presence)).await?;
+        Box::pin(announce_presence(ctx, &event, presence)).await?;
     }
     Ok(())
 }
@@ -345,10 +370,12 @@ impl Claims<'_> {
 /// Runs one queued fan-out job: splits a large broadcast into chunk jobs,
 /// or posts (to claimed recipients only). An error means "retry this job".
 pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError> {
-    let event = &job.event;
-    let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
-    let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     if let Some(chunk) = &job.chunk {
+        // The job that split the broadcast recorded the event: its copy in
+        // the chunk carries the position.
+        let event = &job.event;
+        let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
+        let text = serde_json::to_string(event).expect("an envelope is plain JSON");
         let recipients = chunk
             .recipients
             .iter()
@@ -357,7 +384,13 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
         let report = post_claimed(ctx, &claims, &text, recipients).await?;
         return if report.failed > 0 { Err(JobError::Posts(report.failed)) } else { Ok(report) };
     }
-    let resolved: Resolution = ctx.store.resolve(&event.tenant_id, event.event_type, &job.target).await?;
+    let mut event = job.event.clone();
+    let resolved = record(ctx, &mut event, &job.target, None, true)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("an unlimited resolve was refused".into()))?;
+    let event = &event;
+    let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
+    let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let chunk_size = ctx.config.fanout_chunk_size.max(1);
     let mut report = match ctx.events_queue() {
         Some((queues, url)) if resolved.recipients.len() > chunk_size => {
@@ -488,14 +521,10 @@ pub async fn publish_as(
     limit: Option<u32>,
 ) -> Result<(String, Report), PublishError> {
     who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
-    let event = Envelope::from_caller(who, event_type, data);
-    let resolved = match limit {
-        None => ctx.store.resolve(&who.tenant_id, event_type, target).await?,
-        Some(limit) => ctx
-            .store
-            .resolve_within(&who.tenant_id, limit, event_type, target)
-            .await?
-            .ok_or(PublishError::RateLimited(limit))?,
+    let mut event = Envelope::from_caller(who, event_type, data);
+    let resolved = match record(ctx, &mut event, target, limit, false).await? {
+        Some(resolved) => resolved,
+        None => return Err(PublishError::RateLimited(limit.unwrap_or(0))),
     };
     let report = deliver(ctx, &event, target, resolved).await?;
     match report.offline_refused {
@@ -586,19 +615,11 @@ pub async fn sweep_all(ctx: &Context) -> BroadcastResult<SweepReport> {
     }
 }
 
-/// `presence.online` / `presence.offline` for `user`, to the tenant's
-/// subscribers: `resolved` is what the register or unregister that changed
-/// the user's presence returned with it.
-pub async fn announce_presence(
-    ctx: &Context,
-    tenant: &TenantId,
-    user: &UserId,
-    online: bool,
-    resolved: Resolution,
-) -> BroadcastResult<Report> {
-    let event_type = if online { EventType::PresenceOnline } else { EventType::PresenceOffline };
-    let event = Envelope::new(tenant.clone(), event_type, json!({ "user_id": user }));
-    deliver(ctx, &event, &Target::Tenant, resolved).await
+/// A user's `presence.online` / `presence.offline` to the tenant's
+/// subscribers: `event` and `resolved` are what the register or unregister
+/// that changed the user's presence recorded and returned with it.
+pub async fn announce_presence(ctx: &Context, event: &Envelope, resolved: Resolution) -> BroadcastResult<Report> {
+    deliver(ctx, event, &Target::Tenant, resolved).await
 }
 
 /// The legacy hub's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.

@@ -19,6 +19,10 @@
 //! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime; only users seen connecting within the TTL get a queue |
 //! | `OFFLINE_MAX_QUEUES_PER_TENANT` / `OFFLINE_MAX_BYTES_PER_TENANT` | `10000` / `67108864` | offline queues one tenant may hold, and their bytes together (a publish beyond: 429 `offline_budget_exceeded`) |
 //! | `CONNECTION_IDLE_SECS` | `600` | a connection whose client sent nothing this long (API Gateway's idle timeout) is probed by the sweep, and forgotten if gone |
+//! | `HISTORY_SIZE` | `1000` | events kept per tenant for recovery (`subscribe` with `since`, `GET /v1/events`); `0` turns history off (envelopes then carry no `offset`/`epoch`) |
+//! | `HISTORY_TTL_SECS` | `900` | how long an event stays recoverable (longer than API Gateway's 10-minute idle close) |
+//! | `HISTORY_MAX_EVENT_BYTES` | `16384` | largest event whose text the history keeps: a larger one keeps its place, and a recovery that needs it answers `recovered:false` (so one tenant's history is at most `HISTORY_SIZE` × this) |
+//! | `RECOVERY_MAX_EVENTS` | `1000` | most events one recovery replays; a client that missed more gets `recovered:false` |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
@@ -64,6 +68,9 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "EVENTS_QUEUE_URL",
     "FANOUT_CHUNK_SIZE",
     "FANOUT_CONCURRENCY",
+    "HISTORY_MAX_EVENT_BYTES",
+    "HISTORY_SIZE",
+    "HISTORY_TTL_SECS",
     "KEY_PREFIX",
     "MAX_BODY_BYTES",
     "MAX_MESSAGE_BYTES",
@@ -75,6 +82,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "PLATFORM_TENANT",
     "PRESENCE_TTL_SECS",
     "RATE_LIMIT_PER_SECOND",
+    "RECOVERY_MAX_EVENTS",
     "REDIS_CLUSTER",
     "REDIS_CONNECT_TIMEOUT_MS",
     "REDIS_PASSWORD",
@@ -176,6 +184,15 @@ pub struct Limits {
     pub rate_limit_per_sec: u32,
     /// Largest HTTP API request body.
     pub max_body_bytes: usize,
+    /// Events kept per tenant for recovery; 0: no history.
+    pub history_size: usize,
+    /// How long an event stays recoverable.
+    pub history_ttl: Duration,
+    /// Largest event whose text the history keeps (a larger one keeps its
+    /// place only, and a recovery that needs it fails whole).
+    pub history_max_event_bytes: usize,
+    /// Most events one recovery replays.
+    pub recovery_max_events: usize,
 }
 
 impl Default for Limits {
@@ -192,6 +209,10 @@ impl Default for Limits {
             fanout_concurrency: 128,
             rate_limit_per_sec: 1000,
             max_body_bytes: 64 * 1024,
+            history_size: 1000,
+            history_ttl: Duration::from_secs(900),
+            history_max_event_bytes: 16 * 1024,
+            recovery_max_events: 1000,
         }
     }
 }
@@ -448,6 +469,11 @@ impl Limits {
                 .try_into()
                 .map_err(|_| ConfigError::new("RATE_LIMIT_PER_SECOND", "is too large"))?,
             max_body_bytes: positive(get, "MAX_BODY_BYTES", d.max_body_bytes as u64)? as usize,
+            history_size: parse_or(get, "HISTORY_SIZE", d.history_size, "a number of events (0 turns history off)")?,
+            history_ttl: Duration::from_secs(positive(get, "HISTORY_TTL_SECS", d.history_ttl.as_secs())?),
+            history_max_event_bytes: positive(get, "HISTORY_MAX_EVENT_BYTES", d.history_max_event_bytes as u64)?
+                as usize,
+            recovery_max_events: positive(get, "RECOVERY_MAX_EVENTS", d.recovery_max_events as u64)? as usize,
         })
     }
 }

@@ -245,7 +245,9 @@ impl<'de> Deserialize<'de> for Topic {
 }
 
 /// The envelope of every server event, on WebSockets and in offline queues:
-/// `{"id","type","tenant_id","timestamp","data"}`.
+/// `{"id","type","tenant_id","timestamp","data"}`, then `"sender"` when a
+/// verified caller published it, and `"offset"` and `"epoch"`: its place in
+/// the tenant's history (absent with `HISTORY_SIZE=0`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Unique, time-ordered (UUIDv7): clients de-duplicate and sort by it.
@@ -267,6 +269,46 @@ pub struct Envelope {
     /// from back-end invocations and for the server's own (presence, alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<Sender>,
+    /// Its place in the tenant's history: one more than the tenant's event
+    /// before it. Set by the store when the event is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The history the offset counts in: a different epoch (the history
+    /// was lost: a flushed Redis, an emulator restarted) means an offset
+    /// from before no longer says anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+}
+
+/// Where an event sits in its tenant's history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The history's epoch.
+    pub epoch: String,
+    /// The event's offset in it (the first event is 1).
+    pub offset: u64,
+}
+
+impl Position {
+    /// An epoch is made of letters and digits only, so it needs no escaping in JSON.
+    pub fn is_valid_epoch(epoch: &str) -> bool {
+        !epoch.is_empty() && epoch.len() <= 64 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+    }
+
+    /// A fresh epoch: 16 random hex digits.
+    pub fn fresh_epoch() -> String {
+        Uuid::new_v4().simple().to_string()[..16].to_owned()
+    }
+}
+
+/// `text`, an envelope serialised without a position, with `position`
+/// added as its last two fields: what serialising the envelope with
+/// `offset` and `epoch` set gives, without parsing it again (a replay
+/// splices each stored event this way).
+pub fn with_position(text: &str, position: &Position) -> String {
+    debug_assert!(text.ends_with('}') && Position::is_valid_epoch(&position.epoch));
+    let body = &text[..text.len() - 1];
+    format!("{body},\"offset\":{},\"epoch\":\"{}\"}}", position.offset, position.epoch)
 }
 
 /// The verified publisher of an event.
@@ -288,7 +330,20 @@ impl Envelope {
             timestamp: crate::time::now_millis(),
             data,
             sender: None,
+            offset: None,
+            epoch: None,
         }
+    }
+
+    /// The event's place in its tenant's history, when it was recorded.
+    pub fn position(&self) -> Option<Position> {
+        Some(Position { epoch: self.epoch.clone()?, offset: self.offset? })
+    }
+
+    /// Sets (or clears) the event's place in its tenant's history.
+    pub fn set_position(&mut self, position: Option<&Position>) {
+        self.offset = position.map(|p| p.offset);
+        self.epoch = position.map(|p| p.epoch.clone());
     }
 
     /// A new event published by the verified caller `who`, in their tenant.
@@ -345,6 +400,28 @@ impl<'de> Deserialize<'de> for Target {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn a_spliced_position_is_what_serialising_the_envelope_with_it_gives() {
+        let who = crate::ids::Identity {
+            tenant_id: "acme".parse().unwrap(),
+            user_id: "42".parse().unwrap(),
+            role: crate::ids::Role::Agent,
+        };
+        for mut event in [
+            Envelope::new("acme".parse().unwrap(), EventType::CallIncoming, serde_json::json!({"a": [1, "}"]})),
+            Envelope::from_caller(&who, EventType::ChatMessage, serde_json::json!("hi")),
+        ] {
+            let bare = serde_json::to_string(&event).unwrap();
+            assert!(!bare.contains("offset"), "{bare}");
+            let p = Position { epoch: Position::fresh_epoch(), offset: 4_000_000_001 };
+            event.set_position(Some(&p));
+            assert_eq!(with_position(&bare, &p), serde_json::to_string(&event).unwrap());
+            assert_eq!(event.position(), Some(p));
+        }
+        assert!(Position::is_valid_epoch(&Position::fresh_epoch()));
+        assert!(!Position::is_valid_epoch("a\"b"));
+    }
 
     #[test]
     fn catalogue_is_complete_and_round_trips() {

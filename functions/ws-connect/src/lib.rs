@@ -67,10 +67,9 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 user_connections = registered.user_connections,
                 "connected"
             );
-            if let Some(presence) = registered.presence {
+            if let (Some(presence), Some(online)) = (registered.presence, registered.presence_event) {
                 // A presence failure must not cost the user their connection.
-                if let Err(e) = broadcast::announce_presence(ctx, &conn.tenant_id, &conn.user_id, true, presence).await
-                {
+                if let Err(e) = broadcast::announce_presence(ctx, &online, presence).await {
                     tracing::warn!(request_id, tenant_id = %conn.tenant_id, error = %e, "could not announce presence.online");
                 }
             }

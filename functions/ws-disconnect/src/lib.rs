@@ -35,8 +35,8 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
                 reason = rc.disconnect_reason.as_deref().unwrap_or(""),
                 "disconnected"
             );
-            if let Some(presence) = gone.presence
-                && let Err(e) = broadcast::announce_presence(ctx, &tenant_id, &gone.user_id, false, presence).await
+            if let (Some(presence), Some(offline)) = (gone.presence, gone.presence_event)
+                && let Err(e) = broadcast::announce_presence(ctx, &offline, presence).await
             {
                 tracing::warn!(request_id, tenant_id = %tenant_id, error = %e, "could not announce presence.offline");
             }

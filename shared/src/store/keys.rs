@@ -148,6 +148,21 @@ impl Keys {
         self.stem("sent", tenant) + event_id
     }
 
+    /// `{p}:history:{t}` STREAM of the tenant's recent events, ids `<offset>-0`.
+    pub fn history(&self, tenant: &TenantId) -> String {
+        format!("{}:history:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:history_meta:{t}` HASH: the history's epoch and top offset.
+    pub fn history_meta(&self, tenant: &TenantId) -> String {
+        format!("{}:history_meta:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:recorded:{t}:<event_id>` STRING: the offset a queued event was recorded at (once per event).
+    pub fn recorded(&self, tenant: &TenantId, event_id: &str) -> String {
+        self.stem("recorded", tenant) + event_id
+    }
+
     /// `{p}:tenants` SET (not per tenant: lives in its own slot).
     pub fn tenants(&self) -> String {
         format!("{}:tenants", self.prefix)

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Breaker, Connection, Health, LogQuery, LogRecord, OfflineRefusal, Presence, Recipient, Registered, Resolution,
-    Store, StoreError, StoreResult, Unregistered,
+    Breaker, Connection, Health, History, HistoryEntry, LogQuery, LogRecord, OfflineRefusal, Position, Presence,
+    Recipient, Record, Registered, Resolution, Resubscribed, Store, StoreError, StoreResult, Unregistered,
 };
 use crate::config::Limits;
-use crate::event::{EventType, Topic};
+use crate::event::{Envelope, EventType, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
 
@@ -52,6 +52,129 @@ struct Tenant {
     stats: HashMap<(String, i64), super::AttemptStats>,
     /// Chunked fan-out claims per event, with their expiry.
     sent: HashMap<String, (HashSet<String>, Instant)>,
+    /// The tenant's recent events.
+    history: Log,
+}
+
+/// A tenant's history, as the Redis stream and its meta hash keep it.
+#[derive(Debug, Default)]
+struct Log {
+    /// Made on first use; the process's lifetime is the history's.
+    epoch: Option<String>,
+    top: u64,
+    /// Oldest first, with when each was recorded.
+    entries: VecDeque<(Instant, HistoryEntry)>,
+    /// The stream's expiry: its last write plus the TTL.
+    expiry: Option<Instant>,
+    /// Queued events recorded once: event id -> (offset, expiry).
+    once: HashMap<String, (u64, Instant)>,
+}
+
+impl Log {
+    fn epoch(&mut self) -> String {
+        self.epoch.get_or_insert_with(Position::fresh_epoch).clone()
+    }
+
+    /// Drops what expired (the whole stream, as a Redis key expires).
+    fn expire(&mut self, now: Instant) {
+        if self.expiry.is_some_and(|e| e <= now) {
+            self.entries.clear();
+            self.expiry = None;
+        }
+        self.once.retain(|_, (_, exp)| *exp > now);
+    }
+
+    fn record(
+        &mut self,
+        limits: &Limits,
+        record: &Record<'_>,
+        target: &Target,
+        user: Option<UserId>,
+    ) -> Option<Position> {
+        if limits.history_size == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        self.expire(now);
+        let epoch = self.epoch();
+        if let Some((offset, _)) = record.once.and_then(|id| self.once.get(id)) {
+            return Some(Position { epoch, offset: *offset });
+        }
+        self.top += 1;
+        let text = (record.text.len() <= limits.history_max_event_bytes).then(|| record.text.to_owned());
+        let entry =
+            HistoryEntry { offset: self.top, event_type: record.event_type, target: target.clone(), user, text };
+        self.entries.push_back((now, entry));
+        while self.entries.len() > limits.history_size {
+            self.entries.pop_front();
+        }
+        self.expiry = Some(now + limits.history_ttl);
+        if let Some(id) = record.once {
+            self.once.insert(id.to_owned(), (self.top, now + limits.history_ttl));
+        }
+        Some(Position { epoch, offset: self.top })
+    }
+
+    fn after(&mut self, limits: &Limits, after: u64, max: usize) -> History {
+        let now = Instant::now();
+        self.expire(now);
+        let epoch = self.epoch();
+        let entries = self
+            .entries
+            .iter()
+            .filter(|(at, e)| e.offset > after && now.duration_since(*at) <= limits.history_ttl)
+            .take(max)
+            .map(|(_, e)| e.clone())
+            .collect();
+        History { epoch, top: self.top, entries }
+    }
+}
+
+/// The recipients of `event` sent to `target` in tenant `t`.
+fn resolution(t: &Tenant, event: EventType, target: &Target) -> Resolution {
+    let topics = event.topics();
+    let subscribed = |(c, mine): &(Connection, BTreeSet<Topic>)| -> Option<Recipient> {
+        topics.iter().any(|tp| mine.contains(tp)).then(|| Recipient {
+            connection_id: c.id.clone(),
+            user_id: c.user_id.clone(),
+            endpoint: c.endpoint.clone(),
+        })
+    };
+    let webhooks: Vec<String> = t.webhooks.values().cloned().collect();
+    let resolution = match target {
+        Target::Tenant => {
+            let ids: HashSet<&ConnectionId> = topics.iter().filter_map(|tp| t.subs.get(tp)).flatten().collect();
+            let recipients = ids.into_iter().filter_map(|id| t.conns.get(id)).filter_map(subscribed).collect();
+            Resolution { recipients, target_connections: t.conns.len(), ..Resolution::default() }
+        }
+        Target::User(user) => {
+            let live: Vec<_> = t.users.get(user).into_iter().flatten().filter_map(|id| t.conns.get(id)).collect();
+            Resolution {
+                target_connections: live.len(),
+                recipients: live.into_iter().filter_map(subscribed).collect(),
+                ..Resolution::default()
+            }
+        }
+        Target::Connection(id) => match t.conns.get(id) {
+            None => Resolution::default(),
+            Some(entry) => Resolution {
+                target_connections: 1,
+                recipients: subscribed(entry).into_iter().collect(),
+                ..Resolution::default()
+            },
+        },
+    };
+    Resolution { webhooks, ..resolution }
+}
+
+/// Records a user's presence event in the tenant's history.
+fn record_presence(t: &mut Tenant, limits: &Limits, tenant: &TenantId, user: &UserId, online: bool) -> Envelope {
+    let mut event = super::presence_event(tenant, user, online);
+    let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
+    let record = Record { event_type: event.event_type, text: &text, once: None };
+    let position = t.history.record(limits, &record, &Target::Tenant, None);
+    event.set_position(position.as_ref());
+    event
 }
 
 /// One user's offline queue.
@@ -70,6 +193,16 @@ fn log_id_key(id: &str) -> (i64, u64) {
 }
 
 impl Tenant {
+    /// Counts one request against `limit` per second.
+    fn within_limit(&mut self, limit: u32) -> bool {
+        let second = crate::time::now_millis() / 1000;
+        if self.rate_window.0 != second {
+            self.rate_window = (second, 0);
+        }
+        self.rate_window.1 += 1;
+        self.rate_window.1 <= limit
+    }
+
     fn is_online(&self, user: &UserId, now: Instant) -> bool {
         self.presence.get(user).is_some_and(|exp| *exp > now)
     }
@@ -95,6 +228,24 @@ impl MemoryStore {
         f(&mut guard)
     }
 
+    fn subscribe_in(&self, t: &mut Tenant, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
+        let limit = self.limits.max_subscriptions;
+        let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
+        t.active.insert(conn.clone(), Instant::now());
+        let new = topics.iter().filter(|tp| !mine.contains(*tp)).collect::<HashSet<_>>().len();
+        if mine.len() + new > limit {
+            return Err(StoreError::TooManySubscriptions { limit });
+        }
+        for topic in topics {
+            mine.insert(topic.clone());
+        }
+        let after: Vec<Topic> = mine.iter().cloned().collect();
+        for topic in topics {
+            t.subs.entry(topic.clone()).or_default().insert(conn.clone());
+        }
+        Ok(after)
+    }
+
     fn deadline(ttl: Duration) -> Instant {
         Instant::now() + ttl
     }
@@ -104,7 +255,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn register(&self, conn: &Connection) -> StoreResult<Registered> {
         let ttl = self.limits.presence_ttl;
-        let mut registered = self.with(|state| {
+        let registered = self.with(|state| {
             let t = state.entry(conn.tenant_id.clone()).or_default();
             let now = Instant::now();
             let came_online = !t.is_online(&conn.user_id, now);
@@ -121,19 +272,21 @@ impl Store for MemoryStore {
                 t.seen.retain(|_, at| now.duration_since(*at) <= offline_ttl);
                 t.seen_swept = Some(now);
             }
-            Registered { came_online, user_connections, presence: None }
+            let mut registered = Registered { came_online, user_connections, presence: None, presence_event: None };
+            if came_online {
+                registered.presence_event =
+                    Some(record_presence(t, &self.limits, &conn.tenant_id, &conn.user_id, true));
+                registered.presence = Some(resolution(t, EventType::PresenceOnline, &Target::Tenant));
+            }
+            registered
         });
-        if registered.came_online {
-            registered.presence =
-                Some(self.resolve(&conn.tenant_id, EventType::PresenceOnline, &Target::Tenant).await?);
-        }
         Ok(registered)
     }
 
     async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
-        let mut gone = self.with(|state| {
+        Ok(self.with(|state| {
             let Some(t) = state.get_mut(tenant) else { return vec![] };
-            conns
+            let mut gone: Vec<Unregistered> = conns
                 .iter()
                 .filter_map(|conn| {
                     let (c, topics) = t.conns.remove(conn)?;
@@ -151,21 +304,23 @@ impl Store for MemoryStore {
                         set.len()
                     });
                     let went_offline = left.unwrap_or(0) == 0;
+                    let mut presence_event = None;
                     if went_offline {
                         t.users.remove(&c.user_id);
                         t.presence.remove(&c.user_id);
+                        presence_event = Some(record_presence(t, &self.limits, tenant, &c.user_id, false));
                     }
-                    Some(Unregistered { user_id: c.user_id, went_offline, presence: None })
+                    Some(Unregistered { user_id: c.user_id, went_offline, presence: None, presence_event })
                 })
-                .collect::<Vec<_>>()
-        });
-        if gone.iter().any(|g| g.went_offline) {
-            let presence = self.resolve(tenant, EventType::PresenceOffline, &Target::Tenant).await?;
-            for g in gone.iter_mut().filter(|g| g.went_offline) {
-                g.presence = Some(presence.clone());
+                .collect();
+            if gone.iter().any(|g| g.went_offline) {
+                let presence = resolution(t, EventType::PresenceOffline, &Target::Tenant);
+                for g in gone.iter_mut().filter(|g| g.went_offline) {
+                    g.presence = Some(presence.clone());
+                }
             }
-        }
-        Ok(gone)
+            gone
+        }))
     }
 
     async fn connection(&self, tenant: &TenantId, conn: &ConnectionId) -> StoreResult<Option<Connection>> {
@@ -173,23 +328,9 @@ impl Store for MemoryStore {
     }
 
     async fn subscribe(&self, tenant: &TenantId, conn: &ConnectionId, topics: &[Topic]) -> StoreResult<Vec<Topic>> {
-        let limit = self.limits.max_subscriptions;
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
-            let (_, mine) = t.conns.get_mut(conn).ok_or(StoreError::UnknownConnection)?;
-            t.active.insert(conn.clone(), Instant::now());
-            let new = topics.iter().filter(|tp| !mine.contains(*tp)).collect::<HashSet<_>>().len();
-            if mine.len() + new > limit {
-                return Err(StoreError::TooManySubscriptions { limit });
-            }
-            for topic in topics {
-                mine.insert(topic.clone());
-            }
-            let after: Vec<Topic> = mine.iter().cloned().collect();
-            for topic in topics {
-                t.subs.entry(topic.clone()).or_default().insert(conn.clone());
-            }
-            Ok(after)
+            self.subscribe_in(t, conn, topics)
         })
     }
 
@@ -296,45 +437,52 @@ impl Store for MemoryStore {
     }
 
     async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution> {
-        let topics = event.topics();
+        Ok(self.with(|state| state.get(tenant).map(|t| resolution(t, event, target)).unwrap_or_default()))
+    }
+
+    async fn record_and_resolve(
+        &self,
+        tenant: &TenantId,
+        record: &Record<'_>,
+        target: &Target,
+        limit: Option<u32>,
+    ) -> StoreResult<Option<Resolution>> {
         Ok(self.with(|state| {
-            let Some(t) = state.get(tenant) else {
-                return Resolution::default();
+            let t = state.entry(tenant.clone()).or_default();
+            if let Some(limit) = limit
+                && !t.within_limit(limit)
+            {
+                return None;
+            }
+            let user = match target {
+                Target::Tenant => None,
+                Target::User(u) => Some(u.clone()),
+                Target::Connection(c) => t.conns.get(c).map(|(c, _)| c.user_id.clone()),
             };
-            let subscribed = |(c, mine): &(Connection, BTreeSet<Topic>)| -> Option<Recipient> {
-                topics.iter().any(|tp| mine.contains(tp)).then(|| Recipient {
-                    connection_id: c.id.clone(),
-                    user_id: c.user_id.clone(),
-                    endpoint: c.endpoint.clone(),
-                })
-            };
-            let webhooks: Vec<String> = t.webhooks.values().cloned().collect();
-            let resolution = match target {
-                Target::Tenant => {
-                    let ids: HashSet<&ConnectionId> = topics.iter().filter_map(|tp| t.subs.get(tp)).flatten().collect();
-                    let recipients = ids.into_iter().filter_map(|id| t.conns.get(id)).filter_map(subscribed).collect();
-                    Resolution { recipients, target_connections: t.conns.len(), webhooks: vec![] }
-                }
-                Target::User(user) => {
-                    let live: Vec<_> =
-                        t.users.get(user).into_iter().flatten().filter_map(|id| t.conns.get(id)).collect();
-                    Resolution {
-                        target_connections: live.len(),
-                        recipients: live.into_iter().filter_map(subscribed).collect(),
-                        webhooks: vec![],
-                    }
-                }
-                Target::Connection(id) => match t.conns.get(id) {
-                    None => Resolution::default(),
-                    Some(entry) => Resolution {
-                        target_connections: 1,
-                        recipients: subscribed(entry).into_iter().collect(),
-                        webhooks: vec![],
-                    },
-                },
-            };
-            Resolution { webhooks, ..resolution }
+            let position = t.history.record(&self.limits, record, target, user);
+            Some(Resolution { position, ..resolution(t, record.event_type, target) })
         }))
+    }
+
+    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History> {
+        Ok(self.with(|state| state.entry(tenant.clone()).or_default().history.after(&self.limits, after, max)))
+    }
+
+    async fn subscribe_since(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+        after: u64,
+        max: usize,
+    ) -> StoreResult<Resubscribed> {
+        self.with(|state| {
+            let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
+            let topics = self.subscribe_in(t, conn, topics)?;
+            let endpoint = t.conns.get(conn).map(|(c, _)| c.endpoint.clone()).unwrap_or_default();
+            let history = t.history.after(&self.limits, after, max);
+            Ok(Resubscribed { topics, endpoint, history })
+        })
     }
 
     async fn offline_push(
@@ -414,15 +562,7 @@ impl Store for MemoryStore {
     }
 
     async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool> {
-        let second = crate::time::now_millis() / 1000;
-        Ok(self.with(|state| {
-            let t = state.entry(tenant.clone()).or_default();
-            if t.rate_window.0 != second {
-                t.rate_window = (second, 0);
-            }
-            t.rate_window.1 += 1;
-            t.rate_window.1 <= limit
-        }))
+        Ok(self.with(|state| state.entry(tenant.clone()).or_default().within_limit(limit)))
     }
 
     async fn publish_compat(&self, _tenant: &TenantId, _event: EventType, _message: &str) -> StoreResult<()> {

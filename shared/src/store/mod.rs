@@ -33,7 +33,8 @@ mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{EventType, Topic};
+pub use crate::event::Position;
+use crate::event::{Envelope, EventType, Topic};
 use crate::ids::Role;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
@@ -62,7 +63,7 @@ pub struct Connection {
 }
 
 /// What `register` changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
     /// The user was offline before this connection: announce `presence.online`.
     pub came_online: bool,
@@ -71,10 +72,13 @@ pub struct Registered {
     /// When the user came online: who must hear `presence.online` (the
     /// tenant's subscribers and webhooks), read in the same round trip.
     pub presence: Option<Resolution>,
+    /// When the user came online: the `presence.online` event, recorded in
+    /// the tenant's history in the same round trip (with its position).
+    pub presence_event: Option<Envelope>,
 }
 
 /// What `unregister` removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unregistered {
     /// Whose connection it was.
     pub user_id: UserId,
@@ -83,6 +87,9 @@ pub struct Unregistered {
     /// When the user went offline: who must hear `presence.offline`, read
     /// in the same round trip.
     pub presence: Option<Resolution>,
+    /// When the user went offline: the `presence.offline` event, recorded
+    /// in the tenant's history in the same round trip (with its position).
+    pub presence_event: Option<Envelope>,
 }
 
 /// A user's presence.
@@ -117,6 +124,108 @@ pub struct Resolution {
     /// trip so a publish costs one whatever it fans out to. Read them with
     /// [`parse_listed_webhooks`].
     pub webhooks: Vec<String>,
+    /// Where the event was recorded in the tenant's history, when the
+    /// resolve recorded it ([`Store::record_and_resolve`] with history on).
+    pub position: Option<Position>,
+}
+
+/// A new event for [`Store::record_and_resolve`] to record in its tenant's
+/// history, in the round trip that resolves its recipients.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// What it is.
+    pub event_type: EventType,
+    /// The envelope, serialised without a position.
+    pub text: &'a str,
+    /// A queued job's event id: the event is recorded the first time only,
+    /// and a retried job gets the same position back. `None` for a
+    /// synchronous publish (it is never retried).
+    pub once: Option<&'a str>,
+}
+
+/// One event of a tenant's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Its offset.
+    pub offset: u64,
+    /// Its type.
+    pub event_type: EventType,
+    /// Whom it was published to.
+    pub target: Target,
+    /// The target's user: the user of a user target, the owner of a
+    /// connection target (when it was live); `None` for the tenant.
+    pub user: Option<UserId>,
+    /// The envelope without its position; `None` when it was larger than
+    /// `HISTORY_MAX_EVENT_BYTES` (its place is kept, its text is not).
+    pub text: Option<String>,
+}
+
+impl HistoryEntry {
+    /// Would a connection of `user` (with id `conn`) subscribed to `topics`
+    /// have received this event? Exactly the resolve's rule: a tenant
+    /// event, one for its user, or one for that very connection, whose type
+    /// matches one of the topics.
+    pub fn reaches(&self, topics: &[Topic], user: &UserId, conn: &ConnectionId) -> bool {
+        let addressed = match &self.target {
+            Target::Tenant => true,
+            Target::User(u) => u == user,
+            Target::Connection(c) => c == conn,
+        };
+        addressed && topics.iter().any(|t| t.matches(self.event_type))
+    }
+
+    /// May a caller of `role` who is `user` read this event over the HTTP
+    /// API? What they could have subscribed to: admins and services see the
+    /// tenant's every event; agents and supervisors the tenant's own and
+    /// those addressed to them (their user, or a connection of theirs).
+    pub fn visible_to(&self, role: Role, user: &UserId) -> bool {
+        match (role, &self.target) {
+            (Role::Admin | Role::Service, _) | (_, Target::Tenant) => true,
+            _ => self.user.as_ref() == Some(user),
+        }
+    }
+
+    /// The envelope with its position, as it was first sent.
+    pub fn envelope(&self, epoch: &str) -> Option<String> {
+        let p = Position { epoch: epoch.to_owned(), offset: self.offset };
+        self.text.as_deref().map(|t| crate::event::with_position(t, &p))
+    }
+}
+
+/// What a tenant's history holds after an offset.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct History {
+    /// The history's epoch (made on first use).
+    pub epoch: String,
+    /// The latest offset handed out (0: none yet).
+    pub top: u64,
+    /// Retained events after the offset asked for that have not expired,
+    /// oldest first; at most as many as asked for.
+    pub entries: Vec<HistoryEntry>,
+}
+
+impl History {
+    /// Does this answer hold every event after `since` (all or nothing)?
+    /// The same epoch, and either nothing happened since or the very next
+    /// event is retained: with it, all later ones are (the history only
+    /// loses its oldest).
+    pub fn covers(&self, since: &Position) -> bool {
+        self.epoch == since.epoch
+            && since.offset <= self.top
+            && (since.offset == self.top || self.entries.first().is_some_and(|e| e.offset == since.offset + 1))
+    }
+}
+
+/// What a subscribe with recovery returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resubscribed {
+    /// The connection's topics after the change, sorted.
+    pub topics: Vec<Topic>,
+    /// Where the connection is reached (to post the replay).
+    pub endpoint: String,
+    /// The history after the offset, read at the moment the subscription
+    /// took effect: later events reach the connection live.
+    pub history: History,
 }
 
 /// Webhook configurations travel through a backend as the JSON the
@@ -126,6 +235,26 @@ pub struct Resolution {
 /// answers [`StoreError::Corrupt`] naming the webhook, and a list skips
 /// it with an error log, so one bad entry cannot stop the tenant's other
 /// webhooks or its publishes.
+/// A user's `presence.online` or `presence.offline` event (new id, now).
+pub fn presence_event(tenant: &TenantId, user: &UserId, online: bool) -> Envelope {
+    let event_type = if online { EventType::PresenceOnline } else { EventType::PresenceOffline };
+    Envelope::new(tenant.clone(), event_type, serde_json::json!({ "user_id": user }))
+}
+
+/// [`presence_event`] serialised in the three parts a script joins around
+/// an event id and a user id it reads from Redis: `head .. id .. mid ..
+/// user .. tail`. Ids and user ids need no JSON escaping (their alphabets
+/// are letters, digits, `-`, `_`, `.`).
+fn presence_parts(tenant: &TenantId, online: bool) -> [String; 3] {
+    let mut event = presence_event(tenant, &UserId::parse("u").expect("a valid user id"), online);
+    event.id = "\u{1}".into();
+    event.data = serde_json::json!({ "user_id": "\u{2}" });
+    let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
+    let (head, rest) = text.split_once("\\u0001").expect("the id placeholder");
+    let (mid, tail) = rest.split_once("\\u0002").expect("the user placeholder");
+    [head.to_owned(), mid.to_owned(), tail.to_owned()]
+}
+
 fn parse_webhook(tenant: &TenantId, id: &str, raw: &str) -> StoreResult<WebhookConfig> {
     serde_json::from_str(raw)
         .map_err(|e| StoreError::Corrupt(format!("webhook {id} of tenant {tenant} does not parse: {e}")))
@@ -401,6 +530,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The connections that should receive `event` sent to `target`:
     /// connections in the target whose subscriptions match the event.
+    /// Records nothing: a publish uses [`Store::record_and_resolve`].
     async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution>;
 
     /// Appends a message to a user's offline queue (dropping the oldest
@@ -428,20 +558,33 @@ pub trait Store: Send + Sync + 'static {
     /// second; false when the budget is spent. Shared by every instance.
     async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool>;
 
-    /// [`Store::rate_limit`] then [`Store::resolve`]: `None` when the tenant
-    /// is over `limit` this second (nothing resolved). One round trip on Redis.
-    async fn resolve_within(
+    /// What a publish does in the store, in one round trip on Redis: with
+    /// `limit`, [`Store::rate_limit`] first (`None` when the tenant is over
+    /// it this second: nothing resolved, nothing recorded); then records the
+    /// event in the tenant's history (unless `HISTORY_SIZE` is 0) and
+    /// [`Store::resolve`]s it. The resolution carries the event's position.
+    async fn record_and_resolve(
         &self,
         tenant: &TenantId,
-        limit: u32,
-        event: EventType,
+        record: &Record<'_>,
         target: &Target,
-    ) -> StoreResult<Option<Resolution>> {
-        if !self.rate_limit(tenant, limit).await? {
-            return Ok(None);
-        }
-        self.resolve(tenant, event, target).await.map(Some)
-    }
+        limit: Option<u32>,
+    ) -> StoreResult<Option<Resolution>>;
+
+    /// Up to `max` retained events after offset `after`, oldest first, with
+    /// the history's epoch and top offset.
+    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History>;
+
+    /// [`Store::subscribe`], and the history after `after` (up to `max`
+    /// events) read in the same round trip.
+    async fn subscribe_since(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+        after: u64,
+        max: usize,
+    ) -> StoreResult<Resubscribed>;
 
     /// PUBLISHes an event on the legacy hub's channels (`{p}:events` and, for
     /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for

@@ -21,8 +21,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Connection, Keys, OfflineRefusal, Presence, Recipient, Registered, Resolution, Store, StoreError, StoreResult,
-    Unregistered,
+    Connection, History, HistoryEntry, Keys, OfflineRefusal, Position, Presence, Recipient, Record, Registered,
+    Resolution, Resubscribed, Store, StoreError, StoreResult, Unregistered,
 };
 use crate::config::{Limits, RedisConfig};
 use crate::event::{EventType, Topic};
@@ -38,9 +38,15 @@ const RESOLVE_FN: &str = include_str!("lua/fn_resolve.lua");
 /// A Lua function in `lua/fn_within_limit.lua`, which opens with what it takes and returns.
 const WITHIN_LIMIT_FN: &str = include_str!("lua/fn_within_limit.lua");
 
-/// A script that calls `resolve` (and `within_limit`).
+/// A Lua function in `lua/fn_history.lua`, which opens with what it takes and returns.
+const HISTORY_FN: &str = include_str!("lua/fn_history.lua");
+
+/// A Lua function in `lua/fn_subscribe.lua`, which opens with what it takes and returns.
+const SUBSCRIBE_FN: &str = include_str!("lua/fn_subscribe.lua");
+
+/// A script that calls `resolve` (and `within_limit`, and records history).
 fn with_resolve(body: &str) -> Script {
-    Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{body}"))
+    Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{HISTORY_FN}\n{body}"))
 }
 
 /// A Lua function in `lua/fn_now.lua`, which opens with what it takes and returns.
@@ -58,7 +64,16 @@ static RATE_LIMIT: LazyLock<Script> =
 
 /// A script in `lua/subscribe.lua`, which opens with its KEYS/ARGV contract.
 static SUBSCRIBE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{}", include_str!("lua/subscribe.lua"))));
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{SUBSCRIBE_FN}\n{}", include_str!("lua/subscribe.lua"))));
+
+/// A script in `lua/subscribe_since.lua`, which opens with its KEYS/ARGV contract.
+static SUBSCRIBE_SINCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{NOW_FN}\n{SUBSCRIBE_FN}\n{HISTORY_FN}\n{}", include_str!("lua/subscribe_since.lua")))
+});
+
+/// A script in `lua/history_read.lua`, which opens with its KEYS/ARGV contract.
+static HISTORY_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{HISTORY_FN}\n{}", include_str!("lua/history_read.lua"))));
 
 /// A script in `lua/unsubscribe.lua`, which opens with its KEYS/ARGV contract.
 static UNSUBSCRIBE: LazyLock<Script> =
@@ -182,7 +197,50 @@ fn parse_resolution(flat: Vec<Value>) -> StoreResult<Resolution> {
     let rest = strings.split_off(hooks.min(strings.len()));
     let webhooks = strings;
     let recipients = rest.chunks_exact(2).map(|r| recipient(&r[0], &r[1])).collect::<StoreResult<_>>()?;
-    Ok(Resolution { recipients, target_connections, webhooks })
+    Ok(Resolution { recipients, target_connections, webhooks, position: None })
+}
+
+/// Takes the `offset, epoch` a script appended to its answer when it
+/// recorded an event (offset 0: history is off).
+fn take_position(flat: &mut Vec<Value>) -> StoreResult<Option<Position>> {
+    let (Some(epoch), Some(offset)) = (flat.pop(), flat.pop()) else {
+        return Err(corrupt("recorded position"));
+    };
+    position(offset, epoch)
+}
+
+fn position(offset: Value, epoch: Value) -> StoreResult<Option<Position>> {
+    let offset: u64 = redis::from_redis_value(offset).map_err(|_| corrupt("recorded offset"))?;
+    let epoch: String = redis::from_redis_value(epoch).map_err(|_| corrupt("recorded epoch"))?;
+    Ok((offset > 0).then_some(Position { epoch, offset }))
+}
+
+/// `history_after`'s answer: {epoch, top, then offset, type, mode, target, user, text per entry}.
+fn parse_history(flat: Vec<Value>) -> StoreResult<History> {
+    let bad = || corrupt("history reply");
+    let mut items = flat.into_iter();
+    let epoch: String = items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(bad)?;
+    let top: u64 = items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(bad)?;
+    let rest: Vec<String> = items.map(|v| redis::from_redis_value(v).map_err(|_| bad())).collect::<StoreResult<_>>()?;
+    let entries = rest
+        .chunks_exact(6)
+        .map(|e| {
+            let target = match e[2].as_str() {
+                "tenant" => Target::Tenant,
+                "user" => Target::User(UserId::parse(e[3].as_str()).map_err(|_| bad())?),
+                "connection" => Target::Connection(ConnectionId::parse(e[3].as_str()).map_err(|_| bad())?),
+                _ => return Err(bad()),
+            };
+            Ok(HistoryEntry {
+                offset: e[0].parse().map_err(|_| bad())?,
+                event_type: e[1].parse().map_err(|_| bad())?,
+                target,
+                user: if e[4].is_empty() { None } else { Some(UserId::parse(e[4].as_str()).map_err(|_| bad())?) },
+                text: (!e[5].is_empty()).then(|| e[5].clone()),
+            })
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(History { epoch, top, entries })
 }
 
 /// A connection id and its index entry (`<user_id> <endpoint>`).
@@ -249,33 +307,61 @@ impl RedisStore {
         cmd
     }
 
-    /// The RESOLVE script, rate-limited when `limit` is given.
-    async fn resolve_limited(
+    /// The history arguments every recording script takes: size, ttl_ms,
+    /// max event bytes, a fresh epoch (used when the history has none).
+    fn history_args(&self) -> [String; 4] {
+        let l = &self.limits;
+        [
+            l.history_size.to_string(),
+            Self::millis(l.history_ttl).to_string(),
+            l.history_max_event_bytes.to_string(),
+            Position::fresh_epoch(),
+        ]
+    }
+
+    /// The RESOLVE script: rate-limited when `limit` is given, recording
+    /// the event when `record` is.
+    async fn resolve_script(
         &self,
         tenant: &TenantId,
         limit: Option<u32>,
         event: EventType,
         target: &Target,
+        record: Option<&Record<'_>>,
     ) -> StoreResult<Option<Resolution>> {
         let k = &self.keys;
-        let (target_key, mode, conn_arg) = match target {
+        let (target_key, mode, target_id) = match target {
             Target::Tenant => (k.conns(tenant), "tenant", ""),
-            Target::User(u) => (k.user(tenant, u), "user", ""),
+            Target::User(u) => (k.user(tenant, u), "user", u.as_str()),
             Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
         };
+        let recording = record.is_some() && self.limits.history_size > 0;
         let mut inv = RESOLVE.key(target_key);
         inv.key(k.webhooks(tenant))
             .key(k.rate_limit(tenant, crate::time::now_millis() / 1000))
-            .key(k.conn_index(tenant));
+            .key(k.conn_index(tenant))
+            .key(k.history(tenant))
+            .key(k.history_meta(tenant))
+            .key(k.recorded(tenant, record.and_then(|r| r.once).unwrap_or("")));
         for topic in event.topics() {
             inv.key(k.subs(tenant, &topic));
         }
-        inv.arg(mode).arg(k.stem("conn", tenant)).arg(conn_arg).arg(limit.map(|l| l.to_string()).unwrap_or_default());
-        let flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        inv.arg(mode).arg(k.stem("conn", tenant)).arg(target_id).arg(limit.map(|l| l.to_string()).unwrap_or_default());
+        match record {
+            Some(r) if recording => {
+                inv.arg(if r.once.is_some() { "once" } else { "yes" });
+                inv.arg(&self.history_args()).arg(r.text).arg(r.event_type.as_str());
+            }
+            _ => {
+                inv.arg("");
+            }
+        }
+        let mut flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
         if matches!(flat.as_slice(), [Value::Int(-1)]) {
             return Ok(None);
         }
-        parse_resolution(flat).map(Some)
+        let position = if recording { take_position(&mut flat)? } else { None };
+        Ok(Some(Resolution { position, ..parse_resolution(flat)? }))
     }
 
     async fn change_subscriptions(
@@ -315,7 +401,9 @@ impl Store for RedisStore {
             .key(k.webhooks(t))
             .key(k.conn_index(t))
             .key(k.seen(t))
-            .key(k.active(t));
+            .key(k.active(t))
+            .key(k.history(t))
+            .key(k.history_meta(t));
         for topic in EventType::PresenceOnline.topics() {
             inv.key(k.subs(t, &topic));
         }
@@ -326,8 +414,11 @@ impl Store for RedisStore {
             .arg(c.connected_at)
             .arg(Self::millis(self.limits.presence_ttl))
             .arg(k.stem("conn", t))
-            .arg(Self::millis(self.limits.offline_ttl));
-        let (user_connections, came_online, tenant_was_empty, presence): (usize, u8, u8, Vec<Value>) =
+            .arg(Self::millis(self.limits.offline_ttl))
+            .arg(&self.history_args());
+        let mut event = super::presence_event(t, &c.user_id, true);
+        inv.arg(serde_json::to_string(&event).expect("an envelope is plain JSON"));
+        let (user_connections, came_online, tenant_was_empty, mut presence): (usize, u8, u8, Vec<Value>) =
             inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         if tenant_was_empty == 1 {
             // The tenant list lives outside the tenant's slot, so it cannot
@@ -341,8 +432,16 @@ impl Store for RedisStore {
                 .map_err(unavailable)?;
         }
         let came_online = came_online == 1;
-        let presence = if came_online { Some(parse_resolution(presence)?) } else { None };
-        Ok(Registered { came_online, user_connections, presence })
+        if !came_online {
+            return Ok(Registered { came_online, user_connections, presence: None, presence_event: None });
+        }
+        event.set_position(take_position(&mut presence)?.as_ref());
+        Ok(Registered {
+            came_online,
+            user_connections,
+            presence: Some(parse_resolution(presence)?),
+            presence_event: Some(event),
+        })
     }
 
     async fn unregister_many(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<Vec<Unregistered>> {
@@ -351,7 +450,12 @@ impl Store for RedisStore {
         }
         let k = &self.keys;
         let mut inv = UNREGISTER.key(k.conns(tenant));
-        inv.key(k.online(tenant)).key(k.webhooks(tenant)).key(k.conn_index(tenant)).key(k.active(tenant));
+        inv.key(k.online(tenant))
+            .key(k.webhooks(tenant))
+            .key(k.conn_index(tenant))
+            .key(k.active(tenant))
+            .key(k.history(tenant))
+            .key(k.history_meta(tenant));
         for topic in EventType::PresenceOffline.topics() {
             inv.key(k.subs(tenant, &topic));
         }
@@ -359,22 +463,35 @@ impl Store for RedisStore {
             .arg(k.stem("connsubs", tenant))
             .arg(k.stem("user", tenant))
             .arg(k.stem("presence", tenant))
-            .arg(k.stem("subs", tenant));
+            .arg(k.stem("subs", tenant))
+            .arg(&self.history_args())
+            .arg(&super::presence_parts(tenant, false));
         for c in conns {
-            inv.arg(c.as_str());
+            inv.arg(c.as_str()).arg(uuid::Uuid::now_v7().to_string());
         }
         let (flat, presence): (Vec<Value>, Vec<Value>) =
             inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
         let presence = if presence.is_empty() { None } else { Some(parse_resolution(presence)?) };
-        flat.chunks_exact(2)
-            .map(|pair| {
-                let user: String = redis::from_redis_value(pair[0].clone()).map_err(|_| corrupt("user id"))?;
-                let left: usize = redis::from_redis_value(pair[1].clone()).map_err(|_| corrupt("connection count"))?;
+        flat.chunks_exact(5)
+            .map(|one| {
+                let user: String = redis::from_redis_value(one[0].clone()).map_err(|_| corrupt("user id"))?;
+                let left: usize = redis::from_redis_value(one[1].clone()).map_err(|_| corrupt("connection count"))?;
                 let went_offline = left == 0;
+                let presence_event = if went_offline {
+                    let text: String =
+                        redis::from_redis_value(one[4].clone()).map_err(|_| corrupt("presence event"))?;
+                    let mut event: crate::event::Envelope =
+                        serde_json::from_str(&text).map_err(|_| corrupt("presence event"))?;
+                    event.set_position(position(one[2].clone(), one[3].clone())?.as_ref());
+                    Some(event)
+                } else {
+                    None
+                };
                 Ok(Unregistered {
                     user_id: UserId::parse(user).map_err(|_| corrupt("user id"))?,
                     went_offline,
                     presence: if went_offline { presence.clone() } else { None },
+                    presence_event,
                 })
             })
             .collect()
@@ -471,18 +588,78 @@ impl Store for RedisStore {
     }
 
     async fn resolve(&self, tenant: &TenantId, event: EventType, target: &Target) -> StoreResult<Resolution> {
-        let resolved = self.resolve_limited(tenant, None, event, target).await?;
+        let resolved = self.resolve_script(tenant, None, event, target, None).await?;
         resolved.ok_or_else(|| corrupt("resolve reply"))
     }
 
-    async fn resolve_within(
+    async fn record_and_resolve(
         &self,
         tenant: &TenantId,
-        limit: u32,
-        event: EventType,
+        record: &Record<'_>,
         target: &Target,
+        limit: Option<u32>,
     ) -> StoreResult<Option<Resolution>> {
-        self.resolve_limited(tenant, Some(limit), event, target).await
+        self.resolve_script(tenant, limit, record.event_type, target, Some(record)).await
+    }
+
+    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History> {
+        let k = &self.keys;
+        let flat: Vec<Value> = HISTORY_READ
+            .key(k.history(tenant))
+            .key(k.history_meta(tenant))
+            .arg(Position::fresh_epoch())
+            .arg(after)
+            .arg(max)
+            .arg(Self::millis(self.limits.history_ttl))
+            .invoke_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        parse_history(flat)
+    }
+
+    async fn subscribe_since(
+        &self,
+        tenant: &TenantId,
+        conn: &ConnectionId,
+        topics: &[Topic],
+        after: u64,
+        max: usize,
+    ) -> StoreResult<Resubscribed> {
+        let k = &self.keys;
+        let mut inv = SUBSCRIBE_SINCE.key(k.conn(tenant, conn));
+        inv.key(k.conn_subs(tenant, conn))
+            .key(k.active(tenant))
+            .key(k.history(tenant))
+            .key(k.history_meta(tenant))
+            .arg(conn.as_str())
+            .arg(self.limits.max_subscriptions)
+            .arg(after)
+            .arg(max)
+            .arg(Self::millis(self.limits.history_ttl))
+            .arg(Position::fresh_epoch());
+        for topic in topics {
+            inv.key(k.subs(tenant, topic)).arg(topic.as_str());
+        }
+        let reply: Value = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        match reply {
+            Value::Int(-1) => Err(StoreError::UnknownConnection),
+            Value::Int(-2) => Err(StoreError::TooManySubscriptions { limit: self.limits.max_subscriptions }),
+            Value::Array(parts) if parts.len() == 3 => {
+                let mut parts = parts.into_iter();
+                let (topics, endpoint, history) = (parts.next(), parts.next(), parts.next());
+                let topics = Self::topics_from(
+                    topics.and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("subscription list"))?,
+                )?;
+                let endpoint: String = endpoint
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .ok_or_else(|| corrupt("connection record"))?;
+                let history = parse_history(
+                    history.and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("history reply"))?,
+                )?;
+                Ok(Resubscribed { topics, endpoint, history })
+            }
+            _ => Err(corrupt("subscribe reply")),
+        }
     }
 
     async fn idle_connections(

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use switchboard::auth::Role;
 use switchboard::config::Limits;
+use switchboard::event::Position;
 use switchboard::event::{EventType, Topic};
 use switchboard::protocol::Target;
-use switchboard::store::{Connection, OfflineRefusal, Presence, Resolution, Store, StoreError};
+use switchboard::store::{Connection, History, OfflineRefusal, Presence, Record, Resolution, Store, StoreError};
 use switchboard_tests::Backend;
 use switchboard_tests::id::{cid, tenant, user};
 
@@ -455,13 +456,25 @@ async fn a_rate_limited_resolve_counts_against_the_budget(b: Backend) {
     if ms > 700 {
         tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
     }
-    let within = s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap();
-    assert_eq!(within.expect("within the limit").recipients.len(), 1);
+    let within = |t: switchboard::ids::TenantId| {
+        let s = s.clone();
+        async move {
+            let record = Record { event_type: EventType::CallIncoming, text: r#"{"id":"e"}"#, once: None };
+            s.record_and_resolve(&t, &record, &Target::Tenant, Some(3)).await.unwrap()
+        }
+    };
+    let first = within(t.clone()).await;
+    assert_eq!(first.expect("within the limit").recipients.len(), 1);
     assert!(s.rate_limit(&t, 3).await.unwrap(), "the same budget as the other requests: 2 of 3");
-    assert!(s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap().is_some());
-    assert_eq!(s.resolve_within(&t, 3, EventType::CallIncoming, &Target::Tenant).await.unwrap(), None, "over");
+    assert!(within(t.clone()).await.is_some());
+    assert_eq!(within(t.clone()).await, None, "over");
     assert!(!s.rate_limit(&t, 3).await.unwrap());
-    assert!(s.resolve_within(&tenant("t2"), 3, EventType::CallIncoming, &Target::Tenant).await.unwrap().is_some());
+    assert_eq!(
+        s.history(&t, 0, 10).await.unwrap().top,
+        3,
+        "presence.online and two publishes: a refused one records nothing"
+    );
+    assert!(within(tenant("t2")).await.is_some());
 }
 
 async fn rate_limits_are_per_tenant(b: Backend) {
@@ -685,7 +698,186 @@ async fn fanout_claims_are_taken_once(b: Backend) {
     assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), ttl).await.unwrap(), [false, true], "released");
 }
 
+/// `text` as a recorded envelope would be: `{"id":...}`.
+fn envelope_text(id: &str) -> String {
+    format!(r#"{{"id":"{id}","type":"call.incoming","tenant_id":"t1","timestamp":1,"data":{{}}}}"#)
+}
+
+async fn publish(s: &Arc<dyn Store>, t: &str, event: EventType, target: Target, id: &str) -> Resolution {
+    let text = envelope_text(id);
+    let record = Record { event_type: event, text: &text, once: None };
+    s.record_and_resolve(&tenant(t), &record, &target, None).await.unwrap().expect("no limit")
+}
+
+fn offsets(h: &History) -> Vec<u64> {
+    h.entries.iter().map(|e| e.offset).collect()
+}
+
+async fn every_published_event_gets_the_next_offset_in_its_tenants_history(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    let fresh = s.history(&t, 0, 100).await.unwrap();
+    assert_eq!((fresh.top, fresh.entries.len()), (0, 0));
+    assert!(Position::is_valid_epoch(&fresh.epoch), "{}", fresh.epoch);
+    s.register(&conn("t1", "42", "c1")).await.unwrap();
+    s.subscribe(&t, &cid("c1"), &topics(&["call.*"])).await.unwrap();
+    let before = s.history(&t, 1, 100).await.unwrap();
+    assert_eq!((before.top, before.entries.len()), (1, 0), "presence.online only: a subscribe records nothing");
+
+    let a = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "a").await;
+    assert_eq!(a.recipients.len(), 1, "recording does not change who gets it");
+    let b2 = publish(&s, "t1", EventType::ChatMessage, Target::User(user("42")), "b").await;
+    let c = publish(&s, "t1", EventType::ChatMessage, Target::Connection(cid("c1")), "c").await;
+    let d = publish(&s, "t1", EventType::ChatMessage, Target::Connection(cid("gone")), "d").await;
+    let positions: Vec<Position> = [a, b2, c, d].into_iter().map(|r| r.position.expect("recorded")).collect();
+    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3, 4, 5]);
+    assert!(positions.iter().all(|p| p.epoch == fresh.epoch), "one epoch: {positions:?}");
+    s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+
+    let h = s.history(&t, 1, 100).await.unwrap();
+    assert_eq!((h.top, offsets(&h)), (5, vec![2, 3, 4, 5]), "a plain resolve records nothing");
+    let e = &h.entries;
+    assert_eq!((e[0].event_type, &e[0].target, &e[0].user), (EventType::CallIncoming, &Target::Tenant, &None));
+    assert_eq!((&e[1].target, &e[1].user), (&Target::User(user("42")), &Some(user("42"))));
+    assert_eq!((&e[2].target, &e[2].user), (&Target::Connection(cid("c1")), &Some(user("42"))), "its owner");
+    assert_eq!((&e[3].target, &e[3].user), (&Target::Connection(cid("gone")), &None), "no owner known");
+    let b_text = envelope_text("b");
+    assert_eq!(e[1].text.as_deref(), Some(b_text.as_str()));
+    assert_eq!(
+        e[1].envelope(&h.epoch).unwrap(),
+        format!(r#"{},"offset":3,"epoch":"{}"}}"#, &b_text[..b_text.len() - 1], h.epoch),
+        "replayed as first sent: with its position"
+    );
+
+    let later = s.history(&t, 3, 100).await.unwrap();
+    assert_eq!(offsets(&later), [4, 5]);
+    assert_eq!(offsets(&s.history(&t, 1, 2).await.unwrap()), [2, 3], "at most max");
+    assert!(s.history(&t, 5, 100).await.unwrap().entries.is_empty());
+    let at = |offset| Position { epoch: h.epoch.clone(), offset };
+    assert!(later.covers(&at(3)) && h.covers(&at(1)));
+    assert!(s.history(&t, 5, 100).await.unwrap().covers(&at(5)), "nothing missed");
+    assert!(!h.covers(&Position { epoch: "other".into(), offset: 1 }), "another epoch");
+    assert!(!s.history(&t, 9, 100).await.unwrap().covers(&at(9)), "an offset from the future");
+}
+
+async fn histories_are_per_tenant(b: Backend) {
+    let s = b.store(Limits::default());
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "a").await;
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "b").await;
+    let other = publish(&s, "t2", EventType::CallIncoming, Target::Tenant, "x").await.position.unwrap();
+    assert_eq!(other.offset, 1, "each tenant counts its own");
+    let h2 = s.history(&tenant("t2"), 0, 100).await.unwrap();
+    assert_eq!(h2.entries.iter().map(|e| e.text.clone().unwrap()).collect::<Vec<_>>(), [envelope_text("x")]);
+    assert_ne!(h2.epoch, s.history(&tenant("t1"), 0, 100).await.unwrap().epoch);
+}
+
+async fn the_history_keeps_its_newest_events_for_its_ttl(b: Backend) {
+    let limits = Limits { history_size: 5, history_ttl: Duration::from_millis(400), ..Limits::default() };
+    let s = b.store(limits);
+    let t = tenant("t1");
+    for i in 0..8 {
+        publish(&s, "t1", EventType::CallIncoming, Target::Tenant, &format!("e{i}")).await;
+    }
+    let h = s.history(&t, 0, 100).await.unwrap();
+    assert_eq!(offsets(&h), [4, 5, 6, 7, 8], "exactly HISTORY_SIZE, the newest");
+    let at = |offset| Position { epoch: h.epoch.clone(), offset };
+    assert!(s.history(&t, 3, 100).await.unwrap().covers(&at(3)));
+    assert!(!s.history(&t, 2, 100).await.unwrap().covers(&at(2)), "event 3 is gone: no partial recovery");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let expired = s.history(&t, 0, 100).await.unwrap();
+    assert_eq!((expired.top, expired.entries.len()), (8, 0), "expired, but the count and epoch stay");
+    assert_eq!(expired.epoch, h.epoch);
+    assert!(s.history(&t, 8, 100).await.unwrap().covers(&at(8)), "a client that saw everything missed nothing");
+    assert!(!s.history(&t, 7, 100).await.unwrap().covers(&at(7)));
+    let next = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "e8").await.position.unwrap();
+    assert_eq!(next, at(9), "offsets go on in the same epoch");
+}
+
+async fn a_queued_event_is_recorded_once(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    let text = envelope_text("job");
+    let record = Record { event_type: EventType::CallIncoming, text: &text, once: Some("job") };
+    let first = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "other").await;
+    let retry = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;
+    assert_eq!(first, retry, "a retried job's event keeps its place");
+    assert_eq!(offsets(&s.history(&t, 0, 100).await.unwrap()), [1, 2]);
+}
+
+async fn an_oversize_event_keeps_its_place_but_not_its_text(b: Backend) {
+    let s = b.store(Limits { history_max_event_bytes: 80, ..Limits::default() });
+    let t = tenant("t1");
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "small").await;
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, &"x".repeat(100)).await;
+    let h = s.history(&t, 0, 100).await.unwrap();
+    assert_eq!(offsets(&h), [1, 2]);
+    assert!(h.entries[0].text.is_some());
+    assert_eq!(h.entries[1].text, None);
+}
+
+async fn presence_changes_are_recorded_with_their_place(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    let online = s.register(&conn("t1", "42", "c1")).await.unwrap().presence_event.expect("came online");
+    assert_eq!(online.event_type, EventType::PresenceOnline);
+    assert_eq!(online.offset, Some(1));
+    assert_eq!(s.register(&conn("t1", "42", "c2")).await.unwrap().presence_event, None);
+    s.unregister(&t, &cid("c1")).await.unwrap();
+    let offline = s.unregister(&t, &cid("c2")).await.unwrap().unwrap().presence_event.expect("went offline");
+    assert_eq!((offline.event_type, offline.offset), (EventType::PresenceOffline, Some(2)));
+    assert_eq!(offline.data, serde_json::json!({"user_id": "42"}));
+    let h = s.history(&t, 0, 100).await.unwrap();
+    assert_eq!(offline.epoch.as_deref(), Some(h.epoch.as_str()));
+    for (entry, event) in h.entries.iter().zip([&online, &offline]) {
+        let recorded: switchboard::event::Envelope = serde_json::from_str(&entry.envelope(&h.epoch).unwrap()).unwrap();
+        assert_eq!(&recorded, event, "the history holds the event that was announced");
+    }
+    // Several users going stale at once: one event each, each with its own place.
+    s.register(&conn("t1", "1", "a")).await.unwrap();
+    s.register(&conn("t1", "2", "b")).await.unwrap();
+    let gone = s.unregister_many(&t, &[cid("a"), cid("b")]).await.unwrap();
+    let events: Vec<_> = gone.iter().map(|g| g.presence_event.clone().unwrap()).collect();
+    assert_eq!(events.iter().map(|e| e.offset.unwrap()).collect::<Vec<_>>(), [5, 6], "after two presence.online");
+    assert_ne!(events[0].id, events[1].id);
+    assert_eq!(events[1].data, serde_json::json!({"user_id": "2"}));
+}
+
+async fn a_subscribe_with_recovery_reads_the_history_in_the_same_step(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    s.register(&conn("t1", "42", "c1")).await.unwrap();
+    for id in ["a", "b", "c"] {
+        publish(&s, "t1", EventType::CallIncoming, Target::Tenant, id).await;
+    }
+    let r = s.subscribe_since(&t, &cid("c1"), &topics(&["call.*", "chat.*"]), 2, 100).await.unwrap();
+    assert_eq!(r.topics, topics(&["call.*", "chat.*"]));
+    assert_eq!(r.endpoint, "https://gw.example/t1");
+    assert_eq!((r.history.top, offsets(&r.history)), (4, vec![3, 4]), "presence.online is 1");
+    assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&["c1"]), "subscribed");
+    assert!(matches!(
+        s.subscribe_since(&t, &cid("nope"), &topics(&["*"]), 0, 10).await,
+        Err(StoreError::UnknownConnection)
+    ));
+}
+
+async fn history_off_records_nothing(b: Backend) {
+    let s = b.store(Limits { history_size: 0, ..Limits::default() });
+    let r = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "a").await;
+    assert_eq!(r.position, None);
+    assert_eq!(s.register(&conn("t1", "42", "c1")).await.unwrap().presence_event.unwrap().offset, None);
+    assert_eq!(s.history(&tenant("t1"), 0, 10).await.unwrap().top, 0);
+}
+
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
+    every_published_event_gets_the_next_offset_in_its_tenants_history,
+    histories_are_per_tenant,
+    the_history_keeps_its_newest_events_for_its_ttl,
+    a_queued_event_is_recorded_once,
+    an_oversize_event_keeps_its_place_but_not_its_text,
+    presence_changes_are_recorded_with_their_place,
+    a_subscribe_with_recovery_reads_the_history_in_the_same_step,
+    history_off_records_nothing,
     resolve_carries_the_tenants_webhooks,
     the_delivery_log_pages_filters_and_counts_failures,
     the_delivery_log_is_trimmed_by_age,

@@ -1,9 +1,12 @@
--- KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, active, then presence.online's subs keys.
--- ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms.
+-- KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, active,
+-- history stream, history meta, then presence.online's subs keys.
+-- ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms,
+-- history size, ttl_ms, max event bytes, fresh epoch, the presence.online envelope (without position).
 -- The user joins the tenant's `seen` registry (who may have an offline
 -- queue); users not seen within the offline TTL leave it.
 -- Returns {user_connections, came_online, tenant_was_empty, resolution or {}}:
--- when the user came online, who must hear `presence.online`.
+-- when the user came online, who must hear `presence.online`, then the
+-- offset and epoch it was recorded at.
 local now = now_ms()
 redis.call('ZADD', KEYS[8], now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', '(' .. (now - tonumber(ARGV[8])))
@@ -18,6 +21,10 @@ redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
 redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
 local presence = {}
 if came_online == 1 then
-    presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 10)}, ARGV[7], '')
+    presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 12)}, ARGV[7], '')
+    local p = history_append(KEYS[10], KEYS[11], '', {ARGV[9], ARGV[10], ARGV[11], ARGV[12]},
+        ARGV[13], 'presence.online', 'tenant', '', '')
+    presence[#presence + 1] = p[1]
+    presence[#presence + 1] = p[2]
 end
 return {redis.call('SCARD', KEYS[3]), came_online, tenant_was_empty, presence}

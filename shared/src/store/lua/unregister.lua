@@ -1,11 +1,17 @@
--- KEYS: conns, online, webhooks, connection index, active, then presence.offline's subs keys.
--- ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem, then connection ids.
--- Returns {{user_id, connections_left, ...}, resolution or {}}: a pair for
--- each id that was registered, and when a user went offline, who must hear
--- `presence.offline`.
+-- KEYS: conns, online, webhooks, connection index, active, history stream, history meta,
+-- then presence.offline's subs keys.
+-- ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem,
+-- history size, ttl_ms, max event bytes, fresh epoch, the presence.offline
+-- envelope in three parts (head .. event id .. mid .. user id .. tail),
+-- then connection id and event id pairs.
+-- Returns {{user_id, connections_left, offset, epoch, envelope, ...}, resolution or {}}:
+-- five for each id that was registered (a user who went offline has their
+-- presence.offline recorded: its place and its envelope; else 0, '', ''),
+-- and when a user went offline, who must hear `presence.offline`.
 local out = {}
 local offline = false
-for i = 6, #ARGV do
+local h = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
+for i = 13, #ARGV, 2 do
     local id = ARGV[i]
     local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
     local user = redis.call('HGET', conn_key, 'user_id')
@@ -20,17 +26,23 @@ for i = 6, #ARGV do
         local user_key = ARGV[3] .. user
         redis.call('SREM', user_key, id)
         local left = redis.call('SCARD', user_key)
+        local p, text = {0, ''}, ''
         if left == 0 then
             redis.call('SREM', KEYS[2], user)
             redis.call('DEL', ARGV[4] .. user)
             offline = true
+            text = ARGV[10] .. ARGV[i + 1] .. ARGV[11] .. user .. ARGV[12]
+            p = history_append(KEYS[6], KEYS[7], '', h, text, 'presence.offline', 'tenant', '', '')
         end
         out[#out + 1] = user
         out[#out + 1] = left
+        out[#out + 1] = p[1]
+        out[#out + 1] = p[2]
+        out[#out + 1] = text
     end
 end
 local presence = {}
 if offline then
-    presence = resolve('tenant', KEYS[1], KEYS[3], KEYS[4], {unpack(KEYS, 6)}, ARGV[1], '')
+    presence = resolve('tenant', KEYS[1], KEYS[3], KEYS[4], {unpack(KEYS, 8)}, ARGV[1], '')
 end
 return {out, presence}
