@@ -40,6 +40,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use switchboard::protocol::ServerReply;
+
 use crate::events::{self, ConnectionInfo};
 use crate::functions::{Functions, Route, Verdict};
 
@@ -55,6 +57,11 @@ pub struct GatewayLimits {
     pub idle_timeout: Duration,
     /// No connection lives longer: 2 hours.
     pub max_duration: Duration,
+    /// This long before `max_duration` (at most half of it) the client is
+    /// sent `{"type":"reconnect","reason":"max_duration","within_secs":N}`,
+    /// so it can rotate to a new connection without a gap. API Gateway
+    /// sends nothing of the kind; zero: none. 5 minutes.
+    pub reconnect_notice: Duration,
     /// A post to a connection whose outbound queue is full waits this long
     /// for room, then the connection is closed with [`SLOW_CLIENT_CLOSE`]
     /// and the post answered 410: a client that stops reading never holds
@@ -73,6 +80,7 @@ impl Default for GatewayLimits {
             max_message_bytes: 128 * 1024,
             idle_timeout: Duration::from_secs(600),
             max_duration: Duration::from_secs(7200),
+            reconnect_notice: Duration::from_secs(300),
             slow_client_wait: Duration::from_secs(1),
         }
     }
@@ -360,13 +368,23 @@ async fn run_connection(gw: Arc<WsGateway>, info: ConnectionInfo, upgraded: hype
 
     let idle = sleep(gw.limits.idle_timeout);
     let max = sleep(gw.limits.max_duration);
-    tokio::pin!(idle, max);
+    let lead = gw.limits.reconnect_notice.min(gw.limits.max_duration / 2);
+    let notice = sleep(gw.limits.max_duration - lead);
+    let mut noticed = lead.is_zero();
+    tokio::pin!(idle, max, notice);
     // (status, reason, send a close frame?)
     let (status, reason, server_closes): (u16, String, bool) = loop {
         tokio::select! {
             _ = gw.shutdown.cancelled() => break (1001, "Going away".into(), true),
             _ = &mut idle => break (1001, "Going away: idle timeout".into(), true),
             _ = &mut max => break (1001, "Going away: maximum connection duration".into(), true),
+            _ = &mut notice, if !noticed => {
+                noticed = true;
+                let within_secs = lead.as_secs_f64().ceil() as u64;
+                let reply = ServerReply::Reconnect { reason: "max_duration".into(), within_secs };
+                // A client too slow to take it is closed as any slow consumer.
+                let _ = live.send(Message::Text(reply.to_json().into()), gw.limits.slow_client_wait).await;
+            }
             Ok((code, why)) = &mut close_rx => break (code, why, true),
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {

@@ -104,6 +104,9 @@ struct Serve {
     /// Maximum connection duration in seconds (API Gateway: 7200).
     #[arg(long, env = "MAX_CONNECTION_SECS", default_value_t = 7200)]
     max_connection_secs: u64,
+    /// Seconds before the maximum duration that clients are sent {"type":"reconnect"} (at most half of it); 0: never.
+    #[arg(long, env = "RECONNECT_NOTICE_SECS", default_value_t = 300)]
+    reconnect_notice_secs: u64,
     /// A post to a client whose outbound queue is full waits this long, then the client is closed (1013).
     #[arg(long, env = "SLOW_CLIENT_WAIT_MS", default_value_t = 1000)]
     slow_client_wait_ms: u64,
@@ -208,6 +211,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             max_message_bytes: args.max_message_bytes,
             idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             max_duration: Duration::from_secs(args.max_connection_secs),
+            reconnect_notice: Duration::from_secs(args.reconnect_notice_secs),
             slow_client_wait: Duration::from_millis(args.slow_client_wait_ms),
         },
         sqs_port: args.sqs_port,

@@ -9,6 +9,7 @@
 //! | client sends | server answers |
 //! | --- | --- |
 //! | `{"action":"subscribe","events":["call.incoming"],"id":"r1"}` | `{"type":"subscribed","id":"r1","events":[...]}` |
+//! | `{"action":"subscribe","events":[...],"since":{"epoch":"e","offset":41}}` | `subscribed`, the missed events in offset order, then `{"type":"recovered","recovered":true,"count":K,"epoch":"e","offset":<top>}` (or `recovered:false`, nothing replayed) |
 //! | `{"action":"unsubscribe","events":[...]}` | `{"type":"unsubscribed","events":[...]}` |
 //! | `{"action":"ping"}` | `{"type":"pong","timestamp":...}` |
 //! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N,"cursor":"<id>"}` (they stay queued) |
@@ -19,13 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::event::Target;
-use crate::event::{EventType, Topic};
+use crate::event::{EventType, Position, Topic};
 
 /// A client request, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
-    /// Start receiving events matching these topics.
-    Subscribe { id: Option<String>, topics: Vec<Topic> },
+    /// Start receiving events matching these topics; with `since` (the
+    /// last position the client saw), first replay what it missed.
+    Subscribe { id: Option<String>, topics: Vec<Topic>, since: Option<Position> },
     /// Stop receiving events matching these topics.
     Unsubscribe { id: Option<String>, topics: Vec<Topic> },
     /// Keep-alive; refreshes presence.
@@ -227,8 +229,15 @@ impl ClientAction {
         match action.as_str() {
             "subscribe" | "unsubscribe" => {
                 let topics = parse_topics(obj.remove("events")).map_err(|(code, msg)| fail(code, msg))?;
+                let since = match obj.remove("since") {
+                    None | Some(Value::Null) => None,
+                    Some(_) if action == "unsubscribe" => {
+                        return Err(fail(ErrorCode::InvalidMessage, "\"since\" belongs to subscribe".into()));
+                    }
+                    Some(v) => Some(parse_since(v).map_err(|msg| fail(ErrorCode::InvalidMessage, msg))?),
+                };
                 Ok(if action == "subscribe" {
-                    ClientAction::Subscribe { id, topics }
+                    ClientAction::Subscribe { id, topics, since }
                 } else {
                     ClientAction::Unsubscribe { id, topics }
                 })
@@ -289,6 +298,28 @@ impl ClientAction {
             | ClientAction::Publish { id, .. } => id.as_deref(),
         }
     }
+}
+
+/// `since` is `{"epoch":"<epoch>","offset":<n>}`, both from an event the client received.
+fn parse_since(v: Value) -> Result<Position, String> {
+    const SHAPE: &str =
+        "\"since\" must be {\"epoch\":\"<epoch>\",\"offset\":<n>}, the epoch and offset of the last event you received";
+    let Value::Object(mut o) = v else { return Err(SHAPE.into()) };
+    let epoch = match o.remove("epoch") {
+        Some(Value::String(e)) if Position::is_valid_epoch(&e) => e,
+        Some(Value::String(_)) => return Err(format!("{SHAPE}: the epoch is letters and digits, at most 64")),
+        _ => return Err(SHAPE.into()),
+    };
+    let offset = match o.remove("offset") {
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| format!("{SHAPE}: the offset is a whole number, 0 or more"))?
+        }
+        _ => return Err(SHAPE.into()),
+    };
+    if let Some(extra) = o.keys().next() {
+        return Err(format!("{SHAPE}: unknown field \"{extra}\""));
+    }
+    Ok(Position { epoch, offset })
 }
 
 /// `events` must be a non-empty list of known topics; every unknown name is
@@ -365,6 +396,28 @@ pub enum ServerReply {
         event_id: String,
         report: Report,
     },
+    /// The end of a recovery (a `subscribe` with `since`). `recovered:
+    /// true`: `count` missed events were replayed, in offset order, and
+    /// everything after `offset` arrives live. `recovered: false`: nothing
+    /// was replayed (the position is older than the history, from another
+    /// epoch, or more was missed than one recovery replays): reload your
+    /// state from the application and go on from `epoch`/`offset`. Both
+    /// are absent when this deployment keeps no history.
+    Recovered {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        recovered: bool,
+        count: usize,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        epoch: Option<String>,
+        /// The history's top offset when the subscription took effect.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        offset: Option<u64>,
+    },
+    /// Sent by the gateway ahead of closing the connection (the emulator,
+    /// `within_secs` before its maximum connection duration): open a new
+    /// connection, subscribe with `since`, then close this one.
+    Reconnect { reason: String, within_secs: u64 },
     /// The request failed; the connection stays open.
     Error {
         #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -403,7 +456,16 @@ mod tests {
             parse(r#"{"action":"subscribe","events":["call.incoming","agent.*","call.incoming"],"id":"r1"}"#).unwrap(),
             ClientAction::Subscribe {
                 id: Some("r1".into()),
-                topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()]
+                topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()],
+                since: None,
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab12","offset":41}}"#).unwrap(),
+            ClientAction::Subscribe {
+                id: None,
+                topics: vec!["*".parse().unwrap()],
+                since: Some(Position { epoch: "ab12".into(), offset: 41 }),
             }
         );
         assert!(matches!(
@@ -442,6 +504,15 @@ mod tests {
             (r#"{"action":"subscribe","events":["call.incoming", 3]}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"subscribe","events":["call.nope","x.*","call.incoming"]}"#, ErrorCode::UnknownEventType),
             (r#"{"action":"publish","type":"nope"}"#, ErrorCode::UnknownEventType),
+            (r#"{"action":"subscribe","events":["*"],"since":41}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"a b","offset":1}}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":-1}}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":"1"}}"#, ErrorCode::InvalidMessage),
+            (
+                r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":1,"x":1}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (r#"{"action":"unsubscribe","events":["*"],"since":{"epoch":"ab","offset":1}}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"publish","type":"chat.message","target":{"tenant":false}}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"publish","type":"chat.message","target":{"user":"a:b"}}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"publish","type":"chat.message","target":{"group":"x"}}"#, ErrorCode::InvalidMessage),

@@ -20,6 +20,7 @@ use switchboard::Context;
 use switchboard::apigw::{self, response};
 use switchboard::auth::Identity;
 use switchboard::broadcast::{self, BroadcastError, PublishError};
+use switchboard::event::{Position, Topic};
 use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
@@ -95,7 +96,8 @@ async fn dispatch(
 ) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     match action {
-        ClientAction::Subscribe { id, topics } => match ctx.store.subscribe(tenant, conn, &topics).await {
+        ClientAction::Subscribe { id, topics, since: Some(since) } => recover(ctx, who, conn, id, &topics, since).await,
+        ClientAction::Subscribe { id, topics, since: None } => match ctx.store.subscribe(tenant, conn, &topics).await {
             Ok(events) => Ok(ServerReply::Subscribed { id, events }),
             Err(e) => Err(classify(&id, e)),
         },
@@ -138,6 +140,87 @@ async fn dispatch(
     }
 }
 
+/// A subscribe with `since`: subscribes and reads the history in one
+/// round trip (so every event is either in that read or delivered live),
+/// posts `subscribed`, then every missed event this connection would have
+/// received, in offset order, and answers `recovered` (the route response,
+/// so it comes after them). All or nothing: when the history does not
+/// hold every event after `since` that this connection would have had, or
+/// there are more than `RECOVERY_MAX_EVENTS`, nothing is replayed and the
+/// answer is `recovered:false` with the current epoch and top offset.
+/// Events published meanwhile reach the client live and may also be in
+/// the replay: clients drop duplicates by offset.
+async fn recover(
+    ctx: &Context,
+    who: &Identity,
+    conn: &ConnectionId,
+    id: Option<String>,
+    topics: &[Topic],
+    since: Position,
+) -> Result<ServerReply, Failure> {
+    let tenant = &who.tenant_id;
+    let limits = &ctx.config.limits;
+    if limits.history_size == 0 {
+        // No history to recover from: the client reloads its state.
+        let events = ctx.store.subscribe(tenant, conn, topics).await.map_err(|e| classify(&id, e))?;
+        let me = ctx.store.connection(tenant, conn).await.map_err(|e| classify(&id, e))?;
+        let me = me.ok_or_else(|| classify(&id, StoreError::UnknownConnection))?;
+        post_reply(ctx, conn, &me.endpoint, &ServerReply::Subscribed { id: id.clone(), events }).await?;
+        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: None, offset: None });
+    }
+    let r = ctx
+        .store
+        .subscribe_since(tenant, conn, topics, since.offset, limits.history_size)
+        .await
+        .map_err(|e| classify(&id, e))?;
+    post_reply(ctx, conn, &r.endpoint, &ServerReply::Subscribed { id: id.clone(), events: r.topics.clone() }).await?;
+    let (epoch, top) = (r.history.epoch.clone(), r.history.top);
+    let missed = r
+        .history
+        .missed(&since, |e| e.reaches(&r.topics, &who.user_id, conn))
+        .filter(|events| events.len() <= limits.recovery_max_events);
+    let Some(events) = missed else {
+        tracing::info!(tenant_id = %tenant, connection_id = %conn, since = since.offset, %epoch, top, "recovery impossible: recovered:false");
+        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: Some(epoch), offset: Some(top) });
+    };
+    for (done, (offset, text)) in events.iter().enumerate() {
+        if let Some(why) = failure(ctx.gateway.post(&r.endpoint, conn, text.as_bytes()).await) {
+            tracing::warn!(tenant_id = %tenant, connection_id = %conn, offset, error = %why, "recovery stopped early");
+            return Err(Failure::Client(ProtocolError::new(
+                id,
+                ErrorCode::InternalError,
+                format!("replayed {done} missed events, then could not deliver more; subscribe with since again"),
+            )));
+        }
+    }
+    tracing::debug!(tenant_id = %tenant, connection_id = %conn, count = events.len(), "recovered");
+    Ok(ServerReply::Recovered { id, recovered: true, count: events.len(), epoch: Some(epoch), offset: Some(top) })
+}
+
+/// Posts a reply ahead of the route response (which comes last).
+async fn post_reply(ctx: &Context, conn: &ConnectionId, endpoint: &str, reply: &ServerReply) -> Result<(), Failure> {
+    let id = match reply {
+        ServerReply::Subscribed { id, .. } => id.clone(),
+        _ => None,
+    };
+    match failure(ctx.gateway.post(endpoint, conn, reply.to_json().as_bytes()).await) {
+        None => Ok(()),
+        Some(why) => Err(Failure::Client(ProtocolError::new(
+            id,
+            ErrorCode::InternalError,
+            format!("could not deliver the subscribed reply ({why}); subscribe with since again"),
+        ))),
+    }
+}
+
+fn failure(outcome: PostOutcome) -> Option<String> {
+    match outcome {
+        PostOutcome::Delivered => None,
+        PostOutcome::Gone => Some("this connection is gone".to_owned()),
+        PostOutcome::Failed(e) => Some(e),
+    }
+}
+
 /// Delivers the user's offline queue to this connection, oldest first,
 /// and leaves it queued: a successful post only says the gateway took the
 /// message, not that the client read it. The `synced` reply carries a
@@ -172,12 +255,7 @@ async fn sync(
     }
     let mut count = 0;
     for message in &batch {
-        let failure = match ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await {
-            PostOutcome::Delivered => None,
-            PostOutcome::Gone => Some("this connection is gone".to_owned()),
-            PostOutcome::Failed(e) => Some(e),
-        };
-        if let Some(why) = failure {
+        if let Some(why) = failure(ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await) {
             tracing::warn!(tenant_id = %tenant, connection_id = %conn, error = %why, delivered = count, "sync stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,

@@ -214,6 +214,17 @@ impl History {
             && since.offset <= self.top
             && (since.offset == self.top || self.entries.first().is_some_and(|e| e.offset == since.offset + 1))
     }
+
+    /// The events after `since` that `wants` picks, oldest first, as
+    /// their envelopes (with position); `None` when they cannot all be
+    /// given: the history does not [`cover`](History::covers) `since`, or
+    /// one of them was too large for the history to keep its text.
+    pub fn missed(&self, since: &Position, wants: impl Fn(&HistoryEntry) -> bool) -> Option<Vec<(u64, String)>> {
+        if !self.covers(since) {
+            return None;
+        }
+        self.entries.iter().filter(|e| wants(e)).map(|e| Some((e.offset, e.envelope(&self.epoch)?))).collect()
+    }
 }
 
 /// What a subscribe with recovery returns.

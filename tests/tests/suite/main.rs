@@ -12,6 +12,7 @@ mod fanout;
 mod handlers;
 mod openapi;
 mod queued_fanout;
+mod recovery;
 mod resilience;
 mod round_trips;
 mod secrets;

@@ -1,0 +1,319 @@
+//! Never miss an event: a client cut off (closed by the gateway, or its TCP
+//! connection dropped) reconnects, subscribes with `since`, and receives
+//! exactly what it missed, in order, then `recovered`; all or nothing when
+//! it cannot; a rotation between two overlapping connections loses nothing.
+//! Real WebSocket clients against the emulator, state in a real `redis-server`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard::Context;
+use switchboard::auth::Role;
+use switchboard::broadcast;
+use switchboard::config::{Config, RedisConfig};
+use switchboard::event::{Envelope, EventType};
+use switchboard::protocol::Target;
+use switchboard_local::{Emulator, GatewayLimits, Mode, Settings};
+use switchboard_tests::auth::token;
+use switchboard_tests::id::{tenant, user};
+use switchboard_tests::ws::{Ws, connect, next_json, request, send_json, silent};
+use switchboard_tests::{RedisServer, eventually, shared_redis, unique_prefix};
+
+struct World {
+    emu: Emulator,
+    ctx: Context,
+}
+
+async fn world_on(redis_url: String, settings: Settings, tweak: impl FnOnce(&mut Config)) -> World {
+    let mut config =
+        Config { redis: Some(RedisConfig::single(redis_url)), key_prefix: unique_prefix(), ..Config::default() };
+    tweak(&mut config);
+    let ctx = Context::from_config(config);
+    let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
+    World { emu: Emulator::start(settings, mode).await.unwrap(), ctx }
+}
+
+async fn world_with(tweak: impl FnOnce(&mut Config)) -> World {
+    world_on(shared_redis().url(), Settings::ephemeral(), tweak).await
+}
+
+impl World {
+    async fn connect(&self, tenant: &str, user: &str) -> Ws {
+        let url = format!("{}?token={}", self.emu.ws_url(), token(tenant, user, Role::Agent));
+        connect(&url, &[]).await.expect("handshake").0
+    }
+
+    async fn client(&self, tenant: &str, user: &str, topics: &[&str]) -> Ws {
+        let mut ws = self.connect(tenant, user).await;
+        if !topics.is_empty() {
+            let reply = request(&mut ws, json!({"action": "subscribe", "events": topics})).await;
+            assert_eq!(reply["type"], "subscribed", "{reply}");
+        }
+        ws
+    }
+
+    /// Publishes a new event; returns its id.
+    async fn publish(&self, tenant_id: &str, event_type: EventType, target: Target) -> String {
+        let event = Envelope::new(tenant(tenant_id), event_type, json!({"n": 1}));
+        broadcast::publish(&self.ctx, &event, &target).await.unwrap();
+        event.id
+    }
+
+    async fn until_offline(&self, tenant_id: &str, user_id: &str) {
+        let (t, u) = (tenant(tenant_id), user(user_id));
+        eventually("$disconnect ran", || async { self.ctx.store.presence(&t, &u).await.unwrap().connections == 0 })
+            .await;
+    }
+}
+
+fn position(event: &Value) -> Value {
+    json!({"epoch": event["epoch"], "offset": event["offset"]})
+}
+
+/// Sends a subscribe with `since`; returns the events replayed before the
+/// `recovered` reply, and that reply. `subscribed` must come first.
+async fn resubscribe(ws: &mut Ws, topics: &[&str], since: Value) -> (Vec<Value>, Value) {
+    send_json(ws, json!({"action": "subscribe", "events": topics, "since": since, "id": "r"})).await;
+    let first = next_json(ws).await;
+    assert_eq!((first["type"].as_str(), first["id"].as_str()), (Some("subscribed"), Some("r")), "{first}");
+    let mut replayed = Vec::new();
+    loop {
+        let m = next_json(ws).await;
+        if m["type"] == "recovered" {
+            assert_eq!(m["id"], "r");
+            return (replayed, m);
+        }
+        replayed.push(m);
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// The gateway closes it (`DELETE @connections/{id}`).
+    ByTheGateway,
+    /// The TCP connection just goes away.
+    TcpDrop,
+}
+
+async fn a_client_cut_off_recovers_exactly_what_it_missed(cut: Cut) {
+    let w = world_with(|_| {}).await;
+    let topics = ["call.*", "chat.*"];
+    let mut me = w.client("acme", "42", &topics).await;
+    let _colleague = w.client("acme", "7", &[]).await;
+    let _namesake = w.client("globex", "42", &["*"]).await;
+    w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    let seen = next_json(&mut me).await;
+    assert!(seen["offset"].as_u64().unwrap() > 0 && seen["epoch"].is_string(), "{seen}");
+
+    match cut {
+        Cut::ByTheGateway => {
+            let target = Target::User(user("42"));
+            let mine = w.ctx.store.resolve(&tenant("acme"), EventType::ChatMessage, &target).await.unwrap();
+            let id = mine.recipients[0].connection_id.clone();
+            let url = format!("{}/@connections/{id}", w.emu.connections_endpoint());
+            assert_eq!(reqwest::Client::new().delete(url).send().await.unwrap().status(), 204);
+        }
+        Cut::TcpDrop => drop(me),
+    }
+    w.until_offline("acme", "42").await;
+
+    // 200 events while it is away: to the tenant, to its user, to another
+    // user, of a type it did not subscribe to, and to another tenant.
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        match i % 5 {
+            0 => expected.push(w.publish("acme", EventType::CallIncoming, Target::Tenant).await),
+            1 => expected.push(w.publish("acme", EventType::ChatMessage, Target::User(user("42"))).await),
+            2 => drop(w.publish("acme", EventType::ChatMessage, Target::User(user("7"))).await),
+            3 => drop(w.publish("acme", EventType::AgentLogin, Target::Tenant).await),
+            _ => drop(w.publish("globex", EventType::CallIncoming, Target::Tenant).await),
+        }
+    }
+
+    let mut back = w.connect("acme", "42").await;
+    let (replayed, recovered) = resubscribe(&mut back, &topics, position(&seen)).await;
+    let ids: Vec<&str> = replayed.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, expected, "exactly what it would have received, in order ({cut:?})");
+    let offsets: Vec<u64> = replayed.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "in offset order: {offsets:?}");
+    assert!(offsets[0] > seen["offset"].as_u64().unwrap());
+    assert!(replayed.iter().all(|e| e["tenant_id"] == "acme" && e["epoch"] == seen["epoch"]));
+    let top = recovered["offset"].as_u64().unwrap();
+    assert_eq!(
+        recovered,
+        json!({"type": "recovered", "id": "r", "recovered": true, "count": 80, "epoch": seen["epoch"], "offset": top})
+    );
+    assert!(top >= *offsets.last().unwrap());
+
+    // Live again, from the next offset on.
+    let next = w.publish("acme", EventType::CallEnded, Target::Tenant).await;
+    let live = next_json(&mut back).await;
+    assert_eq!((live["id"].as_str(), live["offset"].as_u64()), (Some(next.as_str()), Some(top + 1)));
+
+    // The offline queue kept the user's 40 chat messages too: the same
+    // events, same ids and offsets, so a client merges both by id.
+    let by_id: BTreeMap<&str, &Value> = replayed.iter().map(|e| (e["id"].as_str().unwrap(), e)).collect();
+    send_json(&mut back, json!({"action": "sync"})).await;
+    let mut queued = 0;
+    loop {
+        let m = next_json(&mut back).await;
+        if m["type"] == "synced" {
+            break;
+        }
+        let twin = by_id.get(m["id"].as_str().unwrap()).expect("a queued event was replayed too");
+        assert_eq!(&&m, twin, "the same event on both paths");
+        queued += 1;
+    }
+    assert_eq!(queued, 40);
+}
+
+#[tokio::test]
+async fn a_client_closed_by_the_gateway_recovers_exactly_what_it_missed() {
+    a_client_cut_off_recovers_exactly_what_it_missed(Cut::ByTheGateway).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_tcp_connection_dropped_recovers_exactly_what_it_missed() {
+    a_client_cut_off_recovers_exactly_what_it_missed(Cut::TcpDrop).await;
+}
+
+/// A client that saw one event, left, missed 20 call events and came back
+/// (not yet subscribed): its world, its new socket, the event it saw, and
+/// the top offset (its own `presence.online`; the last call event is just
+/// before it).
+async fn came_back_after_20(tweak: impl FnOnce(&mut Config)) -> (World, Ws, Value, u64) {
+    let w = world_with(tweak).await;
+    let mut me = w.client("acme", "42", &["call.*"]).await;
+    w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    let seen = next_json(&mut me).await;
+    drop(me);
+    w.until_offline("acme", "42").await;
+    for _ in 0..20 {
+        w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    }
+    let back = w.connect("acme", "42").await;
+    let top = w.ctx.store.history(&tenant("acme"), 0, 0).await.unwrap().top;
+    (w, back, seen, top)
+}
+
+fn gap(epoch: &Value, top: u64) -> Value {
+    json!({"type": "recovered", "id": "r", "recovered": false, "count": 0, "epoch": epoch, "offset": top})
+}
+
+#[tokio::test]
+async fn a_position_the_history_no_longer_holds_recovers_nothing() {
+    let (_w, mut back, seen, top) = came_back_after_20(|c| c.limits.history_size = 10).await;
+    // Older than the history (10 kept, 20 missed): nothing replayed, not the 9 it still has.
+    let (replayed, answer) = resubscribe(&mut back, &["call.*"], position(&seen)).await;
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    // Another epoch: its offsets mean nothing here.
+    let (replayed, answer) = resubscribe(&mut back, &["call.*"], json!({"epoch": "0123abcd", "offset": top})).await;
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    // An offset from the future is not a position this history gave.
+    let (_, answer) = resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top + 5})).await;
+    assert_eq!(answer, gap(&seen["epoch"], top));
+    // Nothing that was not asked for came meanwhile.
+    assert!(silent(&mut back, Duration::from_millis(200)).await);
+    // Within the history: exactly the missed ones (5 call events, and a presence.online it did not subscribe to).
+    let (replayed, answer) =
+        resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top - 6})).await;
+    let offsets: Vec<u64> = replayed.iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, ((top - 5)..top).collect::<Vec<_>>());
+    assert_eq!((&answer["recovered"], &answer["count"]), (&json!(true), &json!(5)));
+    // A malformed `since` is the client's mistake: an error, the connection stays.
+    let reply = request(&mut back, json!({"action": "subscribe", "events": ["*"], "since": {"offset": 1}})).await;
+    assert_eq!(reply["code"], "invalid_message", "{reply}");
+    assert_eq!(request(&mut back, json!({"action": "ping"})).await["type"], "pong");
+}
+
+#[tokio::test]
+async fn missing_more_than_one_recovery_replays_recovers_nothing() {
+    let (_w, mut back, seen, top) = came_back_after_20(|c| c.limits.recovery_max_events = 5).await;
+    // 6 call events missed, RECOVERY_MAX_EVENTS is 5.
+    let (replayed, answer) =
+        resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top - 7})).await;
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    let (replayed, answer) =
+        resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top - 6})).await;
+    assert_eq!((replayed.len(), &answer["recovered"]), (5, &json!(true)));
+}
+
+#[tokio::test]
+async fn a_flushed_redis_starts_a_new_epoch_and_old_positions_recover_nothing() {
+    let redis = RedisServer::start().unwrap();
+    let w = world_on(redis.url(), Settings::ephemeral(), |_| {}).await;
+    let mut me = w.client("acme", "42", &["call.*"]).await;
+    w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    let before = next_json(&mut me).await;
+    switchboard_tests::redis_cmd(redis.port, &["FLUSHALL"]).unwrap();
+    drop(me);
+    let mut back = w.connect("acme", "42").await;
+    let (replayed, answer) = resubscribe(&mut back, &["call.*"], position(&before)).await;
+    assert_eq!((replayed.len(), &answer["recovered"]), (0, &json!(false)), "{answer}");
+    assert_ne!(answer["epoch"], before["epoch"], "the history was lost: a new epoch");
+    w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    let after = next_json(&mut back).await;
+    assert_eq!(after["epoch"], answer["epoch"]);
+}
+
+#[tokio::test]
+async fn rotating_to_a_new_connection_before_the_old_one_closes_loses_nothing() {
+    let limits = GatewayLimits {
+        max_duration: Duration::from_secs(4),
+        reconnect_notice: Duration::from_secs(3),
+        ..GatewayLimits::default()
+    };
+    let w = world_on(shared_redis().url(), Settings { limits, ..Settings::ephemeral() }, |_| {}).await;
+    let mut old = w.client("acme", "42", &["call.*"]).await;
+    let publisher = {
+        let ctx = w.ctx.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..300 {
+                let event = Envelope::new(tenant("acme"), EventType::CallIncoming, json!({}));
+                broadcast::publish(&ctx, &event, &Target::Tenant).await.unwrap();
+                ids.push(event.id);
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+            ids
+        })
+    };
+    // offset -> id, from whichever connection it came on.
+    let mut received: BTreeMap<u64, String> = BTreeMap::new();
+    // Read the old connection until the gateway says to rotate (2 s before its end: at most half of 4 s).
+    let mut last = None;
+    loop {
+        let m = next_json(&mut old).await;
+        if m["type"] == "reconnect" {
+            assert_eq!(m, json!({"type": "reconnect", "reason": "max_duration", "within_secs": 2}));
+            break;
+        }
+        note(&m, &mut received);
+        last = Some(position(&m));
+    }
+    let since = last.expect("events arrived before the notice");
+    let mut new = w.connect("acme", "42").await;
+    let (replayed, answer) = resubscribe(&mut new, &["call.*"], since).await;
+    assert_eq!(answer["recovered"], true, "{answer}");
+    for e in &replayed {
+        note(e, &mut received);
+    }
+    drop(old);
+    let ids = publisher.await.unwrap();
+    let all: HashSet<&String> = ids.iter().collect();
+    while received.values().filter(|id| all.contains(id)).count() < ids.len() {
+        let m = next_json(&mut new).await;
+        note(&m, &mut received);
+    }
+    let got: Vec<&String> = received.values().collect();
+    assert_eq!(got, ids.iter().collect::<Vec<_>>(), "every event once by offset, in publish order");
+}
+
+/// Keeps an event by its offset: a duplicate (the same event on both
+/// connections, or live and replayed) must be the same event.
+fn note(e: &Value, received: &mut BTreeMap<u64, String>) {
+    let (offset, id) = (e["offset"].as_u64().unwrap(), e["id"].as_str().unwrap().to_owned());
+    let twin = received.insert(offset, id.clone());
+    assert!(twin.is_none_or(|t| t == id), "one offset, one event");
+}
