@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
 //! | `POST /v1/events?async=true` | the same, queued on the events queue: 202 `{event_id, queued}` |
+//! | `GET /v1/events?since=<epoch>:<offset>&events=call.*&limit=100` | the tenant's retained events after a position the caller could have received: `{recovered, epoch, offset, events, next}` (see [`history`]) |
 //! | `GET /v1/stats` | `{tenant_id, tenant_connections}` (the legacy hub's `/ws/stats`); `total_connections` and `tenants` too for a platform operator (an admin of `PLATFORM_TENANT`) |
 //! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the legacy hub's) |
 //! | `GET /v1/presence` | `{online_users, count}` |
@@ -41,6 +42,7 @@ use switchboard::protocol::Target;
 use switchboard::store::OfflineRefusal;
 use switchboard::{Context, broadcast};
 
+mod history;
 pub mod openapi;
 mod webhooks;
 
@@ -60,6 +62,7 @@ pub struct ApiState {
 /// Every route with its method, as served (the OpenAPI test walks this).
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/events"),
+    ("get", "/v1/events"),
     ("get", "/v1/stats"),
     ("get", "/v1/users/{id}/online"),
     ("get", "/v1/presence"),
@@ -86,7 +89,7 @@ pub fn router(ctx: Context, verifier: Verifier) -> Router {
         verifier: Arc::new(verifier),
     };
     Router::new()
-        .route("/v1/events", post(publish))
+        .route("/v1/events", post(publish).get(history::read))
         .route("/v1/stats", get(stats))
         .route("/v1/users/{id}/online", get(user_online))
         .route("/v1/presence", get(presence))

@@ -103,11 +103,24 @@ pub fn document() -> Value {
                 "DeliveryLog": {"type": "object", "properties": {"deliveries": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "webhook_id": {"type": "string"}, "delivery_id": {"type": "string"}, "event": {"type": "string"}, "attempt": {"type": "integer"}, "response_code": {"type": "integer", "nullable": true}, "response_body": {"type": "string"}, "error": {"type": "string", "nullable": true}, "duration_ms": {"type": "integer"}, "status": {"type": "string", "enum": log_statuses}, "created_at": {"type": "integer"}, "next_attempt_at": {"type": "integer"}, "delivery": {"type": "object"}}}}, "next_cursor": {"type": "string", "nullable": true}}},
                 "WebhookStats": {"type": "object", "properties": {"webhook_id": {"type": "string"}, "window_secs": {"type": "integer"}, "deliveries": {"type": "integer"}, "attempts": {"type": "integer"}, "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "dead_lettered": {"type": "integer"}, "success_rate": {"type": "number", "nullable": true}, "avg_latency_ms": {"type": "number"}, "is_active": {"type": "boolean"}}},
                 "WebhookList": {"type": "object", "properties": {"webhooks": {"type": "array", "items": {"$ref": "#/components/schemas/Webhook"}}}},
+                "EventPage": {"type": "object", "properties": {"recovered": {"type": "boolean", "description": "false: the history no longer holds every event after since (nothing returned; reload and go on from epoch/offset)"}, "epoch": {"type": "string"}, "offset": {"type": "integer", "description": "the history's top offset"}, "events": {"type": "array", "items": {"type": "object"}, "description": "envelopes, oldest first, each with its offset and epoch"}, "next": {"type": "string", "nullable": true, "description": "since for the next page; null on the last"}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string"}, "version": {"type": "string"}}}
             }
         },
         "paths": {
-            "/v1/events": {"post": {
+            "/v1/events": {"get": {
+                "summary": "The tenant's retained events after a position (catching up, as a WebSocket subscribe with since does)",
+                "security": secured,
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "string", "example": "9f2c4e1a7b3d5c60:41"}, "description": "<epoch>:<offset> of the last event received, or a page's next; without it: no events, and the position to start from"},
+                    {"name": "events", "in": "query", "schema": {"type": "string", "default": "*", "example": "call.*,chat.message"}, "description": "comma-separated topics"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+                ],
+                "responses": common(serde_json::Map::from_iter([
+                    ("200".to_string(), ok("EventPage")),
+                    ("400".to_string(), error("since, events or limit is malformed (named in `field`)")),
+                ]))
+            }, "post": {
                 "summary": "Publish an event to the tenant, a user or a connection",
                 "security": secured,
                 "parameters": [{"name": "async", "in": "query", "schema": {"type": "boolean", "default": false}, "description": "queue the fan-out on the events queue and answer 202"}],

@@ -317,3 +317,97 @@ fn note(e: &Value, received: &mut BTreeMap<u64, String>) {
     let twin = received.insert(offset, id.clone());
     assert!(twin.is_none_or(|t| t == id), "one offset, one event");
 }
+
+impl World {
+    /// `GET /v1/events` as `role` of `tenant_id`, with this query.
+    async fn events(&self, tenant_id: &str, user_id: &str, role: Role, query: &str) -> (u16, Value) {
+        let url = format!("{}/v1/events{query}", self.emu.http_url());
+        let r = reqwest::Client::new().get(url).bearer_auth(token(tenant_id, user_id, role)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn back_end_services_catch_up_over_http_with_the_same_answer() {
+    let w = world_with(|_| {}).await;
+    let _agent = w.client("acme", "42", &[]).await;
+    let (status, start) = w.events("acme", "svc", Role::Service, "").await;
+    assert_eq!(status, 200, "{start}");
+    assert_eq!((&start["recovered"], &start["events"], &start["next"]), (&json!(true), &json!([]), &Value::Null));
+    let since = format!("?since={}:{}", start["epoch"].as_str().unwrap(), start["offset"]);
+
+    let mut tenant_wide = Vec::new();
+    let mut for_42 = Vec::new();
+    let mut for_7 = Vec::new();
+    for _ in 0..3 {
+        tenant_wide.push(w.publish("acme", EventType::CallIncoming, Target::Tenant).await);
+        for_42.push(w.publish("acme", EventType::ChatMessage, Target::User(user("42"))).await);
+        for_7.push(w.publish("acme", EventType::ChatMessage, Target::User(user("7"))).await);
+        w.publish("globex", EventType::CallIncoming, Target::Tenant).await;
+    }
+    let (_, all) = w.events("acme", "svc", Role::Service, &since).await;
+    assert_eq!(all["recovered"], true);
+    assert_eq!(ids_of(&all).len(), 9, "a service sees every event of its tenant, none of another's");
+    assert!(all["events"].as_array().unwrap().iter().all(|e| e["tenant_id"] == "acme" && e["epoch"] == start["epoch"]));
+    let (_, mine) = w.events("acme", "42", Role::Agent, &since).await;
+    let mut expected: Vec<String> = Vec::new();
+    for i in 0..3 {
+        expected.push(tenant_wide[i].clone());
+        expected.push(for_42[i].clone());
+    }
+    assert_eq!(ids_of(&mine), expected, "an agent: the tenant's and its own, in order; not user 7's");
+    let (_, chats) = w.events("acme", "svc", Role::Service, &format!("{since}&events=chat.*")).await;
+    assert_eq!(ids_of(&chats).len(), 6);
+
+    // Paging: `next` until null gives the same events.
+    let mut paged = Vec::new();
+    let mut query = format!("{since}&limit=4");
+    loop {
+        let (status, page) = w.events("acme", "svc", Role::Service, &query).await;
+        assert_eq!((status, &page["recovered"]), (200, &json!(true)), "{page}");
+        assert!(page["events"].as_array().unwrap().len() <= 4);
+        paged.extend(ids_of(&page));
+        match page["next"].as_str() {
+            Some(next) => query = format!("?since={next}&limit=4"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids_of(&all));
+
+    // All or nothing, and bad input is the caller's mistake.
+    let (_, other) = w.events("acme", "svc", Role::Service, &format!("?since=0ther:{}", start["offset"])).await;
+    assert_eq!((&other["recovered"], &other["events"], &other["epoch"]), (&json!(false), &json!([]), &start["epoch"]));
+    for (query, field) in [
+        ("?since=nocolon", "since"),
+        ("?since=ab:-1", "since"),
+        ("?since=a%22b:1", "since"),
+        ("?events=call.nope", "events"),
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?sinse=ab:1", "query"),
+    ] {
+        let (status, body) = w.events("acme", "svc", Role::Service, query).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (400, Some("invalid_field"), Some(field)),
+            "{query}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_catch_up_is_all_or_nothing_when_the_history_moved_on() {
+    let w = world_with(|c| c.limits.history_size = 5).await;
+    let (_, start) = w.events("acme", "svc", Role::Service, "").await;
+    for _ in 0..8 {
+        w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    }
+    let since = format!("?since={}:{}", start["epoch"].as_str().unwrap(), start["offset"]);
+    let (status, page) = w.events("acme", "svc", Role::Service, &since).await;
+    assert_eq!(status, 200);
+    assert_eq!(page, json!({"recovered": false, "epoch": start["epoch"], "offset": 8, "events": [], "next": null}));
+}
