@@ -8,6 +8,10 @@
 //! open and nothing changes. Only our own failures (the store unreachable)
 //! answer 500, still with an error reply the client can read.
 //!
+//! A `subscribe` with `since` recovers: it subscribes and reads the
+//! tenant's history in one round trip, posts `subscribed` and the missed
+//! events, and answers `recovered` (all or nothing; see [`recover`]).
+//!
 //! `publish` is role-checked ([`switchboard::auth::Role::may_publish`]) and
 //! fans out inside the caller's tenant; `sync` posts the queued messages to
 //! this very connection before the `synced` reply.
