@@ -187,6 +187,8 @@ enum Server {
     Switchboard {
         redis: Option<String>,
         over_http: bool,
+        /// `HISTORY_SIZE`: `None` the default (1,000), `Some(0)` history off.
+        history: Option<usize>,
     },
     Baseline,
     /// serverless-offline 13 running `bench/serverless-offline`'s Node
@@ -228,11 +230,13 @@ struct Started {
     proc: Proc,
     ws_url: String,
     http: String,
+    /// Its `KEY_PREFIX` (Switchboard on Redis).
+    prefix: String,
 }
 
 fn start(server: &Server) -> anyhow::Result<Started> {
     match server {
-        Server::Switchboard { redis, over_http } => {
+        Server::Switchboard { redis, over_http, history } => {
             let (ws, http, sqs) = (free_port(), free_port(), free_port());
             let mut env = vec![
                 ("JWT_SECRET", SECRET.to_owned()),
@@ -240,9 +244,13 @@ fn start(server: &Server) -> anyhow::Result<Started> {
                 ("RUST_LOG", "warn".to_owned()),
                 ("FANOUT_CONCURRENCY", "512".to_owned()),
             ];
+            let prefix = format!("bench{}", free_port());
             if let Some(url) = redis {
                 env.push(("REDIS_URL", url.clone()));
-                env.push(("KEY_PREFIX", format!("bench{}", free_port())));
+                env.push(("KEY_PREFIX", prefix.clone()));
+            }
+            if let Some(size) = history {
+                env.push(("HISTORY_SIZE", size.to_string()));
             }
             let mut args: Vec<String> =
                 ["--ws-port", &ws.to_string(), "--http-port", &http.to_string(), "--sqs-port", &sqs.to_string()]
@@ -263,7 +271,12 @@ fn start(server: &Server) -> anyhow::Result<Started> {
                     bail!("the emulator did not start");
                 }
             }
-            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{ws}/local"), http: format!("http://127.0.0.1:{http}") })
+            Ok(Started {
+                proc,
+                ws_url: format!("ws://127.0.0.1:{ws}/local"),
+                http: format!("http://127.0.0.1:{http}"),
+                prefix,
+            })
         }
         Server::ServerlessOffline { redis } => {
             npm_install()?;
@@ -287,14 +300,14 @@ fn start(server: &Server) -> anyhow::Result<Started> {
                 anyhow::ensure!(Instant::now() < deadline, "serverless-offline did not listen on {ws} within 60 s");
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{ws}"), http: String::new() })
+            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{ws}"), http: String::new(), prefix: String::new() })
         }
         Server::Baseline => {
             let port = free_port();
             let proc =
                 Proc::spawn(&std::env::current_exe()?, &["baseline".into(), "--port".into(), port.to_string()], &[])?;
             proc.line(Duration::from_secs(10))?;
-            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{port}"), http: String::new() })
+            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{port}"), http: String::new(), prefix: String::new() })
         }
     }
 }
@@ -371,9 +384,24 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
         }
         c.send(&ClientCommand::Quit)?;
         drop(c);
-
-        // Sustained fan-out and latency at the smaller size, on a fresh server.
         drop(started);
+        sustained(server, sizes, round, &mut f)?;
+    }
+    Ok(f)
+}
+
+/// Benchmarks 2 and 3 alone (the cost of writing history: beside the run with it).
+fn measure_sustained(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
+    let mut f = Figures::default();
+    for round in 0..sizes.repeats {
+        sustained(server, sizes, round, &mut f)?;
+    }
+    Ok(f)
+}
+
+/// Sustained fan-out (2) and, for Switchboard, latency (3) at the smaller size, on a fresh server.
+fn sustained(server: &Server, sizes: &Sizes, round: usize, f: &mut Figures) -> anyhow::Result<()> {
+    {
         let started = start(server)?;
         let mut c = client(server, &started, sizes.small)?;
         c.json(Duration::from_secs(60))?;
@@ -395,7 +423,7 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
         }
         c.send(&ClientCommand::Quit)?;
     }
-    Ok(f)
+    Ok(())
 }
 
 /// One warm-up broadcast (connections and caches), then `timed` ones; the
@@ -441,7 +469,11 @@ fn broadcast_at(server: &Server, n: usize, repeats: usize) -> anyhow::Result<Ser
 fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let server = Server::Switchboard { redis: Some(format!("redis://127.0.0.1:{redis_port}")), over_http: false };
+        let server = Server::Switchboard {
+            redis: Some(format!("redis://127.0.0.1:{redis_port}")),
+            over_http: false,
+            history: None,
+        };
         let started = start(&server)?;
         let stats = || -> anyhow::Result<(u64, u64)> {
             let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "commandstats"])?;
@@ -498,10 +530,20 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         ws.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
         ws.next().await;
         step("subscribe", before)?;
+        let since = json!({"action": "subscribe", "events": ["call.*"], "since": {"epoch": "0", "offset": 0}});
+        // Once to load the script into this Redis (its first EVALSHA answers NOSCRIPT).
+        ws.send(Message::text(since.to_string())).await?;
+        ws.next().await;
+        ws.next().await;
+        let before = stats()?;
+        ws.send(Message::text(since.to_string())).await?;
+        ws.next().await;
+        ws.next().await;
+        step("subscribe with since (a recovery: subscribe and history read in one script)", before)?;
         let before = stats()?;
         publish(1).await?;
         ws.next().await;
-        step("publish to 1 recipient (HTTP API: rate limit and resolve in one script)", before)?;
+        step("publish to 1 recipient (HTTP API: rate limit, resolve and history in one script)", before)?;
         let mut many = Vec::new();
         for i in 0..999 {
             let (mut c, _) = tokio_tungstenite::connect_async(url(&format!("m{i}"))).await?;
@@ -519,7 +561,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
                 }
             }
         }
-        step("publish to 1,000 recipients (HTTP API: rate limit and resolve in one script)", before)?;
+        step("publish to 1,000 recipients (HTTP API: rate limit, resolve and history in one script)", before)?;
         for c in many.iter_mut() {
             c.close(None).await.ok();
         }
@@ -531,6 +573,93 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         drop(started);
         Ok(out)
     })
+}
+
+/// What a recovery costs: the time from a reconnected client's `subscribe`
+/// with `since` to its `recovered`, `n` missed events replayed (each
+/// posted to it through `@connections`); and the Redis memory the history
+/// takes per retained event (`MEMORY USAGE` of the stream over its length).
+struct Recovery {
+    replay_ms: Series,
+    bytes_per_event: Series,
+    event_bytes: usize,
+}
+
+/// The next text message as JSON (30 s at most).
+async fn next_json<S>(ws: &mut S) -> anyhow::Result<Value>
+where
+    S: futures::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    use futures::StreamExt;
+    let m = tokio::time::timeout(Duration::from_secs(30), ws.next()).await?.context("closed")??;
+    Ok(serde_json::from_str(m.to_text()?)?)
+}
+
+fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usize) -> anyhow::Result<Recovery> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let rt = tokio::runtime::Runtime::new()?;
+    // Room for the missed events and the presence events of the reconnects.
+    let server = Server::Switchboard { redis: Some(redis_url.to_owned()), over_http: false, history: Some(n + 100) };
+    let mut out = Recovery { replay_ms: Series::default(), bytes_per_event: Series::default(), event_bytes: 0 };
+    for round in 0..repeats {
+        let started = start(&server)?;
+        let (ms, event_bytes) = rt.block_on(async {
+            let url = format!("{}?token={}", started.ws_url, token(&format!("r{round}"), Role::Agent));
+            let subscribe = json!({"action": "subscribe", "events": ["call.*"]});
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+            ws.send(Message::text(subscribe.to_string())).await?;
+            next_json(&mut ws).await?;
+            let http = reqwest::Client::new();
+            let body = json!({"type": "call.incoming", "data": {"caller_id": "+15550000000", "queue": "support"}});
+            let publish = || {
+                http.post(format!("{}/v1/events", started.http))
+                    .bearer_auth(token("svc", Role::Service))
+                    .json(&body)
+                    .send()
+            };
+            publish().await?.error_for_status()?;
+            let seen = next_json(&mut ws).await?;
+            let event_bytes = seen.to_string().len();
+            ws.close(None).await?;
+            drop(ws);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let sent = futures::stream::iter(0..n).map(|_| publish()).buffer_unordered(16);
+            let sent: Vec<_> = sent.collect().await;
+            for r in sent {
+                r?.error_for_status()?;
+            }
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+            let since = json!({"action": "subscribe", "events": ["call.*"],
+                "since": {"epoch": seen["epoch"], "offset": seen["offset"]}});
+            let t0 = Instant::now();
+            ws.send(Message::text(since.to_string())).await?;
+            let mut replayed = 0;
+            loop {
+                let m = next_json(&mut ws).await?;
+                match m["type"].as_str() {
+                    Some("recovered") => {
+                        anyhow::ensure!(m["recovered"] == true && m["count"] == n, "recovery answered {m}");
+                        break;
+                    }
+                    Some("subscribed") => {}
+                    _ => replayed += 1,
+                }
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(replayed == n, "{replayed} of {n} replayed");
+            Ok::<_, anyhow::Error>((ms, event_bytes))
+        })?;
+        out.replay_ms.push(ms);
+        out.event_bytes = event_bytes;
+        let key = format!("{}:history:{{bench}}", started.prefix);
+        let bytes: f64 =
+            switchboard_tests::redis_cmd(redis_port, &["MEMORY", "USAGE", &key, "SAMPLES", "0"])?.trim().parse()?;
+        let len: f64 = switchboard_tests::redis_cmd(redis_port, &["XLEN", &key])?.trim().parse()?;
+        out.bytes_per_event.push(bytes / len.max(1.0));
+    }
+    Ok(out)
 }
 
 fn webhook_rate(n: usize, repeats: usize) -> anyhow::Result<Series> {
@@ -594,13 +723,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     };
     let base = measured(&format!("baseline ({} connections)", sizes.big), Server::Baseline);
-    let sb_redis =
-        measured("Switchboard, Redis store", Server::Switchboard { redis: Some(redis.url()), over_http: false });
+    let sb_redis = measured(
+        "Switchboard, Redis store",
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None },
+    );
     let sb_http = measured(
         "Switchboard, Redis store, posts over HTTP (SDK)",
-        Server::Switchboard { redis: Some(redis.url()), over_http: true },
+        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None },
     );
-    let sb_mem = measured("Switchboard, memory store", Server::Switchboard { redis: None, over_http: false });
+    let sb_mem =
+        measured("Switchboard, memory store", Server::Switchboard { redis: None, over_http: false, history: None });
+    eprintln!("bench: Switchboard, Redis store, history off (benchmarks 2 and 3)");
+    let off = Server::Switchboard { redis: Some(redis.url()), over_http: false, history: Some(0) };
+    let sb_off = measure_sustained(&off, &sizes).unwrap_or_else(|e| {
+        failures.push(format!("history off: {e:#}"));
+        Figures::default()
+    });
     // Benchmark 9: the same client, the same broadcast, at the size
     // serverless-offline copes with.
     let cmp_n = if args.quick { sizes.small } else { 1000 };
@@ -614,14 +752,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         })
     };
     let sls = compared("serverless-offline 13", Server::ServerlessOffline { redis: redis.url() });
-    let sls_sb =
-        compared("Switchboard, Redis store", Server::Switchboard { redis: Some(redis.url()), over_http: false });
+    let sls_sb = compared(
+        "Switchboard, Redis store",
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None },
+    );
     let sls_sb_http = compared(
         "Switchboard, Redis store, posts over HTTP (SDK)",
-        Server::Switchboard { redis: Some(redis.url()), over_http: true },
+        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None },
     );
     eprintln!("bench: Redis cost per operation");
     let costs = redis_costs(redis.port)?;
+    let missed = if args.quick { 200 } else { 1000 };
+    eprintln!("bench: recovery of {missed} missed events");
+    let rec = recovery(&redis.url(), redis.port, missed, sizes.repeats)?;
     eprintln!("bench: webhook deliveries");
     let hooks = webhook_rate(sizes.webhooks, sizes.repeats)?;
 
@@ -752,7 +895,42 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         r9h,
         if sls.0.is_empty() { "**not measured**" } else { verdict(r9h >= 20.0) }
     )?;
+    writeln!(
+        w,
+        "| 10 | recovery: a reconnected client's subscribe with since until recovered, {missed} missed events replayed | {} | — | — | ≤ 50 ms (1,000) | {} |",
+        rec.replay_ms.show("ms"),
+        verdict(rec.replay_ms.median() <= 50.0)
+    )?;
     writeln!(w)?;
+    writeln!(w, "## 10. The cost of history (every event recorded in its tenant's Redis stream)\n")?;
+    writeln!(w, "| benchmark | history on (`HISTORY_SIZE=1000`) | history off (`HISTORY_SIZE=0`) | cost | target |")?;
+    writeln!(w, "| --- | --- | --- | --- | --- |")?;
+    let cost2 = 1.0 - sb_redis.burst_per_sec.median() / sb_off.burst_per_sec.median();
+    writeln!(
+        w,
+        "| 2. sustained fan-out | {} | {} | {:.1} % | ≤ 15 % ({}) |",
+        sb_redis.burst_per_sec.show("deliveries/s"),
+        sb_off.burst_per_sec.show("deliveries/s"),
+        cost2 * 100.0,
+        verdict(cost2 <= 0.15)
+    )?;
+    writeln!(
+        w,
+        "| 3. latency p50 / p99 | {} / {} | {} / {} | {:+.2} / {:+.2} ms | |",
+        sb_redis.latency_p50.show("ms"),
+        sb_redis.latency_p99.show("ms"),
+        sb_off.latency_p50.show("ms"),
+        sb_off.latency_p99.show("ms"),
+        sb_redis.latency_p50.median() - sb_off.latency_p50.median(),
+        sb_redis.latency_p99.median() - sb_off.latency_p99.median()
+    )?;
+    writeln!(
+        w,
+        "| Redis memory per retained event ({} bytes of envelope) | {} | — | | |",
+        rec.event_bytes,
+        rec.bytes_per_event.show("bytes")
+    )?;
+    writeln!(w, "\nA publish stays one round trip with history on: section 6 counts it.\n")?;
     writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
     writeln!(w, "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included |")?;
     writeln!(w, "| --- | --- | --- |")?;
