@@ -390,15 +390,6 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
     Ok(f)
 }
 
-/// Benchmarks 2 and 3 alone (the cost of writing history: beside the run with it).
-fn measure_sustained(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
-    let mut f = Figures::default();
-    for round in 0..sizes.repeats {
-        sustained(server, sizes, round, &mut f)?;
-    }
-    Ok(f)
-}
-
 /// Sustained fan-out (2) and, for Switchboard, latency (3) at the smaller size, on a fresh server.
 fn sustained(server: &Server, sizes: &Sizes, round: usize, f: &mut Figures) -> anyhow::Result<()> {
     {
@@ -733,12 +724,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let sb_mem =
         measured("Switchboard, memory store", Server::Switchboard { redis: None, over_http: false, history: None });
-    eprintln!("bench: Switchboard, Redis store, history off (benchmarks 2 and 3)");
-    let off = Server::Switchboard { redis: Some(redis.url()), over_http: false, history: Some(0) };
-    let sb_off = measure_sustained(&off, &sizes).unwrap_or_else(|e| {
-        failures.push(format!("history off: {e:#}"));
-        Figures::default()
-    });
+    let sb_off = measured(
+        "Switchboard, Redis store, history off",
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: Some(0) },
+    );
     // Benchmark 9: the same client, the same broadcast, at the size
     // serverless-offline copes with.
     let cmp_n = if args.quick { sizes.small } else { 1000 };
@@ -923,6 +912,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sb_off.latency_p99.show("ms"),
         sb_redis.latency_p50.median() - sb_off.latency_p50.median(),
         sb_redis.latency_p99.median() - sb_off.latency_p99.median()
+    )?;
+    let cost4 = 1.0 - sb_redis.storm_rate.median() / sb_off.storm_rate.median();
+    writeln!(
+        w,
+        "| 4. connection storm (each new user's presence.online is recorded) | {} (p99 {}) | {} (p99 {}) | {:.1} % | |",
+        sb_redis.storm_rate.show("conn/s"),
+        sb_redis.storm_p99.show("ms"),
+        sb_off.storm_rate.show("conn/s"),
+        sb_off.storm_p99.show("ms"),
+        cost4 * 100.0
+    )?;
+    writeln!(
+        w,
+        "| 1. broadcast to {n} | {} | {} | | |",
+        sb_redis.broadcast_ms.show("ms"),
+        sb_off.broadcast_ms.show("ms")
     )?;
     writeln!(
         w,

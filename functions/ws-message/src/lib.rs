@@ -133,12 +133,7 @@ async fn dispatch(
                     let message = format!("{}; nothing was published", refusal.describe(&ctx.config.limits));
                     Err(Failure::Client(ProtocolError::new(id, code, message)))
                 }
-                Err(e @ PublishError::RateLimited(_)) => {
-                    // The counter is per second: the next window opens at the next second.
-                    let wait = 1000 - (switchboard::time::now_millis().rem_euclid(1000)) as u64;
-                    let message = format!("{e}; nothing was published, retry in {wait} ms");
-                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::RateLimited, message).retry_after(wait)))
-                }
+                Err(e @ PublishError::RateLimited(_)) => Err(rate_limited(id, format!("{e}; nothing was published"))),
             }
         }
     }
@@ -172,11 +167,18 @@ async fn recover(
         post_reply(ctx, conn, &me.endpoint, &ServerReply::Subscribed { id: id.clone(), events }).await?;
         return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: None, offset: None });
     }
+    let limit = limits.rate_limit_per_sec;
     let r = ctx
         .store
-        .subscribe_since(tenant, conn, topics, since.offset, limits.history_size)
+        .subscribe_since(tenant, conn, topics, since.offset, limits.history_size, limit)
         .await
-        .map_err(|e| classify(&id, e))?;
+        .map_err(|e| classify(&id, e))?
+        .ok_or_else(|| {
+            rate_limited(
+                id.clone(),
+                format!("over the tenant's limit of {limit} requests per second; nothing was done"),
+            )
+        })?;
     post_reply(ctx, conn, &r.endpoint, &ServerReply::Subscribed { id: id.clone(), events: r.topics.clone() }).await?;
     let (epoch, top) = (r.history.epoch.clone(), r.history.top);
     let missed = r
@@ -199,6 +201,14 @@ async fn recover(
     }
     tracing::debug!(tenant_id = %tenant, connection_id = %conn, count = events.len(), "recovered");
     Ok(ServerReply::Recovered { id, recovered: true, count: events.len(), epoch: Some(epoch), offset: Some(top) })
+}
+
+/// `rate_limited`, with when to retry: the counter is per second, so the
+/// next window opens at the next second.
+fn rate_limited(id: Option<String>, why: String) -> Failure {
+    let wait = 1000 - (switchboard::time::now_millis().rem_euclid(1000)) as u64;
+    let message = format!("{why}, retry in {wait} ms");
+    Failure::Client(ProtocolError::new(id, ErrorCode::RateLimited, message).retry_after(wait))
 }
 
 /// Posts a reply ahead of the route response (which comes last).

@@ -475,13 +475,17 @@ impl Store for MemoryStore {
         topics: &[Topic],
         after: u64,
         max: usize,
-    ) -> StoreResult<Resubscribed> {
+        limit: u32,
+    ) -> StoreResult<Option<Resubscribed>> {
         self.with(|state| {
             let t = state.get_mut(tenant).ok_or(StoreError::UnknownConnection)?;
+            if !t.within_limit(limit) {
+                return Ok(None);
+            }
             let topics = self.subscribe_in(t, conn, topics)?;
             let endpoint = t.conns.get(conn).map(|(c, _)| c.endpoint.clone()).unwrap_or_default();
             let history = t.history.after(&self.limits, after, max);
-            Ok(Resubscribed { topics, endpoint, history })
+            Ok(Some(Resubscribed { topics, endpoint, history }))
         })
     }
 

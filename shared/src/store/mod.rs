@@ -587,7 +587,9 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History>;
 
     /// [`Store::subscribe`], and the history after `after` (up to `max`
-    /// events) read in the same round trip.
+    /// events) read in the same round trip; first counted against the
+    /// tenant's `limit` requests per second (`None` when over it: nothing
+    /// done), as a recovery reads up to `HISTORY_SIZE` events.
     async fn subscribe_since(
         &self,
         tenant: &TenantId,
@@ -595,7 +597,8 @@ pub trait Store: Send + Sync + 'static {
         topics: &[Topic],
         after: u64,
         max: usize,
-    ) -> StoreResult<Resubscribed>;
+        limit: u32,
+    ) -> StoreResult<Option<Resubscribed>>;
 
     /// PUBLISHes an event on the legacy hub's channels (`{p}:events` and, for
     /// agent, call and queue events, `{p}:agents:<tenant>` and so on), for

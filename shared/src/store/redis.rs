@@ -68,7 +68,10 @@ static SUBSCRIBE: LazyLock<Script> =
 
 /// A script in `lua/subscribe_since.lua`, which opens with its KEYS/ARGV contract.
 static SUBSCRIBE_SINCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!("{NOW_FN}\n{SUBSCRIBE_FN}\n{HISTORY_FN}\n{}", include_str!("lua/subscribe_since.lua")))
+    Script::new(&format!(
+        "{NOW_FN}\n{WITHIN_LIMIT_FN}\n{SUBSCRIBE_FN}\n{HISTORY_FN}\n{}",
+        include_str!("lua/subscribe_since.lua")
+    ))
 });
 
 /// A script in `lua/history_read.lua`, which opens with its KEYS/ARGV contract.
@@ -624,19 +627,22 @@ impl Store for RedisStore {
         topics: &[Topic],
         after: u64,
         max: usize,
-    ) -> StoreResult<Resubscribed> {
+        limit: u32,
+    ) -> StoreResult<Option<Resubscribed>> {
         let k = &self.keys;
         let mut inv = SUBSCRIBE_SINCE.key(k.conn(tenant, conn));
         inv.key(k.conn_subs(tenant, conn))
             .key(k.active(tenant))
             .key(k.history(tenant))
             .key(k.history_meta(tenant))
+            .key(k.rate_limit(tenant, crate::time::now_millis() / 1000))
             .arg(conn.as_str())
             .arg(self.limits.max_subscriptions)
             .arg(after)
             .arg(max)
             .arg(Self::millis(self.limits.history_ttl))
-            .arg(Position::fresh_epoch());
+            .arg(Position::fresh_epoch())
+            .arg(limit);
         for topic in topics {
             inv.key(k.subs(tenant, topic)).arg(topic.as_str());
         }
@@ -644,6 +650,7 @@ impl Store for RedisStore {
         match reply {
             Value::Int(-1) => Err(StoreError::UnknownConnection),
             Value::Int(-2) => Err(StoreError::TooManySubscriptions { limit: self.limits.max_subscriptions }),
+            Value::Int(-3) => Ok(None),
             Value::Array(parts) if parts.len() == 3 => {
                 let mut parts = parts.into_iter();
                 let (topics, endpoint, history) = (parts.next(), parts.next(), parts.next());
@@ -656,7 +663,7 @@ impl Store for RedisStore {
                 let history = parse_history(
                     history.and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("history reply"))?,
                 )?;
-                Ok(Resubscribed { topics, endpoint, history })
+                Ok(Some(Resubscribed { topics, endpoint, history }))
             }
             _ => Err(corrupt("subscribe reply")),
         }

@@ -850,15 +850,27 @@ async fn a_subscribe_with_recovery_reads_the_history_in_the_same_step(b: Backend
     for id in ["a", "b", "c"] {
         publish(&s, "t1", EventType::CallIncoming, Target::Tenant, id).await;
     }
-    let r = s.subscribe_since(&t, &cid("c1"), &topics(&["call.*", "chat.*"]), 2, 100).await.unwrap();
+    let r = s.subscribe_since(&t, &cid("c1"), &topics(&["call.*", "chat.*"]), 2, 100, 1000).await.unwrap().unwrap();
     assert_eq!(r.topics, topics(&["call.*", "chat.*"]));
     assert_eq!(r.endpoint, "https://gw.example/t1");
     assert_eq!((r.history.top, offsets(&r.history)), (4, vec![3, 4]), "presence.online is 1");
     assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&["c1"]), "subscribed");
     assert!(matches!(
-        s.subscribe_since(&t, &cid("nope"), &topics(&["*"]), 0, 10).await,
+        s.subscribe_since(&t, &cid("nope"), &topics(&["*"]), 0, 10, 1000).await,
         Err(StoreError::UnknownConnection)
     ));
+    // A recovery counts against the tenant's requests per second.
+    let t9 = tenant("t9");
+    s.register(&conn("t9", "1", "r1")).await.unwrap();
+    let ms = switchboard::time::now_millis() % 1000;
+    if ms > 700 {
+        tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
+    }
+    assert!(s.rate_limit(&t9, 2).await.unwrap());
+    assert!(s.subscribe_since(&t9, &cid("r1"), &topics(&["*"]), 0, 10, 2).await.unwrap().is_some(), "2 of 2");
+    assert_eq!(s.subscribe_since(&t9, &cid("r1"), &topics(&["agent.*"]), 0, 10, 2).await.unwrap(), None, "over");
+    let now = s.subscribe(&t9, &cid("r1"), &topics(&["queue.*"])).await.unwrap();
+    assert!(!now.contains(&"agent.*".parse().unwrap()), "the refused one subscribed nothing: {now:?}");
 }
 
 async fn history_off_records_nothing(b: Backend) {
