@@ -704,7 +704,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut failures: Vec<String> = Vec::new();
     let mut measured = |label: &str, server: Server| -> Figures {
         eprintln!("bench: {label}");
-        measure(&server, &sizes).unwrap_or_else(|e| {
+        // Once more after a failure: a port picked free can be taken before
+        // the server binds it (then the emulator exits at start).
+        let first = measure(&server, &sizes).or_else(|e| {
+            eprintln!("bench: {label} failed ({e:#}); once more");
+            measure(&server, &sizes)
+        });
+        first.unwrap_or_else(|e| {
             eprintln!(
                 "bench: {label} failed: {e:#} (children's stderr: {}/switchboard-bench-*.log)",
                 std::env::temp_dir().display()
