@@ -1,0 +1,107 @@
+// Types of @switchboard/client.
+
+/** An event as the server sends it. */
+export interface SwitchboardEvent<D = unknown> {
+  id: string;
+  type: string;
+  tenant_id: string;
+  timestamp: number;
+  data: D;
+  /** Set by the server for events a verified caller published. */
+  sender?: { user_id: string; role: "admin" | "service" | "supervisor" | "agent" };
+  /** Its place in the tenant's history (absent when the deployment keeps none). */
+  offset?: number;
+  epoch?: string;
+}
+
+/** `{"tenant":true}`, `{"user":"42"}` or `{"connection":"<id>"}`. */
+export type Target = { tenant: true } | { user: string } | { connection: string };
+
+export interface PublishedReply {
+  type: "published";
+  id: string;
+  event_id: string;
+  report: Record<string, number | string>;
+}
+
+export type State = "idle" | "connecting" | "connected" | "disconnected" | "closed";
+
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+export interface StateEvents {
+  state: State;
+  connecting: undefined;
+  connected: undefined;
+  disconnected: { code?: number; reason?: string };
+  /** A reconnect (or rotation) replayed what was missed. */
+  recovered: { count: number; epoch: string; offset: number };
+  /** Events may have been missed (the history no longer holds them, or it started over): reload your state. */
+  gap: { epoch: string | null; offset: number | null };
+  error: unknown;
+  closed: undefined;
+}
+
+export interface SwitchboardOptions {
+  /** The WebSocket URL: `wss://<api>.execute-api.<region>.amazonaws.com/production`, `ws://127.0.0.1:3001/local`. */
+  url: string;
+  /** A JWT, or a function asked again on every (re)connect (so an expired token is replaced). */
+  token: string | (() => string | Promise<string>);
+  /** The WebSocket class; default the global one (Node 22+, browsers). */
+  WebSocket?: unknown;
+  /** Reconnect waits: full jitter over min(maxMs, baseMs * 2^attempt). Defaults 500 and 30,000. */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** Ping this often (under API Gateway's 10-minute idle close). Default 4 minutes. */
+  pingIntervalMs?: number;
+  /** Rotate to a fresh connection this long after connecting (under the 2-hour limit). Default 110 minutes. */
+  rotateAfterMs?: number;
+  /** A request (publish) without a reply this long is rejected. Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Most events held while a recovery is being put in order; beyond: `gap`. Default 5,000. */
+  maxBufferedEvents?: number;
+  /** Recover from the highest offset seen at least this long before a drop. Default 5 s. */
+  settleMs?: number;
+  /** Connect at once (default true); else call `connect()`. */
+  autoConnect?: boolean;
+}
+
+export declare const STATE_EVENTS: readonly (keyof StateEvents)[];
+
+export declare function backoffDelay(
+  attempt: number,
+  options?: { baseMs?: number; maxMs?: number },
+  random?: () => number,
+): number;
+
+export declare function topicMatches(topic: string, type: string): boolean;
+
+export declare class Tracker {
+  constructor(options?: { maxSeen?: number; settleMs?: number; now?: () => number });
+  epoch: string | null;
+  base: number;
+  reset(epoch: string, offset: number): void;
+  accept(event: Partial<SwitchboardEvent>): boolean;
+  since(): Position | null;
+}
+
+export declare class SwitchboardError extends Error {
+  code: string;
+  constructor(code: string, message: string);
+}
+
+export declare class Switchboard {
+  constructor(options: SwitchboardOptions);
+  readonly state: State;
+  readonly position: Position | null;
+  on<K extends keyof StateEvents>(name: K, fn: (value: StateEvents[K]) => void): () => void;
+  on(topic: string, fn: (event: SwitchboardEvent) => void): () => void;
+  subscribe(topics: string[], handler: (event: SwitchboardEvent) => void): () => void;
+  publish(type: string, target: Target | undefined, data?: unknown): Promise<PublishedReply>;
+  request(message: Record<string, unknown>): Promise<Record<string, unknown>>;
+  connect(): Promise<void>;
+  close(): void;
+}
+
+export default Switchboard;

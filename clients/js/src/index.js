@@ -1,0 +1,568 @@
+// @switchboard/client: the browser (and Node >= 22) client of Switchboard.
+//
+// It keeps one logical subscription alive across any number of WebSocket
+// connections: it reconnects with exponential backoff and full jitter,
+// resubscribes with `since` so the server replays what was missed (in
+// offset order, duplicates dropped by offset), says `gap` when the server
+// cannot (`recovered:false`: reload your state), pings under API Gateway's
+// 10-minute idle limit, and rotates to a fresh connection before the
+// 2-hour limit without a gap. No runtime dependencies.
+
+/** Names of the client's own events (everything else `on` takes is a topic). */
+export const STATE_EVENTS = Object.freeze([
+  "state", "connecting", "connected", "disconnected", "recovered", "gap", "error", "closed",
+]);
+
+const REPLY_TYPES = new Set([
+  "subscribed", "unsubscribed", "pong", "synced", "published", "error", "recovered", "reconnect",
+]);
+
+/** A `since` that asks only for the history's position (nothing is replayed). */
+const POSITION_ONLY = Object.freeze({ epoch: "0", offset: Number.MAX_SAFE_INTEGER });
+
+/**
+ * Exponential backoff with full jitter: a random wait in [0, min(max, base * 2^attempt)).
+ * @param {number} attempt 0 for the first retry
+ */
+export function backoffDelay(attempt, { baseMs = 500, maxMs = 30_000 } = {}, random = Math.random) {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(attempt, 0), 30));
+  return Math.floor(random() * ceiling);
+}
+
+/** Does `topic` (`call.incoming`, `call.*`, `*`) match the event type `type`? */
+export function topicMatches(topic, type) {
+  if (topic === "*") return true;
+  if (topic.endsWith(".*")) return type.startsWith(topic.slice(0, -1));
+  return topic === type;
+}
+
+/**
+ * What the client knows of its place in the tenant's history: which
+ * recent events it has seen (to drop duplicates: a set, as live events of
+ * concurrent publishers may arrive out of offset order), and from where
+ * to recover after a drop.
+ */
+export class Tracker {
+  /** @param {{maxSeen?: number, settleMs?: number, now?: () => number}} [options] */
+  constructor({ maxSeen = 10_000, settleMs = 5_000, now = Date.now } = {}) {
+    this.maxSeen = maxSeen;
+    this.settleMs = settleMs;
+    this.now = now;
+    this.epoch = null;
+    /** Every event at or below this offset has been seen (or was never ours). */
+    this.base = 0;
+    /** Recent offsets above `base`, in arrival order: [offset, arrived at]. */
+    this.recent = [];
+    this.seenOffsets = new Set();
+    this.seenIds = new Set();
+    this.idOrder = [];
+  }
+
+  /** Starts over in `epoch` at `offset` (a fresh history, or a gap). */
+  reset(epoch, offset) {
+    this.epoch = epoch;
+    this.base = offset;
+    this.recent = [];
+    this.seenOffsets.clear();
+  }
+
+  /**
+   * Records an event; false when it is a duplicate (an offset, or an id,
+   * already seen).
+   */
+  accept(event) {
+    if (typeof event.id === "string" && this.seenIds.has(event.id)) return false;
+    if (Number.isSafeInteger(event.offset) && typeof event.epoch === "string") {
+      if (event.epoch !== this.epoch) {
+        // A history that started over (a flushed Redis): go on in it.
+        this.reset(event.epoch, event.offset - 1);
+      } else if (event.offset <= this.base || this.seenOffsets.has(event.offset)) {
+        return false;
+      }
+      this.seenOffsets.add(event.offset);
+      this.recent.push([event.offset, this.now()]);
+      this.settle();
+    }
+    if (typeof event.id === "string") {
+      this.seenIds.add(event.id);
+      this.idOrder.push(event.id);
+      if (this.idOrder.length > this.maxSeen) this.seenIds.delete(this.idOrder.shift());
+    }
+    return true;
+  }
+
+  /** Raises `base` past what is settled (seen longer ago than `settleMs`), within the bound. */
+  settle() {
+    const cutoff = this.now() - this.settleMs;
+    while (this.recent.length > 0 && (this.recent[0][1] <= cutoff || this.recent.length > this.maxSeen)) {
+      const [offset] = this.recent.shift();
+      if (offset > this.base) this.base = offset;
+    }
+    if (this.seenOffsets.size > this.recent.length * 2 + 1024) {
+      this.seenOffsets = new Set(this.recent.map(([o]) => o));
+    }
+  }
+
+  /**
+   * Where to recover from: the highest offset seen at least `settleMs`
+   * ago (a later one may have overtaken an event still in flight; the few
+   * replayed twice are dropped as duplicates). Null before any position.
+   */
+  since() {
+    this.settle();
+    return this.epoch === null ? null : { epoch: this.epoch, offset: this.base };
+  }
+}
+
+class Emitter {
+  constructor() {
+    this.listeners = new Map();
+  }
+  add(name, fn) {
+    if (!this.listeners.has(name)) this.listeners.set(name, new Set());
+    this.listeners.get(name).add(fn);
+    return () => this.listeners.get(name)?.delete(fn);
+  }
+  emit(name, value, onError) {
+    for (const fn of [...(this.listeners.get(name) ?? [])]) {
+      try {
+        fn(value);
+      } catch (error) {
+        onError(error);
+      }
+    }
+  }
+}
+
+/** An error the server answered (`{"type":"error","code","message"}`) or the client raised. */
+export class SwitchboardError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "SwitchboardError";
+    this.code = code;
+  }
+}
+
+/**
+ * One WebSocket and what is in flight on it: the recovery it is doing
+ * (events buffered until `recovered`, then delivered in offset order).
+ */
+class Link {
+  constructor(client, socket) {
+    this.client = client;
+    this.socket = socket;
+    this.opened = false;
+    this.closedByUs = false;
+    this.recovering = false;
+    this.buffer = [];
+  }
+
+  send(message) {
+    if (this.socket.readyState !== 1) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Closes the socket; with `reconnect`, the client treats it as a drop. */
+  close(code = 1000, reason = "client closed", { reconnect = false } = {}) {
+    this.closedByUs = !reconnect;
+    try {
+      this.socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+  }
+}
+
+/**
+ * The client.
+ *
+ * ```js
+ * const sb = new Switchboard({ url: "wss://ws.example.com/production", token: async () => fetchJwt() });
+ * const off = sb.subscribe(["call.*"], (event) => render(event));
+ * sb.on("gap", () => reloadState());
+ * await sb.publish("chat.message", { user: "42" }, { text: "hi" });
+ * ```
+ */
+export class Switchboard {
+  /**
+   * @param {object} options
+   * @param {string} options.url the WebSocket URL (`wss://.../production`, `ws://127.0.0.1:3001/local`)
+   * @param {string | (() => string | Promise<string>)} options.token a JWT, or a function asked again on every (re)connect
+   * @param {typeof WebSocket} [options.WebSocket] the WebSocket class (default: the global one)
+   */
+  constructor({
+    url,
+    token,
+    WebSocket: WS = globalThis.WebSocket,
+    backoff = {},
+    pingIntervalMs = 4 * 60_000,
+    rotateAfterMs = 110 * 60_000,
+    requestTimeoutMs = 10_000,
+    maxBufferedEvents = 5_000,
+    settleMs = 5_000,
+    autoConnect = true,
+  } = {}) {
+    if (typeof url !== "string") throw new TypeError("Switchboard: url must be a string");
+    if (typeof token !== "string" && typeof token !== "function") {
+      throw new TypeError("Switchboard: token must be a string or a function returning one");
+    }
+    if (typeof WS !== "function") {
+      throw new TypeError("Switchboard: no WebSocket class (Node < 22: pass { WebSocket } or run with --experimental-websocket)");
+    }
+    this.url = url;
+    this.token = token;
+    this.WS = WS;
+    this.backoff = { baseMs: backoff.baseMs ?? 500, maxMs: backoff.maxMs ?? 30_000 };
+    this.pingIntervalMs = pingIntervalMs;
+    this.rotateAfterMs = rotateAfterMs;
+    this.requestTimeoutMs = requestTimeoutMs;
+    this.maxBufferedEvents = maxBufferedEvents;
+    this.tracker = new Tracker({ settleMs });
+    this.emitter = new Emitter();
+    /** topic -> handlers */
+    this.handlers = new Map();
+    this.pending = new Map();
+    this.nextId = 1;
+    this.attempt = 0;
+    this.state = "idle";
+    this.link = null;
+    this.rotating = null;
+    this.timers = new Set();
+    this.everConnected = false;
+    if (autoConnect) this.connect();
+  }
+
+  /** Listens to a state event (`connected`, `gap`, ...) or to events of a topic (`presence.online`, `call.*`). */
+  on(name, fn) {
+    if (STATE_EVENTS.includes(name)) return this.emitter.add(name, fn);
+    return this.subscribe([name], fn);
+  }
+
+  /**
+   * Calls `handler(event)` for every event matching one of `topics`;
+   * returns the function that stops it (and unsubscribes topics nobody
+   * else listens to).
+   */
+  subscribe(topics, handler) {
+    if (!Array.isArray(topics) || topics.length === 0 || topics.some((t) => typeof t !== "string")) {
+      throw new TypeError("subscribe: topics must be a non-empty list of strings");
+    }
+    if (typeof handler !== "function") throw new TypeError("subscribe: handler must be a function");
+    const fresh = [];
+    for (const topic of topics) {
+      if (!this.handlers.has(topic)) {
+        this.handlers.set(topic, new Set());
+        fresh.push(topic);
+      }
+      this.handlers.get(topic).add(handler);
+    }
+    if (fresh.length > 0 && this.link?.opened && !this.link.recovering) {
+      if (this.tracker.epoch === null) {
+        // No position yet: this subscribe also learns where the history stands.
+        this.resubscribe(this.link, fresh);
+      } else {
+        this.link.send({ action: "subscribe", events: fresh });
+      }
+    }
+    return () => {
+      const gone = [];
+      for (const topic of topics) {
+        const set = this.handlers.get(topic);
+        if (!set) continue;
+        set.delete(handler);
+        if (set.size === 0) {
+          this.handlers.delete(topic);
+          gone.push(topic);
+        }
+      }
+      if (gone.length > 0 && this.link?.opened) this.link.send({ action: "unsubscribe", events: gone });
+    };
+  }
+
+  /**
+   * Publishes an event (the server checks the token's role); resolves
+   * with the `published` reply, rejects with a SwitchboardError.
+   */
+  publish(type, target, data) {
+    return this.request({ action: "publish", type, target, data });
+  }
+
+  /** Sends a request and resolves with the reply carrying its id. */
+  request(message) {
+    return new Promise((resolve, reject) => {
+      const link = this.link;
+      if (!link?.opened) {
+        reject(new SwitchboardError("not_connected", `not connected (state: ${this.state})`));
+        return;
+      }
+      const id = `r${this.nextId++}`;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new SwitchboardError("timeout", `no reply within ${this.requestTimeoutMs} ms`));
+      }, this.requestTimeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      if (!link.send({ ...message, id })) {
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new SwitchboardError("not_connected", "the connection closed"));
+      }
+    });
+  }
+
+  /** Closes for good. */
+  close() {
+    this.setState("closed");
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.rejectPending("closed", "the client was closed");
+    this.link?.close(1000, "client closed");
+    this.rotating?.close(1000, "client closed");
+    this.link = null;
+    this.rotating = null;
+  }
+
+  /** The position the client would recover from, or null. */
+  get position() {
+    return this.tracker.since();
+  }
+
+  // ------------------------------------------------------------------ inner
+
+  setState(state, detail) {
+    if (this.state === state || this.state === "closed") return;
+    this.state = state;
+    this.emit("state", state);
+    this.emit(state, detail);
+  }
+
+  emit(name, value) {
+    this.emitter.emit(name, value, (error) => {
+      if (name !== "error") this.emit("error", error);
+    });
+  }
+
+  later(ms, fn) {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  async freshToken() {
+    return typeof this.token === "function" ? await this.token() : this.token;
+  }
+
+  /** Opens a link; with `rotation`, beside the current one. */
+  async connect(rotation = false) {
+    if (this.state === "closed") return;
+    if (!rotation) this.setState("connecting");
+    let token;
+    try {
+      token = await this.freshToken();
+    } catch (error) {
+      this.emit("error", error);
+      if (!rotation) this.retry();
+      return;
+    }
+    if (this.state === "closed") return;
+    let socket;
+    try {
+      socket = new this.WS(this.url, ["switchboard", token]);
+    } catch (error) {
+      this.emit("error", error);
+      if (!rotation) this.retry();
+      return;
+    }
+    const link = new Link(this, socket);
+    if (rotation) this.rotating = link;
+    else this.link = link;
+    socket.onopen = () => this.opened(link);
+    socket.onmessage = (m) => this.received(link, m.data);
+    socket.onerror = () => {};
+    socket.onclose = (e) => this.closed(link, e);
+  }
+
+  opened(link) {
+    if (this.state === "closed") return link.close();
+    link.opened = true;
+    const topics = [...this.handlers.keys()];
+    if (topics.length > 0) {
+      this.resubscribe(link, topics);
+    } else if (link === this.link) {
+      this.attempt = 0;
+      this.setState("connected");
+    }
+    const ping = () => {
+      if (link.socket.readyState !== 1) return;
+      link.send({ action: "ping" });
+      link.pingTimer = this.later(this.pingIntervalMs, ping);
+    };
+    link.pingTimer = this.later(this.pingIntervalMs, ping);
+    link.rotateTimer = this.later(this.rotateAfterMs, () => this.rotate());
+  }
+
+  /**
+   * Subscribes `link` to `topics` with `since`: the server replays what was
+   * missed (buffered here until `recovered`, then delivered in offset
+   * order). Without a position yet, `since` only asks where the history
+   * stands (nothing is replayed).
+   */
+  resubscribe(link, topics) {
+    link.recovering = true;
+    link.send({ action: "subscribe", events: topics, since: this.tracker.since() ?? POSITION_ONLY });
+  }
+
+  received(link, data) {
+    let msg;
+    try {
+      msg = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data));
+    } catch {
+      this.emit("error", new SwitchboardError("invalid_json", "the server sent something that is not JSON"));
+      return;
+    }
+    if (msg === null || typeof msg !== "object") return;
+    if (typeof msg.tenant_id === "string" && typeof msg.type === "string" && !REPLY_TYPES.has(msg.type)) {
+      if (link.recovering) {
+        if (link.buffer.length >= this.maxBufferedEvents) {
+          // Too much at once to order: say so rather than hold it all.
+          link.buffer = [];
+          link.overflowed = true;
+        } else {
+          link.buffer.push(msg);
+        }
+        return;
+      }
+      this.deliver(msg);
+      return;
+    }
+    this.reply(link, msg);
+  }
+
+  deliver(event) {
+    const known = this.tracker.epoch;
+    if (known !== null && typeof event.epoch === "string" && event.epoch !== known) {
+      // The history started over (a flushed Redis): what came before is unknown.
+      this.emit("gap", { epoch: event.epoch, offset: event.offset ?? null });
+    }
+    if (!this.tracker.accept(event)) return;
+    for (const [topic, set] of this.handlers) {
+      if (!topicMatches(topic, event.type)) continue;
+      for (const fn of [...set]) {
+        try {
+          fn(event);
+        } catch (error) {
+          this.emit("error", error);
+        }
+      }
+    }
+  }
+
+  reply(link, msg) {
+    if (msg.id && this.pending.has(msg.id)) {
+      const { resolve, reject, timer } = this.pending.get(msg.id);
+      clearTimeout(timer);
+      this.pending.delete(msg.id);
+      if (msg.type === "error") reject(new SwitchboardError(msg.code, msg.message));
+      else resolve(msg);
+      return;
+    }
+    switch (msg.type) {
+      case "recovered":
+        this.recovered(link, msg);
+        break;
+      case "reconnect":
+        this.rotate();
+        break;
+      case "error":
+        this.emit("error", new SwitchboardError(msg.code, msg.message));
+        if (link.recovering && msg.code === "rate_limited") {
+          // The recovery was refused for now: try again on a new connection.
+          link.close(4000, "recovery rate limited", { reconnect: true });
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  recovered(link, msg) {
+    link.recovering = false;
+    const buffered = link.buffer.sort((a, b) => (a.offset ?? 0) - (b.offset ?? 0));
+    link.buffer = [];
+    // Without a position there was nothing known to be missed.
+    const first = this.tracker.epoch === null;
+    if (msg.recovered === true && !link.overflowed) {
+      for (const event of buffered) this.deliver(event);
+    } else {
+      // Nothing was replayed: go on from the server's position; events
+      // that came live meanwhile are newer than it.
+      if (typeof msg.epoch === "string") this.tracker.reset(msg.epoch, msg.offset ?? 0);
+      for (const event of buffered) this.deliver(event);
+      if (!first) this.emit("gap", { epoch: msg.epoch ?? null, offset: msg.offset ?? null });
+    }
+    link.overflowed = false;
+    if (link === this.rotating) {
+      // The new connection has caught up: the old one can go.
+      const old = this.link;
+      this.link = link;
+      this.rotating = null;
+      if (old) this.retire(old);
+    }
+    this.attempt = 0;
+    const wasConnected = this.everConnected;
+    this.everConnected = true;
+    this.setState("connected");
+    if (wasConnected && msg.recovered === true) this.emit("recovered", { count: msg.count, epoch: msg.epoch, offset: msg.offset });
+  }
+
+  retire(link) {
+    clearTimeout(link.pingTimer);
+    clearTimeout(link.rotateTimer);
+    link.close(1000, "rotated");
+  }
+
+  rotate() {
+    if (this.state === "closed" || this.rotating || !this.link?.opened) return;
+    this.connect(true);
+  }
+
+  closed(link, event) {
+    clearTimeout(link.pingTimer);
+    clearTimeout(link.rotateTimer);
+    if (link === this.rotating) {
+      this.rotating = null;
+      return;
+    }
+    if (link !== this.link) return;
+    this.link = null;
+    if (link.closedByUs || this.state === "closed") return;
+    this.rejectPending("disconnected", "the connection closed before the reply");
+    if (this.rotating?.opened) {
+      // The old connection ended while its successor recovers: it takes over.
+      this.link = this.rotating;
+      this.rotating = null;
+      return;
+    }
+    this.setState("disconnected", { code: event?.code, reason: event?.reason });
+    this.retry();
+  }
+
+  retry() {
+    if (this.state === "closed") return;
+    const wait = backoffDelay(this.attempt++, this.backoff);
+    this.later(wait, () => this.connect());
+  }
+
+  rejectPending(code, message) {
+    for (const [id, { reject, timer }] of this.pending) {
+      clearTimeout(timer);
+      reject(new SwitchboardError(code, message));
+      this.pending.delete(id);
+    }
+  }
+}
+
+export default Switchboard;

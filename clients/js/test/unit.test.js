@@ -1,0 +1,231 @@
+// The client's logic without a server: backoff, duplicates, ordering, and
+// a scripted fake socket for the protocol steps.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Switchboard, Tracker, backoffDelay, topicMatches } from "../src/index.js";
+
+test("backoff is full jitter under an exponential ceiling with a cap", () => {
+  assert.equal(backoffDelay(0, { baseMs: 500, maxMs: 30_000 }, () => 0.999), 499);
+  assert.equal(backoffDelay(3, { baseMs: 500, maxMs: 30_000 }, () => 0.999), 3996);
+  assert.equal(backoffDelay(20, { baseMs: 500, maxMs: 30_000 }, () => 0.999), 29_970, "capped");
+  assert.equal(backoffDelay(5, {}, () => 0), 0, "full jitter reaches zero");
+  const waits = Array.from({ length: 1000 }, () => backoffDelay(4));
+  assert.ok(waits.every((w) => w >= 0 && w < 8000));
+  assert.ok(new Set(waits).size > 500, "spread, not synchronised");
+});
+
+test("topics match as the server's do", () => {
+  assert.ok(topicMatches("*", "call.incoming"));
+  assert.ok(topicMatches("call.*", "call.incoming"));
+  assert.ok(topicMatches("queue.member.*", "queue.member.added"));
+  assert.ok(!topicMatches("queue.member.*", "queue.joined"));
+  assert.ok(topicMatches("call.incoming", "call.incoming"));
+  assert.ok(!topicMatches("call.incoming", "call.ended"));
+  assert.ok(!topicMatches("cal.*", "call.incoming"));
+});
+
+test("duplicates are dropped by offset as a set, not a high-water mark", () => {
+  let now = 0;
+  const t = new Tracker({ settleMs: 1000, now: () => now });
+  t.reset("E", 0); // what the first subscribe's answer gives
+  const ev = (offset, id = `e${offset}`) => ({ id, epoch: "E", offset });
+  assert.ok(t.accept(ev(10)));
+  assert.ok(t.accept(ev(12)));
+  assert.ok(t.accept(ev(11)), "a lower offset that arrives late is not a duplicate");
+  assert.ok(!t.accept(ev(12, "other-id")), "an offset seen is a duplicate");
+  assert.ok(!t.accept({ id: "e10" }), "an id seen is a duplicate (the offline queue's copy)");
+  assert.deepEqual(t.since(), { epoch: "E", offset: 0 }, "nothing settled yet: recover from before them");
+  now = 1500;
+  assert.deepEqual(t.since(), { epoch: "E", offset: 12 }, "settled: recover from the highest seen");
+  assert.ok(!t.accept(ev(11, "x")), "at or below the settled base");
+  assert.ok(t.accept(ev(13)));
+  now = 1600;
+  assert.deepEqual(t.since(), { epoch: "E", offset: 12 }, "13 came less than settleMs ago");
+  assert.ok(t.accept({ id: "n1", epoch: "F", offset: 3 }), "a new epoch starts over");
+  assert.deepEqual(t.since(), { epoch: "F", offset: 2 });
+});
+
+test("the tracker stays bounded", () => {
+  const t = new Tracker({ maxSeen: 100, settleMs: 1e9, now: () => 0 });
+  for (let i = 1; i <= 10_000; i++) t.accept({ id: `e${i}`, epoch: "E", offset: i });
+  assert.ok(t.recent.length <= 100 && t.seenIds.size <= 100, `${t.recent.length} ${t.seenIds.size}`);
+  assert.ok(t.seenOffsets.size <= 100 * 2 + 1024);
+  assert.equal(t.since().offset, 9900, "what fell out of the window counts as seen");
+});
+
+/** A WebSocket double the test scripts: it records what the client sends. */
+class FakeSocket {
+  static all = [];
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocols = protocols;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.all.push(this);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close(code = 1000, reason = "") {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({ code, reason }));
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  push(message) {
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+  drop() {
+    this.readyState = 3;
+    this.onclose?.({ code: 1006, reason: "" });
+  }
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 5));
+const event = (offset, type = "call.incoming") => ({ id: `e${offset}`, type, tenant_id: "t1", timestamp: 1, data: {}, epoch: "E", offset });
+
+test("a reconnect resubscribes with since, delivers the replay in offset order, drops duplicates, and asks for a fresh token", async () => {
+  FakeSocket.all = [];
+  let tokens = 0;
+  const sb = new Switchboard({
+    url: "ws://x/local",
+    token: async () => `jwt${++tokens}`,
+    WebSocket: FakeSocket,
+    backoff: { baseMs: 1, maxMs: 2 },
+    settleMs: 0,
+  });
+  const got = [];
+  const states = [];
+  sb.on("state", (s) => states.push(s));
+  sb.subscribe(["call.*"], (e) => got.push(e.offset));
+  await tick();
+  const first = FakeSocket.all[0];
+  assert.deepEqual(first.protocols, ["switchboard", "jwt1"], "the token as subprotocol, the browser form");
+  first.open();
+  assert.deepEqual(first.sent[0], { action: "subscribe", events: ["call.*"], since: { epoch: "0", offset: Number.MAX_SAFE_INTEGER } });
+  first.push({ type: "subscribed", events: ["call.*"] });
+  first.push({ type: "recovered", recovered: false, count: 0, epoch: "E", offset: 4 });
+  assert.equal(sb.state, "connected");
+  first.push(event(5));
+  first.push(event(6));
+  first.drop();
+  assert.equal(sb.state, "disconnected");
+  await tick();
+  await tick();
+  const second = FakeSocket.all[1];
+  assert.deepEqual(second.protocols, ["switchboard", "jwt2"], "the token function is asked again");
+  second.open();
+  assert.deepEqual(second.sent[0].since, { epoch: "E", offset: 6 });
+  second.push({ type: "subscribed", events: ["call.*"] });
+  // A live event overtakes the replay; the replay repeats one it had.
+  second.push(event(9));
+  second.push(event(7));
+  second.push(event(6));
+  second.push(event(8));
+  assert.deepEqual(got, [5, 6], "nothing delivered before recovered");
+  const recovered = [];
+  sb.on("recovered", (r) => recovered.push(r));
+  second.push({ type: "recovered", recovered: true, count: 3, epoch: "E", offset: 9 });
+  assert.deepEqual(got, [5, 6, 7, 8, 9], "in offset order, once each");
+  assert.equal(recovered.length, 1);
+  assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"], "(connecting came before the listener)");
+  sb.close();
+});
+
+test("recovered:false is a gap: the client goes on from the server's position", async () => {
+  FakeSocket.all = [];
+  const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, backoff: { baseMs: 1, maxMs: 1 }, settleMs: 0 });
+  const gaps = [];
+  sb.on("gap", (g) => gaps.push(g));
+  const got = [];
+  sb.subscribe(["*"], (e) => got.push(e.offset));
+  await tick();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].push({ type: "recovered", recovered: false, count: 0, epoch: "E", offset: 1 });
+  assert.deepEqual(gaps, [], "the first position is no gap");
+  FakeSocket.all[0].push(event(2));
+  FakeSocket.all[0].drop();
+  await tick();
+  await tick();
+  const s = FakeSocket.all[1];
+  s.open();
+  s.push({ type: "recovered", recovered: false, count: 0, epoch: "F", offset: 50 });
+  assert.deepEqual(gaps, [{ epoch: "F", offset: 50 }]);
+  assert.deepEqual(sb.position, { epoch: "F", offset: 50 });
+  s.push({ ...event(51), epoch: "F" });
+  assert.deepEqual(got, [2, 51]);
+  sb.close();
+});
+
+test("requests are matched to replies by id, time out, and fail fast when disconnected; nothing is left unhandled", async () => {
+  FakeSocket.all = [];
+  const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, requestTimeoutMs: 50, backoff: { baseMs: 1000 } });
+  await assert.rejects(sb.publish("chat.message", { user: "1" }, {}), { code: "not_connected" });
+  await tick();
+  const s = FakeSocket.all[0];
+  s.open();
+  const p1 = sb.publish("chat.message", { user: "1" }, { text: "a" });
+  const p2 = sb.publish("chat.message", { user: "2" }, { text: "b" });
+  const [r1, r2] = s.sent.slice(-2);
+  assert.notEqual(r1.id, r2.id);
+  s.push({ type: "published", id: r2.id, event_id: "x2", report: {} });
+  s.push({ type: "error", id: r1.id, code: "forbidden", message: "no" });
+  assert.equal((await p2).event_id, "x2");
+  await assert.rejects(p1, { code: "forbidden", message: "no" });
+  await assert.rejects(sb.publish("chat.message", { user: "1" }, {}), { code: "timeout" });
+  const p3 = sb.publish("chat.message", { user: "1" }, {});
+  s.drop();
+  await assert.rejects(p3, { code: "disconnected" });
+  sb.close();
+});
+
+test("a reconnect notice rotates: the new connection recovers, then the old one is closed", async () => {
+  FakeSocket.all = [];
+  const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, settleMs: 0 });
+  const got = [];
+  sb.subscribe(["call.*"], (e) => got.push(e.offset));
+  await tick();
+  const old = FakeSocket.all[0];
+  old.open();
+  old.push({ type: "recovered", recovered: false, count: 0, epoch: "E", offset: 0 });
+  old.push(event(1));
+  old.push({ type: "reconnect", reason: "max_duration", within_secs: 300 });
+  await tick();
+  const fresh = FakeSocket.all[1];
+  assert.ok(fresh, "a second connection opens before the first closes");
+  fresh.open();
+  assert.deepEqual(fresh.sent[0].since, { epoch: "E", offset: 1 });
+  old.push(event(2));
+  fresh.push(event(2));
+  fresh.push(event(3));
+  assert.equal(old.readyState, 1, "the old one stays until the new one has recovered");
+  fresh.push({ type: "recovered", recovered: true, count: 2, epoch: "E", offset: 3 });
+  assert.equal(old.readyState, 3, "then it is closed");
+  fresh.push(event(4));
+  assert.deepEqual(got, [1, 2, 3, 4], "nothing lost, nothing twice");
+  assert.equal(sb.state, "connected");
+  sb.close();
+});
+
+test("a handler that throws does not stop the others", async () => {
+  FakeSocket.all = [];
+  const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, settleMs: 0 });
+  const errors = [];
+  sb.on("error", (e) => errors.push(e.message));
+  const got = [];
+  sb.on("call.incoming", () => {
+    throw new Error("boom");
+  });
+  sb.on("call.incoming", (e) => got.push(e.offset));
+  await tick();
+  FakeSocket.all[0].open();
+  FakeSocket.all[0].push({ type: "recovered", recovered: false, count: 0, epoch: "E", offset: 0 });
+  FakeSocket.all[0].push(event(1));
+  FakeSocket.all[0].push("not an object");
+  assert.deepEqual(got, [1]);
+  assert.deepEqual(errors, ["boom"]);
+  sb.close();
+});
