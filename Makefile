@@ -14,12 +14,17 @@ WITH_LINT_TOOLS := ./scripts/with-tools infra/requirements-lint.txt
 dev:
 	cargo run -p switchboard-local -- $(ARGS)
 
-# Every test: unit, store contract (memory, redis-server, 3-node cluster), handlers, emulator end to end;
-# redis-server from apt, moto and openapi-spec-validator from PyPI are installed when missing.
+# Every test: unit, store contract (memory, redis-server, 3-node cluster), handlers, emulator end to end,
+# then the JavaScript client's and the console's (Node, and headless Chromium) against the emulator binary.
+# redis-server, Node and Chromium from apt, moto and openapi-spec-validator from PyPI are installed when
+# missing; the client's dev tools from its package-lock.json (npm ci).
+REDIS_PACKAGES := redis-server=redis-server redis-cli=redis-tools
 test:
-	./scripts/ensure-redis
+	./scripts/ensure-packages $(REDIS_PACKAGES) node=nodejs npm=npm chromium=chromium
 	./scripts/with-tools infra/requirements-test.txt true
 	cargo test --workspace
+	cargo build -p switchboard-local
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 # Exactly what CI checks.
 lint:
@@ -62,12 +67,12 @@ BENCH_PROFILE ?= release
 BENCH_BIN = target/$(BENCH_PROFILE)/switchboard-bench
 BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local
 bench:
-	./scripts/ensure-redis
+	./scripts/ensure-packages $(REDIS_PACKAGES)
 	$(BENCH_BUILD)
 	$(BENCH_BIN) run --out BENCHMARKS.md
 
 bench-quick:
-	./scripts/ensure-redis
+	./scripts/ensure-packages $(REDIS_PACKAGES)
 	$(BENCH_BUILD)
 	$(BENCH_BIN) run --quick --out $(or $(OUT),BENCHMARKS-quick.md)
 

@@ -13,6 +13,7 @@
 //! once with their addresses, so tests own the sockets; [`Emulator::shutdown`]
 //! closes every connection with 1001, runs `$disconnect` for each and stops.
 
+pub mod console;
 pub mod events;
 pub mod functions;
 pub mod gateway;
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::console::{ConsoleSettings, Minter};
 use crate::functions::{Functions, InProcess, Remote};
 pub use crate::gateway::{GatewayLimits, RouteSelection};
 
@@ -68,6 +70,9 @@ pub struct Settings {
     /// How often the `fanout` function is invoked with `{"action":"sweep"}`,
     /// as the template's schedule does every 5 minutes (zero: never).
     pub sweep_interval: Duration,
+    /// The development console at `/console` (see [`console`]); `None`
+    /// (production mode, and the default) routes none of it.
+    pub console: Option<ConsoleSettings>,
 }
 
 /// How the emulator's event source mappings poll and batch (Lambda's
@@ -123,6 +128,7 @@ impl Default for Settings {
             mapping: MappingSettings::default(),
             in_process_posts: true,
             sweep_interval: Duration::from_secs(60),
+            console: None,
         }
     }
 }
@@ -168,9 +174,6 @@ pub struct Emulator {
     servers: TaskTracker,
 }
 
-/// Binds a listener with a 4096-connection accept queue (tokio's `bind`
-/// asks for 1024: a storm of handshakes overflowed it, and a dropped SYN
-/// costs its client a second).
 /// Sets `TCP_NODELAY` on an accepted connection.
 fn no_delay(stream: &mut tokio::net::TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -178,6 +181,9 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Binds a listener with a 4096-connection accept queue (tokio's `bind`
+/// asks for 1024: a storm of handshakes overflowed it, and a dropped SYN
+/// costs its client a second).
 fn listen(host: std::net::IpAddr, port: u16) -> std::io::Result<TcpListener> {
     let addr = std::net::SocketAddr::new(host, port);
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
@@ -239,6 +245,11 @@ impl Emulator {
                 });
                 (Arc::new(Remote::new(functions_url)), proxy)
             }
+        };
+
+        let http_api = match settings.console.clone() {
+            Some(console) => console::router(console, ws_addr.port(), settings.stage.clone()).merge(http_api),
+            None => http_api,
         };
 
         let shutdown = CancellationToken::new();

@@ -9,7 +9,7 @@ use switchboard::auth::{AuthConfig, JwtKey};
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::config::Config;
 use switchboard::telemetry::{LogFormat, init_with};
-use switchboard_local::{Emulator, GatewayLimits, MappingSettings, Mode, Settings, queues};
+use switchboard_local::{ConsoleSettings, Emulator, GatewayLimits, MappingSettings, Minter, Mode, Settings, queues};
 
 /// The development secret: printed as such, refused in production mode.
 const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
@@ -134,7 +134,7 @@ struct Serve {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogArg,
-    /// Production mode: refuse the development JWT secret.
+    /// Production mode: refuse the development JWT secret; no console.
     #[arg(long, env = "SWITCHBOARD_PRODUCTION")]
     production: bool,
 }
@@ -162,6 +162,22 @@ fn auth_config_from(get: &dyn Fn(&str) -> Option<String>, production: bool) -> a
         bail!("production mode refuses the development JWT secret: set JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY");
     }
     Ok((auth, !configured || uses_dev_secret))
+}
+
+/// The console in development mode only; it mints tokens only while the
+/// development secret (printed in the banner, so anybody's to sign with)
+/// is the key.
+fn console_settings(auth: &AuthConfig, dev_secret: bool, production: bool) -> Option<ConsoleSettings> {
+    if production {
+        return None;
+    }
+    let mint = match &auth.key {
+        JwtKey::Hs256Secret(secret) if dev_secret => {
+            Some(Minter { secret: secret.clone(), issuer: auth.issuer.clone(), audience: auth.audience.clone() })
+        }
+        _ => None,
+    };
+    Some(ConsoleSettings { mint })
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -199,6 +215,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         LogArg::Text => LogFormat::Text,
         LogArg::Json => LogFormat::Json,
     });
+    let (auth, dev_secret) = auth_config(args.production)?;
     let settings = Settings {
         host: args.host,
         ws_port: args.ws_port,
@@ -217,13 +234,13 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         sqs_port: args.sqs_port,
         in_process_posts: !args.connections_over_http,
         sweep_interval: Duration::from_secs(args.sweep_interval_secs),
+        console: console_settings(&auth, dev_secret, args.production),
         mapping: MappingSettings {
             batch_size: usize::from(args.sqs_batch_size),
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),
             pollers: usize::from(args.sqs_pollers),
         },
     };
-    let (auth, dev_secret) = auth_config(args.production)?;
     let (mode, store_line) = match args.functions_url {
         Some(functions_url) => (
             Mode::Remote { functions_url: functions_url.clone() },
@@ -246,6 +263,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             )
         }
     };
+    let settings_console = settings.console.is_some();
     let emulator = Emulator::start(settings, mode).await?;
     let sample = match &auth.key {
         JwtKey::Hs256Secret(secret) => Some(mint_hs256(
@@ -277,6 +295,9 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     if let Some(t) = sample {
         println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
         println!("                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}");
+    }
+    if settings_console {
+        println!("  Console       {}/console", emulator.http_url());
     }
     println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
 
@@ -349,5 +370,18 @@ mod tests {
         );
         assert!(verifier.verify(&plain).is_err(), "no aud, no iss: refused");
         assert!(auth_config_from(&lookup(&[]), true).is_err(), "production refuses the development secret");
+    }
+
+    /// The console: never in production; minting only under the
+    /// development secret (which anybody can sign with anyway).
+    #[test]
+    fn the_console_is_for_development_and_mints_only_with_the_development_secret() {
+        let (dev, dev_secret) = auth_config_from(&lookup(&[]), false).unwrap();
+        let console = console_settings(&dev, dev_secret, false).expect("a console in development");
+        assert!(console.mint.is_some(), "the development secret: the page may mint");
+        let vars = [("JWT_SECRET", "a-configured-secret-of-32-bytes-or-more")];
+        let (own, own_secret) = auth_config_from(&lookup(&vars), false).unwrap();
+        assert!(console_settings(&own, own_secret, false).unwrap().mint.is_none(), "a configured key: no minting");
+        assert!(console_settings(&own, own_secret, true).is_none(), "production: no console at all");
     }
 }

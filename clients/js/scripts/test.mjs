@@ -1,11 +1,17 @@
-// `npm test`: node --test over test/, with the global WebSocket turned on
-// where Node (20, 21) still keeps it behind a flag.
+// `npm test`: node --test over test/*.test.js (test/harness.js is shared
+// code, not a test), one file at a time (each starts its own emulators),
+// with the global WebSocket turned on where Node 20 and 21 keep it behind
+// a flag. `npm test -- test/unit.test.js` runs one file.
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 
-const major = Number(process.versions.node.split(".")[0]);
+const [major, minor] = process.versions.node.split(".").map(Number);
+if (major < 20 || (major === 20 && minor < 10)) {
+  console.error(`Node ${process.versions.node} is too old for these tests: they need 20.10 or later (a WebSocket class).`);
+  process.exit(1);
+}
 const flags = major < 22 ? ["--experimental-websocket"] : [];
-const files = process.argv.slice(2);
-const run = spawnSync(process.execPath, [...flags, "--test", "--test-concurrency=1", ...(files.length ? files : ["test/"])], {
-  stdio: "inherit",
-});
+const given = process.argv.slice(2);
+const files = given.length ? given : readdirSync("test").filter((f) => f.endsWith(".test.js")).sort().map((f) => `test/${f}`);
+const run = spawnSync(process.execPath, [...flags, "--test", "--test-concurrency=1", ...files], { stdio: "inherit" });
 process.exit(run.status ?? 1);

@@ -36,8 +36,8 @@ export interface StateEvents {
   connecting: undefined;
   connected: undefined;
   disconnected: { code?: number; reason?: string };
-  /** A reconnect (or rotation) replayed what was missed. */
-  recovered: { count: number; epoch: string; offset: number };
+  /** A reconnect (or rotation) replayed what was missed: `count` events replayed, `missed` of them new here (the others had arrived before the drop). */
+  recovered: { count: number; missed: number; epoch: string; offset: number };
   /** Events may have been missed (the history no longer holds them, or it started over): reload your state. */
   gap: { epoch: string | null; offset: number | null };
   error: unknown;
@@ -59,6 +59,8 @@ export interface SwitchboardOptions {
   rotateAfterMs?: number;
   /** A request (publish) without a reply this long is rejected. Default 10 s. */
   requestTimeoutMs?: number;
+  /** A handshake not open this long is given up and retried. Default 10 s. */
+  connectTimeoutMs?: number;
   /** Most events held while a recovery is being put in order; beyond: `gap`. Default 5,000. */
   maxBufferedEvents?: number;
   /** Recover from the highest offset seen at least this long before a drop. Default 5 s. */

@@ -152,6 +152,8 @@ class Link {
     this.client = client;
     this.socket = socket;
     this.opened = false;
+    /** Set once its end was handled (a failed handshake may say so twice, or not at all). */
+    this.ended = false;
     this.closedByUs = false;
     this.recovering = false;
     this.buffer = [];
@@ -199,6 +201,7 @@ export class Switchboard {
     pingIntervalMs = 4 * 60_000,
     rotateAfterMs = 110 * 60_000,
     requestTimeoutMs = 10_000,
+    connectTimeoutMs = 10_000,
     maxBufferedEvents = 5_000,
     settleMs = 5_000,
     autoConnect = true,
@@ -217,6 +220,7 @@ export class Switchboard {
     this.pingIntervalMs = pingIntervalMs;
     this.rotateAfterMs = rotateAfterMs;
     this.requestTimeoutMs = requestTimeoutMs;
+    this.connectTimeoutMs = connectTimeoutMs;
     this.maxBufferedEvents = maxBufferedEvents;
     this.tracker = new Tracker({ settleMs });
     this.emitter = new Emitter();
@@ -351,6 +355,11 @@ export class Switchboard {
     return t;
   }
 
+  cancel(t) {
+    clearTimeout(t);
+    this.timers.delete(t);
+  }
+
   async freshToken() {
     return typeof this.token === "function" ? await this.token() : this.token;
   }
@@ -381,11 +390,22 @@ export class Switchboard {
     else this.link = link;
     socket.onopen = () => this.opened(link);
     socket.onmessage = (m) => this.received(link, m.data);
-    socket.onerror = () => {};
+    // A handshake that fails may fire only `error` (Node 20's WebSocket
+    // never fires `close` then), and one into a black hole fires nothing:
+    // both end the link here.
+    // (Closing a socket still connecting fires `error` again, at once.)
+    const failed = (reason) => {
+      if (link.opened || link.ended) return;
+      this.closed(link, { code: 1006, reason });
+      link.close(4008, reason, { reconnect: true });
+    };
+    socket.onerror = () => failed("connection failed");
     socket.onclose = (e) => this.closed(link, e);
+    link.openTimer = this.later(this.connectTimeoutMs, () => failed("connect timeout"));
   }
 
   opened(link) {
+    this.cancel(link.openTimer);
     if (this.state === "closed") return link.close();
     link.opened = true;
     const topics = [...this.handlers.keys()];
@@ -441,13 +461,14 @@ export class Switchboard {
     this.reply(link, msg);
   }
 
+  /** Hands an event to its handlers; false when it was a duplicate. */
   deliver(event) {
     const known = this.tracker.epoch;
     if (known !== null && typeof event.epoch === "string" && event.epoch !== known) {
       // The history started over (a flushed Redis): what came before is unknown.
       this.emit("gap", { epoch: event.epoch, offset: event.offset ?? null });
     }
-    if (!this.tracker.accept(event)) return;
+    if (!this.tracker.accept(event)) return false;
     for (const [topic, set] of this.handlers) {
       if (!topicMatches(topic, event.type)) continue;
       for (const fn of [...set]) {
@@ -458,6 +479,7 @@ export class Switchboard {
         }
       }
     }
+    return true;
   }
 
   reply(link, msg) {
@@ -494,8 +516,9 @@ export class Switchboard {
     link.buffer = [];
     // Without a position there was nothing known to be missed.
     const first = this.tracker.epoch === null;
+    let missed = 0;
     if (msg.recovered === true && !link.overflowed) {
-      for (const event of buffered) this.deliver(event);
+      for (const event of buffered) if (this.deliver(event)) missed += 1;
     } else {
       // Nothing was replayed: go on from the server's position; events
       // that came live meanwhile are newer than it.
@@ -515,12 +538,12 @@ export class Switchboard {
     const wasConnected = this.everConnected;
     this.everConnected = true;
     this.setState("connected");
-    if (wasConnected && msg.recovered === true) this.emit("recovered", { count: msg.count, epoch: msg.epoch, offset: msg.offset });
+    if (wasConnected && msg.recovered === true) this.emit("recovered", { count: msg.count, missed, epoch: msg.epoch, offset: msg.offset });
   }
 
   retire(link) {
-    clearTimeout(link.pingTimer);
-    clearTimeout(link.rotateTimer);
+    this.cancel(link.pingTimer);
+    this.cancel(link.rotateTimer);
     link.close(1000, "rotated");
   }
 
@@ -530,8 +553,11 @@ export class Switchboard {
   }
 
   closed(link, event) {
-    clearTimeout(link.pingTimer);
-    clearTimeout(link.rotateTimer);
+    if (link.ended) return;
+    link.ended = true;
+    this.cancel(link.openTimer);
+    this.cancel(link.pingTimer);
+    this.cancel(link.rotateTimer);
     if (link === this.rotating) {
       this.rotating = null;
       return;
@@ -546,7 +572,9 @@ export class Switchboard {
       this.rotating = null;
       return;
     }
-    this.setState("disconnected", { code: event?.code, reason: event?.reason });
+    // A handshake that failed leaves the state at `connecting`: only a
+    // connection that was up goes `disconnected`.
+    if (link.opened) this.setState("disconnected", { code: event?.code, reason: event?.reason });
     this.retry();
   }
 

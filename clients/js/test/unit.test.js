@@ -82,6 +82,11 @@ class FakeSocket {
     this.readyState = 3;
     this.onclose?.({ code: 1006, reason: "" });
   }
+  /** A refused handshake as Node 20's WebSocket reports it: `error`, and no `close` ever. */
+  refuse() {
+    this.readyState = 3;
+    this.onerror?.({});
+  }
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 5));
@@ -130,7 +135,7 @@ test("a reconnect resubscribes with since, delivers the replay in offset order, 
   sb.on("recovered", (r) => recovered.push(r));
   second.push({ type: "recovered", recovered: true, count: 3, epoch: "E", offset: 9 });
   assert.deepEqual(got, [5, 6, 7, 8, 9], "in offset order, once each");
-  assert.equal(recovered.length, 1);
+  assert.deepEqual(recovered, [{ count: 3, missed: 3, epoch: "E", offset: 9 }], "7, 8 and 9 were new; 6 was not");
   assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"], "(connecting came before the listener)");
   sb.close();
 });
@@ -227,5 +232,24 @@ test("a handler that throws does not stop the others", async () => {
   FakeSocket.all[0].push("not an object");
   assert.deepEqual(got, [1]);
   assert.deepEqual(errors, ["boom"]);
+  sb.close();
+});
+
+test("a handshake that fails with only an error, or never opens, is retried with backoff; the state stays connecting", async () => {
+  FakeSocket.all = [];
+  const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, backoff: { baseMs: 1, maxMs: 1 }, connectTimeoutMs: 30 });
+  const states = [];
+  sb.on("state", (s) => states.push(s));
+  await tick();
+  FakeSocket.all[0].refuse();
+  await tick();
+  assert.equal(FakeSocket.all.length, 2, "a second attempt after a bare error");
+  // The second one hangs (a black-holed SYN): the connect timeout ends it.
+  await new Promise((r) => setTimeout(r, 60));
+  assert.ok(FakeSocket.all.length >= 3, "a third attempt after the connect timeout");
+  assert.equal(FakeSocket.all[1].readyState, 3, "the hung socket was closed");
+  assert.deepEqual(states, [], "still connecting: never up, so never disconnected");
+  FakeSocket.all.at(-1).open();
+  assert.equal(sb.state, "connected");
   sb.close();
 });
