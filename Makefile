@@ -1,5 +1,5 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch token
+.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch token console-dist
 
 # The Lambda functions (each a crate in functions/).
 FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
@@ -82,3 +82,7 @@ USER_ID ?= 42
 ROLE ?= agent
 token:
 	@cargo run -q -p switchboard-local -- token --tenant $(TENANT) --user $(USER_ID) --role $(ROLE)
+
+# The console as static files for a deployed stage: make console-dist WS_URL=wss://<api>.execute-api.<region>.amazonaws.com/production
+console-dist:
+	./scripts/console-dist $(or $(OUT),dist/console) "$(WS_URL)" "$(API_URL)"

@@ -11,7 +11,9 @@ const MAX_ROWS = 1000;
 const WINDOW_SECS = 120;
 
 const params = new URLSearchParams(location.search);
-let config = { ws_url: "", api_url: "", mint: false, event_types: [] };
+let config = { ws_url: "", api_url: "", mint: false };
+/** The event catalogue, from the HTTP API's OpenAPI document. */
+let eventTypes = [];
 let session = null;
 
 /** 18:04:05.123 */
@@ -357,11 +359,18 @@ setInterval(() => session && !document.hidden && refreshWebhooks(), 5_000);
 
 // ------------------------------------------------------------------ publish
 
-function fillPublishForm() {
+async function fillPublishForm() {
   const select = $("#publish-type");
-  if (select.options.length === 0) {
-    select.replaceChildren(...config.event_types.map((t) => el("option", { value: t }, t)));
-    select.value = config.event_types.includes("chat.message") ? "chat.message" : config.event_types[0];
+  if (eventTypes.length === 0) {
+    try {
+      const document = await (await fetch(`${config.api_url}/v1/openapi.json`)).json();
+      eventTypes = document.components.schemas.PublishRequest.properties.type.enum;
+    } catch (error) {
+      status(`the event catalogue (/v1/openapi.json): ${error.message}`, true);
+      return;
+    }
+    select.replaceChildren(...eventTypes.map((t) => el("option", { value: t }, t)));
+    select.value = eventTypes.includes("chat.message") ? "chat.message" : eventTypes[0];
   }
 }
 

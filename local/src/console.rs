@@ -10,8 +10,9 @@
 //!
 //! What the emulator adds for the page:
 //! - `GET /console/config.json`: where the gateway is (the host the page was
-//!   loaded from, the gateway's port and stage), the event catalogue, and
-//!   whether tokens can be minted here;
+//!   loaded from, the gateway's port and stage) and whether tokens can be
+//!   minted here (the event catalogue comes from `/v1/openapi.json`, as
+//!   for any client of the HTTP API);
 //! - `POST /console/token` `{tenant, user, role}`: a token signed with the
 //!   development secret, only while the emulator runs with it. Anybody can
 //!   sign such a token with the secret the banner prints, so minting gives
@@ -28,7 +29,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use switchboard::auth::{Identity, Role};
-use switchboard::event::EventType;
 
 /// The page and its parts: path, content type, body.
 const FILES: &[(&str, &str, &str)] = &[
@@ -115,7 +115,7 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 
 /// `GET /console/config.json`: the gateway on the host the page came from
 /// (so a page opened as `localhost`, `127.0.0.1` or a container's address
-/// all reach it), the catalogue, and whether `/console/token` mints.
+/// all reach it), and whether `/console/token` mints.
 async fn config(State(state): State<ConsoleState>, headers: HeaderMap) -> Response {
     let host = headers
         .get(header::HOST)
@@ -123,8 +123,7 @@ async fn config(State(state): State<ConsoleState>, headers: HeaderMap) -> Respon
         .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
         .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host().to_owned());
     let ws_url = format!("ws://{host}:{}/{}", state.ws_port, state.stage);
-    let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-    Json(json!({"ws_url": ws_url, "api_url": "", "mint": state.mint.is_some(), "event_types": types})).into_response()
+    Json(json!({"ws_url": ws_url, "api_url": "", "mint": state.mint.is_some()})).into_response()
 }
 
 #[derive(Deserialize)]

@@ -13,5 +13,12 @@ if (major < 20 || (major === 20 && minor < 10)) {
 const flags = major < 22 ? ["--experimental-websocket"] : [];
 const given = process.argv.slice(2);
 const files = given.length ? given : readdirSync("test").filter((f) => f.endsWith(".test.js")).sort().map((f) => `test/${f}`);
-const run = spawnSync(process.execPath, [...flags, "--test", "--test-concurrency=1", ...files], { stdio: "inherit" });
+// A test gets two minutes; the whole run ten (a client left open by a
+// failed test keeps its file's process alive: better a clear failure).
+const run = spawnSync(process.execPath, [...flags, "--test", "--test-concurrency=1", "--test-timeout=120000", ...files], {
+  stdio: "inherit",
+  timeout: 10 * 60_000,
+  killSignal: "SIGKILL",
+});
+if (run.error) console.error(`npm test: ${run.error.message}`);
 process.exit(run.status ?? 1);

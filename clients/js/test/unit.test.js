@@ -1,8 +1,20 @@
 // The client's logic without a server: backoff, duplicates, ordering, and
 // a scripted fake socket for the protocol steps.
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { Switchboard, Tracker, backoffDelay, topicMatches } from "../src/index.js";
+import { Switchboard as Client, Tracker, backoffDelay, topicMatches } from "../src/index.js";
+
+/** A client closed after its test, whatever the test's outcome (its timers would keep the run alive). */
+const live = [];
+class Switchboard extends Client {
+  constructor(options) {
+    super(options);
+    live.push(this);
+  }
+}
+afterEach(() => {
+  for (const sb of live.splice(0)) sb.close();
+});
 
 test("backoff is full jitter under an exponential ceiling with a cap", () => {
   assert.equal(backoffDelay(0, { baseMs: 500, maxMs: 30_000 }, () => 0.999), 499);
@@ -240,16 +252,23 @@ test("a handshake that fails with only an error, or never opens, is retried with
   const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, backoff: { baseMs: 1, maxMs: 1 }, connectTimeoutMs: 30 });
   const states = [];
   sb.on("state", (s) => states.push(s));
-  await tick();
+  const until = async (what, check) => {
+    for (let waited = 0; !check(); waited += 5) {
+      if (waited > 2_000) throw new Error(`no ${what}`);
+      await tick();
+    }
+  };
+  await until("first attempt", () => FakeSocket.all.length === 1);
   FakeSocket.all[0].refuse();
-  await tick();
-  assert.equal(FakeSocket.all.length, 2, "a second attempt after a bare error");
+  await until("attempt after a bare error", () => FakeSocket.all.length === 2);
   // The second one hangs (a black-holed SYN): the connect timeout ends it.
-  await new Promise((r) => setTimeout(r, 60));
-  assert.ok(FakeSocket.all.length >= 3, "a third attempt after the connect timeout");
+  await until("attempt after the connect timeout", () => FakeSocket.all.length === 3);
   assert.equal(FakeSocket.all[1].readyState, 3, "the hung socket was closed");
   assert.deepEqual(states, [], "still connecting: never up, so never disconnected");
+  // From now on attempts wait long enough to be opened by hand.
+  sb.connectTimeoutMs = 60_000;
+  const n = FakeSocket.all.length;
+  await until("an attempt with the long timeout", () => FakeSocket.all.length > n);
   FakeSocket.all.at(-1).open();
   assert.equal(sb.state, "connected");
-  sb.close();
 });
