@@ -23,7 +23,7 @@ before(async () => {
     headless: true,
     // Nothing but loopback is reachable here: no background traffic.
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
+      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
   });
 });
 after(() => browser?.close());
