@@ -28,6 +28,11 @@ fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
+/// `POST /console/token` with `body`.
+async fn mint(emu: &Emulator, body: &Value) -> reqwest::Response {
+    no_redirects().post(format!("{}/console/token", emu.http_url())).json(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn without_console_settings_nothing_of_the_console_is_routed() {
     let emu = emulator(None).await;
@@ -36,12 +41,7 @@ async fn without_console_settings_nothing_of_the_console_is_routed() {
         let r = http.get(format!("{}{path}", emu.http_url())).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
-    let r = http
-        .post(format!("{}/console/token", emu.http_url()))
-        .json(&json!({"tenant": "t1", "user": "u", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+    let r = mint(&emu, &json!({"tenant": "t1", "user": "u", "role": "admin"})).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     emu.shutdown().await;
 }
@@ -84,10 +84,7 @@ async fn the_console_page_is_served_with_a_strict_policy_and_finds_the_gateway_o
 #[tokio::test]
 async fn minted_tokens_verify_and_bad_requests_say_what_was_wrong() {
     let emu = emulator(minting()).await;
-    let http = no_redirects();
-    let mint = |body: Value| http.post(format!("{}/console/token", emu.http_url())).json(&body).send();
-
-    let r = mint(json!({"tenant": "t9", "user": "sup-1", "role": "supervisor"})).await.unwrap();
+    let r = mint(&emu, &json!({"tenant": "t9", "user": "sup-1", "role": "supervisor"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     let token = r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
     let who = Verifier::new(&AuthConfig::hs256(SECRET)).unwrap().verify(&token).unwrap();
@@ -101,7 +98,7 @@ async fn minted_tokens_verify_and_bad_requests_say_what_was_wrong() {
         (json!({"tenant": "t1", "user": "u", "role": "admin", "sub": "other"}), "unknown field"),
         (json!({"tenant": "t1"}), "missing field"),
     ] {
-        let r = mint(body.clone()).await.unwrap();
+        let r = mint(&emu, &body).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
         let error: Value = r.json().await.unwrap();
         assert!(error["message"].as_str().unwrap().contains(says), "{body}: {error}");
@@ -109,12 +106,7 @@ async fn minted_tokens_verify_and_bad_requests_say_what_was_wrong() {
     emu.shutdown().await;
 
     let emu = emulator(Some(ConsoleSettings { mint: None })).await;
-    let r = http
-        .post(format!("{}/console/token", emu.http_url()))
-        .json(&json!({"tenant": "t1", "user": "u", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+    let r = mint(&emu, &json!({"tenant": "t1", "user": "u", "role": "admin"})).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "minting_disabled");
     emu.shutdown().await;
