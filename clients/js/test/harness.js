@@ -75,7 +75,7 @@ export async function startEmulator({ args = [], redis, prefix = `js${randomByte
   const ports = { ws: await freePort(), http: await freePort(), sqs: await freePort() };
   let child;
   const launch = async () => {
-    const env = { ...process.env, RUST_LOG: "warn", KEY_PREFIX: prefix };
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "error", KEY_PREFIX: prefix };
     delete env.JWT_SECRET;
     if (secret) env.JWT_SECRET = secret;
     if (redis) env.REDIS_URL = redis.url;

@@ -5,9 +5,9 @@
 // Needs target/debug/switchboard-local (make test builds it) or SWITCHBOARD_LOCAL.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { Switchboard } from "../src/index.js";
-import { eventually, publish, sleep, startEmulator, startRedis, tcpProxy, token } from "./harness.js";
+import { SECRET, eventually, publish, sleep, startEmulator, startRedis, tcpProxy, token } from "./harness.js";
 
 /**
  * A client that collects the call events it receives, and its state
@@ -159,6 +159,33 @@ test("when the history is gone (an in-memory emulator restarted), the client say
     await eventually("the next event", () => c.got.length === 2);
     assert.equal(c.got[1].id, after);
     assert.equal(c.got[1].epoch, c.gaps[0].epoch);
+  } finally {
+    c.sb.close();
+    emu.stop();
+  }
+});
+
+test("a handshake refused with 401 (an expired token) asks the token function again and connects", async () => {
+  const emu = await startEmulator();
+  const expired = (() => {
+    const [head, , ] = token("42").split(".");
+    const body = Buffer.from(JSON.stringify({ sub: "42", tenant_id: "t1", role: "agent", exp: 1 })).toString("base64url");
+    return `${head}.${body}.${createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url")}`;
+  })();
+  const asked = [];
+  const c = collector(emu.ws, {
+    token: async () => {
+      asked.push(Date.now());
+      return asked.length === 1 ? expired : token("42");
+    },
+  });
+  try {
+    await eventually("connected", () => c.sb.state === "connected");
+    assert.equal(asked.length, 2, "refused once, then a fresh token");
+    assert.deepEqual(c.states, ["connected"], "never up before: no disconnected");
+    const id = await publish(emu);
+    await eventually("an event", () => c.got.length === 1);
+    assert.equal(c.got[0].id, id);
   } finally {
     c.sb.close();
     emu.stop();
