@@ -191,3 +191,19 @@ test("a handshake refused with 401 (an expired token) asks the token function ag
     emu.stop();
   }
 });
+
+test("pings under the gateway's idle timeout keep the connection open", async () => {
+  const emu = await startEmulator({ args: ["--idle-timeout-secs", "1"] });
+  const c = collector(emu.ws, { pingIntervalMs: 300 });
+  try {
+    await eventually("connected", () => c.sb.state === "connected");
+    await sleep(2_500);
+    assert.deepEqual(c.states, ["connected"], "not closed for idling");
+    const id = await publish(emu);
+    await eventually("an event", () => c.got.length === 1);
+    assert.equal(c.got[0].id, id);
+  } finally {
+    c.sb.close();
+    emu.stop();
+  }
+});
