@@ -21,6 +21,10 @@ pub const REGION: &str = "us-east-1";
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// SQS's longest visibility timeout.
 pub const MAX_VISIBILITY_SECS: u64 = 12 * 3600;
+/// How long after a `PurgeQueue` another one is refused (`PurgeQueueInProgress`).
+pub const PURGE_COOLDOWN: Duration = Duration::from_secs(60);
+/// Most message attributes on one message.
+pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 
 /// An SQS error as the SDKs expect it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +119,8 @@ struct Queue {
     created_at: i64,
     messages: VecDeque<Message>,
     notify: Arc<Notify>,
+    /// When it was last purged: SQS refuses another purge within [`PURGE_COOLDOWN`].
+    purged_at: Option<Instant>,
 }
 
 /// A received message.
@@ -161,9 +167,20 @@ fn md5_hex(bytes: &[u8]) -> String {
     Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Is `data_type` one SQS takes: `String`, `Number` or `Binary`, optionally
+/// followed by `.` and a custom label (`Number.int`), 256 characters at most?
+fn valid_data_type(data_type: &str) -> bool {
+    let (base, label) = match data_type.split_once('.') {
+        Some((base, label)) => (base, Some(label)),
+        None => (data_type, None),
+    };
+    matches!(base, "String" | "Number" | "Binary") && data_type.len() <= 256 && label.is_none_or(|l| !l.is_empty())
+}
+
 /// SQS's MD5 of message attributes: for each attribute in name order, the
-/// length-prefixed name, data type, a transport byte and the value.
-fn md5_of_attributes(attributes: &Map<String, Value>) -> SqsResult<Option<String>> {
+/// length-prefixed name, data type, a transport byte and the value. Also
+/// what checks that each attribute is well formed.
+pub(super) fn md5_of_attributes(attributes: &Map<String, Value>) -> SqsResult<Option<String>> {
     if attributes.is_empty() {
         return Ok(None);
     }
@@ -180,6 +197,12 @@ fn md5_of_attributes(attributes: &Map<String, Value>) -> SqsResult<Option<String
             .get("DataType")
             .and_then(Value::as_str)
             .ok_or_else(|| SqsError::invalid(format!("message attribute '{name}' has no DataType")))?;
+        if !valid_data_type(data_type) {
+            return Err(SqsError::invalid(format!(
+                "the type of message attribute '{name}' is invalid ('{data_type}'): use String, Number or Binary, \
+                 optionally with a custom label (Number.int)"
+            )));
+        }
         push(&mut buf, name.as_bytes());
         push(&mut buf, data_type.as_bytes());
         if let Some(s) = attr.get("StringValue").and_then(Value::as_str) {
@@ -335,6 +358,7 @@ impl Sqs {
                     created_at: now_ms() / 1000,
                     messages: VecDeque::new(),
                     notify: Arc::new(Notify::new()),
+                    purged_at: None,
                 },
             );
         }
@@ -349,9 +373,18 @@ impl Sqs {
         Ok(self.url_of(name))
     }
 
-    /// The URLs of up to `max` queues whose names start with `prefix`, in name order.
-    pub fn list_queues(&self, prefix: &str, max: usize) -> Vec<String> {
-        self.lock().keys().filter(|n| n.starts_with(prefix)).take(max).map(|n| self.url_of(n)).collect()
+    /// The URLs of up to `max` queues whose names start with `prefix` and
+    /// come after `after`, in name order, and the name to go on after when
+    /// more remain.
+    pub fn list_queues(&self, prefix: &str, after: Option<&str>, max: usize) -> (Vec<String>, Option<String>) {
+        let queues = self.lock();
+        let mut names = queues.keys().filter(|n| n.starts_with(prefix) && after.is_none_or(|a| n.as_str() > a));
+        let page: Vec<&String> = names.by_ref().take(max).collect();
+        let next = match (names.next(), page.last()) {
+            (Some(_), Some(last)) => Some((*last).clone()),
+            _ => None,
+        };
+        (page.into_iter().map(|n| self.url_of(n)).collect(), next)
     }
 
     /// Deletes a queue and its messages.
@@ -391,6 +424,12 @@ impl Sqs {
         }
         if delay.is_some_and(|d| d > 900) {
             return Err(SqsError::invalid("DelaySeconds must be from 0 to 900"));
+        }
+        if attributes.len() > MAX_MESSAGE_ATTRIBUTES {
+            return Err(SqsError::invalid(format!(
+                "a message has at most {MAX_MESSAGE_ATTRIBUTES} message attributes, not {}",
+                attributes.len()
+            )));
         }
         let md5_of_attributes = md5_of_attributes(&attributes)?;
         let md5_of_body = md5_hex(body.as_bytes());
@@ -511,8 +550,9 @@ impl Sqs {
             match queues.values_mut().find(|q| q.arn == dlq_arn) {
                 Some(dlq) => {
                     tracing::info!(queue = %arn, dlq = %dlq.name, count = dead.len(), "redriven to the dead-letter queue");
+                    // The receive count goes along: SQS counts receives
+                    // across the source queue and its dead-letter queue.
                     for mut m in dead {
-                        m.receive_count = 0;
                         m.receipt = None;
                         m.visible_at = now;
                         dlq.messages.push_back(m);
@@ -572,10 +612,26 @@ impl Sqs {
         })
     }
 
-    /// Drops every message of a queue.
+    /// Drops every message of a queue; refused within [`PURGE_COOLDOWN`] of
+    /// the last purge, as SQS does.
     pub fn purge(&self, url: &str) -> SqsResult<()> {
         self.with_queue(url, |q| {
+            let now = Instant::now();
+            if let Some(at) = q.purged_at
+                && now.duration_since(at) < PURGE_COOLDOWN
+            {
+                return Err(SqsError::new(
+                    "PurgeQueueInProgress",
+                    "AWS.SimpleQueueService.PurgeQueueInProgress",
+                    format!(
+                        "only one PurgeQueue is allowed every {} seconds; the last was {} seconds ago",
+                        PURGE_COOLDOWN.as_secs(),
+                        now.duration_since(at).as_secs()
+                    ),
+                ));
+            }
             q.messages.clear();
+            q.purged_at = Some(now);
             Ok(())
         })
     }
@@ -590,7 +646,7 @@ impl Sqs {
         })
     }
 
-    /// The attributes `wanted` (all of them for none or `All`).
+    /// The attributes `wanted` (all of them for `All`; none for none, as SQS answers).
     pub fn attributes(&self, url: &str, wanted: &[String]) -> SqsResult<Map<String, Value>> {
         let (visible, in_flight, delayed) = self.counts(url)?;
         self.with_queue(url, |q| {
@@ -614,7 +670,7 @@ impl Sqs {
             if let Some((arn, max)) = &s.redrive {
                 put("RedrivePolicy", json!({"deadLetterTargetArn": arn, "maxReceiveCount": max}).to_string());
             }
-            if wanted.is_empty() || wanted.iter().any(|w| w == "All") {
+            if wanted.iter().any(|w| w == "All") {
                 return Ok(all);
             }
             let mut out = Map::new();

@@ -17,7 +17,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::engine::{MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECS, Received, Sent, Sqs, SqsError, SqsResult};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::engine::{
+    MAX_MESSAGE_BYTES, MAX_VISIBILITY_SECS, Received, Sent, Sqs, SqsError, SqsResult, md5_of_attributes,
+};
 
 /// Message or queue attributes as sent: name → `{DataType, StringValue}` or a string.
 type Attributes = Map<String, Value>;
@@ -42,6 +47,7 @@ struct ListQueues {
     #[serde(default)]
     queue_name_prefix: String,
     max_results: Option<u64>,
+    next_token: Option<String>,
 }
 
 /// The body of the actions that name only a queue (DeleteQueue, PurgeQueue).
@@ -258,11 +264,7 @@ pub async fn call(sqs: &Sqs, action: &str, body: Value) -> SqsResult<Value> {
             let r: GetQueueUrl = parse(action, body)?;
             Ok(json!({"QueueUrl": sqs.queue_url(&required(r.queue_name, "QueueName")?)?}))
         }
-        "ListQueues" => {
-            let r: ListQueues = parse(action, body)?;
-            let max = r.max_results.unwrap_or(1000) as usize;
-            Ok(json!({"QueueUrls": sqs.list_queues(&r.queue_name_prefix, max)}))
-        }
+        "ListQueues" => list_queues(sqs, parse(action, body)?),
         "DeleteQueue" => {
             let r: QueueOnly = parse(action, body)?;
             sqs.delete_queue(&required(r.queue_url, "QueueUrl")?)?;
@@ -270,7 +272,8 @@ pub async fn call(sqs: &Sqs, action: &str, body: Value) -> SqsResult<Value> {
         }
         "GetQueueAttributes" => {
             let r: GetQueueAttributes = parse(action, body)?;
-            Ok(json!({"Attributes": sqs.attributes(&required(r.queue_url, "QueueUrl")?, &r.attribute_names)?}))
+            let attributes = sqs.attributes(&required(r.queue_url, "QueueUrl")?, &r.attribute_names)?;
+            Ok(if attributes.is_empty() { json!({}) } else { json!({"Attributes": attributes}) })
         }
         "SetQueueAttributes" => {
             let r: SetQueueAttributes = parse(action, body)?;
@@ -338,6 +341,38 @@ pub async fn call(sqs: &Sqs, action: &str, body: Value) -> SqsResult<Value> {
     }
 }
 
+/// ListQueues: one page. With `MaxResults` (1-1000), a `NextToken` when more
+/// queues remain, as SQS pages; without, up to 1,000 and no token. The
+/// token is opaque to clients: the base64 of the last name given.
+fn list_queues(sqs: &Sqs, r: ListQueues) -> SqsResult<Value> {
+    if r.max_results.is_some_and(|m| !(1..=1000).contains(&m)) {
+        return Err(SqsError::invalid("MaxResults must be from 1 to 1000"));
+    }
+    if r.next_token.is_some() && r.max_results.is_none() {
+        return Err(SqsError::invalid("NextToken is only valid with MaxResults"));
+    }
+    let after = match &r.next_token {
+        Some(token) => Some(
+            B64.decode(token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| SqsError::invalid("NextToken is not one this endpoint gave"))?,
+        ),
+        None => None,
+    };
+    let max = r.max_results.unwrap_or(1000) as usize;
+    let (urls, next) = sqs.list_queues(&r.queue_name_prefix, after.as_deref(), max);
+    let mut out = Map::new();
+    // SQS leaves out an empty list rather than sending [].
+    if !urls.is_empty() {
+        out.insert("QueueUrls".into(), json!(urls));
+    }
+    if let (Some(last), Some(_)) = (next, r.max_results) {
+        out.insert("NextToken".into(), Value::String(B64.encode(last)));
+    }
+    Ok(Value::Object(out))
+}
+
 /// ReceiveMessage: checks the request, waits, and returns the attributes asked for.
 async fn receive(sqs: &Sqs, r: ReceiveMessage) -> SqsResult<Value> {
     let url = required(r.queue_url, "QueueUrl")?;
@@ -360,7 +395,8 @@ async fn receive(sqs: &Sqs, r: ReceiveMessage) -> SqsResult<Value> {
     let wanted = r.message_attribute_names;
     let got = sqs.receive(&url, max as usize, r.visibility_timeout, Duration::from_secs(wait)).await?;
     let messages: Vec<Value> = got.into_iter().map(|m| received(m, &system, &wanted)).collect();
-    Ok(json!({"Messages": messages}))
+    // SQS leaves out an empty list rather than sending [].
+    Ok(if messages.is_empty() { json!({}) } else { json!({"Messages": messages}) })
 }
 
 /// One received message as ReceiveMessage answers it: the system attributes
@@ -392,10 +428,12 @@ fn received(m: Received, system: &[String], wanted: &[String]) -> Value {
         })
         .collect();
     if !message_attrs.is_empty() {
-        out["MessageAttributes"] = Value::Object(message_attrs);
-        if let Some(md5) = m.md5_of_message_attributes {
+        // The digest of what is returned, not of every attribute sent: the
+        // SDKs recompute it over what they received and refuse a mismatch.
+        if let Ok(Some(md5)) = md5_of_attributes(&message_attrs) {
             out["MD5OfMessageAttributes"] = Value::String(md5);
         }
+        out["MessageAttributes"] = Value::Object(message_attrs);
     }
     out
 }
@@ -520,5 +558,114 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.code, "QueueDoesNotExist");
+    }
+
+    // What AWS's API reference says and the emulator once answered otherwise
+    // (issue 17, point 2): each test fails on the old behaviour.
+
+    #[tokio::test]
+    async fn list_queues_pages_with_next_token_and_leaves_out_an_empty_list() {
+        let sqs = Sqs::new("http://127.0.0.1:9324");
+        for name in ["a1", "a2", "a3", "a4", "b1"] {
+            sqs.create_queue(name, &Map::new()).unwrap();
+        }
+        let first = call(&sqs, "ListQueues", json!({"QueueNamePrefix": "a", "MaxResults": 3})).await.unwrap();
+        assert_eq!(first["QueueUrls"].as_array().unwrap().len(), 3);
+        let token = first["NextToken"].as_str().expect("more remain: a token").to_owned();
+        let rest = call(&sqs, "ListQueues", json!({"QueueNamePrefix": "a", "MaxResults": 3, "NextToken": token}))
+            .await
+            .unwrap();
+        assert_eq!(rest["QueueUrls"], json!(["http://127.0.0.1:9324/000000000000/a4"]));
+        assert!(rest.get("NextToken").is_none(), "the last page has no token: {rest}");
+        let all = call(&sqs, "ListQueues", json!({})).await.unwrap();
+        assert_eq!(all["QueueUrls"].as_array().unwrap().len(), 5);
+        assert!(all.get("NextToken").is_none(), "no MaxResults, no token");
+        assert_eq!(call(&sqs, "ListQueues", json!({"QueueNamePrefix": "zz"})).await.unwrap(), json!({}));
+        for bad in [json!({"MaxResults": 0}), json!({"MaxResults": 1001}), json!({"NextToken": "YTE="})] {
+            assert_eq!(call(&sqs, "ListQueues", bad.clone()).await.unwrap_err().code, "InvalidParameterValue", "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receive_digests_the_message_attributes_it_returns_and_leaves_out_no_messages() {
+        let (sqs, url) = sqs_with_queue();
+        assert_eq!(call(&sqs, "ReceiveMessage", json!({"QueueUrl": url})).await.unwrap(), json!({}), "no Messages: []");
+        let attrs = json!({
+            "tenant": {"DataType": "String", "StringValue": "t1"},
+            "attempt": {"DataType": "Number", "StringValue": "2"},
+        });
+        let sent = call(&sqs, "SendMessage", json!({"QueueUrl": url, "MessageBody": "x", "MessageAttributes": attrs}))
+            .await
+            .unwrap();
+        let got =
+            call(&sqs, "ReceiveMessage", json!({"QueueUrl": url, "MessageAttributeNames": ["tenant"]})).await.unwrap();
+        let m = &got["Messages"][0];
+        assert_eq!(m["MessageAttributes"], json!({"tenant": {"DataType": "String", "StringValue": "t1"}}));
+        let only_tenant = md5_of_attributes(m["MessageAttributes"].as_object().unwrap()).unwrap().unwrap();
+        assert_eq!(m["MD5OfMessageAttributes"], only_tenant.as_str(), "the digest of what was returned");
+        assert_ne!(m["MD5OfMessageAttributes"], sent["MD5OfMessageAttributes"], "not of everything sent");
+    }
+
+    #[tokio::test]
+    async fn the_receive_count_goes_on_counting_in_the_dead_letter_queue() {
+        let sqs = Sqs::new("http://127.0.0.1:9324");
+        let dlq = sqs.create_queue("dlq", &Map::new()).unwrap();
+        let policy = json!({"deadLetterTargetArn": Sqs::arn_of("dlq"), "maxReceiveCount": 2}).to_string();
+        let mut attrs = Map::new();
+        attrs.insert("RedrivePolicy".into(), Value::String(policy));
+        let url = sqs.create_queue("src", &attrs).unwrap();
+        call(&sqs, "SendMessage", json!({"QueueUrl": url, "MessageBody": "x"})).await.unwrap();
+        let receive = |url: String| {
+            let sqs = &sqs;
+            async move {
+                let r = json!({"QueueUrl": url, "VisibilityTimeout": 0, "AttributeNames": ["ApproximateReceiveCount"]});
+                call(sqs, "ReceiveMessage", r).await.unwrap()
+            }
+        };
+        for expected in ["1", "2"] {
+            assert_eq!(receive(url.clone()).await["Messages"][0]["Attributes"]["ApproximateReceiveCount"], expected);
+        }
+        assert_eq!(receive(url.clone()).await, json!({}), "the third receive redrives it");
+        let dead = receive(dlq).await;
+        assert_eq!(dead["Messages"][0]["Attributes"]["ApproximateReceiveCount"], "3", "counted across both queues");
+    }
+
+    #[tokio::test]
+    async fn get_queue_attributes_without_names_returns_none() {
+        let (sqs, url) = sqs_with_queue();
+        assert_eq!(call(&sqs, "GetQueueAttributes", json!({"QueueUrl": url})).await.unwrap(), json!({}));
+        let all = call(&sqs, "GetQueueAttributes", json!({"QueueUrl": url, "AttributeNames": ["All"]})).await.unwrap();
+        assert_eq!(all["Attributes"]["VisibilityTimeout"], "30");
+    }
+
+    #[tokio::test]
+    async fn a_message_attribute_type_is_string_number_or_binary_with_an_optional_label() {
+        let (sqs, url) = sqs_with_queue();
+        let send = |data_type: &str| {
+            let attrs = json!({"a": {"DataType": data_type, "StringValue": "1"}});
+            call(&sqs, "SendMessage", json!({"QueueUrl": url, "MessageBody": "x", "MessageAttributes": attrs}))
+        };
+        for good in ["String", "Number", "Number.int", "String.custom-label"] {
+            assert!(send(good).await.is_ok(), "{good}");
+        }
+        for bad in ["Strin", "Integer", "string", "Number.", ".int", ""] {
+            let err = send(bad).await.unwrap_err();
+            assert_eq!(err.code, "InvalidParameterValue", "{bad}");
+            assert!(err.message.contains("String, Number or Binary"), "{bad}: {}", err.message);
+        }
+        let eleven: Map<String, Value> =
+            (0..11).map(|i| (format!("a{i}"), json!({"DataType": "String", "StringValue": "v"}))).collect();
+        let err = call(&sqs, "SendMessage", json!({"QueueUrl": url, "MessageBody": "x", "MessageAttributes": eleven}))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("at most 10"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn a_second_purge_within_a_minute_is_refused() {
+        let (sqs, url) = sqs_with_queue();
+        call(&sqs, "PurgeQueue", json!({"QueueUrl": url})).await.unwrap();
+        let err = call(&sqs, "PurgeQueue", json!({"QueueUrl": url})).await.unwrap_err();
+        assert_eq!((err.code, err.query_code), ("PurgeQueueInProgress", "AWS.SimpleQueueService.PurgeQueueInProgress"));
     }
 }
