@@ -158,6 +158,54 @@ pub fn shared_cluster() -> &'static RedisCluster {
 /// Ids from literals, for tests (a bad literal is a bug in the test: it panics).
 /// Tokens for the tests: one HS256 secret that every in-process emulator
 /// and handler under test verifies with.
+/// moto's server: a local AWS from PyPI (`make test` installs it into
+/// `.tools/requirements-test`), for the AWS APIs the emulator does not play
+/// and as a second opinion on those it does.
+pub mod moto {
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A `moto_server` child on a free port, killed on drop.
+    pub struct Moto {
+        child: Child,
+        /// `http://127.0.0.1:<port>`.
+        pub url: String,
+    }
+
+    impl Moto {
+        /// Starts one and waits (30 s at most) until it listens.
+        pub fn start() -> Moto {
+            let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/requirements-test/bin/moto_server");
+            assert!(
+                bin.exists(),
+                "moto is not installed: run `make test` (it installs it), or ./scripts/with-tools infra/requirements-test.txt true"
+            );
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new(bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting moto_server");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Moto { child, url: format!("http://127.0.0.1:{port}") }
+        }
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub mod auth {
     use switchboard::auth::{AuthConfig, Identity, Role, Verifier, mint_hs256};
 

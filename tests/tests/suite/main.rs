@@ -18,6 +18,7 @@ mod resilience;
 mod round_trips;
 mod secrets;
 mod sqs;
+mod sqs_conformance;
 mod store_contract;
 mod webhook_delivery;
 mod webhook_e2e;

@@ -2,61 +2,21 @@
 //! AWS SDK client from moto's server (a local AWS, installed by `make test`
 //! into `.tools/requirements-test`), as a function does at cold start.
 
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Region};
 use switchboard::auth::AuthConfig;
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::secrets;
+use switchboard_tests::moto::Moto;
 
-/// A `moto_server` child on a free port, killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/requirements-test/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "moto is not installed: run `make test` (it installs it), or ./scripts/with-tools infra/requirements-test.txt true"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto_server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port} within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, url: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn client(&self) -> Client {
-        let config = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(switchboard::gateway::local_credentials())
-            .endpoint_url(&self.url)
-            .build();
-        Client::from_conf(config)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn client(moto: &Moto) -> Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(switchboard::gateway::local_credentials())
+        .endpoint_url(&moto.url)
+        .build();
+    Client::from_conf(config)
 }
 
 fn lookup(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
@@ -66,7 +26,7 @@ fn lookup(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> 
 #[tokio::test]
 async fn keys_and_passwords_are_read_from_secrets_manager_at_cold_start() {
     let moto = Moto::start();
-    let client = moto.client();
+    let client = client(&moto);
     let key = "an-hs256-key-kept-in-secrets-manager-only!";
     let jwt = client.create_secret().name("switchboard/jwt").secret_string(key).send().await.unwrap();
     let redis = client
