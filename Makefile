@@ -1,5 +1,5 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch token console-dist
+.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch watch-smoke token console-dist
 
 # The Lambda functions (each a crate in functions/).
 FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
@@ -56,10 +56,23 @@ smoke:
 fmt:
 	cargo fmt --all
 
-# Hot reload: serve the functions with cargo lambda watch (Invoke API on :9000), then in
+# Hot reload: serve the functions with cargo lambda watch (Invoke API on 127.0.0.1:9000), then in
 # another terminal: make dev ARGS="--functions-url http://127.0.0.1:9000". Functions need REDIS_URL.
+# The Invoke API listens on 127.0.0.1 only (cargo lambda's default is every interface): WATCH_ADDRESS=:: to share it.
+# Node 20 and 21 keep the global WebSocket behind a flag.
+NODE_WEBSOCKET := $(shell node -e 'process.exit(+process.versions.node.split(".")[0] >= 22 ? 0 : 1)' 2>/dev/null || echo --experimental-websocket)
+WATCH_ADDRESS ?= 127.0.0.1
+WATCH_PORT ?= 9000
 watch:
-	$(WITH_BUILD_TOOLS) cargo lambda watch
+	$(WITH_BUILD_TOOLS) cargo lambda watch --invoke-address $(WATCH_ADDRESS) --invoke-port $(WATCH_PORT)
+
+# The hot-reload loop end to end: make watch on a real Redis, the emulator in front (--functions-url), a client
+# subscribes and receives an HTTP publish, then an edit to ws-message's source answers the next frame (file restored).
+watch-smoke:
+	./scripts/ensure-packages $(REDIS_PACKAGES) node=nodejs
+	cargo build -q -p switchboard-local
+	$(WITH_BUILD_TOOLS) true
+	node $(NODE_WEBSOCKET) scripts/watch-smoke.mjs
 
 # Benchmarks against their baselines -> BENCHMARKS.md (release build; about 10 minutes).
 # bench-quick: 1,000 connections, one repeat, under a minute once built (BENCH_PROFILE=debug to skip the release build).

@@ -91,6 +91,7 @@ export async function startEmulator({ args = [], redis, prefix = `js${randomByte
   return {
     ws: `ws://127.0.0.1:${ports.ws}/local`,
     http: `http://127.0.0.1:${ports.http}`,
+    sqs: `http://127.0.0.1:${ports.sqs}`,
     ports,
     secret: secret ?? DEV_SECRET,
     kill: () => new Promise((resolve) => {
