@@ -73,6 +73,9 @@ pub struct Settings {
     /// The development console at `/console` (see [`console`]); `None`
     /// (production mode, and the default) routes none of it.
     pub console: Option<ConsoleSettings>,
+    /// `GET /metrics` on the HTTP port renders this Prometheus recorder
+    /// (installed by the binary: a process has one); `None`: no route.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// How the emulator's event source mappings poll and batch (Lambda's
@@ -129,6 +132,7 @@ impl Default for Settings {
             in_process_posts: true,
             sweep_interval: Duration::from_secs(60),
             console: None,
+            metrics: None,
         }
     }
 }
@@ -172,6 +176,22 @@ pub struct Emulator {
     gateway: Arc<gateway::WsGateway>,
     shutdown: CancellationToken,
     servers: TaskTracker,
+}
+
+/// Installs the process's metrics recorder for `GET /metrics` (see
+/// [`Settings::metrics`]): Prometheus text with the names and units the
+/// functions write as EMF in Lambda, durations as histograms. A process
+/// has one recorder: call this once.
+pub fn install_prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const BUCKETS_SECS: &[f64] =
+        &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS_SECS)?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    switchboard::metrics::describe();
+    Ok(handle)
 }
 
 /// Sets `TCP_NODELAY` on an accepted connection.
@@ -268,6 +288,17 @@ impl Emulator {
             TaskTracker::new(),
         ));
 
+        let http_api = match settings.metrics.clone() {
+            Some(handle) => {
+                let gateway = gateway.clone();
+                let scrape = move || async move {
+                    switchboard::metrics::connections_current(gateway.connection_count());
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+                };
+                axum::Router::new().route("/metrics", axum::routing::get(scrape)).merge(http_api)
+            }
+            None => http_api,
+        };
         if let Some(posts) = &own_posts {
             posts.attach(&gateway);
         }

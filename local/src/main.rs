@@ -235,6 +235,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         in_process_posts: !args.connections_over_http,
         sweep_interval: Duration::from_secs(args.sweep_interval_secs),
         console: console_settings(&auth, dev_secret, args.production),
+        metrics: Some(switchboard_local::install_prometheus()?),
         mapping: MappingSettings {
             batch_size: usize::from(args.sqs_batch_size),
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),
@@ -299,6 +300,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     if settings_console {
         println!("  Console       {}/console", emulator.http_url());
     }
+    println!("  Metrics       {}/metrics  (Prometheus text)", emulator.http_url());
     println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
 
     wait_for_signal().await;

@@ -86,6 +86,7 @@ async fn record(
     let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
     if let Some(r) = &resolved {
         event.set_position(r.position.as_ref());
+        crate::metrics::event_published(event.event_type.as_str());
     }
     Ok(resolved)
 }
@@ -118,6 +119,7 @@ async fn post_all(
     recipients: Vec<Recipient>,
 ) -> (Report, Vec<ConnectionId>, Vec<ConnectionId>) {
     let mut report = Report { matched: recipients.len(), ..Report::default() };
+    let started = std::time::Instant::now();
     let concurrency = ctx.config.limits.fanout_concurrency;
     let outcomes: Vec<_> = futures::stream::iter(recipients)
         .map(|r| async move {
@@ -142,6 +144,7 @@ async fn post_all(
             }
         }
     }
+    crate::metrics::posts(report.delivered, report.gone, report.failed, started.elapsed());
     (report, failed, stale)
 }
 
@@ -181,7 +184,10 @@ async fn finish(
         && target_connections == report.gone
     {
         match ctx.store.offline_push(tenant, user, text).await? {
-            Ok(_) => report.queued_offline = 1,
+            Ok(_) => {
+                report.queued_offline = 1;
+                crate::metrics::queued_offline();
+            }
             Err(refusal) => {
                 tracing::warn!(tenant_id = %tenant, user_id = %user, event_id = %event.id, ?refusal, "not queued offline");
                 report.offline_refused = Some(refusal);
@@ -292,6 +298,7 @@ async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String]
         Some((queues, dlq)) => queues.send_all(dlq, &letters).await.unwrap_or(0),
         None => 0,
     };
+    crate::metrics::dead_lettered("webhooks", kept);
     if kept < bodies.len() {
         for body in bodies {
             tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, delivery = %body,

@@ -11,7 +11,8 @@
 //! - [`ids`], [`time`], [`ssrf`], [`telemetry`]: plain parts. Validated
 //!   tenant, user and connection ids, and the caller's [`ids::Role`] and
 //!   [`ids::Identity`]; the clock; the guard that keeps webhook deliveries
-//!   out of internal networks; logging set-up.
+//!   out of internal networks; logging set-up; [`metrics`], one set of
+//!   names for CloudWatch EMF (Lambda) and Prometheus (the emulator).
 //! - [`event`]: what happened and who it is for. The catalogue, the
 //!   envelope, its verified sender, the [`event::Target`].
 //! - [`protocol`]: the wire contract between a client and the gateway
@@ -42,6 +43,7 @@ pub mod context;
 pub mod event;
 pub mod gateway;
 pub mod ids;
+pub mod metrics;
 pub mod protocol;
 pub mod queue;
 pub mod secrets;

@@ -288,6 +288,17 @@ impl ClientAction {
         }
     }
 
+    /// The action's name, one of [`ACTIONS`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientAction::Subscribe { .. } => "subscribe",
+            ClientAction::Unsubscribe { .. } => "unsubscribe",
+            ClientAction::Ping { .. } => "ping",
+            ClientAction::Sync { .. } => "sync",
+            ClientAction::Publish { .. } => "publish",
+        }
+    }
+
     /// The request id the client chose, echoed in the reply.
     pub fn id(&self) -> Option<&str> {
         match self {

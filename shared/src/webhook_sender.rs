@@ -60,6 +60,7 @@ impl WebhookSender {
         breaker: Breaker,
     ) -> Result<Health, crate::store::StoreError> {
         let settings = &self.ctx.config.webhooks;
+        crate::metrics::webhook_attempt(entry.status.as_str(), std::time::Duration::from_millis(entry.duration_ms));
         let text = serde_json::to_string(&entry.clone().bounded(settings.log_entry_bytes)).expect("plain JSON");
         self.ctx
             .store

@@ -180,6 +180,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        if let ApiError::RateLimited(_) = self {
+            switchboard::metrics::rate_limited("http");
+        }
         let mut body = json!({"code": code, "message": self.to_string()});
         if let ApiError::InvalidField { field, .. } = &self {
             body["field"] = json!(field);

@@ -6,9 +6,15 @@ use switchboard::auth::Verifier;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
+    switchboard::metrics::install_emf("api");
     let ctx = Context::for_function().await?;
     // JWT_SECRET_ARN: the key comes from Secrets Manager, not the environment.
     let secrets = switchboard::secrets::from_env().await?;
     let verifier = Verifier::new(&AuthConfig::from_lookup(&switchboard::secrets::overlay(&secrets))?)?;
-    lambda_http::run(api::router(ctx, verifier)).await
+    // Each request's metrics are written when its response is ready.
+    let flush = axum::middleware::map_response(|response: axum::response::Response| async {
+        switchboard::metrics::flush_emf();
+        response
+    });
+    lambda_http::run(api::router(ctx, verifier).layer(flush)).await
 }

@@ -5,10 +5,11 @@ use switchboard::Context;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
+    switchboard::metrics::install_emf("fanout");
     let ctx = Context::for_function().await?;
     run(service_fn(|event: LambdaEvent<Value>| {
         let ctx = ctx.clone();
-        async move { fanout::invoke(&ctx, event.payload).await.map_err(Error::from) }
+        async move { switchboard::metrics::flushed(fanout::invoke(&ctx, event.payload)).await.map_err(Error::from) }
     }))
     .await
 }

@@ -112,6 +112,7 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     if let Health { paused_until: Some(until), .. } = health
         && until > now
     {
+        switchboard::metrics::breaker_open();
         return wait_out_pause(d, &delivery, attempt - 1, Duration::from_millis((until - now) as u64)).await;
     }
 
@@ -258,7 +259,10 @@ async fn dead_letter(d: &WebhookSender, mut body: serde_json::Value) -> Done {
     };
     body["dead_at"] = json!(switchboard::time::now_millis());
     match queues.send(url, body.to_string(), Duration::ZERO).await {
-        Ok(_) => Done::Finished,
+        Ok(_) => {
+            switchboard::metrics::dead_lettered("webhooks", 1);
+            Done::Finished
+        }
         Err(e) => {
             tracing::error!(error = %e, "dead-letter queue unreachable; the delivery returns to the queue");
             Done::Again

@@ -6,10 +6,11 @@ use webhook::WebhookSender;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
+    switchboard::metrics::install_emf("webhook");
     let deliverer = WebhookSender::new(Context::for_function().await?);
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let deliverer = deliverer.clone();
-        async move { Ok::<_, Error>(webhook::handle(&deliverer, event.payload).await) }
+        async move { Ok::<_, Error>(switchboard::metrics::flushed(webhook::handle(&deliverer, event.payload)).await) }
     }))
     .await
 }

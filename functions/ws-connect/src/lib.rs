@@ -58,6 +58,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
     };
     match ctx.store.register(&conn).await {
         Ok(registered) => {
+            switchboard::metrics::connection_opened();
             tracing::info!(
                 request_id,
                 tenant_id = %conn.tenant_id,

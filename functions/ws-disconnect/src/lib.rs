@@ -25,6 +25,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
     };
     match ctx.store.unregister(&tenant_id, &connection_id).await {
         Ok(Some(gone)) => {
+            switchboard::metrics::connection_closed();
             tracing::info!(
                 request_id,
                 tenant_id = %tenant_id,

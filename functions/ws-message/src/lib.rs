@@ -50,10 +50,12 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
     let action = match ClientAction::parse(&body, ctx.config.limits.max_message_bytes) {
         Ok(action) => action,
         Err(e) => {
+            switchboard::metrics::message_in("invalid");
             tracing::debug!(request_id, connection_id = %connection_id, code = e.code.as_str(), message = %e.message, "bad client message");
             return reply(200, &e.into_reply());
         }
     };
+    switchboard::metrics::message_in(action.name());
     let id = action.id().map(str::to_owned);
     match dispatch(ctx, &identity, &connection_id, action).await {
         Ok(answer) => reply(200, &answer),
@@ -133,7 +135,9 @@ async fn dispatch(
                     let message = format!("{}; nothing was published", refusal.describe(&ctx.config.limits));
                     Err(Failure::Client(ProtocolError::new(id, code, message)))
                 }
-                Err(e @ PublishError::RateLimited(_)) => Err(rate_limited(id, format!("{e}; nothing was published"))),
+                Err(e @ PublishError::RateLimited(_)) => {
+                    Err(rate_limited(id, format!("{e}; nothing was published"), "websocket"))
+                }
             }
         }
     }
@@ -165,6 +169,7 @@ async fn recover(
         let me = ctx.store.connection(tenant, conn).await.map_err(|e| classify(&id, e))?;
         let me = me.ok_or_else(|| classify(&id, StoreError::UnknownConnection))?;
         post_reply(ctx, conn, &me.endpoint, &ServerReply::Subscribed { id: id.clone(), events }).await?;
+        switchboard::metrics::recovery(false);
         return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: None, offset: None });
     }
     let limit = limits.rate_limit_per_sec;
@@ -177,6 +182,7 @@ async fn recover(
             rate_limited(
                 id.clone(),
                 format!("over the tenant's limit of {limit} requests per second; nothing was done"),
+                "recovery",
             )
         })?;
     post_reply(ctx, conn, &r.endpoint, &ServerReply::Subscribed { id: id.clone(), events: r.topics.clone() }).await?;
@@ -187,6 +193,7 @@ async fn recover(
         .filter(|events| events.len() <= limits.recovery_max_events);
     let Some(events) = missed else {
         tracing::info!(tenant_id = %tenant, connection_id = %conn, since = since.offset, %epoch, top, "recovery impossible: recovered:false");
+        switchboard::metrics::recovery(false);
         return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: Some(epoch), offset: Some(top) });
     };
     for (done, (offset, text)) in events.iter().enumerate() {
@@ -200,12 +207,14 @@ async fn recover(
         }
     }
     tracing::debug!(tenant_id = %tenant, connection_id = %conn, count = events.len(), "recovered");
+    switchboard::metrics::recovery(true);
     Ok(ServerReply::Recovered { id, recovered: true, count: events.len(), epoch: Some(epoch), offset: Some(top) })
 }
 
 /// `rate_limited`, with when to retry: the counter is per second, so the
-/// next window opens at the next second.
-fn rate_limited(id: Option<String>, why: String) -> Failure {
+/// next window opens at the next second. `path`: the metric's label.
+fn rate_limited(id: Option<String>, why: String, path: &'static str) -> Failure {
+    switchboard::metrics::rate_limited(path);
     let wait = 1000 - (switchboard::time::now_millis().rem_euclid(1000)) as u64;
     let message = format!("{why}, retry in {wait} ms");
     Failure::Client(ProtocolError::new(id, ErrorCode::RateLimited, message).retry_after(wait))

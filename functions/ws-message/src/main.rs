@@ -5,10 +5,11 @@ use switchboard::Context;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
+    switchboard::metrics::install_emf("ws-message");
     let ctx = Context::for_function().await?;
     run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Error>(ws_message::handle(&ctx, event.payload).await) }
+        async move { Ok::<_, Error>(switchboard::metrics::flushed(ws_message::handle(&ctx, event.payload)).await) }
     }))
     .await
 }

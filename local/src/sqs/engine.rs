@@ -550,6 +550,13 @@ impl Sqs {
             match queues.values_mut().find(|q| q.arn == dlq_arn) {
                 Some(dlq) => {
                     tracing::info!(queue = %arn, dlq = %dlq.name, count = dead.len(), "redriven to the dead-letter queue");
+                    // As the functions count theirs (a small, fixed label set).
+                    let label = match dlq.name.as_str() {
+                        crate::queues::WEBHOOKS_DLQ => "webhooks",
+                        crate::queues::EVENTS_DLQ => "events",
+                        _ => "other",
+                    };
+                    switchboard::metrics::dead_lettered(label, dead.len());
                     // The receive count goes along: SQS counts receives
                     // across the source queue and its dead-letter queue.
                     for mut m in dead {

@@ -11,6 +11,7 @@ mod emulator;
 mod emulator_remote;
 mod fanout;
 mod handlers;
+mod metrics;
 mod openapi;
 mod queued_fanout;
 mod recovery;
