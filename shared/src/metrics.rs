@@ -94,8 +94,8 @@ pub fn message_in(action: &'static str) {
 }
 
 /// An event of `event_type` (`call.incoming`) published: counted by its family (`call`).
-pub fn event_published(event_type: &str) {
-    let family = event_type.split('.').next().unwrap_or(event_type).to_owned();
+pub fn event_published(event_type: &'static str) {
+    let family = event_type.split('.').next().unwrap_or(event_type);
     ::metrics::counter!(EVENTS_PUBLISHED, "family" => family).increment(1);
 }
 

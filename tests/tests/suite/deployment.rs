@@ -335,3 +335,47 @@ fn every_variable_is_in_the_readmes_configuration_table() {
     let missing: Vec<&str> = every_variable().filter(|v| !table.contains(&format!("`{v}`"))).collect();
     assert!(missing.is_empty(), "not in the README's configuration table: {missing:?}");
 }
+
+/// Issue 17, point 1: alarms on both dead-letter queues, on every
+/// function's errors and throttles, and on the webhook failure rate from
+/// the functions' own EMF metrics (by the names the code writes), each
+/// notifying the optional topic; and a dashboard.
+#[test]
+fn the_template_alarms_on_dead_letters_function_errors_throttles_and_webhook_failures() {
+    let t = template();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    let text = |v: &Value| serde_yaml_ng::to_string(v).unwrap();
+    for (alarm, queue) in
+        [("WebhookDeadLetterAlarm", "WebhookDeadLetterQueue"), ("EventsDeadLetterAlarm", "EventsDeadLetterQueue")]
+    {
+        let props = &alarms[alarm]["Properties"];
+        assert_eq!(props["MetricName"].as_str(), Some("ApproximateNumberOfMessagesVisible"), "{alarm}");
+        assert!(text(&props["Dimensions"]).contains(&format!("{queue}.QueueName")), "{alarm} watches {queue}");
+    }
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), function_crates().len());
+    for (alarm, metric) in [("FunctionErrorsAlarm", "Errors"), ("FunctionThrottlesAlarm", "Throttles")] {
+        let metrics = text(&alarms[alarm]["Properties"]["Metrics"]);
+        for function in functions.keys() {
+            assert!(metrics.contains(&format!("!Ref {function}")), "{alarm} leaves out {function}");
+        }
+        assert_eq!(metrics.matches(&format!("MetricName: {metric}")).count(), functions.len(), "{alarm}");
+    }
+    let rate = text(&alarms["WebhookFailureRateAlarm"]["Properties"]["Metrics"]);
+    assert!(rate.contains(switchboard::metrics::WEBHOOK_ATTEMPTS) && rate.contains(switchboard::metrics::NAMESPACE));
+    for outcome in ["delivered", "failed", "dead", "gone"] {
+        assert!(rate.contains(&format!("Value: {outcome}")), "the failure rate counts {outcome}");
+    }
+    for (name, alarm) in &alarms {
+        let actions = text(&alarm["Properties"]["AlarmActions"]);
+        assert!(actions.contains("HasAlarmTopic") && actions.contains("AlarmTopicArn"), "{name} notifies the topic");
+    }
+    let dashboards = resources_of(&t, "AWS::CloudWatch::Dashboard");
+    let body = text(&dashboards["Dashboard"]["Properties"]["DashboardBody"]);
+    // Every metric the functions write (the current connections are the emulator's own).
+    for (name, _, _) in
+        switchboard::metrics::ALL.iter().filter(|(n, _, _)| *n != switchboard::metrics::CONNECTIONS_CURRENT)
+    {
+        assert!(body.contains(name), "the dashboard shows {name}");
+    }
+}
