@@ -608,6 +608,22 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(described, api::ROUTES.len(), "the document describes routes that do not exist");
     let types = doc["components"]["schemas"]["PublishRequest"]["properties"]["type"]["enum"].as_array().unwrap();
     assert_eq!(types.len(), switchboard::event::EventType::ALL.len());
+    // Every documented route is served: whatever it answers (a 404 for an
+    // unknown webhook, a 400 for an empty body), it is not the router's
+    // "no route" nor a 405.
+    let admin = token("acme", "boss", Role::Admin);
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let url = format!("{}{}", w.emu.http_url(), path.replace("{id}", "wh_x").replace("{delivery_id}", "d_x"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = w.http.request(method.clone(), &url).bearer_auth(&admin).send().await.unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {body}");
+            let unrouted = body["message"].as_str().is_some_and(|m| m.starts_with("no route for"));
+            assert!(!unrouted, "{method} {path} is documented but not served: {body}");
+        }
+    }
 }
 
 #[tokio::test]
