@@ -37,6 +37,14 @@ function collector(url, { slowReconnect = false, ...options } = {}) {
   return { sb, got, states, gaps, ids: () => got.map((e) => e.id) };
 }
 
+/** Publishes one event and waits for `c` to receive it (and nothing else). */
+async function receivesTheNextEvent(emu, c) {
+  const before = c.got.length;
+  const id = await publish(emu);
+  await eventually("the next event", () => c.got.length === before + 1);
+  assert.equal(c.got.at(-1).id, id);
+}
+
 function assertInOrderOnce(got, expected) {
   assert.deepEqual(got.map((e) => e.id), expected, "every event once, in order");
   const offsets = got.map((e) => e.offset);
@@ -183,9 +191,7 @@ test("a handshake refused with 401 (an expired token) asks the token function ag
     await eventually("connected", () => c.sb.state === "connected");
     assert.equal(asked.length, 2, "refused once, then a fresh token");
     assert.deepEqual(c.states, ["connected"], "never up before: no disconnected");
-    const id = await publish(emu);
-    await eventually("an event", () => c.got.length === 1);
-    assert.equal(c.got[0].id, id);
+    await receivesTheNextEvent(emu, c);
   } finally {
     c.sb.close();
     emu.stop();
@@ -199,9 +205,7 @@ test("pings under the gateway's idle timeout keep the connection open", async ()
     await eventually("connected", () => c.sb.state === "connected");
     await sleep(2_500);
     assert.deepEqual(c.states, ["connected"], "not closed for idling");
-    const id = await publish(emu);
-    await eventually("an event", () => c.got.length === 1);
-    assert.equal(c.got[0].id, id);
+    await receivesTheNextEvent(emu, c);
   } finally {
     c.sb.close();
     emu.stop();
