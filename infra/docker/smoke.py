@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import websockets
@@ -39,12 +40,21 @@ def token(secret: str, tenant: str, user: str, role: str) -> str:
 
 
 def call(method: str, url: str, bearer: str, body=None):
+    """The status and JSON answer; an error status is an answer too (the
+    caller's assertion says what was expected), never a traceback."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Authorization", f"Bearer {bearer}")
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, json.loads(response.read() or b"null")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        text = e.read()
+        try:
+            return e.code, json.loads(text or b"null")
+        except ValueError:
+            return e.code, text.decode(errors="replace")
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -78,12 +88,14 @@ async def main(args) -> None:
         print("websocket: published event received", event["id"])
 
     if args.receiver_host:
-        server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Receiver)
+        # Listens where the emulator is told to deliver, nowhere else.
+        server = http.server.ThreadingHTTPServer((args.receiver_host, 0), Receiver)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://{args.receiver_host}:{server.server_address[1]}/hook"
         status, hook = call("POST", f"{args.http}/v1/webhooks", admin, {"name": "smoke", "url": url, "events": ["queue.*"]})
         assert status == 201, hook
-        call("POST", f"{args.http}/v1/events", service, {"type": "queue.joined", "data": {"queue": "support"}})
+        status, out = call("POST", f"{args.http}/v1/events", service, {"type": "queue.joined", "data": {"queue": "support"}})
+        assert status == 200, out
         deadline = time.time() + 15
         while not Receiver.got and time.time() < deadline:
             time.sleep(0.1)
@@ -113,4 +125,7 @@ if __name__ == "__main__":
         asyncio.run(main(parser.parse_args()))
     except AssertionError as e:
         print(f"smoke test failed: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
+        print(f"smoke test failed: the emulator did not answer as expected: {e!r}", file=sys.stderr)
         sys.exit(1)

@@ -37,15 +37,19 @@ struct Cli {
 enum Command {
     /// Print a signed development token (HS256 with JWT_SECRET, or the dev default).
     Token(TokenArgs),
-    /// Exit 0 when a running emulator answers GET /v1/health with 200 (a container HEALTHCHECK needs no curl).
+    /// Exit 0 when a running emulator answers GET /v1/health with its own "ok", 1 otherwise
+    /// (a container HEALTHCHECK needs no curl; Docker reserves 2).
     Health(HealthArgs),
 }
 
 #[derive(Args)]
 struct HealthArgs {
-    /// The HTTP API to ask.
-    #[arg(long, env = "HEALTH_URL", default_value = "http://127.0.0.1:3000/v1/health")]
-    url: url::Url,
+    /// The health URL to ask (default: http://127.0.0.1:<HTTP_PORT>/v1/health, the port the emulator serves on).
+    #[arg(long, env = "HEALTH_URL")]
+    url: Option<url::Url>,
+    /// The HTTP API's port, as the emulator reads it, when no URL is given.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 3000)]
+    http_port: u16,
 }
 
 #[derive(Args)]
@@ -198,13 +202,24 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Is the emulator at `args` healthy? Only its own answer counts
+/// (`{"status":"ok","store":"ok","version":..}`): under host networking
+/// another program could hold the port.
 async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let url = match args.url {
+        Some(url) => url,
+        None => format!("http://127.0.0.1:{}/v1/health", args.http_port).parse()?,
+    };
     let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-    let response = client.get(args.url.clone()).send().await.with_context(|| format!("GET {}", args.url))?;
+    let response = client.get(url.clone()).send().await.with_context(|| format!("GET {url}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
-        bail!("{} answered {status}: {body}", args.url);
+        bail!("{url} answered {status}: {body}");
+    }
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if answer["status"] != "ok" || answer["store"] != "ok" || !answer["version"].is_string() {
+        bail!("{url} answered, but not as switchboard-local does: {body}");
     }
     println!("{body}");
     Ok(())
@@ -326,14 +341,15 @@ async fn wait_for_signal() {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Health(args)) => health(args).await,
-        None => serve(cli.serve).await,
+    // A failed health check exits 1, as Docker's HEALTHCHECK means "unhealthy" (2 is reserved).
+    let (result, failure) = match cli.command {
+        Some(Command::Token(args)) => (token(args), 2),
+        Some(Command::Health(args)) => (health(args).await, 1),
+        None => (serve(cli.serve).await, 2),
     };
     if let Err(e) = result {
         eprintln!("switchboard-local: {e:#}");
-        std::process::exit(2);
+        std::process::exit(failure);
     }
 }
 

@@ -130,6 +130,28 @@ async fn a_newcomer_follows_the_printed_instructions() {
     let checked = tokio::task::spawn_blocking(move || run(&[], &["health", "--url", &url])).await.unwrap();
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
     assert!(String::from_utf8_lossy(&checked.stdout).contains("\"status\":\"ok\""));
+    // Without a URL it asks the port HTTP_PORT names, as the container's HEALTHCHECK does.
+    let port = url::Url::parse(&health_url).unwrap().port().unwrap().to_string();
+    let by_port = tokio::task::spawn_blocking(move || run(&[("HTTP_PORT", &port)], &["health"])).await.unwrap();
+    assert!(by_port.status.success(), "{}", String::from_utf8_lossy(&by_port.stderr));
+    // Unhealthy is exit 1 (Docker reserves 2): nothing there, or something that is not the emulator.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nothing = other.local_addr().unwrap().port();
+    drop(other);
+    let down = run(&[], &["health", "--url", &format!("http://127.0.0.1:{nothing}/v1/health")]);
+    assert_eq!(down.status.code(), Some(1), "{}", String::from_utf8_lossy(&down.stderr));
+    // Another program on the port (host networking) answering 200: not the emulator's health.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let impostor_url = format!("http://{}/v1/health", impostor.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut stream, _)) = impostor.accept() {
+            let _ = stream.read(&mut [0u8; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let fooled = tokio::task::spawn_blocking(move || run(&[], &["health", "--url", &impostor_url])).await.unwrap();
+    assert_eq!(fooled.status.code(), Some(1), "another program's 200 is not health");
     // SQS answers on the printed endpoint.
     let sqs = p.printed("SQS");
     let sqs_url = sqs.split_whitespace().next().unwrap();
