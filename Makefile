@@ -1,5 +1,5 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch watch-smoke token console-dist
+.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch watch-smoke docker-smoke token console-dist
 
 # The Lambda functions (each a crate in functions/).
 FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
@@ -52,6 +52,11 @@ infra-check:
 # The example workflow's client test (infra/docker/smoke.py) against the emulator binary.
 smoke:
 	./scripts/smoke
+
+# The emulator's image and compose file, built and run as a user would, with smoke.py against both
+# (a private dockerd on the host network, base-image stand-ins from Debian's packages offline; needs root).
+docker-smoke:
+	./scripts/docker-smoke
 
 fmt:
 	cargo fmt --all
