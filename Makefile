@@ -83,7 +83,7 @@ watch-smoke:
 # bench-quick: 1,000 connections, one repeat, under a minute once built (BENCH_PROFILE=debug to skip the release build).
 BENCH_PROFILE ?= release
 BENCH_BIN = target/$(BENCH_PROFILE)/switchboard-bench
-BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local
+BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
 bench:
 	./scripts/ensure-packages $(REDIS_PACKAGES)
 	$(BENCH_BUILD)

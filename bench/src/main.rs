@@ -4,6 +4,7 @@
 
 mod baseline;
 mod client;
+mod coldstart;
 mod run;
 mod webhooks;
 
@@ -22,6 +23,16 @@ enum Cmd {
     Run(run::RunArgs),
     /// The load client (started by `run`).
     Client(client::ClientArgs),
+    /// Benchmark 11 alone: cold starts of each function binary in DIR under a local Runtime API.
+    Coldstart {
+        /// Where the function binaries are (target/release).
+        #[arg(long, default_value = "target/release")]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 10)]
+        starts: usize,
+        #[arg(long, default_value_t = 20)]
+        warm: usize,
+    },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
         /// Port (0: any).
@@ -35,6 +46,12 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => run::run(args),
         Cmd::Client(args) => tokio::runtime::Runtime::new()?.block_on(client::run(args)),
+        Cmd::Coldstart { dir, starts, warm } => {
+            let redis = switchboard_tests::RedisServer::start()?;
+            let rows = coldstart::measure(&dir, &redis.url(), starts, warm)?;
+            print!("{}", run::coldstart_table(&rows));
+            Ok(())
+        }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),
     }
 }

@@ -685,6 +685,54 @@ fn git(args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
+/// Benchmark 11's section: each function's cold start beside `hello-lambda`'s.
+pub fn coldstart_table(rows: &[crate::coldstart::Row]) -> String {
+    use std::fmt::Write as _;
+    let series = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
+        let mut s = Series::default();
+        for start in &row.starts {
+            s.push(f(start));
+        }
+        s
+    };
+    let mut w = String::new();
+    let starts = rows.first().map_or(0, |r| r.starts.len());
+    let _ = writeln!(w, "## 11. Cold start of each Lambda function\n");
+    let _ = writeln!(
+        w,
+        "{starts} cold starts of each binary of this build under a local Lambda Runtime API (`bench/src/coldstart.rs`), with the Lambda environment, a real redis-server and dummy credentials. Init: process start to its first `GET /runtime/invocation/next` (Lambda's Init Duration). First: the first event's round trip (first Redis connection included). Warm: the median of the invocations after it. RSS after them. The baseline is `hello-lambda`, a hello-world `lambda_runtime` function built in the same profile. Targets: init ≤ 1.5× the baseline, first invocation ≤ 3 ms, RSS ≤ 2× the baseline.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| function | binary | init | first invocation | warm | RSS | init ÷ baseline | RSS ÷ baseline | |"
+    );
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let base = rows.iter().find(|r| r.name == "hello-lambda");
+    let base_init = base.map_or(f64::NAN, |b| series(b, |s| s.init_ms).median());
+    let base_rss = base.map_or(f64::NAN, |b| series(b, |s| s.rss_kib).median());
+    for row in rows {
+        let init = series(row, |s| s.init_ms);
+        let first = series(row, |s| s.first_ms);
+        let rss = series(row, |s| s.rss_kib / 1024.0);
+        let (ri, rr) = (init.median() / base_init, rss.median() * 1024.0 / base_rss);
+        let met = ri <= 1.5 && first.median() <= 3.0 && rr <= 2.0;
+        let _ = writeln!(
+            w,
+            "| {} | {:.1} MB | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            row.name,
+            row.binary_bytes as f64 / 1e6,
+            init.show("ms"),
+            first.show("ms"),
+            series(row, |s| s.warm_ms).show("ms"),
+            rss.show("MiB"),
+            ri,
+            rr,
+            if row.name == "hello-lambda" { "baseline" } else { verdict(met) }
+        );
+    }
+    w
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
@@ -762,6 +810,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let rec = recovery(&redis.url(), redis.port, missed, sizes.repeats)?;
     eprintln!("bench: webhook deliveries");
     let hooks = webhook_rate(sizes.webhooks, sizes.repeats)?;
+    let (starts, warm) = if args.quick { (2, 5) } else { (10, 20) };
+    eprintln!("bench: cold starts ({starts} of each function)");
+    let exe = std::env::current_exe()?;
+    let cold = crate::coldstart::measure(exe.parent().context("bench binary's folder")?, &redis.url(), starts, warm)?;
 
     let n = sizes.big;
     let ratio = |a: &Series, b: &Series| a.median() / b.median();
@@ -942,6 +994,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         rec.bytes_per_event.show("bytes")
     )?;
     writeln!(w, "\nA publish stays one round trip with history on: section 6 counts it.\n")?;
+    writeln!(w, "{}", coldstart_table(&cold))?;
     writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
     writeln!(w, "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included |")?;
     writeln!(w, "| --- | --- | --- |")?;

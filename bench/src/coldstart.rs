@@ -1,0 +1,310 @@
+//! Benchmark 11: what a Lambda function pays when it starts cold.
+//!
+//! A minimal Lambda Runtime API (the three routes a custom runtime uses) in
+//! this process; each function's release binary started the way Lambda starts
+//! `bootstrap`: the Lambda environment variables, a real redis-server, dummy
+//! credentials. Per start: **init** (process start until its first
+//! `GET /runtime/invocation/next`, what Lambda reports as Init Duration), the
+//! **first invocation** (event handed out until its response arrives: the
+//! first Redis connection and anything else built on first use), the median
+//! **warm** invocation, and the process's **RSS** after them. Beside them the
+//! same for `hello-lambda`, a hello-world `lambda_runtime` function from this
+//! workspace.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use switchboard::auth::{Identity, Role, mint_hs256};
+use tokio::sync::{mpsc, oneshot};
+
+const SECRET: &str = "coldstart-secret-coldstart-secret-000001";
+
+/// How one invocation ended.
+struct Outcome {
+    at: Instant,
+    ok: bool,
+    body: Bytes,
+}
+
+/// The Runtime API's side of one function process.
+#[derive(Default)]
+struct Api {
+    /// When the process first asked for an event (the end of its init).
+    ready: Mutex<Option<oneshot::Sender<Instant>>>,
+    init_error: Mutex<Option<String>>,
+    events: tokio::sync::Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+}
+
+async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
+    if let Some(tx) = api.ready.lock().unwrap().take() {
+        let _ = tx.send(Instant::now());
+    }
+    let mut events = api.events.lock().await;
+    let Some((id, body)) = (match events.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }) else {
+        return (StatusCode::GONE, HeaderMap::new(), Bytes::new());
+    };
+    let mut headers = HeaderMap::new();
+    let deadline =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_str(&id).unwrap());
+    headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline.as_millis() as u64));
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:coldstart"),
+    );
+    headers.insert("lambda-runtime-trace-id", HeaderValue::from_static("Root=1-00000000-000000000000000000000000"));
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    (StatusCode::OK, headers, body)
+}
+
+fn finish(api: &Api, id: &str, ok: bool, body: Bytes) -> StatusCode {
+    match api.waiting.lock().unwrap().remove(id) {
+        Some(tx) => {
+            let _ = tx.send(Outcome { at: Instant::now(), ok, body });
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn response(State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
+    finish(&api, &id, true, body)
+}
+
+async fn error(State(api): State<Arc<Api>>, UrlPath(id): UrlPath<String>, body: Bytes) -> StatusCode {
+    finish(&api, &id, false, body)
+}
+
+async fn init_error(State(api): State<Arc<Api>>, body: Bytes) -> StatusCode {
+    *api.init_error.lock().unwrap() = Some(String::from_utf8_lossy(&body).into_owned());
+    StatusCode::ACCEPTED
+}
+
+/// The `@connections` endpoint the functions post replies to (`CALLBACK_ENDPOINT`):
+/// every post delivered.
+async fn connections() -> StatusCode {
+    StatusCode::OK
+}
+
+/// One function under test: its binary, its extra environment, the event it gets.
+pub struct Function {
+    pub name: &'static str,
+    pub binary: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub event: Value,
+    /// What a successful answer contains (a status code, an Allow).
+    pub expect: &'static str,
+}
+
+/// One cold start and the invocations after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    pub init_ms: f64,
+    pub first_ms: f64,
+    pub warm_ms: f64,
+    pub rss_kib: f64,
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Starts `f` cold once and invokes it `1 + warm` times.
+pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) -> anyhow::Result<Start> {
+    let api = Arc::new(Api::default());
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (events_tx, events_rx) = mpsc::channel(1);
+    *api.ready.lock().unwrap() = Some(ready_tx);
+    *api.events.lock().await = Some(events_rx);
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .route("/prod/@connections/{id}", post(connections))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut cmd = tokio::process::Command::new(&f.binary);
+    // What Lambda's environment has, and nothing of this shell's (no HOME,
+    // so no ~/.aws files, as in Lambda).
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", f.name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", f.name))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/06/[$LATEST]coldstart")
+        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDCOLDSTART")
+        .env("AWS_SECRET_ACCESS_KEY", "coldstart")
+        .env("AWS_SESSION_TOKEN", "coldstart")
+        .env("_HANDLER", "bootstrap")
+        .env("LAMBDA_TASK_ROOT", "/var/task")
+        .env("TZ", ":UTC")
+        .env("REDIS_URL", redis_url)
+        .env("JWT_SECRET", SECRET)
+        .env("CALLBACK_ENDPOINT", format!("http://{addr}/prod"))
+        .env("RUST_LOG", "warn")
+        .envs(f.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log)?)
+        .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
+        .kill_on_drop(true);
+    let began = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {}", f.binary.display()))?;
+    let pid = child.id().context("no pid")?;
+    let ready = tokio::select! {
+        at = ready_rx => at?,
+        status = child.wait() => bail!("{} exited ({}) before asking for an event; its output: {}", f.name, status?, log.display()),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => bail!("{} asked for no event within 10 s", f.name),
+    };
+    if let Some(e) = api.init_error.lock().unwrap().take() {
+        bail!("{} reported an init error: {e}", f.name);
+    }
+    let init_ms = (ready - began).as_secs_f64() * 1000.0;
+
+    let body = Bytes::from(serde_json::to_vec(&f.event)?);
+    let mut times = Vec::with_capacity(warm + 1);
+    for i in 0..=warm {
+        let id = format!("{:08x}-coldstart-{i}", pid);
+        let (tx, rx) = oneshot::channel();
+        api.waiting.lock().unwrap().insert(id.clone(), tx);
+        let sent = Instant::now();
+        events_tx.send((id, body.clone())).await?;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .with_context(|| format!("{} did not answer invocation {i} within 10 s", f.name))??;
+        let text = String::from_utf8_lossy(&outcome.body);
+        if !outcome.ok || !text.contains(f.expect) {
+            bail!(
+                "{} answered invocation {i} with {}: {text}",
+                f.name,
+                if outcome.ok { "a response" } else { "an error" }
+            );
+        }
+        times.push((outcome.at - sent).as_secs_f64() * 1000.0);
+    }
+    let rss = rss_kib(pid);
+    let _ = child.kill().await;
+    server.abort();
+    let mut warm_times = times[1..].to_vec();
+    warm_times.sort_by(f64::total_cmp);
+    Ok(Start {
+        init_ms,
+        first_ms: times[0],
+        warm_ms: warm_times.get(warm_times.len() / 2).copied().unwrap_or(f64::NAN),
+        rss_kib: rss,
+    })
+}
+
+fn fixture(name: &str) -> anyhow::Result<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/events").join(name);
+    Ok(serde_json::from_slice(&std::fs::read(&path).with_context(|| path.display().to_string())?)?)
+}
+
+/// The functions of the table, in `dir` (a `target/<profile>` folder), each
+/// with the fixture it is fed.
+pub fn functions(dir: &Path) -> anyhow::Result<Vec<Function>> {
+    let who = Identity { tenant_id: "acme".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent };
+    let token = mint_hs256(SECRET.as_bytes(), &who, 3600);
+    let mut authorizer = fixture("ws-authorizer-request.json")?;
+    authorizer["queryStringParameters"] = json!({ "token": token });
+    let mut message = fixture("ws-message.json")?;
+    // A ping: one frame's whole path (parse, validate, answer) without a post.
+    message["body"] = json!(r#"{"action":"ping","id":"p1"}"#);
+    let api = json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/v1/health",
+        "rawQueryString": "",
+        "headers": { "host": "api.example.com" },
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com",
+            "domainPrefix": "api", "requestId": "r1", "routeKey": "$default", "stage": "$default",
+            "time": "06/Dec/2026:20:00:00 +0000", "timeEpoch": 1796500000000u64,
+            "http": { "method": "GET", "path": "/v1/health", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "bench" }
+        },
+        "isBase64Encoded": false
+    });
+    let bin = |name: &str| dir.join(name);
+    Ok(vec![
+        Function {
+            name: "hello-lambda",
+            binary: bin("hello-lambda"),
+            env: vec![],
+            event: json!({"hello": "world"}),
+            expect: "world",
+        },
+        Function {
+            name: "ws-authorizer",
+            binary: bin("ws-authorizer"),
+            env: vec![],
+            event: authorizer,
+            expect: "Allow",
+        },
+        Function {
+            name: "ws-connect",
+            binary: bin("ws-connect"),
+            env: vec![],
+            event: fixture("ws-connect.json")?,
+            expect: "\"statusCode\":200",
+        },
+        Function { name: "ws-message", binary: bin("ws-message"), env: vec![], event: message, expect: "pong" },
+        Function {
+            name: "ws-disconnect",
+            binary: bin("ws-disconnect"),
+            env: vec![],
+            event: fixture("ws-disconnect.json")?,
+            expect: "\"statusCode\":200",
+        },
+        Function { name: "api", binary: bin("api"), env: vec![], event: api, expect: "\"statusCode\":200" },
+    ])
+}
+
+/// init, first, warm, RSS over `starts` cold starts of each function.
+pub struct Row {
+    pub name: &'static str,
+    pub starts: Vec<Start>,
+    pub binary_bytes: u64,
+}
+
+pub fn measure(dir: &Path, redis_url: &str, starts: usize, warm: usize) -> anyhow::Result<Vec<Row>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    for f in functions(dir)? {
+        let log = std::env::temp_dir().join(format!("switchboard-bench-coldstart-{}.log", f.name));
+        let mut row = Row { name: f.name, starts: Vec::new(), binary_bytes: std::fs::metadata(&f.binary)?.len() };
+        for _ in 0..starts {
+            row.starts.push(rt.block_on(start_once(&f, redis_url, warm, &log))?);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
