@@ -67,8 +67,7 @@ impl std::fmt::Debug for ManagementApi {
 impl ManagementApi {
     /// Credentials and region from the environment (a Lambda's role).
     pub async fn from_env() -> Self {
-        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::with_config(aws_sdk_apigatewaymanagement::config::Builder::from(&shared))
+        Self::with_config(aws_sdk_apigatewaymanagement::config::Builder::from(crate::aws::sdk_config().await))
     }
 
     /// For the emulator and tests: fixed dummy credentials (the emulator

@@ -37,6 +37,7 @@
 
 pub mod apigw;
 pub mod auth;
+pub mod aws;
 pub mod broadcast;
 pub mod config;
 pub mod context;

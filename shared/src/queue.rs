@@ -8,6 +8,7 @@
 //! entries SQS refuses are retried once and then reported, never dropped
 //! silently.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -97,7 +98,9 @@ fn call_error<E: std::error::Error + Send + Sync + 'static>(action: &'static str
 /// The SQS client and the queues this deployment uses.
 #[derive(Debug, Clone)]
 pub struct Queues {
-    client: Client,
+    /// Built on first use: building an SDK client loads the TLS roots.
+    config: aws_sdk_sqs::Config,
+    client: Arc<OnceLock<Client>>,
     /// The queue URLs.
     pub urls: QueueUrls,
 }
@@ -105,8 +108,7 @@ pub struct Queues {
 impl Queues {
     /// For a Lambda function: credentials and region from the environment.
     pub async fn from_env(urls: QueueUrls) -> Self {
-        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Queues { client: Client::new(&shared), urls }
+        Self::with_config(aws_sdk_sqs::Config::from(crate::aws::sdk_config().await), urls)
     }
 
     /// For the emulator and tests: SQS at `endpoint`, dummy credentials.
@@ -117,12 +119,16 @@ impl Queues {
             .endpoint_url(endpoint)
             .credentials_provider(crate::gateway::local_credentials())
             .build();
-        Queues { client: Client::from_conf(config), urls }
+        Self::with_config(config, urls)
+    }
+
+    fn with_config(config: aws_sdk_sqs::Config, urls: QueueUrls) -> Self {
+        Queues { config, client: Arc::new(OnceLock::new()), urls }
     }
 
     /// The SDK client, for callers that need more than this module offers.
     pub fn client(&self) -> &Client {
-        &self.client
+        self.client.get_or_init(|| Client::from_conf(self.config.clone()))
     }
 
     /// Sends `bodies` to `url` in as few SendMessageBatch calls as SQS
@@ -164,7 +170,7 @@ impl Queues {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(call_error("SendMessageBatch"))?;
             let out = self
-                .client
+                .client()
                 .send_message_batch()
                 .queue_url(url)
                 .set_entries(Some(entries))
@@ -188,7 +194,7 @@ impl Queues {
     /// Sends one message, visible after `delay` (at most 15 minutes).
     pub async fn send(&self, url: &str, body: String, delay: Duration) -> Result<String, QueueError> {
         let out = self
-            .client
+            .client()
             .send_message()
             .queue_url(url)
             .message_body(body)
@@ -201,7 +207,7 @@ impl Queues {
 
     /// Makes a received message reappear after `after` (at most 12 hours).
     pub async fn retry_after(&self, url: &str, receipt_handle: &str, after: Duration) -> Result<(), QueueError> {
-        self.client
+        self.client()
             .change_message_visibility()
             .queue_url(url)
             .receipt_handle(receipt_handle)

@@ -67,8 +67,7 @@ pub async fn from_env() -> Result<HashMap<String, String>, ConfigError> {
     if SECRET_VARIABLES.iter().all(|(arn_var, _)| get(arn_var).is_none()) {
         return Ok(HashMap::new());
     }
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    fetch(Some(&Client::new(&shared)), &get).await
+    fetch(Some(&Client::new(crate::aws::sdk_config().await)), &get).await
 }
 
 /// The environment with `secrets` laid over it.
