@@ -1,5 +1,5 @@
 # Thin wrappers: each target is what you would type by hand.
-.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch watch-smoke docker-smoke token console-dist
+.PHONY: dev test lint build deploy infra-check smoke bench bench-quick fmt watch watch-smoke docker-smoke bench-profiles token console-dist
 
 # The Lambda functions (each a crate in functions/).
 FUNCTIONS := ws-authorizer ws-connect ws-disconnect ws-message fanout webhook api
@@ -31,14 +31,17 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# arm64 Lambda zips: target/lambda/<function>/bootstrap.zip (installs cargo-lambda + zig when missing).
+# arm64 Lambda zips: target/lambda/<function>/bootstrap.zip (installs cargo-lambda + zig when missing),
+# built with Cargo.toml's lambda-release profile (fat LTO, one codegen unit, no symbols).
 build:
-	$(WITH_BUILD_TOOLS) cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	$(WITH_BUILD_TOOLS) cargo lambda build --profile lambda-release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
 	@ls -l target/lambda/*/bootstrap.zip
 
 # sam build + sam deploy with infra/samconfig.toml; guided until your parameters are saved there.
+# SAM builds every function with --release; these variables give that build the lambda-release profile's settings.
+LAMBDA_PROFILE_ENV := CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_STRIP=symbols
 deploy:
-	$(WITH_BUILD_TOOLS) $(WITH_CHECK_TOOLS) sh -c 'cd infra && sam build'
+	$(WITH_BUILD_TOOLS) $(WITH_CHECK_TOOLS) sh -c 'cd infra && $(LAMBDA_PROFILE_ENV) sam build'
 	$(WITH_CHECK_TOOLS) sh -c 'cd infra && sam deploy $(if $(shell grep -s '^parameter_overrides' infra/samconfig.toml),,--guided) $(ARGS)'
 
 # The deployment files: cfn-lint, sam validate --lint, the compose file and workflows against their schemas, hadolint.
@@ -84,15 +87,29 @@ watch-smoke:
 BENCH_PROFILE ?= release
 BENCH_BIN = target/$(BENCH_PROFILE)/switchboard-bench
 BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
+# The cold starts (benchmark 11) measure what make build ships: the functions in the lambda-release profile.
+LAMBDA_BUILD = cargo build --profile lambda-release -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
 bench:
-	./scripts/ensure-packages $(REDIS_PACKAGES)
+	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
 	$(BENCH_BUILD)
-	$(BENCH_BIN) run --out BENCHMARKS.md
+	$(LAMBDA_BUILD)
+	$(BENCH_BIN) run --out BENCHMARKS.md --functions-dir target/lambda-release
 
 bench-quick:
-	./scripts/ensure-packages $(REDIS_PACKAGES)
+	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
 	$(BENCH_BUILD)
 	$(BENCH_BIN) run --quick --out $(or $(OUT),BENCHMARKS-quick.md)
+
+# The Lambda release profile's choice: the functions' cold starts, warm invocations and zip sizes built
+# three ways (release; lambda-release; lambda-release at opt-level s) -> bench/PROFILES.md. About 30 minutes.
+bench-profiles:
+	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
+	cargo build --release -p switchboard-bench -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
+	$(LAMBDA_BUILD)
+	CARGO_PROFILE_LAMBDA_RELEASE_OPT_LEVEL=s $(LAMBDA_BUILD) --target-dir target/opt-s
+	target/release/switchboard-bench coldstart --dir release=target/release --dir lambda-release=target/lambda-release \
+	  --dir "lambda-release, opt-level s=target/opt-s/lambda-release" > bench/PROFILES.md.new
+	mv bench/PROFILES.md.new bench/PROFILES.md
 
 # A development token: make token TENANT=t1 USER_ID=42 ROLE=agent
 TENANT ?= t1

@@ -118,13 +118,16 @@ pub struct Start {
     pub first_ms: f64,
     pub warm_ms: f64,
     pub rss_kib: f64,
+    /// The anonymous part of the RSS (heap, stacks): the rest is the
+    /// binary's and libc's pages, shared and clean.
+    pub anon_kib: f64,
 }
 
-fn rss_kib(pid: u32) -> f64 {
+fn status_kib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN)
@@ -211,7 +214,7 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
         }
         times.push((outcome.at - sent).as_secs_f64() * 1000.0);
     }
-    let rss = rss_kib(pid);
+    let (rss, anon) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:"));
     let _ = child.kill().await;
     server.abort();
     let mut warm_times = times[1..].to_vec();
@@ -221,6 +224,7 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
         first_ms: times[0],
         warm_ms: warm_times.get(warm_times.len() / 2).copied().unwrap_or(f64::NAN),
         rss_kib: rss,
+        anon_kib: anon,
     })
 }
 
@@ -293,14 +297,32 @@ pub struct Row {
     pub name: &'static str,
     pub starts: Vec<Start>,
     pub binary_bytes: u64,
+    /// The binary deflated into a zip as `bootstrap` (what Lambda is given).
+    pub zip_bytes: u64,
 }
 
-pub fn measure(dir: &Path, redis_url: &str, starts: usize, warm: usize) -> anyhow::Result<Vec<Row>> {
+/// The size of `binary` zipped as `bootstrap` with deflate, as `cargo lambda build --output-format zip` does.
+fn zip_size(binary: &Path) -> anyhow::Result<u64> {
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(binary, dir.path().join("bootstrap"))?;
+    let status = std::process::Command::new("zip")
+        .args(["-q", "-9", "bootstrap.zip", "bootstrap"])
+        .current_dir(dir.path())
+        .status()
+        .context("running zip (apt-get install zip)")?;
+    if !status.success() {
+        bail!("zip failed: {status}");
+    }
+    Ok(std::fs::metadata(dir.path().join("bootstrap.zip"))?.len())
+}
+
+pub fn measure(dir: &Path, redis_url: &str, starts: usize, warm: usize, only: &[String]) -> anyhow::Result<Vec<Row>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut rows = Vec::new();
-    for f in functions(dir)? {
+    for f in functions(dir)?.into_iter().filter(|f| only.is_empty() || only.iter().any(|o| o == f.name)) {
         let log = std::env::temp_dir().join(format!("switchboard-bench-coldstart-{}.log", f.name));
-        let mut row = Row { name: f.name, starts: Vec::new(), binary_bytes: std::fs::metadata(&f.binary)?.len() };
+        let binary_bytes = std::fs::metadata(&f.binary).with_context(|| format!("{}", f.binary.display()))?.len();
+        let mut row = Row { name: f.name, starts: Vec::new(), binary_bytes, zip_bytes: zip_size(&f.binary)? };
         for _ in 0..starts {
             row.starts.push(rt.block_on(start_once(&f, redis_url, warm, &log))?);
         }

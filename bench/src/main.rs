@@ -23,15 +23,19 @@ enum Cmd {
     Run(run::RunArgs),
     /// The load client (started by `run`).
     Client(client::ClientArgs),
-    /// Benchmark 11 alone: cold starts of each function binary in DIR under a local Runtime API.
+    /// Benchmark 11 alone: cold starts of the function binaries in each DIR under a local Runtime
+    /// API; with several, a comparison of the builds (bench/PROFILES.md).
     Coldstart {
-        /// Where the function binaries are (target/release).
-        #[arg(long, default_value = "target/release")]
-        dir: std::path::PathBuf,
+        /// label=folder of function binaries, e.g. lambda=target/lambda (repeatable).
+        #[arg(long = "dir", required = true)]
+        dirs: Vec<String>,
         #[arg(long, default_value_t = 10)]
         starts: usize,
         #[arg(long, default_value_t = 20)]
         warm: usize,
+        /// Only these functions (comma-separated; hello-lambda is the baseline).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
@@ -46,10 +50,18 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => run::run(args),
         Cmd::Client(args) => tokio::runtime::Runtime::new()?.block_on(client::run(args)),
-        Cmd::Coldstart { dir, starts, warm } => {
+        Cmd::Coldstart { dirs, starts, warm, only } => {
             let redis = switchboard_tests::RedisServer::start()?;
-            let rows = coldstart::measure(&dir, &redis.url(), starts, warm)?;
-            print!("{}", run::coldstart_table(&rows));
+            let mut builds = Vec::new();
+            for d in &dirs {
+                let (label, dir) = d.split_once('=').unwrap_or((d.as_str(), d.as_str()));
+                eprintln!("bench: cold starts of the binaries in {dir}");
+                builds.push((
+                    label.to_owned(),
+                    coldstart::measure(std::path::Path::new(dir), &redis.url(), starts, warm, &only)?,
+                ));
+            }
+            print!("{}", run::profiles_report(&builds, &only));
             Ok(())
         }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),

@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Where the table goes.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
+    /// The function binaries for the cold starts (default: beside this binary).
+    #[arg(long)]
+    pub functions_dir: Option<PathBuf>,
 }
 
 struct Sizes {
@@ -687,6 +690,15 @@ fn git(args: &[&str]) -> String {
 
 /// Benchmark 11's section: each function's cold start beside `hello-lambda`'s.
 pub fn coldstart_table(rows: &[crate::coldstart::Row]) -> String {
+    let starts = rows.first().map_or(0, |r| r.starts.len());
+    format!(
+        "## 11. Cold start of each Lambda function\n\n{starts} cold starts of each binary of the `lambda` profile (what `make build` zips; `bench-quick` takes the debug build) under a local Lambda Runtime API (`bench/src/coldstart.rs`), with the Lambda environment, a real redis-server and dummy credentials. Init: process start to its first `GET /runtime/invocation/next` (Lambda's Init Duration). First: the first event's round trip (first Redis connection included). Warm: the median of the invocations after it. RSS after them. The baseline is `hello-lambda`, a hello-world `lambda_runtime` function built in the same profile. Targets: init ≤ 1.5× the baseline, first invocation ≤ 3 ms, RSS ≤ 2× the baseline. The choice of profile: `bench/PROFILES.md` (`make bench-profiles`).\n\n{}",
+        coldstart_rows(rows)
+    )
+}
+
+/// The cold-start table's rows.
+fn coldstart_rows(rows: &[crate::coldstart::Row]) -> String {
     use std::fmt::Write as _;
     let series = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
         let mut s = Series::default();
@@ -696,17 +708,11 @@ pub fn coldstart_table(rows: &[crate::coldstart::Row]) -> String {
         s
     };
     let mut w = String::new();
-    let starts = rows.first().map_or(0, |r| r.starts.len());
-    let _ = writeln!(w, "## 11. Cold start of each Lambda function\n");
     let _ = writeln!(
         w,
-        "{starts} cold starts of each binary of this build under a local Lambda Runtime API (`bench/src/coldstart.rs`), with the Lambda environment, a real redis-server and dummy credentials. Init: process start to its first `GET /runtime/invocation/next` (Lambda's Init Duration). First: the first event's round trip (first Redis connection included). Warm: the median of the invocations after it. RSS after them. The baseline is `hello-lambda`, a hello-world `lambda_runtime` function built in the same profile. Targets: init ≤ 1.5× the baseline, first invocation ≤ 3 ms, RSS ≤ 2× the baseline.\n"
+        "| function | binary (zipped) | init | first invocation | warm | RSS | of it anonymous | init ÷ baseline | RSS ÷ baseline | |"
     );
-    let _ = writeln!(
-        w,
-        "| function | binary | init | first invocation | warm | RSS | init ÷ baseline | RSS ÷ baseline | |"
-    );
-    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let base = rows.iter().find(|r| r.name == "hello-lambda");
     let base_init = base.map_or(f64::NAN, |b| series(b, |s| s.init_ms).median());
     let base_rss = base.map_or(f64::NAN, |b| series(b, |s| s.rss_kib).median());
@@ -718,17 +724,73 @@ pub fn coldstart_table(rows: &[crate::coldstart::Row]) -> String {
         let met = ri <= 1.5 && first.median() <= 3.0 && rr <= 2.0;
         let _ = writeln!(
             w,
-            "| {} | {:.1} MB | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            "| {} | {:.1} MB ({:.1} MB) | {} | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
             row.name,
             row.binary_bytes as f64 / 1e6,
+            row.zip_bytes as f64 / 1e6,
             init.show("ms"),
             first.show("ms"),
             series(row, |s| s.warm_ms).show("ms"),
             rss.show("MiB"),
+            series(row, |s| s.anon_kib / 1024.0).show("MiB"),
             ri,
             rr,
             if row.name == "hello-lambda" { "baseline" } else { verdict(met) }
         );
+    }
+    w
+}
+
+/// The comparison of builds (`make bench-profiles`): per function, each
+/// build's medians side by side, then each build's own table.
+pub fn profiles_report(builds: &[(String, Vec<crate::coldstart::Row>)], only: &[String]) -> String {
+    use std::fmt::Write as _;
+    let mut w = String::new();
+    let median = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
+        let mut s = Series::default();
+        for start in &row.starts {
+            s.push(f(start));
+        }
+        s.median()
+    };
+    if builds.len() > 1 {
+        let _ = writeln!(w, "# The functions built in different profiles\n");
+        let _ = writeln!(w, "Written by `make bench-profiles` — do not edit by hand.\n");
+        let _ = writeln!(w, "- machine: {}", machine());
+        let _ = writeln!(w, "- commit: {}", git(&["rev-parse", "--short", "HEAD"]));
+        if !only.is_empty() {
+            let _ = writeln!(w, "- functions: {} only (`--only`)", only.join(", "));
+        }
+        let starts = builds[0].1.first().map_or(0, |r| r.starts.len());
+        let _ = writeln!(
+            w,
+            "- {starts} cold starts of each binary, as in BENCHMARKS.md's benchmark 11; zip: the x86_64 binary deflated as `bootstrap` (the arm64 zips of `make build` are of the same order)\n"
+        );
+        let _ = writeln!(w, "## Builds compared (medians)\n");
+        let _ = writeln!(w, "| function | build | binary | zip | init | first invocation | warm | RSS | anonymous |");
+        let _ = writeln!(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        for (i, row) in builds[0].1.iter().enumerate() {
+            for (label, rows) in builds {
+                let Some(r) = rows.get(i) else { continue };
+                let _ = writeln!(
+                    w,
+                    "| {} | {label} | {:.1} MB | {:.1} MB | {} ms | {} ms | {} ms | {} MiB | {} MiB |",
+                    row.name,
+                    r.binary_bytes as f64 / 1e6,
+                    r.zip_bytes as f64 / 1e6,
+                    fmt(median(r, |s| s.init_ms)),
+                    fmt(median(r, |s| s.first_ms)),
+                    fmt(median(r, |s| s.warm_ms)),
+                    fmt(median(r, |s| s.rss_kib) / 1024.0),
+                    fmt(median(r, |s| s.anon_kib) / 1024.0),
+                );
+            }
+        }
+        let _ = writeln!(w);
+    }
+    for (label, rows) in builds {
+        let _ = writeln!(w, "### {label}\n");
+        let _ = writeln!(w, "{}", coldstart_table(rows).split_once("\n\n").map_or("", |(_, t)| t));
     }
     w
 }
@@ -813,7 +875,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let (starts, warm) = if args.quick { (2, 5) } else { (10, 20) };
     eprintln!("bench: cold starts ({starts} of each function)");
     let exe = std::env::current_exe()?;
-    let cold = crate::coldstart::measure(exe.parent().context("bench binary's folder")?, &redis.url(), starts, warm)?;
+    let functions_dir = match &args.functions_dir {
+        Some(dir) => dir.clone(),
+        None => exe.parent().context("bench binary's folder")?.to_path_buf(),
+    };
+    let cold = crate::coldstart::measure(&functions_dir, &redis.url(), starts, warm, &[])?;
 
     let n = sizes.big;
     let ratio = |a: &Series, b: &Series| a.median() / b.median();
