@@ -3,6 +3,7 @@
 //! what the HTTP API's `test` and replay routes do synchronously. Shared
 //! here so that no function crate depends on another.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::Context;
@@ -13,14 +14,16 @@ use crate::webhook::{self, Attempt, Delivery, LogEntry, LogStatus, Outcome, Webh
 #[derive(Clone)]
 pub struct WebhookSender {
     ctx: Context,
-    client: reqwest::Client,
+    /// Built on first use: building it loads the system's root certificates
+    /// (milliseconds), which the HTTP API's cold start should not pay for a
+    /// route (test, replay) it rarely serves.
+    client: Arc<OnceLock<reqwest::Client>>,
 }
 
 impl WebhookSender {
     /// A deliverer whose client enforces the configured URL policy (SSRF guard).
     pub fn new(ctx: Context) -> Self {
-        let client = crate::ssrf::delivery_client(ctx.config.webhook_urls, Duration::from_secs(30));
-        WebhookSender { ctx, client }
+        WebhookSender { ctx, client: Arc::new(OnceLock::new()) }
     }
 
     /// The context.
@@ -30,7 +33,7 @@ impl WebhookSender {
 
     /// The pooled delivery client (vetted DNS, no redirects).
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        self.client.get_or_init(|| crate::ssrf::delivery_client(self.ctx.config.webhook_urls, Duration::from_secs(30)))
     }
 
     /// One synchronous attempt, logged like any other (the API's test and
@@ -38,7 +41,8 @@ impl WebhookSender {
     pub async fn attempt(&self, hook: &WebhookConfig, delivery: &Delivery, attempt: u32) -> Attempt {
         let now = crate::time::now_millis();
         let secrets = hook.signing_secrets(now);
-        let result = webhook::send(&self.client, hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
+        let result =
+            webhook::send(self.client(), hook, &secrets, delivery, attempt, self.ctx.config.webhook_urls).await;
         let entry = log_entry(delivery, &result, result.outcome.status(), None, now);
         if let Err(e) = self.record(&entry, result.outcome == Outcome::Delivered, self.breaker()).await {
             tracing::warn!(error = %e, "attempt not logged");
