@@ -86,9 +86,11 @@ watch-smoke:
 # bench-quick: 1,000 connections, one repeat, under a minute once built (BENCH_PROFILE=debug to skip the release build).
 BENCH_PROFILE ?= release
 BENCH_BIN = target/$(BENCH_PROFILE)/switchboard-bench
-BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
-# The cold starts (benchmark 11) measure what make build ships: the functions in the lambda-release profile.
-LAMBDA_BUILD = cargo build --profile lambda-release -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
+# The cold starts (benchmark 11): the functions and their baseline, hello-lambda.
+LAMBDA_PACKAGES = $(addprefix -p ,hello-lambda $(FUNCTIONS))
+BENCH_BUILD = cargo build $(if $(filter release,$(BENCH_PROFILE)),--release) -p switchboard-bench -p switchboard-local $(LAMBDA_PACKAGES)
+# make bench measures what make build ships: the functions in the lambda-release profile.
+LAMBDA_BUILD = cargo build --profile lambda-release $(LAMBDA_PACKAGES)
 bench:
 	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
 	$(BENCH_BUILD)
@@ -104,7 +106,7 @@ bench-quick:
 # three ways (release; lambda-release; lambda-release at opt-level s) -> bench/PROFILES.md. About 30 minutes.
 bench-profiles:
 	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
-	cargo build --release -p switchboard-bench -p hello-lambda $(addprefix -p ,$(FUNCTIONS))
+	cargo build --release -p switchboard-bench $(LAMBDA_PACKAGES)
 	$(LAMBDA_BUILD)
 	CARGO_PROFILE_LAMBDA_RELEASE_OPT_LEVEL=s $(LAMBDA_BUILD) --target-dir target/opt-s
 	target/release/switchboard-bench coldstart --dir release=target/release --dir lambda-release=target/lambda-release \

@@ -38,12 +38,11 @@ struct Outcome {
 }
 
 /// The Runtime API's side of one function process.
-#[derive(Default)]
 struct Api {
     /// When the process first asked for an event (the end of its init).
     ready: Mutex<Option<oneshot::Sender<Instant>>>,
     init_error: Mutex<Option<String>>,
-    events: tokio::sync::Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
+    events: tokio::sync::Mutex<mpsc::Receiver<(String, Bytes)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
 }
 
@@ -51,11 +50,7 @@ async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
     if let Some(tx) = api.ready.lock().unwrap().take() {
         let _ = tx.send(Instant::now());
     }
-    let mut events = api.events.lock().await;
-    let Some((id, body)) = (match events.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => None,
-    }) else {
+    let Some((id, body)) = api.events.lock().await.recv().await else {
         return (StatusCode::GONE, HeaderMap::new(), Bytes::new());
     };
     let mut headers = HeaderMap::new();
@@ -101,11 +96,10 @@ async fn connections() -> StatusCode {
     StatusCode::OK
 }
 
-/// One function under test: its binary, its extra environment, the event it gets.
+/// One function under test: its binary and the event it gets.
 pub struct Function {
     pub name: &'static str,
     pub binary: PathBuf,
-    pub env: Vec<(String, String)>,
     pub event: Value,
     /// What a successful answer contains (a status code, an Allow).
     pub expect: &'static str,
@@ -123,23 +117,16 @@ pub struct Start {
     pub anon_kib: f64,
 }
 
-fn status_kib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// Starts `f` cold once and invokes it `1 + warm` times.
 pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) -> anyhow::Result<Start> {
-    let api = Arc::new(Api::default());
     let (ready_tx, ready_rx) = oneshot::channel();
     let (events_tx, events_rx) = mpsc::channel(1);
-    *api.ready.lock().unwrap() = Some(ready_tx);
-    *api.events.lock().await = Some(events_rx);
+    let api = Arc::new(Api {
+        ready: Mutex::new(Some(ready_tx)),
+        init_error: Mutex::new(None),
+        events: tokio::sync::Mutex::new(events_rx),
+        waiting: Mutex::new(HashMap::new()),
+    });
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -175,7 +162,6 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
         .env("JWT_SECRET", SECRET)
         .env("CALLBACK_ENDPOINT", format!("http://{addr}/prod"))
         .env("RUST_LOG", "warn")
-        .envs(f.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log)?)
         .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
@@ -185,7 +171,13 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
     let pid = child.id().context("no pid")?;
     let ready = tokio::select! {
         at = ready_rx => at?,
-        status = child.wait() => bail!("{} exited ({}) before asking for an event; its output: {}", f.name, status?, log.display()),
+        status = child.wait() => bail!(
+            "{} exited ({}) before asking for an event{}; its output: {}",
+            f.name,
+            status?,
+            api.init_error.lock().unwrap().as_deref().map(|e| format!(" (init error: {e})")).unwrap_or_default(),
+            log.display()
+        ),
         _ = tokio::time::sleep(Duration::from_secs(10)) => bail!("{} asked for no event within 10 s", f.name),
     };
     if let Some(e) = api.init_error.lock().unwrap().take() {
@@ -214,7 +206,8 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
         }
         times.push((outcome.at - sent).as_secs_f64() * 1000.0);
     }
-    let (rss, anon) = (status_kib(pid, "VmRSS:"), status_kib(pid, "RssAnon:"));
+    let kib = |field| crate::run::status_kib(pid, field).map_or(f64::NAN, |v| v as f64);
+    let (rss, anon) = (kib("VmRSS:"), kib("RssAnon:"));
     let _ = child.kill().await;
     server.abort();
     let mut warm_times = times[1..].to_vec();
@@ -262,33 +255,24 @@ pub fn functions(dir: &Path) -> anyhow::Result<Vec<Function>> {
         Function {
             name: "hello-lambda",
             binary: bin("hello-lambda"),
-            env: vec![],
             event: json!({"hello": "world"}),
             expect: "world",
         },
-        Function {
-            name: "ws-authorizer",
-            binary: bin("ws-authorizer"),
-            env: vec![],
-            event: authorizer,
-            expect: "Allow",
-        },
+        Function { name: "ws-authorizer", binary: bin("ws-authorizer"), event: authorizer, expect: "Allow" },
         Function {
             name: "ws-connect",
             binary: bin("ws-connect"),
-            env: vec![],
             event: fixture("ws-connect.json")?,
             expect: "\"statusCode\":200",
         },
-        Function { name: "ws-message", binary: bin("ws-message"), env: vec![], event: message, expect: "pong" },
+        Function { name: "ws-message", binary: bin("ws-message"), event: message, expect: "pong" },
         Function {
             name: "ws-disconnect",
             binary: bin("ws-disconnect"),
-            env: vec![],
             event: fixture("ws-disconnect.json")?,
             expect: "\"statusCode\":200",
         },
-        Function { name: "api", binary: bin("api"), env: vec![], event: api, expect: "\"statusCode\":200" },
+        Function { name: "api", binary: bin("api"), event: api, expect: "\"statusCode\":200" },
     ])
 }
 

@@ -45,6 +45,12 @@ struct Sizes {
 #[derive(Debug, Clone, Default)]
 struct Series(Vec<f64>);
 
+impl FromIterator<f64> for Series {
+    fn from_iter<I: IntoIterator<Item = f64>>(values: I) -> Self {
+        Series(values.into_iter().collect())
+    }
+}
+
 impl Series {
     fn push(&mut self, v: f64) {
         self.0.push(v);
@@ -166,14 +172,18 @@ impl Proc {
 
     fn rss_kib(&self) -> u64 {
         // The sh wrapper exec'd, so the child's pid is the program's.
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        status_kib(self.child.id(), "VmRSS:").unwrap_or(0)
     }
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `RssAnon:`).
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 impl Drop for Proc {
@@ -700,12 +710,8 @@ pub fn coldstart_table(rows: &[crate::coldstart::Row]) -> String {
 /// The cold-start table's rows.
 fn coldstart_rows(rows: &[crate::coldstart::Row]) -> String {
     use std::fmt::Write as _;
-    let series = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
-        let mut s = Series::default();
-        for start in &row.starts {
-            s.push(f(start));
-        }
-        s
+    let series = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| -> Series {
+        row.starts.iter().map(f).collect()
     };
     let mut w = String::new();
     let _ = writeln!(
@@ -747,11 +753,7 @@ pub fn profiles_report(builds: &[(String, Vec<crate::coldstart::Row>)], only: &[
     use std::fmt::Write as _;
     let mut w = String::new();
     let median = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
-        let mut s = Series::default();
-        for start in &row.starts {
-            s.push(f(start));
-        }
-        s.median()
+        row.starts.iter().map(f).collect::<Series>().median()
     };
     if builds.len() > 1 {
         let _ = writeln!(w, "# The functions built in different profiles\n");
