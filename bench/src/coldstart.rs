@@ -44,6 +44,9 @@ struct Api {
     init_error: Mutex<Option<String>>,
     events: tokio::sync::Mutex<mpsc::Receiver<(String, Bytes)>>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    /// How an invocation is handed to the function.
+    sender: mpsc::Sender<(String, Bytes)>,
+    invoked: std::sync::atomic::AtomicUsize,
 }
 
 async fn next(State(api): State<Arc<Api>>) -> impl IntoResponse {
@@ -117,99 +120,159 @@ pub struct Start {
     pub anon_kib: f64,
 }
 
-/// Starts `f` cold once and invokes it `1 + warm` times.
-pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) -> anyhow::Result<Start> {
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let (events_tx, events_rx) = mpsc::channel(1);
-    let api = Arc::new(Api {
-        ready: Mutex::new(Some(ready_tx)),
-        init_error: Mutex::new(None),
-        events: tokio::sync::Mutex::new(events_rx),
-        waiting: Mutex::new(HashMap::new()),
-    });
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .route("/prod/@connections/{id}", post(connections))
-        .with_state(api.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+/// A Runtime API in this process and one function process under it.
+pub struct Lambda {
+    api: Arc<Api>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    child: tokio::process::Child,
+    pub name: String,
+    pub pid: u32,
+    /// Process start until its first `GET /next`.
+    pub init: Duration,
+    /// The Runtime API's address (`host:port`).
+    pub addr: std::net::SocketAddr,
+    invocations: usize,
+}
 
-    let mut cmd = tokio::process::Command::new(&f.binary);
-    // What Lambda's environment has, and nothing of this shell's (no HOME,
-    // so no ~/.aws files, as in Lambda).
-    cmd.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", f.name)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", f.name))
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/06/[$LATEST]coldstart")
-        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "AKIDCOLDSTART")
-        .env("AWS_SECRET_ACCESS_KEY", "coldstart")
-        .env("AWS_SESSION_TOKEN", "coldstart")
-        .env("_HANDLER", "bootstrap")
-        .env("LAMBDA_TASK_ROOT", "/var/task")
-        .env("TZ", ":UTC")
-        .env("REDIS_URL", redis_url)
-        .env("JWT_SECRET", SECRET)
-        .env("CALLBACK_ENDPOINT", format!("http://{addr}/prod"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(log)?)
-        .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
-        .kill_on_drop(true);
-    let began = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", f.binary.display()))?;
-    let pid = child.id().context("no pid")?;
-    let ready = tokio::select! {
-        at = ready_rx => at?,
-        status = child.wait() => bail!(
-            "{} exited ({}) before asking for an event{}; its output: {}",
-            f.name,
-            status?,
-            api.init_error.lock().unwrap().as_deref().map(|e| format!(" (init error: {e})")).unwrap_or_default(),
-            log.display()
-        ),
-        _ = tokio::time::sleep(Duration::from_secs(10)) => bail!("{} asked for no event within 10 s", f.name),
-    };
-    if let Some(e) = api.init_error.lock().unwrap().take() {
-        bail!("{} reported an init error: {e}", f.name);
+/// `POST /invoke` (the fan-out benchmark's trigger): the body is handed
+/// to the function as one invocation; answers 200 with its response, 502
+/// with its error.
+async fn invoke_route(State(api): State<Arc<Api>>, body: Bytes) -> (StatusCode, Bytes) {
+    let id = format!("invoke-{}", api.invoked.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    match dispatch(&api, id, body, Duration::from_secs(60)).await {
+        Ok((o, _)) if o.ok => (StatusCode::OK, o.body),
+        Ok((o, _)) => (StatusCode::BAD_GATEWAY, o.body),
+        Err(e) => (StatusCode::GATEWAY_TIMEOUT, Bytes::from(e.to_string())),
     }
-    let init_ms = (ready - began).as_secs_f64() * 1000.0;
+}
 
-    let body = Bytes::from(serde_json::to_vec(&f.event)?);
-    let mut times = Vec::with_capacity(warm + 1);
-    for i in 0..=warm {
-        let id = format!("{:08x}-coldstart-{i}", pid);
-        let (tx, rx) = oneshot::channel();
-        api.waiting.lock().unwrap().insert(id.clone(), tx);
-        let sent = Instant::now();
-        events_tx.send((id, body.clone())).await?;
-        let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
+async fn dispatch(api: &Api, id: String, body: Bytes, limit: Duration) -> anyhow::Result<(Outcome, Instant)> {
+    let (tx, rx) = oneshot::channel();
+    api.waiting.lock().unwrap().insert(id.clone(), tx);
+    let sent = Instant::now();
+    api.sender.send((id.clone(), body)).await?;
+    let outcome =
+        tokio::time::timeout(limit, rx).await.with_context(|| format!("no answer to {id} within {limit:?}"))??;
+    Ok((outcome, sent))
+}
+
+impl Lambda {
+    /// Starts the Runtime API and `binary` under it the way Lambda starts
+    /// `bootstrap`, with `env` added to Lambda's variables; returns once the
+    /// function asks for its first event.
+    pub async fn start(name: &str, binary: &Path, env: &[(&str, String)], log: &Path) -> anyhow::Result<Lambda> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (events_tx, events_rx) = mpsc::channel(1);
+        let api = Arc::new(Api {
+            ready: Mutex::new(Some(ready_tx)),
+            init_error: Mutex::new(None),
+            events: tokio::sync::Mutex::new(events_rx),
+            waiting: Mutex::new(HashMap::new()),
+            sender: events_tx,
+            invoked: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .route("/prod/@connections/{id}", post(connections))
+            .route("/invoke", post(invoke_route))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut cmd = tokio::process::Command::new(binary);
+        // What Lambda's environment has, and nothing of this shell's (no HOME,
+        // so no ~/.aws files, as in Lambda).
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/06/[$LATEST]coldstart")
+            .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDCOLDSTART")
+            .env("AWS_SECRET_ACCESS_KEY", "coldstart")
+            .env("AWS_SESSION_TOKEN", "coldstart")
+            .env("_HANDLER", "bootstrap")
+            .env("LAMBDA_TASK_ROOT", "/var/task")
+            .env("TZ", ":UTC")
+            .env("CALLBACK_ENDPOINT", format!("http://{addr}/prod"))
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log)?)
+            .stderr(std::fs::OpenOptions::new().append(true).open(log)?)
+            .kill_on_drop(true);
+        let began = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("no pid")?;
+        let ready = tokio::select! {
+            at = ready_rx => at?,
+            status = child.wait() => bail!(
+                "{name} exited ({}) before asking for an event{}; its output: {}",
+                status?,
+                api.init_error.lock().unwrap().as_deref().map(|e| format!(" (init error: {e})")).unwrap_or_default(),
+                log.display()
+            ),
+            _ = tokio::time::sleep(Duration::from_secs(10)) => bail!("{name} asked for no event within 10 s"),
+        };
+        if let Some(e) = api.init_error.lock().unwrap().take() {
+            bail!("{name} reported an init error: {e}");
+        }
+        Ok(Lambda { api, server, child, name: name.to_owned(), pid, init: ready - began, addr, invocations: 0 })
+    }
+
+    /// One invocation with `body`: its duration, and its answer when it
+    /// succeeded and contains `expect`.
+    pub async fn invoke(&mut self, body: Bytes, expect: &str) -> anyhow::Result<(Duration, String)> {
+        let i = self.invocations;
+        self.invocations += 1;
+        let id = format!("{:08x}-coldstart-{i}", self.pid);
+        let (outcome, sent) = dispatch(&self.api, id, body, Duration::from_secs(10))
             .await
-            .with_context(|| format!("{} did not answer invocation {i} within 10 s", f.name))??;
-        let text = String::from_utf8_lossy(&outcome.body);
-        if !outcome.ok || !text.contains(f.expect) {
+            .with_context(|| format!("{} invocation {i}", self.name))?;
+        let text = String::from_utf8_lossy(&outcome.body).into_owned();
+        if !outcome.ok || !text.contains(expect) {
             bail!(
                 "{} answered invocation {i} with {}: {text}",
-                f.name,
+                self.name,
                 if outcome.ok { "a response" } else { "an error" }
             );
         }
-        times.push((outcome.at - sent).as_secs_f64() * 1000.0);
+        Ok((outcome.at - sent, text))
     }
-    let kib = |field| crate::run::status_kib(pid, field).map_or(f64::NAN, |v| v as f64);
+
+    /// The process's CPU time so far (user + system, all threads).
+    pub fn cpu(&self) -> Duration {
+        crate::run::cpu_time(self.pid)
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        self.server.abort();
+    }
+}
+
+/// Starts `f` cold once and invokes it `1 + warm` times.
+pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) -> anyhow::Result<Start> {
+    let env = [("REDIS_URL", redis_url.to_owned()), ("JWT_SECRET", SECRET.to_owned())];
+    let mut lambda = Lambda::start(f.name, &f.binary, &env, log).await?;
+    let body = Bytes::from(serde_json::to_vec(&f.event)?);
+    let mut times = Vec::with_capacity(warm + 1);
+    for _ in 0..=warm {
+        times.push(lambda.invoke(body.clone(), f.expect).await?.0.as_secs_f64() * 1000.0);
+    }
+    let kib = |field| crate::run::status_kib(lambda.pid, field).map_or(f64::NAN, |v| v as f64);
     let (rss, anon) = (kib("VmRSS:"), kib("RssAnon:"));
-    let _ = child.kill().await;
-    server.abort();
+    let init_ms = lambda.init.as_secs_f64() * 1000.0;
+    lambda.stop().await;
     let mut warm_times = times[1..].to_vec();
     warm_times.sort_by(f64::total_cmp);
     Ok(Start {
@@ -273,6 +336,14 @@ pub fn functions(dir: &Path) -> anyhow::Result<Vec<Function>> {
             expect: "\"statusCode\":200",
         },
         Function { name: "api", binary: bin("api"), event: api, expect: "\"statusCode\":200" },
+        Function {
+            name: "fanout",
+            binary: bin("fanout"),
+            // A direct publish to a tenant nobody is connected to: the event
+            // recorded in its history, its recipients resolved, nothing posted.
+            event: json!({"tenant_id": "coldstart", "type": "call.incoming", "data": {"queue": "support"}}),
+            expect: "\"results\"",
+        },
     ])
 }
 

@@ -37,6 +37,19 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Benchmark 12 alone: broadcasts to N clients from the fanout function binary in DIR (through
+    /// the AWS SDK) and from the emulator in-process; CPU per post of each process.
+    Fanout {
+        #[arg(long)]
+        functions_dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// KEY=VALUE added to the function's environment (repeatable), e.g. FANOUT_CONCURRENCY=256.
+        #[arg(long = "env")]
+        env: Vec<String>,
+    },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
         /// Port (0: any).
@@ -62,6 +75,14 @@ fn main() -> anyhow::Result<()> {
                 ));
             }
             print!("{}", run::profiles_report(&builds, &only));
+            Ok(())
+        }
+        Cmd::Fanout { functions_dir, n, repeats, env } => {
+            let redis = switchboard_tests::RedisServer::start()?;
+            let env: Vec<(&str, String)> =
+                env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_owned())).collect();
+            let cost = run::fanout_cost(&redis.url(), &functions_dir, n, repeats, &env)?;
+            print!("{}", cost.cpu_table());
             Ok(())
         }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),

@@ -43,7 +43,7 @@ struct Sizes {
 
 /// min / median / max of repeated runs.
 #[derive(Debug, Clone, Default)]
-struct Series(Vec<f64>);
+pub(crate) struct Series(Vec<f64>);
 
 impl FromIterator<f64> for Series {
     fn from_iter<I: IntoIterator<Item = f64>>(values: I) -> Self {
@@ -184,6 +184,16 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// CPU time `pid` has used (user + system, all its threads, those ended included).
+pub(crate) fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may itself hold spaces or parentheses.
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime, in clock ticks: USER_HZ, 100 on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 impl Drop for Proc {
@@ -370,6 +380,8 @@ struct Figures {
     storm_p99: Series,
     rss_per_conn_kib: Series,
     broadcast_ms: Series,
+    /// The server's CPU time per recipient of a broadcast.
+    server_us_per_post: Series,
     burst_per_sec: Series,
     latency_p50: Series,
     latency_p99: Series,
@@ -391,8 +403,9 @@ fn measure(server: &Server, sizes: &Sizes) -> anyhow::Result<Figures> {
         std::thread::sleep(Duration::from_millis(500));
         let rss1 = started.proc.rss_kib();
         f.rss_per_conn_kib.push(rss1.saturating_sub(rss0) as f64 / sizes.big as f64);
-        for r in timed_broadcasts(server, &started, &mut c, 2, &format!("m{round}"))? {
+        for (r, cpu) in timed_broadcasts(server, &started, &mut c, 2, &format!("m{round}"))? {
             f.broadcast_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
+            f.server_us_per_post.push(cpu.as_secs_f64() * 1e6 / sizes.big as f64);
             *f.client_cpu.entry("broadcast").or_default() += r["client_cpu_secs"].as_f64().unwrap_or(0.0);
         }
         c.send(&ClientCommand::Quit)?;
@@ -438,14 +451,16 @@ fn timed_broadcasts(
     c: &mut Proc,
     timed: usize,
     prefix: &str,
-) -> anyhow::Result<Vec<Value>> {
+) -> anyhow::Result<Vec<(Value, Duration)>> {
     let mut answers = Vec::new();
+    let pid = started.proc.child.id();
     for i in 0..=timed {
         let marker = format!("{prefix}-{i}");
+        let cpu = cpu_time(pid);
         c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, started, &marker), marker })?;
         let r = c.json(Duration::from_secs(120))?;
         if i > 0 {
-            answers.push(r);
+            answers.push((r, cpu_time(pid) - cpu));
         }
     }
     Ok(answers)
@@ -461,7 +476,7 @@ fn broadcast_at(server: &Server, n: usize, repeats: usize) -> anyhow::Result<Ser
     let connected = c.json(Duration::from_secs(180))?;
     eprintln!("bench: {n} connected, {} handshake(s) retried", connected["retried"]);
     let mut times = Series::default();
-    for r in timed_broadcasts(server, &started, &mut c, repeats, "s")? {
+    for (r, _) in timed_broadcasts(server, &started, &mut c, repeats, "s")? {
         times.push(r["ms"].as_f64().unwrap_or(f64::NAN));
     }
     drop(started);
@@ -664,6 +679,95 @@ fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usize) -> anyho
         out.bytes_per_event.push(bytes / len.max(1.0));
     }
     Ok(out)
+}
+
+/// Benchmark 12: what one broadcast costs the function that sends it. The
+/// same `n` subscribed clients get broadcasts two ways: from the emulator's
+/// HTTP API, posting in-process; and from the `fanout` function binary
+/// (invoked directly, as back-end services do) under a local Runtime API,
+/// posting each frame through `aws-sdk-apigatewaymanagement` to the
+/// emulator's `@connections`, as in AWS. Per broadcast: the time until the
+/// last client has it, and each process's CPU time per post.
+#[derive(Default)]
+pub(crate) struct FanoutCost {
+    pub in_process_ms: Series,
+    /// The emulator's CPU per post when it posts in-process (API Gateway's side included).
+    pub in_process_us: Series,
+    pub sdk_ms: Series,
+    /// The function's own CPU per post: signing, the SDK, HTTP.
+    pub function_us: Series,
+    /// The emulator's CPU per post received on `@connections` (API Gateway's side, not the function's).
+    pub receiver_us: Series,
+    /// The function's RSS after the broadcasts.
+    pub function_rss_kib: f64,
+}
+
+pub(crate) fn fanout_cost(
+    redis_url: &str,
+    functions_dir: &std::path::Path,
+    n: usize,
+    repeats: usize,
+    function_env: &[(&str, String)],
+) -> anyhow::Result<FanoutCost> {
+    let server = Server::Switchboard { redis: Some(redis_url.to_owned()), over_http: false, history: None };
+    let started = start(&server)?;
+    let emulator = started.proc.child.id();
+    let mut c = client(&server, &started, n)?;
+    c.json(Duration::from_secs(120))?;
+    let mut out = FanoutCost { function_rss_kib: f64::NAN, ..FanoutCost::default() };
+    let per_post = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    // One warm-up broadcast each way (connections, caches), then `repeats`.
+    for (r, cpu) in timed_broadcasts(&server, &started, &mut c, repeats, "ip")? {
+        out.in_process_us.push(per_post(cpu));
+        out.in_process_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    // The function gets a runtime of its own: the Runtime API serves it
+    // while this thread waits on the client.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let log = std::env::temp_dir().join("switchboard-bench-fanout.log");
+    let mut env = vec![("REDIS_URL", redis_url.to_owned()), ("KEY_PREFIX", started.prefix.clone())];
+    env.extend(function_env.iter().cloned());
+    let lambda = rt.block_on(crate::coldstart::Lambda::start("fanout", &functions_dir.join("fanout"), &env, &log))?;
+    for i in 0..=repeats {
+        let marker = format!("fn-{i}");
+        let trigger = Trigger::Http {
+            url: format!("http://{}/invoke", lambda.addr),
+            token: "unused".into(),
+            body: json!({"tenant_id": "bench", "type": "call.incoming",
+                "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}}),
+        };
+        let (cpu_fn, cpu_emu) = (lambda.cpu(), cpu_time(emulator));
+        c.send(&ClientCommand::Broadcast { trigger, marker })?;
+        let r = c.json(Duration::from_secs(120))?;
+        if i > 0 {
+            out.function_us.push(per_post(lambda.cpu() - cpu_fn));
+            out.receiver_us.push(per_post(cpu_time(emulator) - cpu_emu));
+            out.sdk_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    out.function_rss_kib = status_kib(lambda.pid, "VmRSS:").map_or(f64::NAN, |v| v as f64);
+    rt.block_on(lambda.stop());
+    c.send(&ClientCommand::Quit)?;
+    Ok(out)
+}
+
+impl FanoutCost {
+    /// The CPU rows of benchmark 12, per post.
+    pub(crate) fn cpu_table(&self) -> String {
+        format!(
+            "| process | CPU per post |\n| --- | --- |\n\
+             | `fanout` function, posting through the AWS SDK (its own CPU: what Lambda bills) | {} |\n\
+             | the emulator receiving those posts on `@connections` (API Gateway's side) | {} |\n\
+             | the emulator posting in-process (resolve, serialize, the socket write) | {} |\n\n\
+             Broadcast until the last client has it: through the function {}, in-process {}. The function's RSS after the broadcasts: {:.1} MiB.\n",
+            self.function_us.show("µs"),
+            self.receiver_us.show("µs"),
+            self.in_process_us.show("µs"),
+            self.sdk_ms.show("ms"),
+            self.in_process_ms.show("ms"),
+            self.function_rss_kib / 1024.0
+        )
+    }
 }
 
 fn webhook_rate(n: usize, repeats: usize) -> anyhow::Result<Series> {
@@ -882,6 +986,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         None => exe.parent().context("bench binary's folder")?.to_path_buf(),
     };
     let cold = crate::coldstart::measure(&functions_dir, &redis.url(), starts, warm, &[])?;
+    eprintln!("bench: broadcasts to {} from the fanout function", sizes.big);
+    let fan = fanout_cost(&redis.url(), &functions_dir, sizes.big, sizes.repeats, &[]).unwrap_or_else(|e| {
+        eprintln!("bench: the fanout function's broadcasts failed: {e:#}");
+        failures.push(format!("benchmark 12: {e:#}"));
+        FanoutCost { function_rss_kib: f64::NAN, ..FanoutCost::default() }
+    });
 
     let n = sizes.big;
     let ratio = |a: &Series, b: &Series| a.median() / b.median();
@@ -1010,6 +1120,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         r9h,
         if sls.0.is_empty() { "**not measured**" } else { verdict(r9h >= 20.0) }
     )?;
+    let r12 = ratio(&fan.sdk_ms, &base.broadcast_ms);
+    writeln!(
+        w,
+        "| 12 | one broadcast to {n} from the `fanout` function (a Lambda under a local Runtime API), every post through the AWS SDK to the emulator's `@connections`, until the last has it | {} | {} | {:.1}× | ≤ 2.5× baseline | {} |",
+        fan.sdk_ms.show("ms"),
+        base.broadcast_ms.show("ms"),
+        r12,
+        verdict(r12 <= 2.5)
+    )?;
+    writeln!(
+        w,
+        "| 12 | the `fanout` function's own CPU per post (what Lambda bills; beside it the baseline server's per frame written) | {} | {} | {:.1}× | (section 12) | |",
+        fan.function_us.show("µs"),
+        base.server_us_per_post.show("µs"),
+        ratio(&fan.function_us, &base.server_us_per_post)
+    )?;
     writeln!(
         w,
         "| 10 | recovery: a reconnected client's subscribe with since until recovered, {missed} missed events replayed | {} | — | — | ≤ 50 ms (1,000) | {} |",
@@ -1063,6 +1189,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
     writeln!(w, "\nA publish stays one round trip with history on: section 6 counts it.\n")?;
     writeln!(w, "{}", coldstart_table(&cold))?;
+    writeln!(w, "## 12. What a broadcast to {n} costs the function that sends it\n")?;
+    writeln!(
+        w,
+        "The `fanout` binary of the same build as section 11, invoked directly (as back-end services do) under the local Runtime API; CPU time from `/proc/<pid>/stat` around each broadcast, divided by the recipients. The same {n} clients get the emulator's own in-process broadcasts first, for comparison.\n"
+    )?;
+    writeln!(w, "{}", fan.cpu_table())?;
+    writeln!(
+        w,
+        "The baseline server, writing the same frame to {n} sockets: {} per frame; Switchboard in-process in benchmark 1: {} per post.\n",
+        base.server_us_per_post.show("µs"),
+        sb_redis.server_us_per_post.show("µs")
+    )?;
     writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
     writeln!(w, "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included |")?;
     writeln!(w, "| --- | --- | --- |")?;

@@ -3,7 +3,7 @@ use switchboard::Context;
 use switchboard::auth::AuthConfig;
 use switchboard::auth::Verifier;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     switchboard::metrics::install_emf("api");

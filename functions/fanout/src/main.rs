@@ -2,7 +2,13 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use switchboard::Context;
 
-#[tokio::main]
+/// A broadcast allocates for every post (the SDK's request, its signing):
+/// with glibc's malloc it took a quarter more CPU per post (BENCHMARKS.md,
+/// benchmark 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     switchboard::metrics::install_emf("fanout");

@@ -3,7 +3,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use switchboard::Context;
 use webhook::WebhookSender;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     switchboard::metrics::install_emf("webhook");

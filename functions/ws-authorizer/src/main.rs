@@ -3,7 +3,7 @@ use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use switchboard::auth::AuthConfig;
 use switchboard::auth::Verifier;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     switchboard::telemetry::init();
     switchboard::metrics::install_emf("ws-authorizer");
