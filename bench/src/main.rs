@@ -50,6 +50,17 @@ enum Cmd {
         #[arg(long = "env")]
         env: Vec<String>,
     },
+    /// Benchmark 4 alone: N handshakes against the emulator (or the baseline), the rate, the p99
+    /// and each process's CPU per connection.
+    Storm {
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Against the baseline server instead.
+        #[arg(long)]
+        baseline: bool,
+    },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
         /// Port (0: any).
@@ -83,6 +94,10 @@ fn main() -> anyhow::Result<()> {
                 env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_owned())).collect();
             let cost = run::fanout_cost(&redis.url(), &functions_dir, n, repeats, &env)?;
             print!("{}", cost.cpu_table());
+            Ok(())
+        }
+        Cmd::Storm { n, repeats, baseline } => {
+            print!("{}", run::storm(baseline, n, repeats)?);
             Ok(())
         }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),

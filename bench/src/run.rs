@@ -770,6 +770,55 @@ impl FanoutCost {
     }
 }
 
+/// Redis's own CPU time so far (`INFO cpu`).
+fn redis_cpu(port: u16) -> anyhow::Result<Duration> {
+    let info = switchboard_tests::redis_cmd(port, &["INFO", "cpu"])?;
+    let field =
+        |name: &str| -> f64 { info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0) };
+    Ok(Duration::from_secs_f64(field("used_cpu_sys:") + field("used_cpu_user:")))
+}
+
+/// Benchmark 4 alone, for profiling (`switchboard-bench storm`): `n`
+/// handshakes at the load client's concurrency, `repeats` times on a fresh
+/// server; the rate and p99, and each process's CPU per connection.
+pub(crate) fn storm(baseline: bool, n: usize, repeats: usize) -> anyhow::Result<String> {
+    let redis = switchboard_tests::RedisServer::start()?;
+    let server = if baseline {
+        Server::Baseline
+    } else {
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None }
+    };
+    let (mut rate, mut p99, mut server_us, mut redis_us, mut client_us) =
+        (Series::default(), Series::default(), Series::default(), Series::default(), Series::default());
+    let per_conn = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    switchboard_tests::redis_cmd(redis.port, &["CONFIG", "RESETSTAT"])?;
+    for _ in 0..repeats {
+        let started = start(&server)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let (cpu, rcpu) = (cpu_time(started.proc.child.id()), redis_cpu(redis.port)?);
+        let c = client(&server, &started, n)?;
+        let connected = c.json(Duration::from_secs(120))?;
+        server_us.push(per_conn(cpu_time(started.proc.child.id()) - cpu));
+        redis_us.push(per_conn(redis_cpu(redis.port)? - rcpu));
+        client_us.push(connected["client_cpu_secs"].as_f64().unwrap_or(f64::NAN) * 1e6 / n as f64);
+        rate.push(connected["rate"].as_f64().unwrap_or(f64::NAN));
+        p99.push(connected["handshake_p99_ms"].as_f64().unwrap_or(f64::NAN));
+        drop(started);
+        drop(c);
+    }
+    // Where Redis's time went, for the profile (stderr).
+    eprint!("{}", switchboard_tests::redis_cmd(redis.port, &["INFO", "commandstats"])?);
+    Ok(format!(
+        "{}: {} (p99 {}); CPU per connection: server {}, redis-server {}, client {}\n",
+        if baseline { "baseline" } else { "Switchboard, Redis store" },
+        rate.show("conn/s"),
+        p99.show("ms"),
+        server_us.show("µs"),
+        redis_us.show("µs"),
+        client_us.show("µs")
+    ))
+}
+
 fn webhook_rate(n: usize, repeats: usize) -> anyhow::Result<Series> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut s = Series::default();

@@ -15,7 +15,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayWebsocketProxyRequest,
 };
 use base64::Engine;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 /// What every event of one emulator shares.
@@ -85,29 +85,34 @@ pub fn iso8601(epoch_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn query_map(
-    query: &HashMap<String, Vec<String>>,
-) -> (aws_lambda_events::query_map::QueryMap, aws_lambda_events::query_map::QueryMap) {
-    // API Gateway's single-value map keeps the last value of a repeated key.
-    let single: HashMap<String, String> =
-        query.iter().filter_map(|(k, v)| Some((k.clone(), v.last()?.clone()))).collect();
-    (single.into(), query.clone().into())
+/// A handshake's query string as API Gateway's two maps: the single-value
+/// map keeps the last value of a repeated key.
+pub fn query_maps(query: &str) -> (aws_lambda_events::query_map::QueryMap, aws_lambda_events::query_map::QueryMap) {
+    let mut multi: HashMap<String, Vec<String>> = HashMap::new();
+    let mut single: HashMap<String, String> = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        single.insert(k.clone().into_owned(), v.clone().into_owned());
+        multi.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    (single.into(), multi.into())
 }
 
-/// The REQUEST authorizer event for `$connect`.
+/// The REQUEST authorizer event for `$connect`: the handshake's headers
+/// and query string ([`query_maps`]) move into it, and from it into the
+/// `$connect` event ([`connect`]), so a handshake copies them once.
 pub fn authorizer_request(
     gw: &ApiInfo,
     conn: &ConnectionInfo,
-    headers: &HeaderMap,
-    query: &HashMap<String, Vec<String>>,
+    headers: HeaderMap,
+    query: (aws_lambda_events::query_map::QueryMap, aws_lambda_events::query_map::QueryMap),
 ) -> ApiGatewayCustomAuthorizerRequestTypeRequest {
     let now = switchboard::time::now_millis();
     let mut e = ApiGatewayCustomAuthorizerRequestTypeRequest::default();
     e.other.insert("type".into(), json!("REQUEST"));
     e.method_arn = Some(format!("arn:aws:execute-api:local:000000000000:{}/{}/$connect", gw.api_id, gw.stage));
-    e.headers = headers.clone();
     e.multi_value_headers = headers.clone();
-    (e.query_string_parameters, e.multi_value_query_string_parameters) = query_map(query);
+    e.headers = headers;
+    (e.query_string_parameters, e.multi_value_query_string_parameters) = query;
     let rc = &mut e.request_context;
     rc.stage = Some(gw.stage.clone());
     rc.request_id = Some(new_request_id());
@@ -163,17 +168,25 @@ fn route_event(
     e
 }
 
-/// `$connect`, with the handshake's headers and query string.
+/// `$connect`, with the handshake's headers and query string taken from
+/// its authorizer event, plus the `X-Forwarded-*` headers API Gateway's
+/// front end adds (ours is plain http).
 pub fn connect(
     gw: &ApiInfo,
     conn: &ConnectionInfo,
-    headers: &HeaderMap,
-    query: &HashMap<String, Vec<String>>,
+    authorized: ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> ApiGatewayWebsocketProxyRequest {
     let mut e = route_event(gw, conn, "$connect", "CONNECT");
-    e.headers = headers.clone();
-    e.multi_value_headers = headers.clone();
-    (e.query_string_parameters, e.multi_value_query_string_parameters) = query_map(query);
+    (e.headers, e.multi_value_headers) = (authorized.headers, authorized.multi_value_headers);
+    let forwarded = HeaderValue::from_str(&conn.source_ip).ok();
+    for headers in [&mut e.headers, &mut e.multi_value_headers] {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Some(ip) = &forwarded {
+            headers.insert("x-forwarded-for", ip.clone());
+        }
+    }
+    (e.query_string_parameters, e.multi_value_query_string_parameters) =
+        (authorized.query_string_parameters, authorized.multi_value_query_string_parameters);
     e.is_base64_encoded = false;
     e
 }

@@ -107,7 +107,7 @@ impl InvokeError {
 #[async_trait]
 pub trait Functions: Send + Sync + 'static {
     /// Runs the `$connect` authorizer.
-    async fn authorize(&self, event: ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict;
+    async fn authorize(&self, event: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict;
     /// Runs a route's function; `Err` is a function error (API Gateway: 500).
     async fn route(
         &self,
@@ -152,7 +152,7 @@ impl InProcess {
 
 #[async_trait]
 impl Functions for InProcess {
-    async fn authorize(&self, event: ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict {
+    async fn authorize(&self, event: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict {
         match ws_authorizer::handle(&self.verifier, event).await {
             Ok(response) => verdict_from_policy(response),
             Err(ws_authorizer::Unauthorized) => Verdict::Unauthorized,
@@ -248,8 +248,8 @@ fn api_gateway_json(event: &impl serde::Serialize) -> Value {
 
 #[async_trait]
 impl Functions for Remote {
-    async fn authorize(&self, event: ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict {
-        match self.invoke("ws-authorizer", &event).await {
+    async fn authorize(&self, event: &ApiGatewayCustomAuthorizerRequestTypeRequest) -> Verdict {
+        match self.invoke("ws-authorizer", event).await {
             Ok(body) => match serde_json::from_value::<ApiGatewayCustomAuthorizerResponse<Value>>(body) {
                 Ok(response) => verdict_from_policy(response),
                 Err(e) => Verdict::Failed(format!("authorizer response is not a policy: {e}")),

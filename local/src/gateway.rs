@@ -109,15 +109,84 @@ impl RouteSelection {
 
     /// The route key for a text message: the selected value when it names a
     /// route, else `$default` (also for non-JSON bodies).
+    ///
+    /// The body is walked, not built: only the selected string is kept
+    /// (`ws-message` parses the message itself; a tree of every value,
+    /// built here first, was a second full parse of each message).
     pub fn select(&self, body: &str) -> String {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
-            return "$default".into();
-        };
-        let selected = self.path.iter().try_fold(&value, |v, key| v.get(key)).and_then(|v| v.as_str());
+        let mut de = serde_json::Deserializer::from_str(body);
+        let selected = serde::de::DeserializeSeed::deserialize(Selected(&self.path), &mut de).ok().flatten();
         match selected {
-            Some(key) if self.routes.iter().any(|r| r == key) => key.to_owned(),
+            Some(key) if de.end().is_ok() && self.routes.iter().any(|r| r == key.as_ref()) => key.into_owned(),
             _ => "$default".into(),
         }
+    }
+}
+
+/// The string at `path` inside a JSON value, everything else skipped
+/// unbuilt; `None` when it is missing or not a string. A repeated key
+/// counts by its last value, as in a parsed object.
+struct Selected<'p>(&'p [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Selected<'_> {
+    type Value = Option<std::borrow::Cow<'de, str>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Selected<'_> {
+    type Value = Option<std::borrow::Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(self.0.is_empty().then_some(std::borrow::Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.is_empty().then(|| std::borrow::Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.0.split_first() {
+                Some((first, rest)) if *first == key => found = map.next_value_seed(Selected(rest))?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
@@ -257,8 +326,8 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
 }
 
 async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Response {
-    let headers = req.headers().clone();
-    if !header_has(&headers, header::UPGRADE, "websocket") || !header_has(&headers, header::CONNECTION, "upgrade") {
+    let headers = req.headers();
+    if !header_has(headers, header::UPGRADE, "websocket") || !header_has(headers, header::CONNECTION, "upgrade") {
         return plain(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint speaks WebSocket; connect with a WebSocket client (e.g. wscat -c ws://...)",
@@ -267,13 +336,9 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
     }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes().to_vec()) else {
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
         return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
-    let mut query: HashMap<String, Vec<String>> = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
-        query.entry(k.into_owned()).or_default().push(v.into_owned());
-    }
     let mut info = ConnectionInfo {
         id: events::new_connection_id(),
         connected_at: switchboard::time::now_millis(),
@@ -282,7 +347,11 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
         authorizer: HashMap::new(),
     };
 
-    match gw.functions.authorize(events::authorizer_request(&gw.info, &info, &headers, &query)).await {
+    // The handshake's headers and query string move into the authorizer's
+    // event and from it into $connect's: one copy per handshake.
+    let query = events::query_maps(req.uri().query().unwrap_or(""));
+    let authorizer_event = events::authorizer_request(&gw.info, &info, std::mem::take(req.headers_mut()), query);
+    match gw.functions.authorize(&authorizer_event).await {
         Verdict::Allow(context) => info.authorizer = context,
         Verdict::Unauthorized => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
         Verdict::Deny => return plain(StatusCode::FORBIDDEN, "Forbidden"),
@@ -292,30 +361,22 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
         }
     }
 
-    // API Gateway sends $connect the handshake as it came, plus the
-    // X-Forwarded-* headers of its own front end; ours is plain http.
-    let mut connect_headers = headers.clone();
-    connect_headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(ip) = HeaderValue::from_str(&info.source_ip) {
-        connect_headers.insert("x-forwarded-for", ip);
-    }
-    let protocol =
-        match gw.functions.route(Route::Connect, events::connect(&gw.info, &info, &connect_headers, &query)).await {
-            Ok(r) if (200..300).contains(&r.status_code) => r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned(),
-            Ok(r) => {
-                let status = u16::try_from(r.status_code)
-                    .ok()
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .filter(|s| s.as_u16() >= 400);
-                let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
-                return plain(status, status.canonical_reason().unwrap_or("Refused"));
-            }
-            Err(e) => {
-                tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
-            }
-        };
+    let protocol = match gw.functions.route(Route::Connect, events::connect(&gw.info, &info, authorizer_event)).await {
+        Ok(r) if (200..300).contains(&r.status_code) => r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned(),
+        Ok(r) => {
+            let status = u16::try_from(r.status_code)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .filter(|s| s.as_u16() >= 400);
+            let status = status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
+            return plain(status, status.canonical_reason().unwrap_or("Refused"));
+        }
+        Err(e) => {
+            tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+    };
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let gw2 = gw.clone();
@@ -334,7 +395,7 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, "websocket")
-        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(&key));
+        .header(header::SEC_WEBSOCKET_ACCEPT, key);
     if let Some(p) = protocol {
         response = response.header(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
@@ -698,6 +759,15 @@ mod tests {
         assert_eq!(sel.select("not json"), "$default");
         let nested = RouteSelection::new("$request.body.meta.kind", routes).unwrap();
         assert_eq!(nested.select(r#"{"meta":{"kind":"ping"}}"#), "ping");
+        // What a parsed value would say: escapes decoded, the last of a
+        // repeated key, nothing for a truncated or trailing-garbage body.
+        assert_eq!(sel.select(r#"{"x":[1,{"action":"dance"}],"action":"p\u0069ng"}"#), "ping");
+        assert_eq!(sel.select(r#"{"action":"ping","action":"dance"}"#), "$default");
+        assert_eq!(sel.select(r#"{"action":"dance","action":"ping"}"#), "ping");
+        assert_eq!(sel.select(r#"{"action":"ping""#), "$default");
+        assert_eq!(sel.select(r#"{"action":"ping"} x"#), "$default");
+        assert_eq!(sel.select(r#"["action","ping"]"#), "$default");
+        assert_eq!(nested.select(r#"{"meta":"ping","kind":"ping"}"#), "$default");
         assert!(RouteSelection::new("$request.header.x", vec![]).is_err());
         assert!(RouteSelection::new("$request.body.", vec![]).is_err());
     }

@@ -28,7 +28,7 @@ pub type AuthorizerResponse = ApiGatewayCustomAuthorizerResponse<Value>;
 /// Decides a `$connect` request.
 pub async fn handle(
     verifier: &Verifier,
-    event: ApiGatewayCustomAuthorizerRequestTypeRequest,
+    event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
     let request_id = event.request_context.request_id.as_deref().unwrap_or("-");
     let source_ip = event.request_context.identity.as_ref().and_then(|i| i.source_ip.as_deref()).unwrap_or("-");

@@ -39,7 +39,7 @@ async fn invoke(State(l): State<FakeLambda>, Path(name): Path<String>, Json(payl
     match name.as_str() {
         "ws-authorizer" => {
             let event: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_value(payload.clone()).unwrap();
-            match ws_authorizer::handle(&l.verifier, event).await {
+            match ws_authorizer::handle(&l.verifier, &event).await {
                 Ok(policy) => Json(serde_json::to_value(policy).unwrap()).into_response(),
                 // How the Invoke API reports a function error.
                 Err(e) => (
@@ -141,6 +141,17 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     assert_eq!(rc["authorizer"]["role"], "agent");
     assert_eq!(connect["queryStringParameters"]["token"], token);
     assert!(connect["headers"]["sec-websocket-key"].is_string());
+    // The handshake's headers as the authorizer saw them, in both maps, plus
+    // what API Gateway's front end adds; the authorizer's event has no such.
+    assert_eq!(connect["headers"]["user-agent"], "switchboard-test/1.0");
+    assert_eq!(connect["multiValueHeaders"]["user-agent"], json!(["switchboard-test/1.0"]));
+    assert_eq!(connect["multiValueQueryStringParameters"]["token"], json!([token]));
+    for map in ["headers", "multiValueHeaders"] {
+        let forwarded = &connect[map];
+        assert!(forwarded["x-forwarded-for"] == "127.0.0.1" || forwarded["x-forwarded-for"] == json!(["127.0.0.1"]));
+        assert!(forwarded["x-forwarded-proto"] == "http" || forwarded["x-forwarded-proto"] == json!(["http"]));
+        assert!(auth[map].get("x-forwarded-for").is_none(), "{map} of the authorizer's event");
+    }
 
     // Messages: route selection on $request.body.action, the context again.
     let messages = events_of(&seen, "ws-message");

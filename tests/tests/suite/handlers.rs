@@ -89,7 +89,7 @@ fn with_query_token(
 async fn authorizer_allows_a_valid_token_with_the_identity_as_context() {
     let event = with_query_token(authorizer_event(), &token(Role::Supervisor));
     let arn = event.method_arn.clone().unwrap();
-    let response = ws_authorizer::handle(&verifier(), event).await.unwrap();
+    let response = ws_authorizer::handle(&verifier(), &event).await.unwrap();
     // Check the JSON API Gateway reads, not just our struct.
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["principalId"], "42");
@@ -107,14 +107,14 @@ async fn authorizer_finds_tokens_in_header_and_subprotocol() {
     by_header
         .headers
         .insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token(Role::Agent))).unwrap());
-    assert_eq!(ws_authorizer::handle(&verifier(), by_header).await.unwrap().context["role"], "agent");
+    assert_eq!(ws_authorizer::handle(&verifier(), &by_header).await.unwrap().context["role"], "agent");
 
     let mut by_protocol = authorizer_event();
     by_protocol.headers.insert(
         "sec-websocket-protocol",
         HeaderValue::from_str(&format!("switchboard, {}", token(Role::Admin))).unwrap(),
     );
-    assert_eq!(ws_authorizer::handle(&verifier(), by_protocol).await.unwrap().context["role"], "admin");
+    assert_eq!(ws_authorizer::handle(&verifier(), &by_protocol).await.unwrap().context["role"], "admin");
 }
 
 #[tokio::test]
@@ -136,10 +136,10 @@ async fn authorizer_refuses_missing_and_bad_tokens_with_unauthorized() {
         ("malformed", "definitely.not.a-jwt".into()),
     ];
     for (why, token) in bad {
-        let err = ws_authorizer::handle(&verifier(), with_query_token(authorizer_event(), &token)).await.unwrap_err();
+        let err = ws_authorizer::handle(&verifier(), &with_query_token(authorizer_event(), &token)).await.unwrap_err();
         assert_eq!(err.to_string(), "Unauthorized", "{why}");
     }
-    let err = ws_authorizer::handle(&verifier(), authorizer_event()).await.unwrap_err();
+    let err = ws_authorizer::handle(&verifier(), &authorizer_event()).await.unwrap_err();
     assert_eq!(err.to_string(), "Unauthorized", "no token at all");
 }
 
@@ -147,7 +147,7 @@ async fn authorizer_refuses_missing_and_bad_tokens_with_unauthorized() {
 async fn authorizer_denies_an_origin_outside_the_allowlist() {
     let mut event = with_query_token(authorizer_event(), &token(Role::Agent));
     event.headers.insert("origin", HeaderValue::from_static("https://evil.example"));
-    let response = ws_authorizer::handle(&verifier(), event).await.unwrap();
+    let response = ws_authorizer::handle(&verifier(), &event).await.unwrap();
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["policyDocument"]["Statement"][0]["Effect"], "Deny");
     assert!(wire["context"].get("tenant_id").is_none(), "a denied caller gets no identity");
@@ -158,11 +158,11 @@ async fn authorizer_never_panics_on_odd_events() {
     // The upstream fixtures (no methodArn, no token, foreign shapes), and a bare event.
     let upstream: ApiGatewayCustomAuthorizerRequestTypeRequest =
         event_fixture("example-apigw-v2-custom-authorizer-websocket-request.json");
-    assert!(ws_authorizer::handle(&verifier(), upstream).await.is_err());
+    assert!(ws_authorizer::handle(&verifier(), &upstream).await.is_err());
     let bare: ApiGatewayCustomAuthorizerRequestTypeRequest =
         serde_json::from_value(json!({"requestContext": {}})).unwrap();
     assert!(
-        ws_authorizer::handle(&verifier(), with_query_token(bare, &token(Role::Agent))).await.is_err(),
+        ws_authorizer::handle(&verifier(), &with_query_token(bare, &token(Role::Agent))).await.is_err(),
         "no methodArn: nothing to allow"
     );
 }

@@ -15,9 +15,9 @@ redis.call('HSET', KEYS[1], 'user_id', ARGV[2], 'role', ARGV[3], 'endpoint', ARG
 local tenant_was_empty = redis.call('SCARD', KEYS[2]) == 0 and 1 or 0
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
-local came_online = 1 - redis.call('EXISTS', KEYS[5])
 redis.call('SADD', KEYS[4], ARGV[2])
-redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
+-- The presence key's old value tells whether the user was online.
+local came_online = redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6], 'GET') and 0 or 1
 redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
 local presence = {}
 if came_online == 1 then
