@@ -102,11 +102,12 @@ bench-quick:
 	$(BENCH_BUILD)
 	$(BENCH_BIN) run --quick --out $(or $(OUT),BENCHMARKS-quick.md)
 
-# The Lambda release profile's choice: the functions' cold starts, warm invocations and zip sizes built
-# three ways (release; lambda-release; lambda-release at opt-level s) -> bench/PROFILES.md. About 30 minutes.
+# The Lambda release profile's choice: the functions' cold starts, warm invocations, zip sizes and the fan-out
+# function's CPU per post, built three ways (release; lambda-release; lambda-release at opt-level s)
+# -> bench/PROFILES.md. About 30 minutes.
 bench-profiles:
 	./scripts/ensure-packages $(REDIS_PACKAGES) zip=zip
-	cargo build --release -p switchboard-bench $(LAMBDA_PACKAGES)
+	cargo build --release -p switchboard-bench -p switchboard-local $(LAMBDA_PACKAGES)
 	$(LAMBDA_BUILD)
 	CARGO_PROFILE_LAMBDA_RELEASE_OPT_LEVEL=s $(LAMBDA_BUILD) --target-dir target/opt-s
 	target/release/switchboard-bench coldstart --dir release=target/release --dir lambda-release=target/lambda-release \

@@ -36,6 +36,10 @@ enum Cmd {
         /// Only these functions (comma-separated; hello-lambda is the baseline).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// With several builds and fanout among the functions: each build's fanout broadcasts to
+        /// this many clients, for its CPU per post (0: not measured).
+        #[arg(long, default_value_t = 10_000)]
+        posts: usize,
     },
     /// Benchmark 12 alone: broadcasts to N clients from the fanout function binary in DIR (through
     /// the AWS SDK) and from the emulator in-process; CPU per post of each process.
@@ -74,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(args) => run::run(args),
         Cmd::Client(args) => tokio::runtime::Runtime::new()?.block_on(client::run(args)),
-        Cmd::Coldstart { dirs, starts, warm, only } => {
+        Cmd::Coldstart { dirs, starts, warm, only, posts } => {
             let redis = switchboard_tests::RedisServer::start()?;
             let mut builds = Vec::new();
             for d in &dirs {
@@ -85,7 +89,18 @@ fn main() -> anyhow::Result<()> {
                     coldstart::measure(std::path::Path::new(dir), &redis.url(), starts, warm, &only)?,
                 ));
             }
-            print!("{}", run::profiles_report(&builds, &only));
+            let mut costs = Vec::new();
+            if posts > 0 && dirs.len() > 1 && (only.is_empty() || only.iter().any(|o| o == "fanout")) {
+                for (label, _) in &builds {
+                    let dir = dirs.iter().find_map(|d| d.strip_prefix(&format!("{label}="))).unwrap_or(label);
+                    eprintln!("bench: {label}'s fanout broadcasting to {posts}");
+                    costs.push((
+                        label.clone(),
+                        run::fanout_cost(&redis.url(), std::path::Path::new(dir), posts, 3, &[])?,
+                    ));
+                }
+            }
+            print!("{}", run::profiles_report(&builds, &only, &costs));
             Ok(())
         }
         Cmd::Fanout { functions_dir, n, repeats, env } => {

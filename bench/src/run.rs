@@ -700,6 +700,8 @@ pub(crate) struct FanoutCost {
     pub receiver_us: Series,
     /// The function's RSS after the broadcasts.
     pub function_rss_kib: f64,
+    /// Recipients of each broadcast.
+    pub posts: usize,
 }
 
 pub(crate) fn fanout_cost(
@@ -714,7 +716,7 @@ pub(crate) fn fanout_cost(
     let emulator = started.proc.child.id();
     let mut c = client(&server, &started, n)?;
     c.json(Duration::from_secs(120))?;
-    let mut out = FanoutCost { function_rss_kib: f64::NAN, ..FanoutCost::default() };
+    let mut out = FanoutCost { function_rss_kib: f64::NAN, posts: n, ..FanoutCost::default() };
     let per_post = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
     // One warm-up broadcast each way (connections, caches), then `repeats`.
     for (r, cpu) in timed_broadcasts(&server, &started, &mut c, repeats, "ip")? {
@@ -902,7 +904,11 @@ fn coldstart_rows(rows: &[crate::coldstart::Row]) -> String {
 
 /// The comparison of builds (`make bench-profiles`): per function, each
 /// build's medians side by side, then each build's own table.
-pub fn profiles_report(builds: &[(String, Vec<crate::coldstart::Row>)], only: &[String]) -> String {
+pub fn profiles_report(
+    builds: &[(String, Vec<crate::coldstart::Row>)],
+    only: &[String],
+    posts: &[(String, FanoutCost)],
+) -> String {
     use std::fmt::Write as _;
     let mut w = String::new();
     let median = |row: &crate::coldstart::Row, f: fn(&crate::coldstart::Start) -> f64| {
@@ -943,9 +949,29 @@ pub fn profiles_report(builds: &[(String, Vec<crate::coldstart::Row>)], only: &[
         }
         let _ = writeln!(w);
     }
+    if let Some((_, first)) = posts.first() {
+        let n = first.posts;
+        let _ = writeln!(w, "## The fan-out function's CPU per post, by build\n");
+        let _ = writeln!(
+            w,
+            "Each build's `fanout` broadcasting to {n} clients through the AWS SDK, as in BENCHMARKS.md's benchmark 12 (min / median / max of its broadcasts).\n"
+        );
+        let _ = writeln!(w, "| build | the function's CPU per post | broadcast until the last has it | RSS after |");
+        let _ = writeln!(w, "| --- | --- | --- | --- |");
+        for (label, cost) in posts {
+            let _ = writeln!(
+                w,
+                "| {label} | {} | {} | {} MiB |",
+                cost.function_us.show("µs"),
+                cost.sdk_ms.show("ms"),
+                fmt(cost.function_rss_kib / 1024.0)
+            );
+        }
+        let _ = writeln!(w);
+    }
     for (label, rows) in builds {
         let _ = writeln!(w, "### {label}\n");
-        let _ = writeln!(w, "{}", coldstart_table(rows).split_once("\n\n").map_or("", |(_, t)| t));
+        let _ = writeln!(w, "{}", coldstart_rows(rows));
     }
     w
 }
