@@ -131,7 +131,6 @@ pub struct Lambda {
     pub init: Duration,
     /// The Runtime API's address (`host:port`).
     pub addr: std::net::SocketAddr,
-    invocations: usize,
 }
 
 /// `POST /invoke` (the fan-out benchmark's trigger): the body is handed
@@ -226,14 +225,13 @@ impl Lambda {
         if let Some(e) = api.init_error.lock().unwrap().take() {
             bail!("{name} reported an init error: {e}");
         }
-        Ok(Lambda { api, server, child, name: name.to_owned(), pid, init: ready - began, addr, invocations: 0 })
+        Ok(Lambda { api, server, child, name: name.to_owned(), pid, init: ready - began, addr })
     }
 
     /// One invocation with `body`: its duration, and its answer when it
     /// succeeded and contains `expect`.
-    pub async fn invoke(&mut self, body: Bytes, expect: &str) -> anyhow::Result<(Duration, String)> {
-        let i = self.invocations;
-        self.invocations += 1;
+    pub async fn invoke(&self, body: Bytes, expect: &str) -> anyhow::Result<(Duration, String)> {
+        let i = self.api.invoked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{:08x}-coldstart-{i}", self.pid);
         let (outcome, sent) = dispatch(&self.api, id, body, Duration::from_secs(10))
             .await
@@ -263,7 +261,7 @@ impl Lambda {
 /// Starts `f` cold once and invokes it `1 + warm` times.
 pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) -> anyhow::Result<Start> {
     let env = [("REDIS_URL", redis_url.to_owned()), ("JWT_SECRET", SECRET.to_owned())];
-    let mut lambda = Lambda::start(f.name, &f.binary, &env, log).await?;
+    let lambda = Lambda::start(f.name, &f.binary, &env, log).await?;
     let body = Bytes::from(serde_json::to_vec(&f.event)?);
     let mut times = Vec::with_capacity(warm + 1);
     for _ in 0..=warm {
