@@ -311,37 +311,27 @@ pub fn functions(dir: &Path) -> anyhow::Result<Vec<Function>> {
         },
         "isBase64Encoded": false
     });
-    let bin = |name: &str| dir.join(name);
+    let f = |name: &'static str, event: Value, expect: &'static str| Function {
+        name,
+        binary: dir.join(name),
+        event,
+        expect,
+    };
+    let ok = "\"statusCode\":200";
     Ok(vec![
-        Function {
-            name: "hello-lambda",
-            binary: bin("hello-lambda"),
-            event: json!({"hello": "world"}),
-            expect: "world",
-        },
-        Function { name: "ws-authorizer", binary: bin("ws-authorizer"), event: authorizer, expect: "Allow" },
-        Function {
-            name: "ws-connect",
-            binary: bin("ws-connect"),
-            event: fixture("ws-connect.json")?,
-            expect: "\"statusCode\":200",
-        },
-        Function { name: "ws-message", binary: bin("ws-message"), event: message, expect: "pong" },
-        Function {
-            name: "ws-disconnect",
-            binary: bin("ws-disconnect"),
-            event: fixture("ws-disconnect.json")?,
-            expect: "\"statusCode\":200",
-        },
-        Function { name: "api", binary: bin("api"), event: api, expect: "\"statusCode\":200" },
-        Function {
-            name: "fanout",
-            binary: bin("fanout"),
-            // A direct publish to a tenant nobody is connected to: the event
-            // recorded in its history, its recipients resolved, nothing posted.
-            event: json!({"tenant_id": "coldstart", "type": "call.incoming", "data": {"queue": "support"}}),
-            expect: "\"results\"",
-        },
+        f("hello-lambda", json!({"hello": "world"}), "world"),
+        f("ws-authorizer", authorizer, "Allow"),
+        f("ws-connect", fixture("ws-connect.json")?, ok),
+        f("ws-message", message, "pong"),
+        f("ws-disconnect", fixture("ws-disconnect.json")?, ok),
+        f("api", api, ok),
+        // A direct publish to a tenant nobody is connected to: the event
+        // recorded in its history, its recipients resolved, nothing posted.
+        f(
+            "fanout",
+            json!({"tenant_id": "coldstart", "type": "call.incoming", "data": {"queue": "support"}}),
+            "\"results\"",
+        ),
     ])
 }
 
