@@ -247,11 +247,6 @@ impl Lambda {
         Ok((outcome.at - sent, text))
     }
 
-    /// The process's CPU time so far (user + system, all threads).
-    pub fn cpu(&self) -> Duration {
-        crate::run::cpu_time(self.pid)
-    }
-
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
         self.server.abort();

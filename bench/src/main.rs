@@ -80,9 +80,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Client(args) => tokio::runtime::Runtime::new()?.block_on(client::run(args)),
         Cmd::Coldstart { dirs, starts, warm, only, posts } => {
             let redis = switchboard_tests::RedisServer::start()?;
+            let dirs: Vec<(&str, &str)> = dirs.iter().map(|d| d.split_once('=').unwrap_or((d, d))).collect();
             let mut builds = Vec::new();
-            for d in &dirs {
-                let (label, dir) = d.split_once('=').unwrap_or((d.as_str(), d.as_str()));
+            for &(label, dir) in &dirs {
                 eprintln!("bench: cold starts of the binaries in {dir}");
                 builds.push((
                     label.to_owned(),
@@ -91,11 +91,10 @@ fn main() -> anyhow::Result<()> {
             }
             let mut costs = Vec::new();
             if posts > 0 && dirs.len() > 1 && (only.is_empty() || only.iter().any(|o| o == "fanout")) {
-                for (label, _) in &builds {
-                    let dir = dirs.iter().find_map(|d| d.strip_prefix(&format!("{label}="))).unwrap_or(label);
+                for &(label, dir) in &dirs {
                     eprintln!("bench: {label}'s fanout broadcasting to {posts}");
                     costs.push((
-                        label.clone(),
+                        label.to_owned(),
                         run::fanout_cost(&redis.url(), std::path::Path::new(dir), posts, 3, &[])?,
                     ));
                 }

@@ -443,8 +443,9 @@ fn sustained(server: &Server, sizes: &Sizes, round: usize, f: &mut Figures) -> a
     Ok(())
 }
 
-/// One warm-up broadcast (connections and caches), then `timed` ones; the
-/// client's answers to the timed ones.
+/// One warm-up broadcast (connections and caches), then `timed` ones from
+/// the server's HTTP API; the client's answers to the timed ones, each with
+/// the server's CPU time during it.
 fn timed_broadcasts(
     server: &Server,
     started: &Started,
@@ -452,15 +453,30 @@ fn timed_broadcasts(
     timed: usize,
     prefix: &str,
 ) -> anyhow::Result<Vec<(Value, Duration)>> {
+    let answers =
+        timed_by(c, timed, prefix, |marker| broadcast_trigger(server, started, marker), &[started.proc.child.id()])?;
+    Ok(answers.into_iter().map(|(r, cpu)| (r, cpu[0])).collect())
+}
+
+/// One warm-up broadcast, then `timed` ones, each started by `trigger`
+/// (given its marker); the client's answers to the timed ones, each with
+/// the CPU time every process of `pids` spent during it.
+fn timed_by(
+    c: &mut Proc,
+    timed: usize,
+    prefix: &str,
+    trigger: impl Fn(&str) -> Trigger,
+    pids: &[u32],
+) -> anyhow::Result<Vec<(Value, Vec<Duration>)>> {
+    let cpu = || pids.iter().map(|&pid| cpu_time(pid)).collect::<Vec<_>>();
     let mut answers = Vec::new();
-    let pid = started.proc.child.id();
     for i in 0..=timed {
         let marker = format!("{prefix}-{i}");
-        let cpu = cpu_time(pid);
-        c.send(&ClientCommand::Broadcast { trigger: broadcast_trigger(server, started, &marker), marker })?;
+        let before = cpu();
+        c.send(&ClientCommand::Broadcast { trigger: trigger(&marker), marker })?;
         let r = c.json(Duration::from_secs(120))?;
         if i > 0 {
-            answers.push((r, cpu_time(pid) - cpu));
+            answers.push((r, cpu().iter().zip(before).map(|(after, before)| *after - before).collect()));
         }
     }
     Ok(answers)
@@ -730,22 +746,16 @@ pub(crate) fn fanout_cost(
     let mut env = vec![("REDIS_URL", redis_url.to_owned()), ("KEY_PREFIX", started.prefix.clone())];
     env.extend(function_env.iter().cloned());
     let lambda = rt.block_on(crate::coldstart::Lambda::start("fanout", &functions_dir.join("fanout"), &env, &log))?;
-    for i in 0..=repeats {
-        let marker = format!("fn-{i}");
-        let trigger = Trigger::Http {
-            url: format!("http://{}/invoke", lambda.addr),
-            token: "unused".into(),
-            body: json!({"tenant_id": "bench", "type": "call.incoming",
-                "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}}),
-        };
-        let (cpu_fn, cpu_emu) = (lambda.cpu(), cpu_time(emulator));
-        c.send(&ClientCommand::Broadcast { trigger, marker })?;
-        let r = c.json(Duration::from_secs(120))?;
-        if i > 0 {
-            out.function_us.push(per_post(lambda.cpu() - cpu_fn));
-            out.receiver_us.push(per_post(cpu_time(emulator) - cpu_emu));
-            out.sdk_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
-        }
+    let invoke = |marker: &str| Trigger::Http {
+        url: format!("http://{}/invoke", lambda.addr),
+        token: "unused".into(),
+        body: json!({"tenant_id": "bench", "type": "call.incoming",
+            "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}}),
+    };
+    for (r, cpu) in timed_by(&mut c, repeats, "fn", invoke, &[lambda.pid, emulator])? {
+        out.function_us.push(per_post(cpu[0]));
+        out.receiver_us.push(per_post(cpu[1]));
+        out.sdk_ms.push(r["ms"].as_f64().unwrap_or(f64::NAN));
     }
     out.function_rss_kib = status_kib(lambda.pid, "VmRSS:").map_or(f64::NAN, |v| v as f64);
     rt.block_on(lambda.stop());
