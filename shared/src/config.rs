@@ -23,6 +23,7 @@
 //! | `HISTORY_TTL_SECS` | `900` | how long an event stays recoverable (longer than API Gateway's 10-minute idle close) |
 //! | `HISTORY_MAX_EVENT_BYTES` | `16384` | largest event whose text the history keeps: a larger one keeps its place, and a recovery that needs it answers `recovered:false` (so one tenant's history is at most `HISTORY_SIZE` × this) |
 //! | `RECOVERY_MAX_EVENTS` | `1000` | most events one recovery replays; a client that missed more gets `recovered:false` |
+//! | `RECOVERY_MAX_BYTES` | `1048576` | most bytes of events one recovery replays (beyond: `recovered:false`) and one `GET /v1/events` page holds (beyond: `next`); from `HISTORY_MAX_EVENT_BYTES` to 4 MiB (a page stays under Lambda's 6 MB response) |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
@@ -82,6 +83,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "PLATFORM_TENANT",
     "PRESENCE_TTL_SECS",
     "RATE_LIMIT_PER_SECOND",
+    "RECOVERY_MAX_BYTES",
     "RECOVERY_MAX_EVENTS",
     "REDIS_CLUSTER",
     "REDIS_CONNECT_TIMEOUT_MS",
@@ -193,7 +195,14 @@ pub struct Limits {
     pub history_max_event_bytes: usize,
     /// Most events one recovery replays.
     pub recovery_max_events: usize,
+    /// Most bytes of events one recovery replays, and one `GET /v1/events`
+    /// page holds: what one history read may take out of Redis.
+    pub recovery_max_bytes: usize,
 }
+
+/// The largest `RECOVERY_MAX_BYTES`: a page of events this size, with its
+/// JSON around it, stays well under Lambda's 6 MB response limit.
+pub const RECOVERY_MAX_BYTES_CEILING: usize = 4 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -213,6 +222,7 @@ impl Default for Limits {
             history_ttl: Duration::from_secs(900),
             history_max_event_bytes: 16 * 1024,
             recovery_max_events: 1000,
+            recovery_max_bytes: 1024 * 1024,
         }
     }
 }
@@ -474,6 +484,7 @@ impl Limits {
             history_max_event_bytes: positive(get, "HISTORY_MAX_EVENT_BYTES", d.history_max_event_bytes as u64)?
                 as usize,
             recovery_max_events: positive(get, "RECOVERY_MAX_EVENTS", d.recovery_max_events as u64)? as usize,
+            recovery_max_bytes: recovery_max_bytes(get, d.recovery_max_bytes)?,
         })
     }
 }
@@ -577,6 +588,23 @@ pub(crate) fn parse_or<T: FromStr>(
         None => Ok(default),
         Some(raw) => raw.parse().map_err(|_| ConfigError::new(var, format!("is not {expected} (got '{raw}')"))),
     }
+}
+
+/// `RECOVERY_MAX_BYTES`: from the largest event the history keeps (one
+/// such event must fit in a recovery) to [`RECOVERY_MAX_BYTES_CEILING`].
+fn recovery_max_bytes(get: &dyn Fn(&str) -> Option<String>, default: usize) -> Result<usize, ConfigError> {
+    let v = positive(get, "RECOVERY_MAX_BYTES", default as u64)? as usize;
+    let event = match non_empty(get, "HISTORY_MAX_EVENT_BYTES") {
+        Some(raw) => raw.parse().unwrap_or(0),
+        None => Limits::default().history_max_event_bytes,
+    };
+    if v < event || v > RECOVERY_MAX_BYTES_CEILING {
+        return Err(ConfigError::new(
+            "RECOVERY_MAX_BYTES",
+            format!("must be from HISTORY_MAX_EVENT_BYTES ({event}) to {RECOVERY_MAX_BYTES_CEILING} (got {v})"),
+        ));
+    }
+    Ok(v)
 }
 
 pub(crate) fn positive(
@@ -700,6 +728,14 @@ mod tests {
                 "REDIS_RESPONSE_TIMEOUT_MS is not a number of milliseconds",
             ),
             (&[("PRESENCE_TTL_SECS", "0")], "PRESENCE_TTL_SECS must be greater than 0"),
+            (
+                &[("RECOVERY_MAX_BYTES", "5000000")],
+                "RECOVERY_MAX_BYTES must be from HISTORY_MAX_EVENT_BYTES (16384) to",
+            ),
+            (
+                &[("RECOVERY_MAX_BYTES", "1000"), ("HISTORY_MAX_EVENT_BYTES", "2000")],
+                "RECOVERY_MAX_BYTES must be from HISTORY_MAX_EVENT_BYTES (2000)",
+            ),
             (&[("OFFLINE_MAX_MESSAGES", "-3")], "OFFLINE_MAX_MESSAGES is not a positive whole number"),
             (&[("KEY_PREFIX", "a{b}")], "KEY_PREFIX must be"),
             (&[("CALLBACK_ENDPOINT", "ftp://x")], "CALLBACK_ENDPOINT is not an http:// or https:// URL"),

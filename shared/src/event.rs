@@ -301,6 +301,29 @@ impl Position {
     }
 }
 
+/// A reader's place in a tenant's history: the position of the last event
+/// it received and, from clients that send it, that event's id. The id is
+/// what proves the history did not hand the offset out again to another
+/// event (Redis rolled back in place); without it, only what changes the
+/// epoch (a restart, a failover, a lost history) can be caught.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// The history's epoch.
+    pub epoch: String,
+    /// The offset of the last event received (0: none of this epoch).
+    pub offset: u64,
+    /// The id of the event at `offset`.
+    pub id: Option<String>,
+}
+
+impl Since {
+    /// An event id as a position may carry it: 1 to 128 printable ASCII
+    /// characters, no quote, backslash or colon (event ids are UUIDs).
+    pub fn is_valid_id(id: &str) -> bool {
+        !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic() && !b"\"\\:".contains(&b))
+    }
+}
+
 /// `text`, an envelope serialised without a position, with `position`
 /// added as its last two fields: what serialising the envelope with
 /// `offset` and `epoch` set gives, without parsing it again (a replay

@@ -9,7 +9,7 @@
 //! | client sends | server answers |
 //! | --- | --- |
 //! | `{"action":"subscribe","events":["call.incoming"],"id":"r1"}` | `{"type":"subscribed","id":"r1","events":[...]}` |
-//! | `{"action":"subscribe","events":[...],"since":{"epoch":"e","offset":41}}` | `subscribed`, the missed events in offset order, then `{"type":"recovered","recovered":true,"count":K,"epoch":"e","offset":<top>}` (or `recovered:false`, nothing replayed) |
+//! | `{"action":"subscribe","events":[...],"since":{"epoch":"e","offset":41,"id":"<event id>"}}` | `subscribed`, the missed events in offset order, then `{"type":"recovered","recovered":true,"count":K,"epoch":"e","offset":<top>,"event_id":"<its id>"}` (or `recovered:false`, nothing replayed) |
 //! | `{"action":"unsubscribe","events":[...]}` | `{"type":"unsubscribed","events":[...]}` |
 //! | `{"action":"ping"}` | `{"type":"pong","timestamp":...}` |
 //! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N,"cursor":"<id>"}` (they stay queued) |
@@ -20,14 +20,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::event::Target;
-use crate::event::{EventType, Position, Topic};
+use crate::event::{EventType, Position, Since, Topic};
 
 /// A client request, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
     /// Start receiving events matching these topics; with `since` (the
     /// last position the client saw), first replay what it missed.
-    Subscribe { id: Option<String>, topics: Vec<Topic>, since: Option<Position> },
+    Subscribe { id: Option<String>, topics: Vec<Topic>, since: Option<Since> },
     /// Stop receiving events matching these topics.
     Unsubscribe { id: Option<String>, topics: Vec<Topic> },
     /// Keep-alive; refreshes presence.
@@ -311,10 +311,12 @@ impl ClientAction {
     }
 }
 
-/// `since` is `{"epoch":"<epoch>","offset":<n>}`, both from an event the client received.
-fn parse_since(v: Value) -> Result<Position, String> {
-    const SHAPE: &str =
-        "\"since\" must be {\"epoch\":\"<epoch>\",\"offset\":<n>}, the epoch and offset of the last event you received";
+/// `since` is `{"epoch":"<epoch>","offset":<n>,"id":"<event id>"}`, all
+/// three from the last event the client received (`id` optional: without
+/// it, a Redis that rolled back in place cannot be caught).
+fn parse_since(v: Value) -> Result<Since, String> {
+    const SHAPE: &str = "\"since\" must be {\"epoch\":\"<epoch>\",\"offset\":<n>,\"id\":\"<event id>\"}, \
+        the epoch, offset and id of the last event you received";
     let Value::Object(mut o) = v else { return Err(SHAPE.into()) };
     let epoch = match o.remove("epoch") {
         Some(Value::String(e)) if Position::is_valid_epoch(&e) => e,
@@ -327,10 +329,15 @@ fn parse_since(v: Value) -> Result<Position, String> {
         }
         _ => return Err(SHAPE.into()),
     };
+    let id = match o.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if Since::is_valid_id(&id) => Some(id),
+        Some(_) => return Err(format!("{SHAPE}: the id is the event's \"id\", 1 to 128 printable characters")),
+    };
     if let Some(extra) = o.keys().next() {
         return Err(format!("{SHAPE}: unknown field \"{extra}\""));
     }
-    Ok(Position { epoch, offset })
+    Ok(Since { epoch, offset, id })
 }
 
 /// `events` must be a non-empty list of known topics; every unknown name is
@@ -424,6 +431,10 @@ pub enum ServerReply {
         /// The history's top offset when the subscription took effect.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         offset: Option<u64>,
+        /// The id of the event at `offset`, when known: with `epoch` and
+        /// `offset`, a position the client can recover from later.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        event_id: Option<String>,
     },
     /// Sent by the gateway ahead of closing the connection (the emulator,
     /// `within_secs` before its maximum connection duration): open a new
@@ -472,11 +483,12 @@ mod tests {
             }
         );
         assert_eq!(
-            parse(r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab12","offset":41}}"#).unwrap(),
+            parse(r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab12","offset":41,"id":"0199-x"}}"#)
+                .unwrap(),
             ClientAction::Subscribe {
                 id: None,
                 topics: vec!["*".parse().unwrap()],
-                since: Some(Position { epoch: "ab12".into(), offset: 41 }),
+                since: Some(Since { epoch: "ab12".into(), offset: 41, id: Some("0199-x".into()) }),
             }
         );
         assert!(matches!(
@@ -519,6 +531,18 @@ mod tests {
             (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"a b","offset":1}}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":-1}}"#, ErrorCode::InvalidMessage),
             (r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":"1"}}"#, ErrorCode::InvalidMessage),
+            (
+                r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":1,"id":""}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":1,"id":7}}"#,
+                ErrorCode::InvalidMessage,
+            ),
+            (
+                r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":1,"id":"a\"b"}}"#,
+                ErrorCode::InvalidMessage,
+            ),
             (
                 r#"{"action":"subscribe","events":["*"],"since":{"epoch":"ab","offset":1,"x":1}}"#,
                 ErrorCode::InvalidMessage,

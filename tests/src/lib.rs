@@ -26,7 +26,8 @@ pub struct RedisServer {
     child: Child,
     /// The port it listens on (127.0.0.1).
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -46,13 +47,41 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
-    fn start_with(port: Option<u16>, extra: &[&str]) -> anyhow::Result<Self> {
-        require_binary("redis-server")?;
-        let dir = tempfile::tempdir()?;
-        let port = match port {
-            Some(p) => p,
-            None => free_port(extra.contains(&"--cluster-enabled"))?,
-        };
+    /// Starts a standalone server with extra arguments (persistence, say),
+    /// which [`RedisServer::crash_and_restart`] starts it with again.
+    pub fn start_with_args(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(None, extra)
+    }
+
+    /// Its working directory (where snapshots and the AOF go).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (SIGKILL: nothing saved on the way out) and starts
+    /// it again on the same port and directory, loading what is on disk,
+    /// as a crashed Redis restarted by its supervisor would.
+    pub fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start_again()
+    }
+
+    /// Kills the server (SIGKILL), leaving its directory as it was.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed server again on its port and directory.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Self::spawn(self.port, self.dir.path(), &extra)?;
+        let port = self.port;
+        wait_until(STARTUP_TIMEOUT, || redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG"))
+            .with_context(|| format!("redis-server on port {port} did not answer PING after a restart"))
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[&str]) -> anyhow::Result<Child> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -66,14 +95,25 @@ impl RedisServer {
                 "--protected-mode",
                 "no",
             ])
-            .args(["--dir", dir.path().to_str().context("temp dir is not UTF-8")?])
+            .args(["--dir", dir.to_str().context("temp dir is not UTF-8")?])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server")?;
         watchdog(child.id());
-        let server = RedisServer { child, port, _dir: dir };
+        Ok(child)
+    }
+
+    fn start_with(port: Option<u16>, extra: &[&str]) -> anyhow::Result<Self> {
+        require_binary("redis-server")?;
+        let dir = tempfile::tempdir()?;
+        let port = match port {
+            Some(p) => p,
+            None => free_port(extra.contains(&"--cluster-enabled"))?,
+        };
+        let child = Self::spawn(port, dir.path(), extra)?;
+        let server = RedisServer { child, port, dir, extra: extra.iter().map(|a| a.to_string()).collect() };
         wait_until(STARTUP_TIMEOUT, || redis_cmd(port, &["PING"]).is_ok_and(|o| o.trim() == "PONG"))
             .with_context(|| format!("redis-server on port {port} did not answer PING"))?;
         Ok(server)

@@ -2,25 +2,33 @@
 //! back-end services catch up as WebSocket clients do (`subscribe` with
 //! `since`), with the same all-or-nothing answer.
 //!
-//! `?since=<epoch>:<offset>` (from any event's `epoch` and `offset`, or a
-//! previous page's `next`), `&events=call.*,chat.message` (topics, default
-//! every event), `&limit=N` (1–1000, default 100). Without `since`: no
+//! `?since=<epoch>:<offset>:<id>` (from any event's `epoch`, `offset` and
+//! `id`, or a previous page's `next`; `:<id>` may be left out, and then a
+//! Redis rolled back in place cannot be caught), `&events=call.*,chat.message`
+//! (topics, default every event), `&limit=N` (1–1000, default 100). A page
+//! also stops at `RECOVERY_MAX_BYTES` of events (1 MiB), well under
+//! Lambda's 6 MB response limit; `next` continues it. Without `since`: no
 //! events, and the position to start from.
 //!
 //! The caller sees what it could have subscribed to: admins and services
 //! every event of the tenant; agents and supervisors the tenant-wide ones
 //! and those addressed to them. `recovered: false` (200, no events) when
-//! the history no longer holds every event after `since` (older than it,
-//! another epoch, or one too large to keep that the caller would see):
-//! the caller reloads its state and goes on from `epoch`/`offset`.
+//! the history cannot prove it holds every event after `since` (older
+//! than it, another epoch, a Redis that restarted or failed over, an event
+//! at the position that is not the one named, or one too large to keep
+//! that the caller would see): the caller reloads its state and goes on
+//! from `epoch`/`offset`/`event_id`. The read counts against the tenant's
+//! requests per second by what it returns, in the same Redis round trip.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use switchboard::event::{Position, Topic};
+use switchboard::auth::Role;
+use switchboard::event::{Position, Since, Topic};
+use switchboard::store::{Audience, HistoryQuery, HistoryRead, ReadStatus};
 
-use crate::{ApiError, ApiState, Caller, store_error};
+use crate::{ApiError, ApiState, Verified, store_error};
 
 /// Most events one page holds.
 pub const MAX_PAGE: usize = 1000;
@@ -29,14 +37,20 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ApiError {
     ApiError::InvalidField { field, problem: problem.into() }
 }
 
-fn parse_since(raw: &str) -> Result<Position, ApiError> {
-    let shape = "must be <epoch>:<offset>, the epoch and offset of the last event you received";
-    let (epoch, offset) = raw.split_once(':').ok_or_else(|| invalid("since", shape))?;
+fn parse_since(raw: &str) -> Result<Since, ApiError> {
+    let shape = "must be <epoch>:<offset>:<id>, the epoch, offset and id of the last event you received";
+    let mut parts = raw.splitn(3, ':');
+    let (Some(epoch), Some(offset)) = (parts.next(), parts.next()) else { return Err(invalid("since", shape)) };
     if !Position::is_valid_epoch(epoch) {
         return Err(invalid("since", format!("{shape}; the epoch is letters and digits, at most 64")));
     }
     let offset = offset.parse().map_err(|_| invalid("since", format!("{shape}; the offset is a whole number")))?;
-    Ok(Position { epoch: epoch.to_owned(), offset })
+    let id = match parts.next() {
+        None => None,
+        Some(id) if Since::is_valid_id(id) => Some(id.to_owned()),
+        Some(_) => return Err(invalid("since", format!("{shape}; the id is 1 to 128 printable characters, no ':'"))),
+    };
+    Ok(Since { epoch: epoch.to_owned(), offset, id })
 }
 
 fn parse_topics(raw: Option<&String>) -> Result<Vec<Topic>, ApiError> {
@@ -53,7 +67,7 @@ fn parse_topics(raw: Option<&String>) -> Result<Vec<Topic>, ApiError> {
 /// `GET /v1/events`.
 pub async fn read(
     State(state): State<ApiState>,
-    Caller(who): Caller,
+    Verified(who): Verified,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(extra) = query.keys().find(|k| !matches!(k.as_str(), "since" | "events" | "limit")) {
@@ -72,30 +86,38 @@ pub async fn read(
     if limits.history_size == 0 {
         return Ok(Json(json!({"recovered": false, "events": [], "next": null})).into_response());
     }
-    let tenant = &who.tenant_id;
-    let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
-    let history = state.ctx.store.history(tenant, after, limits.history_size).await.map_err(store_error)?;
-    let (epoch, top) = (history.epoch.clone(), history.top);
-    let Some(since) = since else {
-        return Ok(
-            Json(json!({"recovered": true, "epoch": epoch, "offset": top, "events": [], "next": null})).into_response()
-        );
+    let audience = match who.role {
+        Role::Admin | Role::Service => Audience::Everyone,
+        _ => Audience::User(&who.user_id),
     };
-    let missed = history
-        .missed(&since, |e| e.visible_to(who.role, &who.user_id) && topics.iter().any(|t| t.matches(e.event_type)));
-    let Some(missed) = missed else {
-        return Ok(Json(json!({"recovered": false, "epoch": epoch, "offset": top, "events": [], "next": null}))
-            .into_response());
-    };
-    let more = missed.len() > limit;
-    let page = &missed[..missed.len().min(limit)];
-    let events: Vec<Value> = page
-        .iter()
-        .map(|(_, text)| serde_json::from_str(text).expect("the history holds the JSON it was given"))
+    let q = HistoryQuery { since: since.as_ref(), audience, max_events: limit, max_bytes: limits.recovery_max_bytes };
+    let rate = limits.rate_limit_per_sec;
+    let read = state
+        .ctx
+        .store
+        .history(&who.tenant_id, &q, &topics, Some(rate))
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::RateLimited(rate))?;
+    Ok(Json(page(&read)).into_response())
+}
+
+/// The answer: where the history stands, the events, and `next` when the
+/// page stopped at its count or bytes.
+fn page(read: &HistoryRead) -> Value {
+    let (epoch, top, top_id) = (&read.epoch, read.top, &read.top_id);
+    if read.status == ReadStatus::Lost {
+        return json!({"recovered": false, "epoch": epoch, "offset": top, "event_id": top_id, "events": [], "next": null});
+    }
+    let events: Vec<Value> = read
+        .envelopes()
+        .map(|(_, text)| serde_json::from_str(&text).expect("the history holds the JSON it was given"))
         .collect();
-    let next = match (more, page.last()) {
-        (true, Some((offset, _))) => Value::String(format!("{epoch}:{offset}")),
+    let next = match (read.status, events.last()) {
+        (ReadStatus::Truncated, Some(last)) => {
+            Value::String(format!("{epoch}:{}:{}", last["offset"], last["id"].as_str().unwrap_or_default()))
+        }
         _ => Value::Null,
     };
-    Ok(Json(json!({"recovered": true, "epoch": epoch, "offset": top, "events": events, "next": next})).into_response())
+    json!({"recovered": true, "epoch": epoch, "offset": top, "event_id": top_id, "events": events, "next": next})
 }

@@ -24,11 +24,11 @@ use switchboard::Context;
 use switchboard::apigw::{self, response};
 use switchboard::auth::Identity;
 use switchboard::broadcast::{self, BroadcastError, PublishError};
-use switchboard::event::{Position, Topic};
+use switchboard::event::{Since, Topic};
 use switchboard::gateway::PostOutcome;
 use switchboard::ids::ConnectionId;
 use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
-use switchboard::store::{OfflineRefusal, StoreError};
+use switchboard::store::{Audience, HistoryQuery, OfflineRefusal, ReadStatus, StoreError};
 
 /// Handles one client frame.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
@@ -147,19 +147,20 @@ async fn dispatch(
 /// round trip (so every event is either in that read or delivered live),
 /// posts `subscribed`, then every missed event this connection would have
 /// received, in offset order, and answers `recovered` (the route response,
-/// so it comes after them). All or nothing: when the history does not
-/// hold every event after `since` that this connection would have had, or
-/// there are more than `RECOVERY_MAX_EVENTS`, nothing is replayed and the
-/// answer is `recovered:false` with the current epoch and top offset.
-/// Events published meanwhile reach the client live and may also be in
-/// the replay: clients drop duplicates by offset.
+/// so it comes after them). All or nothing: when the history cannot prove
+/// it holds every event after `since` that this connection would have had
+/// (see [`ReadStatus::Lost`]), or there are more than `RECOVERY_MAX_EVENTS`
+/// or `RECOVERY_MAX_BYTES` of them, nothing is replayed and the answer is
+/// `recovered:false` with the current epoch and top offset. Events
+/// published meanwhile reach the client live and may also be in the
+/// replay: clients drop duplicates by event id.
 async fn recover(
     ctx: &Context,
     who: &Identity,
     conn: &ConnectionId,
     id: Option<String>,
     topics: &[Topic],
-    since: Position,
+    since: Since,
 ) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     let limits = &ctx.config.limits;
@@ -170,12 +171,25 @@ async fn recover(
         let me = me.ok_or_else(|| classify(&id, StoreError::UnknownConnection))?;
         post_reply(ctx, conn, &me.endpoint, &ServerReply::Subscribed { id: id.clone(), events }).await?;
         switchboard::metrics::recovery(false);
-        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: None, offset: None });
+        return Ok(ServerReply::Recovered {
+            id,
+            recovered: false,
+            count: 0,
+            epoch: None,
+            offset: None,
+            event_id: None,
+        });
     }
     let limit = limits.rate_limit_per_sec;
+    let query = HistoryQuery {
+        since: Some(&since),
+        audience: Audience::Connection(&who.user_id, conn),
+        max_events: limits.recovery_max_events,
+        max_bytes: limits.recovery_max_bytes,
+    };
     let r = ctx
         .store
-        .subscribe_since(tenant, conn, topics, since.offset, limits.history_size, limit)
+        .subscribe_since(tenant, conn, topics, &query, limit)
         .await
         .map_err(|e| classify(&id, e))?
         .ok_or_else(|| {
@@ -186,17 +200,15 @@ async fn recover(
             )
         })?;
     post_reply(ctx, conn, &r.endpoint, &ServerReply::Subscribed { id: id.clone(), events: r.topics.clone() }).await?;
-    let (epoch, top) = (r.history.epoch.clone(), r.history.top);
-    let missed = r
-        .history
-        .missed(&since, |e| e.reaches(&r.topics, &who.user_id, conn))
-        .filter(|events| events.len() <= limits.recovery_max_events);
-    let Some(events) = missed else {
-        tracing::info!(tenant_id = %tenant, connection_id = %conn, since = since.offset, %epoch, top, "recovery impossible: recovered:false");
+    let h = &r.history;
+    let (epoch, offset, event_id) = (Some(h.epoch.clone()), Some(h.top), h.top_id.clone());
+    if h.status != ReadStatus::Complete {
+        tracing::info!(tenant_id = %tenant, connection_id = %conn, since = since.offset, epoch = %h.epoch, top = h.top,
+            status = ?h.status, "recovery impossible: recovered:false");
         switchboard::metrics::recovery(false);
-        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch: Some(epoch), offset: Some(top) });
-    };
-    for (done, (offset, text)) in events.iter().enumerate() {
+        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch, offset, event_id });
+    }
+    for (done, (offset, text)) in h.envelopes().enumerate() {
         if let Some(why) = failure(ctx.gateway.post(&r.endpoint, conn, text.as_bytes()).await) {
             tracing::warn!(tenant_id = %tenant, connection_id = %conn, offset, error = %why, "recovery stopped early");
             return Err(Failure::Client(ProtocolError::new(
@@ -206,9 +218,10 @@ async fn recover(
             )));
         }
     }
-    tracing::debug!(tenant_id = %tenant, connection_id = %conn, count = events.len(), "recovered");
+    let count = h.events.len();
+    tracing::debug!(tenant_id = %tenant, connection_id = %conn, count, "recovered");
     switchboard::metrics::recovery(true);
-    Ok(ServerReply::Recovered { id, recovered: true, count: events.len(), epoch: Some(epoch), offset: Some(top) })
+    Ok(ServerReply::Recovered { id, recovered: true, count, epoch, offset, event_id })
 }
 
 /// `rate_limited`, with when to retry: the counter is per second, so the

@@ -158,6 +158,12 @@ impl Keys {
         format!("{}:history_meta:{{{tenant}}}", self.prefix)
     }
 
+    /// `{p}:hidx:{t}:` the stem of the history's indexes, which go on
+    /// `<epoch>:t:<type>`, `<epoch>:a:<type>` and `<epoch>:u:<user>`.
+    pub fn history_index_stem(&self, tenant: &TenantId) -> String {
+        self.stem("hidx", tenant)
+    }
+
     /// `{p}:recorded:{t}:<event_id>` STRING: the offset a queued event was recorded at (once per event).
     pub fn recorded(&self, tenant: &TenantId, event_id: &str) -> String {
         self.stem("recorded", tenant) + event_id

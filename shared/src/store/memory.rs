@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Breaker, Connection, Health, History, HistoryEntry, LogQuery, LogRecord, OfflineRefusal, Position, Presence,
-    Recipient, Record, Registered, Resolution, Resubscribed, Store, StoreError, StoreResult, Unregistered,
+    Breaker, Connection, Health, HistoryEntry, HistoryQuery, HistoryRead, LogQuery, LogRecord, OfflineRefusal,
+    Position, Presence, ReadStatus, Recipient, Record, Registered, Resolution, Resubscribed, Store, StoreError,
+    StoreResult, Unregistered,
 };
 use crate::config::Limits;
 use crate::event::{Envelope, EventType, Topic};
@@ -62,6 +63,8 @@ struct Log {
     /// Made on first use; the process's lifetime is the history's.
     epoch: Option<String>,
     top: u64,
+    /// The id of the event at `top`.
+    top_id: Option<String>,
     /// Oldest first, with when each was recorded.
     entries: VecDeque<(Instant, HistoryEntry)>,
     /// The stream's expiry: its last write plus the TTL.
@@ -97,36 +100,78 @@ impl Log {
         let now = Instant::now();
         self.expire(now);
         let epoch = self.epoch();
-        if let Some((offset, _)) = record.once.and_then(|id| self.once.get(id)) {
+        if let Some((offset, _)) = self.once.get(record.id).filter(|_| record.once) {
             return Some(Position { epoch, offset: *offset });
         }
         self.top += 1;
+        self.top_id = Some(record.id.to_owned());
         let text = (record.text.len() <= limits.history_max_event_bytes).then(|| record.text.to_owned());
-        let entry =
-            HistoryEntry { offset: self.top, event_type: record.event_type, target: target.clone(), user, text };
+        let entry = HistoryEntry {
+            offset: self.top,
+            id: record.id.to_owned(),
+            event_type: record.event_type,
+            target: target.clone(),
+            user,
+            text,
+        };
         self.entries.push_back((now, entry));
         while self.entries.len() > limits.history_size {
             self.entries.pop_front();
         }
         self.expiry = Some(now + limits.history_ttl);
-        if let Some(id) = record.once {
-            self.once.insert(id.to_owned(), (self.top, now + limits.history_ttl));
+        if record.once {
+            self.once.insert(record.id.to_owned(), (self.top, now + limits.history_ttl));
         }
         Some(Position { epoch, offset: self.top })
     }
 
-    fn after(&mut self, limits: &Limits, after: u64, max: usize) -> History {
+    /// The Redis script's `history_read`, step for step.
+    fn read(&mut self, limits: &Limits, query: &HistoryQuery<'_>, topics: &[Topic]) -> HistoryRead {
         let now = Instant::now();
         self.expire(now);
         let epoch = self.epoch();
-        let entries = self
-            .entries
-            .iter()
-            .filter(|(at, e)| e.offset > after && now.duration_since(*at) <= limits.history_ttl)
-            .take(max)
-            .map(|(_, e)| e.clone())
-            .collect();
-        History { epoch, top: self.top, entries }
+        let mut read = HistoryRead { epoch, top: self.top, top_id: self.top_id.clone(), ..HistoryRead::default() };
+        let Some(since) = query.since else { return read };
+        let lost = HistoryRead { status: ReadStatus::Lost, ..read.clone() };
+        if since.epoch != read.epoch || since.offset > self.top {
+            return lost;
+        }
+        let at = |offset: u64| self.entries.iter().find(|(_, e)| e.offset == offset);
+        if let Some(id) = since.id.as_deref().filter(|_| since.offset > 0) {
+            let theirs = if since.offset == self.top {
+                self.top_id.as_deref()
+            } else {
+                at(since.offset).map(|(_, e)| e.id.as_str())
+            };
+            if theirs != Some(id) {
+                return lost;
+            }
+        }
+        if since.offset == self.top {
+            return read;
+        }
+        match at(since.offset + 1) {
+            Some((recorded, _)) if now.duration_since(*recorded) <= limits.history_ttl => {}
+            _ => return lost,
+        }
+        let mut bytes = 0;
+        let wanted = self.entries.iter().map(|(_, e)| e).filter(|e| {
+            e.offset > since.offset && query.audience.admits(e) && topics.iter().any(|t| t.matches(e.event_type))
+        });
+        for entry in wanted {
+            if read.events.len() == query.max_events {
+                read.status = ReadStatus::Truncated;
+                break;
+            }
+            let Some(text) = &entry.text else { return lost };
+            if bytes + text.len() > query.max_bytes {
+                read.status = ReadStatus::Truncated;
+                break;
+            }
+            bytes += text.len();
+            read.events.push((entry.offset, text.clone()));
+        }
+        read
     }
 }
 
@@ -171,7 +216,7 @@ fn resolution(t: &Tenant, event: EventType, target: &Target) -> Resolution {
 fn record_presence(t: &mut Tenant, limits: &Limits, tenant: &TenantId, user: &UserId, online: bool) -> Envelope {
     let mut event = super::presence_event(tenant, user, online);
     let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
-    let record = Record { event_type: event.event_type, text: &text, once: None };
+    let record = Record { event_type: event.event_type, text: &text, id: &event.id, once: false };
     let position = t.history.record(limits, &record, &Target::Tenant, None);
     event.set_position(position.as_ref());
     event
@@ -201,6 +246,11 @@ impl Tenant {
         }
         self.rate_window.1 += 1;
         self.rate_window.1 <= limit
+    }
+
+    /// What a history read costs beyond the request `within_limit` counted.
+    fn charge(&mut self, read: &HistoryRead) {
+        self.rate_window.1 = self.rate_window.1.saturating_add(super::read_cost(read));
     }
 
     fn is_online(&self, user: &UserId, now: Instant) -> bool {
@@ -464,8 +514,26 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History> {
-        Ok(self.with(|state| state.entry(tenant.clone()).or_default().history.after(&self.limits, after, max)))
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        query: &HistoryQuery<'_>,
+        topics: &[Topic],
+        limit: Option<u32>,
+    ) -> StoreResult<Option<HistoryRead>> {
+        Ok(self.with(|state| {
+            let t = state.entry(tenant.clone()).or_default();
+            if let Some(limit) = limit
+                && !t.within_limit(limit)
+            {
+                return None;
+            }
+            let read = t.history.read(&self.limits, query, topics);
+            if limit.is_some() {
+                t.charge(&read);
+            }
+            Some(read)
+        }))
     }
 
     async fn subscribe_since(
@@ -473,8 +541,7 @@ impl Store for MemoryStore {
         tenant: &TenantId,
         conn: &ConnectionId,
         topics: &[Topic],
-        after: u64,
-        max: usize,
+        query: &HistoryQuery<'_>,
         limit: u32,
     ) -> StoreResult<Option<Resubscribed>> {
         self.with(|state| {
@@ -484,7 +551,8 @@ impl Store for MemoryStore {
             }
             let topics = self.subscribe_in(t, conn, topics)?;
             let endpoint = t.conns.get(conn).map(|(c, _)| c.endpoint.clone()).unwrap_or_default();
-            let history = t.history.after(&self.limits, after, max);
+            let history = t.history.read(&self.limits, query, &topics);
+            t.charge(&history);
             Ok(Some(Resubscribed { topics, endpoint, history }))
         })
     }

@@ -33,8 +33,8 @@ mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use crate::event::Position;
 use crate::event::{Envelope, EventType, Topic};
+pub use crate::event::{Position, Since};
 use crate::ids::Role;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::Target;
@@ -137,17 +137,22 @@ pub struct Record<'a> {
     pub event_type: EventType,
     /// The envelope, serialised without a position.
     pub text: &'a str,
-    /// A queued job's event id: the event is recorded the first time only,
-    /// and a retried job gets the same position back. `None` for a
-    /// synchronous publish (it is never retried).
-    pub once: Option<&'a str>,
+    /// The event's id (what proves a position at it).
+    pub id: &'a str,
+    /// A queued job's event: recorded the first time only, and a retried
+    /// job gets the same position back. False for a synchronous publish
+    /// (it is never retried).
+    pub once: bool,
 }
 
-/// One event of a tenant's history.
+/// One event of a tenant's history (the memory store's copy; Redis keeps
+/// the same fields in its stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
     /// Its offset.
     pub offset: u64,
+    /// Its id.
+    pub id: String,
     /// Its type.
     pub event_type: EventType,
     /// Whom it was published to.
@@ -160,71 +165,105 @@ pub struct HistoryEntry {
     pub text: Option<String>,
 }
 
-impl HistoryEntry {
-    /// Would a connection of `user` (with id `conn`) subscribed to `topics`
-    /// have received this event? Exactly the resolve's rule: a tenant
-    /// event, one for its user, or one for that very connection, whose type
-    /// matches one of the topics.
-    pub fn reaches(&self, topics: &[Topic], user: &UserId, conn: &ConnectionId) -> bool {
-        let addressed = match &self.target {
-            Target::Tenant => true,
-            Target::User(u) => u == user,
-            Target::Connection(c) => c == conn,
-        };
-        addressed && topics.iter().any(|t| t.matches(self.event_type))
-    }
+/// Whose events a history read returns: what they could have received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// Every event of the tenant (admins and services over the HTTP API).
+    Everyone,
+    /// The tenant-wide events and those addressed to this user or to one
+    /// of their connections (agents and supervisors over the HTTP API).
+    User(&'a UserId),
+    /// What one connection of a user would have received: the tenant-wide
+    /// events, its user's and its own (a `subscribe` with `since`).
+    Connection(&'a UserId, &'a ConnectionId),
+}
 
-    /// May a caller of `role` who is `user` read this event over the HTTP
-    /// API? What they could have subscribed to: admins and services see the
-    /// tenant's every event; agents and supervisors the tenant's own and
-    /// those addressed to them (their user, or a connection of theirs).
-    pub fn visible_to(&self, role: Role, user: &UserId) -> bool {
-        match (role, &self.target) {
-            (Role::Admin | Role::Service, _) | (_, Target::Tenant) => true,
-            _ => self.user.as_ref() == Some(user),
+impl Audience<'_> {
+    /// Is `entry` addressed to this audience? Exactly the resolve's rule
+    /// for a connection.
+    pub fn admits(&self, entry: &HistoryEntry) -> bool {
+        match (self, &entry.target) {
+            (Audience::Everyone, _) | (_, Target::Tenant) => true,
+            (Audience::User(user), _) => entry.user.as_ref() == Some(*user),
+            (Audience::Connection(user, _), Target::User(u)) => u == *user,
+            (Audience::Connection(_, conn), Target::Connection(c)) => c == *conn,
         }
     }
 
-    /// The envelope with its position, as it was first sent.
-    pub fn envelope(&self, epoch: &str) -> Option<String> {
-        let p = Position { epoch: epoch.to_owned(), offset: self.offset };
-        self.text.as_deref().map(|t| crate::event::with_position(t, &p))
+    /// Its mode and ids as the history script takes them.
+    pub(crate) fn parts(&self) -> (&'static str, &str, &str) {
+        match self {
+            Audience::Everyone => ("everyone", "", ""),
+            Audience::User(u) => ("user", u.as_str(), ""),
+            Audience::Connection(u, c) => ("connection", u.as_str(), c.as_str()),
+        }
     }
 }
 
-/// What a tenant's history holds after an offset.
+/// A read of a tenant's history after a reader's position.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery<'a> {
+    /// Where the reader stands; `None`: only where the history stands now.
+    pub since: Option<&'a Since>,
+    /// Whose events.
+    pub audience: Audience<'a>,
+    /// Most events one read returns (more: [`ReadStatus::Truncated`]).
+    pub max_events: usize,
+    /// Most bytes of events one read returns (more: [`ReadStatus::Truncated`]).
+    pub max_bytes: usize,
+}
+
+/// What a history read could give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadStatus {
+    /// Every event after the position that the reader would have had.
+    #[default]
+    Complete,
+    /// The first of them, up to the read's caps: there are more.
+    Truncated,
+    /// The history cannot prove it holds them all: another epoch (Redis
+    /// restarted, failed over, lost the history), a position it never gave
+    /// or no longer holds, an event at the position that is not the one
+    /// the reader saw, or one too large to have been kept. Nothing is given.
+    Lost,
+}
+
+/// A history read's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct History {
+pub struct HistoryRead {
     /// The history's epoch (made on first use).
     pub epoch: String,
     /// The latest offset handed out (0: none yet).
     pub top: u64,
-    /// Retained events after the offset asked for that have not expired,
-    /// oldest first; at most as many as asked for.
-    pub entries: Vec<HistoryEntry>,
+    /// The id of the event at `top`, when known: with it, `top` is a
+    /// position a reader can prove.
+    pub top_id: Option<String>,
+    /// Whether `events` is all of it.
+    pub status: ReadStatus,
+    /// The events, oldest first: offset and envelope without its position.
+    pub events: Vec<(u64, String)>,
 }
 
-impl History {
-    /// Does this answer hold every event after `since` (all or nothing)?
-    /// The same epoch, and either nothing happened since or the very next
-    /// event is retained: with it, all later ones are (the history only
-    /// loses its oldest).
-    pub fn covers(&self, since: &Position) -> bool {
-        self.epoch == since.epoch
-            && since.offset <= self.top
-            && (since.offset == self.top || self.entries.first().is_some_and(|e| e.offset == since.offset + 1))
+impl HistoryRead {
+    /// The events as first sent (with their position), oldest first.
+    pub fn envelopes(&self) -> impl Iterator<Item = (u64, String)> + '_ {
+        self.events.iter().map(|(offset, text)| {
+            let p = Position { epoch: self.epoch.clone(), offset: *offset };
+            (*offset, crate::event::with_position(text, &p))
+        })
     }
 
-    /// The events after `since` that `wants` picks, oldest first, as
-    /// their envelopes (with position); `None` when they cannot all be
-    /// given: the history does not [`cover`](History::covers) `since`, or
-    /// one of them was too large for the history to keep its text.
-    pub fn missed(&self, since: &Position, wants: impl Fn(&HistoryEntry) -> bool) -> Option<Vec<(u64, String)>> {
-        if !self.covers(since) {
-            return None;
-        }
-        self.entries.iter().filter(|e| wants(e)).map(|e| Some((e.offset, e.envelope(&self.epoch)?))).collect()
+    /// The bytes of the events returned.
+    pub fn bytes(&self) -> usize {
+        self.events.iter().map(|(_, t)| t.len()).sum()
     }
+}
+
+/// What a history read costs against the tenant's requests per second,
+/// beyond the one request it was let in as: one more per 100 events and
+/// per 64 KiB it returned (the history script's `charge`, the same rule).
+pub fn read_cost(read: &HistoryRead) -> u32 {
+    (read.events.len() / 100 + read.bytes() / 65536) as u32
 }
 
 /// What a subscribe with recovery returns.
@@ -234,9 +273,9 @@ pub struct Resubscribed {
     pub topics: Vec<Topic>,
     /// Where the connection is reached (to post the replay).
     pub endpoint: String,
-    /// The history after the offset, read at the moment the subscription
-    /// took effect: later events reach the connection live.
-    pub history: History,
+    /// The history after the position, read at the moment the
+    /// subscription took effect: later events reach the connection live.
+    pub history: HistoryRead,
 }
 
 /// Webhook configurations travel through a backend as the JSON the
@@ -582,21 +621,31 @@ pub trait Store: Send + Sync + 'static {
         limit: Option<u32>,
     ) -> StoreResult<Option<Resolution>>;
 
-    /// Up to `max` retained events after offset `after`, oldest first, with
-    /// the history's epoch and top offset.
-    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History>;
+    /// The events after `query.since` of `query.audience` that match
+    /// `topics`, within the query's caps, in one round trip on Redis; with
+    /// `limit`, first counted against the tenant's requests per second
+    /// (`None` when over it: nothing read), then charged by what it
+    /// returned (one request more per 100 events and per 64 KiB). Redis
+    /// reads only the events it returns (indexes by type and user), and
+    /// judges the position before it reads any (see [`ReadStatus::Lost`]).
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        query: &HistoryQuery<'_>,
+        topics: &[Topic],
+        limit: Option<u32>,
+    ) -> StoreResult<Option<HistoryRead>>;
 
-    /// [`Store::subscribe`], and the history after `after` (up to `max`
-    /// events) read in the same round trip; first counted against the
-    /// tenant's `limit` requests per second (`None` when over it: nothing
-    /// done), as a recovery reads up to `HISTORY_SIZE` events.
+    /// [`Store::subscribe`], and [`Store::history`] for the connection's
+    /// topics after the change, read in the same round trip; counted and
+    /// charged against the tenant's `limit` requests per second (`None`
+    /// when over it: nothing done).
     async fn subscribe_since(
         &self,
         tenant: &TenantId,
         conn: &ConnectionId,
         topics: &[Topic],
-        after: u64,
-        max: usize,
+        query: &HistoryQuery<'_>,
         limit: u32,
     ) -> StoreResult<Option<Resubscribed>>;
 

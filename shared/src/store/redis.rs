@@ -21,8 +21,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use tokio::sync::OnceCell;
 
 use super::{
-    Connection, History, HistoryEntry, Keys, OfflineRefusal, Position, Presence, Recipient, Record, Registered,
-    Resolution, Resubscribed, Store, StoreError, StoreResult, Unregistered,
+    Connection, HistoryQuery, HistoryRead, Keys, OfflineRefusal, Position, Presence, ReadStatus, Recipient, Record,
+    Registered, Resolution, Resubscribed, Store, StoreError, StoreResult, Unregistered,
 };
 use crate::config::{Limits, RedisConfig};
 use crate::event::{EventType, Topic};
@@ -75,8 +75,9 @@ static SUBSCRIBE_SINCE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// A script in `lua/history_read.lua`, which opens with its KEYS/ARGV contract.
-static HISTORY_READ: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{HISTORY_FN}\n{}", include_str!("lua/history_read.lua"))));
+static HISTORY_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{HISTORY_FN}\n{}", include_str!("lua/history_read.lua")))
+});
 
 /// A script in `lua/unsubscribe.lua`, which opens with its KEYS/ARGV contract.
 static UNSUBSCRIBE: LazyLock<Script> =
@@ -218,32 +219,29 @@ fn position(offset: Value, epoch: Value) -> StoreResult<Option<Position>> {
     Ok((offset > 0).then_some(Position { epoch, offset }))
 }
 
-/// `history_after`'s answer: {epoch, top, then offset, type, mode, target, user, text per entry}.
-fn parse_history(flat: Vec<Value>) -> StoreResult<History> {
+/// `history_read`'s answer: {status, epoch, top, top id, bytes, then
+/// offset and text per event}.
+fn parse_history(reply: Value) -> StoreResult<HistoryRead> {
     let bad = || corrupt("history reply");
+    let flat: Vec<Value> = redis::from_redis_value(reply).map_err(|_| bad())?;
     let mut items = flat.into_iter();
-    let epoch: String = items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(bad)?;
-    let top: u64 = items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(bad)?;
-    let rest: Vec<String> = items.map(|v| redis::from_redis_value(v).map_err(|_| bad())).collect::<StoreResult<_>>()?;
-    let entries = rest
-        .chunks_exact(6)
-        .map(|e| {
-            let target = match e[2].as_str() {
-                "tenant" => Target::Tenant,
-                "user" => Target::User(UserId::parse(e[3].as_str()).map_err(|_| bad())?),
-                "connection" => Target::Connection(ConnectionId::parse(e[3].as_str()).map_err(|_| bad())?),
-                _ => return Err(bad()),
-            };
-            Ok(HistoryEntry {
-                offset: e[0].parse().map_err(|_| bad())?,
-                event_type: e[1].parse().map_err(|_| bad())?,
-                target,
-                user: if e[4].is_empty() { None } else { Some(UserId::parse(e[4].as_str()).map_err(|_| bad())?) },
-                text: (!e[5].is_empty()).then(|| e[5].clone()),
-            })
-        })
-        .collect::<StoreResult<_>>()?;
-    Ok(History { epoch, top, entries })
+    let mut next_string =
+        || -> StoreResult<String> { items.next().and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(bad) };
+    let status = match next_string()?.as_str() {
+        "complete" => ReadStatus::Complete,
+        "truncated" => ReadStatus::Truncated,
+        "lost" => ReadStatus::Lost,
+        _ => return Err(bad()),
+    };
+    let epoch = next_string()?;
+    let top = next_string()?.parse().map_err(|_| bad())?;
+    let top_id = Some(next_string()?).filter(|id| !id.is_empty());
+    let _bytes = next_string()?;
+    let mut events = Vec::new();
+    while let Ok(offset) = next_string() {
+        events.push((offset.parse().map_err(|_| bad())?, next_string()?));
+    }
+    Ok(HistoryRead { epoch, top, top_id, status, events })
 }
 
 /// A connection id and its index entry (`<user_id> <endpoint>`).
@@ -311,14 +309,38 @@ impl RedisStore {
     }
 
     /// The history arguments every recording script takes: size, ttl_ms,
-    /// max event bytes, a fresh epoch (used when the history has none).
-    fn history_args(&self) -> [String; 4] {
+    /// max event bytes, a fresh epoch (used when the history has none),
+    /// the stem of the tenant's history indexes.
+    fn history_args(&self, tenant: &TenantId) -> [String; 5] {
         let l = &self.limits;
         [
             l.history_size.to_string(),
             Self::millis(l.history_ttl).to_string(),
             l.history_max_event_bytes.to_string(),
             Position::fresh_epoch(),
+            self.keys.history_index_stem(tenant),
+        ]
+    }
+
+    /// `history_read`'s q: where the reader stands, whose events, the caps.
+    fn history_query(&self, tenant: &TenantId, q: &HistoryQuery<'_>) -> [String; 11] {
+        let (epoch, offset, id) = match q.since {
+            Some(s) => (s.epoch.clone(), s.offset.to_string(), s.id.clone().unwrap_or_default()),
+            None => (String::new(), "0".to_owned(), String::new()),
+        };
+        let (mode, user, conn) = q.audience.parts();
+        [
+            Position::fresh_epoch(),
+            epoch,
+            offset,
+            id,
+            mode.to_owned(),
+            user.to_owned(),
+            conn.to_owned(),
+            q.max_events.to_string(),
+            q.max_bytes.to_string(),
+            Self::millis(self.limits.history_ttl).to_string(),
+            self.keys.history_index_stem(tenant),
         ]
     }
 
@@ -345,15 +367,15 @@ impl RedisStore {
             .key(k.conn_index(tenant))
             .key(k.history(tenant))
             .key(k.history_meta(tenant))
-            .key(k.recorded(tenant, record.and_then(|r| r.once).unwrap_or("")));
+            .key(k.recorded(tenant, record.filter(|r| r.once).map_or("", |r| r.id)));
         for topic in event.topics() {
             inv.key(k.subs(tenant, &topic));
         }
         inv.arg(mode).arg(k.stem("conn", tenant)).arg(target_id).arg(limit.map(|l| l.to_string()).unwrap_or_default());
         match record {
             Some(r) if recording => {
-                inv.arg(if r.once.is_some() { "once" } else { "yes" });
-                inv.arg(&self.history_args()).arg(r.text).arg(r.event_type.as_str());
+                inv.arg(if r.once { "once" } else { "yes" });
+                inv.arg(&self.history_args(tenant)).arg(r.text).arg(r.event_type.as_str()).arg(r.id);
             }
             _ => {
                 inv.arg("");
@@ -418,9 +440,9 @@ impl Store for RedisStore {
             .arg(Self::millis(self.limits.presence_ttl))
             .arg(k.stem("conn", t))
             .arg(Self::millis(self.limits.offline_ttl))
-            .arg(&self.history_args());
+            .arg(&self.history_args(t));
         let mut event = super::presence_event(t, &c.user_id, true);
-        inv.arg(serde_json::to_string(&event).expect("an envelope is plain JSON"));
+        inv.arg(serde_json::to_string(&event).expect("an envelope is plain JSON")).arg(&event.id);
         let (user_connections, came_online, tenant_was_empty, mut presence): (usize, u8, u8, Vec<Value>) =
             inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         if tenant_was_empty == 1 {
@@ -467,7 +489,7 @@ impl Store for RedisStore {
             .arg(k.stem("user", tenant))
             .arg(k.stem("presence", tenant))
             .arg(k.stem("subs", tenant))
-            .arg(&self.history_args())
+            .arg(&self.history_args(tenant))
             .arg(&super::presence_parts(tenant, false));
         for c in conns {
             inv.arg(c.as_str()).arg(uuid::Uuid::now_v7().to_string());
@@ -605,19 +627,31 @@ impl Store for RedisStore {
         self.resolve_script(tenant, limit, record.event_type, target, Some(record)).await
     }
 
-    async fn history(&self, tenant: &TenantId, after: u64, max: usize) -> StoreResult<History> {
+    async fn history(
+        &self,
+        tenant: &TenantId,
+        query: &HistoryQuery<'_>,
+        topics: &[Topic],
+        limit: Option<u32>,
+    ) -> StoreResult<Option<HistoryRead>> {
         let k = &self.keys;
-        let flat: Vec<Value> = HISTORY_READ
-            .key(k.history(tenant))
-            .key(k.history_meta(tenant))
-            .arg(Position::fresh_epoch())
-            .arg(after)
-            .arg(max)
-            .arg(Self::millis(self.limits.history_ttl))
-            .invoke_async(&mut self.conn().await?)
-            .await
-            .map_err(unavailable)?;
-        parse_history(flat)
+        let mut inv = HISTORY_READ.key(k.history(tenant));
+        inv.key(k.history_meta(tenant))
+            .key(k.rate_limit(tenant, crate::time::now_millis() / 1000))
+            .arg(limit.map(|l| l.to_string()).unwrap_or_default())
+            .arg(&self.history_query(tenant, query))
+            .arg(topics.len());
+        for topic in topics {
+            inv.arg(topic.as_str());
+        }
+        for event_type in EventType::ALL {
+            inv.arg(event_type.as_str());
+        }
+        let reply: Value = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        match reply {
+            Value::Int(-3) => Ok(None),
+            other => parse_history(other).map(Some),
+        }
     }
 
     async fn subscribe_since(
@@ -625,8 +659,7 @@ impl Store for RedisStore {
         tenant: &TenantId,
         conn: &ConnectionId,
         topics: &[Topic],
-        after: u64,
-        max: usize,
+        query: &HistoryQuery<'_>,
         limit: u32,
     ) -> StoreResult<Option<Resubscribed>> {
         let k = &self.keys;
@@ -638,11 +671,12 @@ impl Store for RedisStore {
             .key(k.rate_limit(tenant, crate::time::now_millis() / 1000))
             .arg(conn.as_str())
             .arg(self.limits.max_subscriptions)
-            .arg(after)
-            .arg(max)
-            .arg(Self::millis(self.limits.history_ttl))
-            .arg(Position::fresh_epoch())
-            .arg(limit);
+            .arg(limit)
+            .arg(&self.history_query(tenant, query))
+            .arg(EventType::ALL.len());
+        for event_type in EventType::ALL {
+            inv.arg(event_type.as_str());
+        }
         for topic in topics {
             inv.key(k.subs(tenant, topic)).arg(topic.as_str());
         }
@@ -660,9 +694,7 @@ impl Store for RedisStore {
                 let endpoint: String = endpoint
                     .and_then(|v| redis::from_redis_value(v).ok())
                     .ok_or_else(|| corrupt("connection record"))?;
-                let history = parse_history(
-                    history.and_then(|v| redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("history reply"))?,
-                )?;
+                let history = parse_history(history.ok_or_else(|| corrupt("history reply"))?)?;
                 Ok(Some(Resubscribed { topics, endpoint, history }))
             }
             _ => Err(corrupt("subscribe reply")),

@@ -12,8 +12,9 @@ use switchboard::Context;
 use switchboard::auth::Role;
 use switchboard::broadcast;
 use switchboard::config::{Config, RedisConfig};
-use switchboard::event::{Envelope, EventType};
+use switchboard::event::{Envelope, EventType, Topic};
 use switchboard::protocol::Target;
+use switchboard::store::{Audience, HistoryQuery};
 use switchboard_local::{Emulator, GatewayLimits, Mode, Settings};
 use switchboard_tests::auth::token;
 use switchboard_tests::id::{tenant, user};
@@ -60,6 +61,14 @@ impl World {
         event.id
     }
 
+    /// Where the tenant's history stands: its top offset and the id there.
+    async fn head(&self, tenant_id: &str) -> (u64, Option<String>) {
+        let q = HistoryQuery { since: None, audience: Audience::Everyone, max_events: 1, max_bytes: 1 };
+        let all = [Topic::ALL.parse().unwrap()];
+        let h = self.ctx.store.history(&tenant(tenant_id), &q, &all, None).await.unwrap().unwrap();
+        (h.top, h.top_id)
+    }
+
     async fn until_offline(&self, tenant_id: &str, user_id: &str) {
         let (t, u) = (tenant(tenant_id), user(user_id));
         eventually("$disconnect ran", || async { self.ctx.store.presence(&t, &u).await.unwrap().connections == 0 })
@@ -67,8 +76,9 @@ impl World {
     }
 }
 
+/// The position of an event a client received: epoch, offset and id.
 fn position(event: &Value) -> Value {
-    json!({"epoch": event["epoch"], "offset": event["offset"]})
+    json!({"epoch": event["epoch"], "offset": event["offset"], "id": event["id"]})
 }
 
 /// Sends a subscribe with `since`; returns the events replayed before the
@@ -142,7 +152,8 @@ async fn a_client_cut_off_recovers_exactly_what_it_missed(cut: Cut) {
     let top = recovered["offset"].as_u64().unwrap();
     assert_eq!(
         recovered,
-        json!({"type": "recovered", "id": "r", "recovered": true, "count": 80, "epoch": seen["epoch"], "offset": top})
+        json!({"type": "recovered", "id": "r", "recovered": true, "count": 80, "epoch": seen["epoch"], "offset": top,
+            "event_id": w.head("acme").await.1})
     );
     assert!(top >= *offsets.last().unwrap());
 
@@ -182,7 +193,7 @@ async fn a_client_whose_tcp_connection_dropped_recovers_exactly_what_it_missed()
 /// (not yet subscribed): its world, its new socket, the event it saw, and
 /// the top offset (its own `presence.online`; the last call event is just
 /// before it).
-async fn came_back_after_20(tweak: impl FnOnce(&mut Config)) -> (World, Ws, Value, u64) {
+async fn came_back_after_20(tweak: impl FnOnce(&mut Config)) -> (World, Ws, Value, (u64, Option<String>)) {
     let w = world_with(tweak).await;
     let mut me = w.client("acme", "42", &["call.*"]).await;
     w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
@@ -193,26 +204,27 @@ async fn came_back_after_20(tweak: impl FnOnce(&mut Config)) -> (World, Ws, Valu
         w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
     }
     let back = w.connect("acme", "42").await;
-    let top = w.ctx.store.history(&tenant("acme"), 0, 0).await.unwrap().top;
+    let top = w.head("acme").await;
     (w, back, seen, top)
 }
 
-fn gap(epoch: &Value, top: u64) -> Value {
-    json!({"type": "recovered", "id": "r", "recovered": false, "count": 0, "epoch": epoch, "offset": top})
+fn gap(epoch: &Value, (top, event_id): &(u64, Option<String>)) -> Value {
+    json!({"type": "recovered", "id": "r", "recovered": false, "count": 0, "epoch": epoch, "offset": top, "event_id": event_id})
 }
 
 #[tokio::test]
 async fn a_position_the_history_no_longer_holds_recovers_nothing() {
-    let (_w, mut back, seen, top) = came_back_after_20(|c| c.limits.history_size = 10).await;
+    let (_w, mut back, seen, head) = came_back_after_20(|c| c.limits.history_size = 10).await;
+    let top = head.0;
     // Older than the history (10 kept, 20 missed): nothing replayed, not the 9 it still has.
     let (replayed, answer) = resubscribe(&mut back, &["call.*"], position(&seen)).await;
-    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], &head)));
     // Another epoch: its offsets mean nothing here.
     let (replayed, answer) = resubscribe(&mut back, &["call.*"], json!({"epoch": "0123abcd", "offset": top})).await;
-    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], &head)));
     // An offset from the future is not a position this history gave.
     let (_, answer) = resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top + 5})).await;
-    assert_eq!(answer, gap(&seen["epoch"], top));
+    assert_eq!(answer, gap(&seen["epoch"], &head));
     // Nothing that was not asked for came meanwhile.
     assert!(silent(&mut back, Duration::from_millis(200)).await);
     // Within the history: exactly the missed ones (5 call events, and a presence.online it did not subscribe to).
@@ -229,11 +241,12 @@ async fn a_position_the_history_no_longer_holds_recovers_nothing() {
 
 #[tokio::test]
 async fn missing_more_than_one_recovery_replays_recovers_nothing() {
-    let (_w, mut back, seen, top) = came_back_after_20(|c| c.limits.recovery_max_events = 5).await;
+    let (_w, mut back, seen, head) = came_back_after_20(|c| c.limits.recovery_max_events = 5).await;
+    let top = head.0;
     // 6 call events missed, RECOVERY_MAX_EVENTS is 5.
     let (replayed, answer) =
         resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top - 7})).await;
-    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], top)));
+    assert_eq!((replayed.len(), &answer), (0, &gap(&seen["epoch"], &head)));
     let (replayed, answer) =
         resubscribe(&mut back, &["call.*"], json!({"epoch": seen["epoch"], "offset": top - 6})).await;
     assert_eq!((replayed.len(), &answer["recovered"]), (5, &json!(true)));
@@ -409,5 +422,191 @@ async fn http_catch_up_is_all_or_nothing_when_the_history_moved_on() {
     let since = format!("?since={}:{}", start["epoch"].as_str().unwrap(), start["offset"]);
     let (status, page) = w.events("acme", "svc", Role::Service, &since).await;
     assert_eq!(status, 200);
-    assert_eq!(page, json!({"recovered": false, "epoch": start["epoch"], "offset": 8, "events": [], "next": null}));
+    let event_id = w.head("acme").await.1;
+    assert_eq!(
+        page,
+        json!({"recovered": false, "epoch": start["epoch"], "offset": 8, "event_id": event_id, "events": [], "next": null})
+    );
+}
+
+/// How Redis loses the newest part of a tenant's history.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// Restarted from an RDB snapshot taken a few events earlier (or a
+    /// backup restored by restarting from it).
+    Snapshot,
+    /// Restarted from an append-only file that lost its tail (`appendfsync
+    /// everysec` loses up to a second of writes in a crash).
+    AofTail,
+}
+
+/// The `.incr.aof` files of a server's append-only directory.
+fn incr_aof_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let aof = dir.join("appendonlydir");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&aof).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.retain(|p| p.to_string_lossy().ends_with(".incr.aof"));
+    files
+}
+
+/// Publishes `n` call events to the tenant; returns their ids in order.
+async fn calls(w: &World, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(w.publish("acme", EventType::CallIncoming, Target::Tenant).await);
+    }
+    ids
+}
+
+/// The promise whatever Redis lost: a recovery from the position of an
+/// event the client saw answers every call event published after it, or
+/// `recovered:false` with nothing replayed. Never `recovered:true` with a gap.
+async fn recover_all_or_nothing(w: &World, since: Value, published: &[String]) -> Value {
+    let at = published.iter().position(|id| *id == since["id"]).expect("the position of a published event");
+    let expected = &published[at + 1..];
+    let mut back = w.connect("acme", "9").await;
+    let (replayed, answer) = resubscribe(&mut back, &["call.*"], since.clone()).await;
+    let ids: Vec<&str> = replayed.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    match answer["recovered"].as_bool() {
+        Some(false) => assert!(replayed.is_empty(), "recovered:false replays nothing"),
+        _ => assert_eq!(ids, expected, "recovered:true from {since} must replay every event after it: {answer}"),
+    }
+    answer
+}
+
+/// A client at `early` left before Redis's last checkpoint, one at `late`
+/// after it; Redis loses what came after the checkpoint and the tenant
+/// goes on publishing (the offsets after the checkpoint are handed out
+/// again, to other events). Neither may recover with a gap, with or
+/// without the id in its position.
+async fn a_redis_that_lost_data_never_recovers_with_a_gap(loss: Loss) {
+    let args: &[&str] = match loss {
+        Loss::Snapshot => &[],
+        Loss::AofTail => &["--appendonly", "yes", "--appendfsync", "always"],
+    };
+    let mut redis = RedisServer::start_with_args(args).unwrap();
+    let w = world_on(redis.url(), Settings::ephemeral(), |_| {}).await;
+    let mut early = w.client("acme", "42", &["call.*"]).await;
+    let mut late = w.client("acme", "7", &["call.*"]).await;
+    let mut published = calls(&w, 3).await;
+    let mut seen_early = Value::Null;
+    for _ in 0..3 {
+        seen_early = next_json(&mut early).await;
+        next_json(&mut late).await;
+    }
+    drop(early);
+    w.until_offline("acme", "42").await;
+    // The checkpoint: what survives.
+    let aof_sizes: Vec<(std::path::PathBuf, u64)> = match loss {
+        Loss::Snapshot => {
+            switchboard_tests::redis_cmd(redis.port, &["SAVE"]).unwrap();
+            vec![]
+        }
+        Loss::AofTail => {
+            let files = incr_aof_files(redis.dir());
+            assert!(!files.is_empty(), "an AOF in {:?}", redis.dir());
+            files.into_iter().map(|f| (f.clone(), std::fs::metadata(&f).unwrap().len())).collect()
+        }
+    };
+    published.extend(calls(&w, 4).await);
+    let mut seen_late = Value::Null;
+    for _ in 0..4 {
+        seen_late = next_json(&mut late).await;
+    }
+    // The loss.
+    match loss {
+        Loss::Snapshot => redis.crash_and_restart().unwrap(),
+        Loss::AofTail => {
+            // Killed first, then every incremental file cut back to the checkpoint.
+            redis.kill();
+            for (file, len) in &aof_sizes {
+                std::fs::OpenOptions::new().write(true).open(file).unwrap().set_len(*len).unwrap();
+            }
+            redis.start_again().unwrap();
+        }
+    }
+    eventually("the store reconnects", || async { w.ctx.store.ping().await.is_ok() }).await;
+    published.extend(calls(&w, 6).await);
+
+    for (who, seen) in [("early", &seen_early), ("late", &seen_late)] {
+        let answer = recover_all_or_nothing(&w, position(seen), &published).await;
+        assert_eq!(answer["recovered"], false, "{who}: events were lost ({loss:?}): {answer}");
+        let old_client = json!({"epoch": seen["epoch"], "offset": seen["offset"], "id": seen["id"]});
+        let without_id = json!({"epoch": seen["epoch"], "offset": seen["offset"]});
+        recover_all_or_nothing(&w, old_client, &published).await;
+        let mut back = w.connect("acme", "9").await;
+        let (replayed, answer) = resubscribe(&mut back, &["call.*"], without_id).await;
+        assert_eq!((replayed.len(), &answer["recovered"]), (0, &json!(false)), "{who} without id: {answer}");
+    }
+    // From the new epoch on, recovery works again.
+    let mut me = w.client("acme", "42", &["call.*"]).await;
+    published.extend(calls(&w, 1).await);
+    let now = next_json(&mut me).await;
+    assert_ne!(now["epoch"], seen_late["epoch"], "a new epoch after the loss");
+    published.extend(calls(&w, 2).await);
+    let answer = recover_all_or_nothing(&w, position(&now), &published).await;
+    assert_eq!((&answer["recovered"], &answer["count"]), (&json!(true), &json!(2)), "{answer}");
+}
+
+#[tokio::test]
+async fn a_redis_restarted_from_an_older_snapshot_never_recovers_with_a_gap() {
+    a_redis_that_lost_data_never_recovers_with_a_gap(Loss::Snapshot).await;
+}
+
+#[tokio::test]
+async fn a_redis_restarted_from_an_aof_that_lost_its_tail_never_recovers_with_a_gap() {
+    a_redis_that_lost_data_never_recovers_with_a_gap(Loss::AofTail).await;
+}
+
+/// Bytes Redis has sent to its clients so far (`INFO stats`).
+fn redis_output_bytes(port: u16) -> u64 {
+    let info = switchboard_tests::redis_cmd(port, &["INFO", "stats"]).unwrap();
+    let line = info.lines().find(|l| l.starts_with("total_net_output_bytes:")).expect("total_net_output_bytes");
+    line.split(':').nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// An agent fills its tenant's history with 100 chat messages of 16 KB to
+/// itself. A colleague's recovery (nothing there is for them) and one with
+/// topics that match nothing take (near) nothing out of Redis; the agent's
+/// own recovery takes at most `RECOVERY_MAX_BYTES`, and answers false.
+#[tokio::test]
+async fn a_recovery_takes_out_of_redis_what_it_returns() {
+    let redis = RedisServer::start().unwrap();
+    let w = world_on(redis.url(), Settings::ephemeral(), |c| c.limits.recovery_max_bytes = 256 * 1024).await;
+    let mut colleague = w.client("acme", "7", &["*"]).await;
+    w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+    let seen = next_json(&mut colleague).await;
+    drop(colleague);
+    w.until_offline("acme", "7").await;
+    let big = json!({"text": "x".repeat(16_000)});
+    for _ in 0..100 {
+        let event = Envelope::new(tenant("acme"), EventType::ChatMessage, big.clone());
+        broadcast::publish(&w.ctx, &event, &Target::User(user("42"))).await.unwrap();
+    }
+    let last = w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
+
+    let cases: [(&str, &[&str], u64); 3] = [
+        ("a colleague, calls and chats", &["call.*", "chat.*"], 1),
+        ("a colleague, chat only", &["chat.*"], 0),
+        ("a colleague, queue only", &["queue.*"], 0),
+    ];
+    for (who, topics, count) in cases {
+        let mut back = w.connect("acme", "7").await;
+        let before = redis_output_bytes(redis.port);
+        let (replayed, answer) = resubscribe(&mut back, topics, position(&seen)).await;
+        let read = redis_output_bytes(redis.port) - before;
+        assert_eq!((&answer["recovered"], &answer["count"]), (&json!(true), &json!(count)), "{who}: {answer}");
+        if count == 1 {
+            assert_eq!(replayed[0]["id"], last.as_str());
+        }
+        assert!(read < 8 * 1024, "{who}: Redis sent {read} bytes for a recovery of {count} small events");
+    }
+    // The agent itself: 1.6 MB missed, 256 KiB at most per recovery.
+    let mut me = w.connect("acme", "42").await;
+    let before = redis_output_bytes(redis.port);
+    let (replayed, answer) = resubscribe(&mut me, &["chat.*"], position(&seen)).await;
+    let read = redis_output_bytes(redis.port) - before;
+    assert_eq!((replayed.len(), &answer["recovered"]), (0, &json!(false)), "{answer}");
+    assert!(read <= 256 * 1024 + 8 * 1024, "Redis sent {read} bytes, over RECOVERY_MAX_BYTES");
+    assert!(read >= 200 * 1024, "it read up to the cap ({read} bytes)");
 }

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use switchboard::auth::Role;
 use switchboard::config::Limits;
-use switchboard::event::Position;
-use switchboard::event::{EventType, Topic};
+use switchboard::event::{EventType, Position, Since, Topic};
 use switchboard::protocol::Target;
-use switchboard::store::{Connection, History, OfflineRefusal, Presence, Record, Resolution, Store, StoreError};
+use switchboard::store::{
+    Audience, Connection, HistoryQuery, HistoryRead, OfflineRefusal, Presence, ReadStatus, Record, Resolution, Store,
+    StoreError,
+};
 use switchboard_tests::Backend;
 use switchboard_tests::id::{cid, tenant, user};
 
@@ -459,7 +461,7 @@ async fn a_rate_limited_resolve_counts_against_the_budget(b: Backend) {
     let within = |t: switchboard::ids::TenantId| {
         let s = s.clone();
         async move {
-            let record = Record { event_type: EventType::CallIncoming, text: r#"{"id":"e"}"#, once: None };
+            let record = Record { event_type: EventType::CallIncoming, text: r#"{"id":"e"}"#, id: "e", once: false };
             s.record_and_resolve(&t, &record, &Target::Tenant, Some(3)).await.unwrap()
         }
     };
@@ -469,11 +471,7 @@ async fn a_rate_limited_resolve_counts_against_the_budget(b: Backend) {
     assert!(within(t.clone()).await.is_some());
     assert_eq!(within(t.clone()).await, None, "over");
     assert!(!s.rate_limit(&t, 3).await.unwrap());
-    assert_eq!(
-        s.history(&t, 0, 10).await.unwrap().top,
-        3,
-        "presence.online and two publishes: a refused one records nothing"
-    );
+    assert_eq!(now(&s, &t).await.top, 3, "presence.online and two publishes: a refused one records nothing");
     assert!(within(tenant("t2")).await.is_some());
 }
 
@@ -705,59 +703,126 @@ fn envelope_text(id: &str) -> String {
 
 async fn publish(s: &Arc<dyn Store>, t: &str, event: EventType, target: Target, id: &str) -> Resolution {
     let text = envelope_text(id);
-    let record = Record { event_type: event, text: &text, once: None };
+    let record = Record { event_type: event, text: &text, id, once: false };
     s.record_and_resolve(&tenant(t), &record, &target, None).await.unwrap().expect("no limit")
 }
 
-fn offsets(h: &History) -> Vec<u64> {
-    h.entries.iter().map(|e| e.offset).collect()
+/// A reader's position: without an id (`None`) or with one.
+fn since(epoch: &str, offset: u64, id: Option<&str>) -> Since {
+    Since { epoch: epoch.into(), offset, id: id.map(str::to_owned) }
+}
+
+/// Everything `audience` could have received of `topics` after `from`, up to 1,000 events.
+async fn read_as(
+    s: &Arc<dyn Store>,
+    t: &switchboard::ids::TenantId,
+    from: &Since,
+    audience: Audience<'_>,
+    names: &[&str],
+) -> HistoryRead {
+    let q = HistoryQuery { since: Some(from), audience, max_events: 1000, max_bytes: 1 << 20 };
+    s.history(t, &q, &topics(names), None).await.unwrap().expect("no limit")
+}
+
+/// Every event after `from`.
+async fn read(s: &Arc<dyn Store>, t: &switchboard::ids::TenantId, from: &Since) -> HistoryRead {
+    read_as(s, t, from, Audience::Everyone, &["*"]).await
+}
+
+/// Where the history stands.
+async fn now(s: &Arc<dyn Store>, t: &switchboard::ids::TenantId) -> HistoryRead {
+    let q = HistoryQuery { since: None, audience: Audience::Everyone, max_events: 1, max_bytes: 1 };
+    s.history(t, &q, &topics(&["*"]), None).await.unwrap().unwrap()
+}
+
+fn offsets(h: &HistoryRead) -> Vec<u64> {
+    h.events.iter().map(|(o, _)| *o).collect()
 }
 
 async fn every_published_event_gets_the_next_offset_in_its_tenants_history(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("t1");
-    let fresh = s.history(&t, 0, 100).await.unwrap();
-    assert_eq!((fresh.top, fresh.entries.len()), (0, 0));
+    let fresh = now(&s, &t).await;
+    assert_eq!((fresh.top, fresh.top_id.as_deref(), fresh.status), (0, None, ReadStatus::Complete));
     assert!(Position::is_valid_epoch(&fresh.epoch), "{}", fresh.epoch);
+    let epoch = fresh.epoch.as_str();
     s.register(&conn("t1", "42", "c1")).await.unwrap();
     s.subscribe(&t, &cid("c1"), &topics(&["call.*"])).await.unwrap();
-    let before = s.history(&t, 1, 100).await.unwrap();
-    assert_eq!((before.top, before.entries.len()), (1, 0), "presence.online only: a subscribe records nothing");
+    let before = read(&s, &t, &since(epoch, 1, None)).await;
+    assert_eq!((before.top, before.events.len()), (1, 0), "presence.online only: a subscribe records nothing");
 
     let a = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "a").await;
     assert_eq!(a.recipients.len(), 1, "recording does not change who gets it");
     let b2 = publish(&s, "t1", EventType::ChatMessage, Target::User(user("42")), "b").await;
     let c = publish(&s, "t1", EventType::ChatMessage, Target::Connection(cid("c1")), "c").await;
     let d = publish(&s, "t1", EventType::ChatMessage, Target::Connection(cid("gone")), "d").await;
-    let positions: Vec<Position> = [a, b2, c, d].into_iter().map(|r| r.position.expect("recorded")).collect();
-    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3, 4, 5]);
-    assert!(positions.iter().all(|p| p.epoch == fresh.epoch), "one epoch: {positions:?}");
+    let e = publish(&s, "t1", EventType::ChatMessage, Target::User(user("7")), "e").await;
+    let positions: Vec<Position> = [a, b2, c, d, e].into_iter().map(|r| r.position.expect("recorded")).collect();
+    assert_eq!(positions.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3, 4, 5, 6]);
+    assert!(positions.iter().all(|p| p.epoch == epoch), "one epoch: {positions:?}");
     s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
 
-    let h = s.history(&t, 1, 100).await.unwrap();
-    assert_eq!((h.top, offsets(&h)), (5, vec![2, 3, 4, 5]), "a plain resolve records nothing");
-    let e = &h.entries;
-    assert_eq!((e[0].event_type, &e[0].target, &e[0].user), (EventType::CallIncoming, &Target::Tenant, &None));
-    assert_eq!((&e[1].target, &e[1].user), (&Target::User(user("42")), &Some(user("42"))));
-    assert_eq!((&e[2].target, &e[2].user), (&Target::Connection(cid("c1")), &Some(user("42"))), "its owner");
-    assert_eq!((&e[3].target, &e[3].user), (&Target::Connection(cid("gone")), &None), "no owner known");
-    let b_text = envelope_text("b");
-    assert_eq!(e[1].text.as_deref(), Some(b_text.as_str()));
+    let h = read(&s, &t, &since(epoch, 1, None)).await;
     assert_eq!(
-        e[1].envelope(&h.epoch).unwrap(),
-        format!(r#"{},"offset":3,"epoch":"{}"}}"#, &b_text[..b_text.len() - 1], h.epoch),
+        (h.top, offsets(&h), h.status),
+        (6, vec![2, 3, 4, 5, 6], ReadStatus::Complete),
+        "a resolve records nothing"
+    );
+    assert_eq!(h.top_id.as_deref(), Some("e"));
+    let b_text = envelope_text("b");
+    assert_eq!(h.events[1].1, b_text);
+    let (_, replayed) = h.envelopes().nth(1).unwrap();
+    assert_eq!(
+        replayed,
+        format!(r#"{},"offset":3,"epoch":"{epoch}"}}"#, &b_text[..b_text.len() - 1]),
         "replayed as first sent: with its position"
     );
+    // Each reader gets what it could have received.
+    let from = since(epoch, 1, None);
+    let (u42, u7) = (user("42"), user("7"));
+    let conn_c1 = read_as(&s, &t, &from, Audience::Connection(&u42, &cid("c1")), &["*"]).await;
+    assert_eq!(offsets(&conn_c1), [2, 3, 4], "the tenant's, its user's, its own");
+    let conn_c2 = read_as(&s, &t, &from, Audience::Connection(&u42, &cid("c2")), &["*"]).await;
+    assert_eq!(offsets(&conn_c2), [2, 3], "not another connection's");
+    assert_eq!(offsets(&read_as(&s, &t, &from, Audience::User(&u42), &["*"]).await), [2, 3, 4]);
+    assert_eq!(offsets(&read_as(&s, &t, &from, Audience::User(&u7), &["*"]).await), [2, 6]);
+    let chats = read_as(&s, &t, &from, Audience::Everyone, &["chat.message"]).await;
+    assert_eq!(offsets(&chats), [3, 4, 5, 6], "by topic");
+    let calls = read_as(&s, &t, &from, Audience::Connection(&u42, &cid("c1")), &["call.*", "agent.login"]).await;
+    assert_eq!(offsets(&calls), [2]);
 
-    let later = s.history(&t, 3, 100).await.unwrap();
-    assert_eq!(offsets(&later), [4, 5]);
-    assert_eq!(offsets(&s.history(&t, 1, 2).await.unwrap()), [2, 3], "at most max");
-    assert!(s.history(&t, 5, 100).await.unwrap().entries.is_empty());
-    let at = |offset| Position { epoch: h.epoch.clone(), offset };
-    assert!(later.covers(&at(3)) && h.covers(&at(1)));
-    assert!(s.history(&t, 5, 100).await.unwrap().covers(&at(5)), "nothing missed");
-    assert!(!h.covers(&Position { epoch: "other".into(), offset: 1 }), "another epoch");
-    assert!(!s.history(&t, 9, 100).await.unwrap().covers(&at(9)), "an offset from the future");
+    assert_eq!(offsets(&read(&s, &t, &since(epoch, 3, None)).await), [4, 5, 6]);
+    let q = HistoryQuery { since: Some(&from), audience: Audience::Everyone, max_events: 2, max_bytes: 1 << 20 };
+    let two = s.history(&t, &q, &topics(&["*"]), None).await.unwrap().unwrap();
+    assert_eq!((offsets(&two), two.status), (vec![2, 3], ReadStatus::Truncated), "at most max_events");
+    let q = HistoryQuery { max_events: 5, ..q };
+    let five = s.history(&t, &q, &topics(&["*"]), None).await.unwrap().unwrap();
+    assert_eq!((five.events.len(), five.status), (5, ReadStatus::Complete), "exactly max_events is all of it");
+    let bytes = b_text.len() * 2 + 1;
+    let q = HistoryQuery { max_bytes: bytes, ..q };
+    let capped = s.history(&t, &q, &topics(&["*"]), None).await.unwrap().unwrap();
+    assert_eq!((offsets(&capped), capped.status), (vec![2, 3], ReadStatus::Truncated), "at most max_bytes");
+    let nothing = read(&s, &t, &since(epoch, 6, None)).await;
+    assert_eq!((nothing.events.len(), nothing.status), (0, ReadStatus::Complete), "nothing missed");
+    assert_eq!(read(&s, &t, &since("other", 1, None)).await.status, ReadStatus::Lost, "another epoch");
+    assert_eq!(read(&s, &t, &since(epoch, 9, None)).await.status, ReadStatus::Lost, "an offset from the future");
+}
+
+async fn a_position_names_its_event(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    for id in ["a", "b", "c"] {
+        publish(&s, "t1", EventType::CallIncoming, Target::Tenant, id).await;
+    }
+    let epoch = now(&s, &t).await.epoch;
+    let at = |offset, id| since(&epoch, offset, Some(id));
+    let fine = read(&s, &t, &at(1, "a")).await;
+    assert_eq!((offsets(&fine), fine.status), (vec![2, 3], ReadStatus::Complete));
+    assert_eq!(read(&s, &t, &at(1, "b")).await.status, ReadStatus::Lost, "offset 1 holds another event");
+    assert_eq!(read(&s, &t, &at(3, "c")).await.status, ReadStatus::Complete, "the top, proven by the meta");
+    assert_eq!(read(&s, &t, &at(3, "z")).await.status, ReadStatus::Lost, "the top is another event");
+    assert_eq!(read(&s, &t, &since(&epoch, 1, None)).await.status, ReadStatus::Complete, "no id: not proven by id");
+    assert_eq!(read(&s, &t, &at(0, "whatever")).await.status, ReadStatus::Complete, "offset 0 names no event");
 }
 
 async fn histories_are_per_tenant(b: Backend) {
@@ -766,9 +831,9 @@ async fn histories_are_per_tenant(b: Backend) {
     publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "b").await;
     let other = publish(&s, "t2", EventType::CallIncoming, Target::Tenant, "x").await.position.unwrap();
     assert_eq!(other.offset, 1, "each tenant counts its own");
-    let h2 = s.history(&tenant("t2"), 0, 100).await.unwrap();
-    assert_eq!(h2.entries.iter().map(|e| e.text.clone().unwrap()).collect::<Vec<_>>(), [envelope_text("x")]);
-    assert_ne!(h2.epoch, s.history(&tenant("t1"), 0, 100).await.unwrap().epoch);
+    let h2 = read(&s, &tenant("t2"), &since(&other.epoch, 0, None)).await;
+    assert_eq!(h2.events.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), [envelope_text("x")]);
+    assert_ne!(h2.epoch, now(&s, &tenant("t1")).await.epoch);
 }
 
 async fn the_history_keeps_its_newest_events_for_its_ttl(b: Backend) {
@@ -778,42 +843,50 @@ async fn the_history_keeps_its_newest_events_for_its_ttl(b: Backend) {
     for i in 0..8 {
         publish(&s, "t1", EventType::CallIncoming, Target::Tenant, &format!("e{i}")).await;
     }
-    let h = s.history(&t, 0, 100).await.unwrap();
-    assert_eq!(offsets(&h), [4, 5, 6, 7, 8], "exactly HISTORY_SIZE, the newest");
-    let at = |offset| Position { epoch: h.epoch.clone(), offset };
-    assert!(s.history(&t, 3, 100).await.unwrap().covers(&at(3)));
-    assert!(!s.history(&t, 2, 100).await.unwrap().covers(&at(2)), "event 3 is gone: no partial recovery");
+    let epoch = now(&s, &t).await.epoch;
+    let h = read(&s, &t, &since(&epoch, 3, None)).await;
+    assert_eq!(
+        (offsets(&h), h.status),
+        (vec![4, 5, 6, 7, 8], ReadStatus::Complete),
+        "exactly HISTORY_SIZE, the newest"
+    );
+    assert_eq!(read(&s, &t, &since(&epoch, 2, None)).await.status, ReadStatus::Lost, "event 3 is gone: no partial");
+    assert_eq!(read(&s, &t, &since(&epoch, 3, Some("e2"))).await.status, ReadStatus::Lost, "event 3 proves nothing");
+    assert_eq!(read(&s, &t, &since(&epoch, 4, Some("e3"))).await.status, ReadStatus::Complete);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let expired = s.history(&t, 0, 100).await.unwrap();
-    assert_eq!((expired.top, expired.entries.len()), (8, 0), "expired, but the count and epoch stay");
-    assert_eq!(expired.epoch, h.epoch);
-    assert!(s.history(&t, 8, 100).await.unwrap().covers(&at(8)), "a client that saw everything missed nothing");
-    assert!(!s.history(&t, 7, 100).await.unwrap().covers(&at(7)));
+    let expired = read(&s, &t, &since(&epoch, 8, Some("e7"))).await;
+    assert_eq!((expired.top, expired.status), (8, ReadStatus::Complete), "a client that saw everything missed nothing");
+    assert_eq!(expired.epoch, epoch, "expired, but the count and epoch stay");
+    assert_eq!(read(&s, &t, &since(&epoch, 7, None)).await.status, ReadStatus::Lost);
     let next = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "e8").await.position.unwrap();
-    assert_eq!(next, at(9), "offsets go on in the same epoch");
+    assert_eq!(next, Position { epoch, offset: 9 }, "offsets go on in the same epoch");
 }
 
 async fn a_queued_event_is_recorded_once(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("t1");
     let text = envelope_text("job");
-    let record = Record { event_type: EventType::CallIncoming, text: &text, once: Some("job") };
+    let record = Record { event_type: EventType::CallIncoming, text: &text, id: "job", once: true };
     let first = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;
     publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "other").await;
     let retry = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;
     assert_eq!(first, retry, "a retried job's event keeps its place");
-    assert_eq!(offsets(&s.history(&t, 0, 100).await.unwrap()), [1, 2]);
+    let epoch = first.unwrap().epoch;
+    assert_eq!(offsets(&read(&s, &t, &since(&epoch, 0, None)).await), [1, 2]);
 }
 
 async fn an_oversize_event_keeps_its_place_but_not_its_text(b: Backend) {
     let s = b.store(Limits { history_max_event_bytes: 80, ..Limits::default() });
     let t = tenant("t1");
     publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "small").await;
-    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, &"x".repeat(100)).await;
-    let h = s.history(&t, 0, 100).await.unwrap();
-    assert_eq!(offsets(&h), [1, 2]);
-    assert!(h.entries[0].text.is_some());
-    assert_eq!(h.entries[1].text, None);
+    let big = "x".repeat(100);
+    publish(&s, "t1", EventType::ChatMessage, Target::Tenant, &big).await;
+    publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "after").await;
+    let epoch = now(&s, &t).await.epoch;
+    assert_eq!(read(&s, &t, &since(&epoch, 0, None)).await.status, ReadStatus::Lost, "it cannot be given");
+    let calls = read_as(&s, &t, &since(&epoch, 0, None), Audience::Everyone, &["call.*"]).await;
+    assert_eq!((offsets(&calls), calls.status), (vec![1, 3], ReadStatus::Complete), "a reader that never wanted it");
+    assert_eq!(read(&s, &t, &since(&epoch, 2, Some(&big))).await.status, ReadStatus::Complete, "its place proves");
 }
 
 async fn presence_changes_are_recorded_with_their_place(b: Backend) {
@@ -827,12 +900,14 @@ async fn presence_changes_are_recorded_with_their_place(b: Backend) {
     let offline = s.unregister(&t, &cid("c2")).await.unwrap().unwrap().presence_event.expect("went offline");
     assert_eq!((offline.event_type, offline.offset), (EventType::PresenceOffline, Some(2)));
     assert_eq!(offline.data, serde_json::json!({"user_id": "42"}));
-    let h = s.history(&t, 0, 100).await.unwrap();
-    assert_eq!(offline.epoch.as_deref(), Some(h.epoch.as_str()));
-    for (entry, event) in h.entries.iter().zip([&online, &offline]) {
-        let recorded: switchboard::event::Envelope = serde_json::from_str(&entry.envelope(&h.epoch).unwrap()).unwrap();
+    let epoch = offline.epoch.clone().unwrap();
+    let h = read(&s, &t, &since(&epoch, 0, None)).await;
+    assert_eq!(h.top_id.as_deref(), Some(offline.id.as_str()), "the top names the presence event");
+    for ((_, text), event) in h.envelopes().zip([&online, &offline]) {
+        let recorded: switchboard::event::Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(&recorded, event, "the history holds the event that was announced");
     }
+    assert_eq!(read(&s, &t, &since(&epoch, 1, Some(&online.id))).await.status, ReadStatus::Complete);
     // Several users going stale at once: one event each, each with its own place.
     s.register(&conn("t1", "1", "a")).await.unwrap();
     s.register(&conn("t1", "2", "b")).await.unwrap();
@@ -841,6 +916,15 @@ async fn presence_changes_are_recorded_with_their_place(b: Backend) {
     assert_eq!(events.iter().map(|e| e.offset.unwrap()).collect::<Vec<_>>(), [5, 6], "after two presence.online");
     assert_ne!(events[0].id, events[1].id);
     assert_eq!(events[1].data, serde_json::json!({"user_id": "2"}));
+    assert_eq!(read(&s, &t, &since(&epoch, 5, Some(&events[0].id))).await.status, ReadStatus::Complete);
+}
+
+/// Waits for the start of a second when less than 300 ms of this one are left.
+async fn early_in_a_second() {
+    let ms = switchboard::time::now_millis() % 1000;
+    if ms > 700 {
+        tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
+    }
 }
 
 async fn a_subscribe_with_recovery_reads_the_history_in_the_same_step(b: Backend) {
@@ -850,27 +934,59 @@ async fn a_subscribe_with_recovery_reads_the_history_in_the_same_step(b: Backend
     for id in ["a", "b", "c"] {
         publish(&s, "t1", EventType::CallIncoming, Target::Tenant, id).await;
     }
-    let r = s.subscribe_since(&t, &cid("c1"), &topics(&["call.*", "chat.*"]), 2, 100, 1000).await.unwrap().unwrap();
+    publish(&s, "t1", EventType::ChatMessage, Target::User(user("7")), "d").await;
+    let epoch = now(&s, &t).await.epoch;
+    let from = since(&epoch, 2, Some("a"));
+    let (u42, c1) = (user("42"), cid("c1"));
+    let q = HistoryQuery {
+        since: Some(&from),
+        audience: Audience::Connection(&u42, &c1),
+        max_events: 100,
+        max_bytes: 1 << 20,
+    };
+    let r = s.subscribe_since(&t, &c1, &topics(&["call.*", "chat.*"]), &q, 1000).await.unwrap().unwrap();
     assert_eq!(r.topics, topics(&["call.*", "chat.*"]));
     assert_eq!(r.endpoint, "https://gw.example/t1");
-    assert_eq!((r.history.top, offsets(&r.history)), (4, vec![3, 4]), "presence.online is 1");
+    assert_eq!((r.history.top, offsets(&r.history)), (5, vec![3, 4]), "presence.online is 1; user 7's is not for it");
+    // The connection's topics after the change are what it reads for.
+    let r = s.subscribe_since(&t, &c1, &topics(&["agent.*"]), &q, 1000).await.unwrap().unwrap();
+    assert_eq!(offsets(&r.history), [3, 4], "call.* still held");
     assert_eq!(recipients(&s, "t1", EventType::CallIncoming, Target::Tenant).await, set(&["c1"]), "subscribed");
     assert!(matches!(
-        s.subscribe_since(&t, &cid("nope"), &topics(&["*"]), 0, 10, 1000).await,
+        s.subscribe_since(&t, &cid("nope"), &topics(&["*"]), &q, 1000).await,
         Err(StoreError::UnknownConnection)
     ));
     // A recovery counts against the tenant's requests per second.
     let t9 = tenant("t9");
     s.register(&conn("t9", "1", "r1")).await.unwrap();
-    let ms = switchboard::time::now_millis() % 1000;
-    if ms > 700 {
-        tokio::time::sleep(Duration::from_millis((1000 - ms) as u64)).await;
-    }
+    early_in_a_second().await;
     assert!(s.rate_limit(&t9, 2).await.unwrap());
-    assert!(s.subscribe_since(&t9, &cid("r1"), &topics(&["*"]), 0, 10, 2).await.unwrap().is_some(), "2 of 2");
-    assert_eq!(s.subscribe_since(&t9, &cid("r1"), &topics(&["agent.*"]), 0, 10, 2).await.unwrap(), None, "over");
+    let fresh = since(&now(&s, &t9).await.epoch, 0, None);
+    let q9 = HistoryQuery { since: Some(&fresh), ..q };
+    assert!(s.subscribe_since(&t9, &cid("r1"), &topics(&["*"]), &q9, 2).await.unwrap().is_some(), "2 of 2");
+    assert_eq!(s.subscribe_since(&t9, &cid("r1"), &topics(&["agent.*"]), &q9, 2).await.unwrap(), None, "over");
     let now = s.subscribe(&t9, &cid("r1"), &topics(&["queue.*"])).await.unwrap();
     assert!(!now.contains(&"agent.*".parse().unwrap()), "the refused one subscribed nothing: {now:?}");
+}
+
+async fn a_read_costs_what_it_returns(b: Backend) {
+    let s = b.store(Limits::default());
+    let t = tenant("t1");
+    for i in 0..250 {
+        publish(&s, "t1", EventType::CallIncoming, Target::Tenant, &format!("e{i}")).await;
+    }
+    let epoch = now(&s, &t).await.epoch;
+    let from = since(&epoch, 0, None);
+    let q = HistoryQuery { since: Some(&from), audience: Audience::Everyone, max_events: 1000, max_bytes: 1 << 20 };
+    early_in_a_second().await;
+    let all = s.history(&t, &q, &topics(&["*"]), Some(10)).await.unwrap().expect("1 of 10");
+    assert_eq!(all.events.len(), 250);
+    // 250 events: 2 more requests. 3 of 10 spent, 7 left.
+    for n in 4..=10 {
+        assert!(s.rate_limit(&t, 10).await.unwrap(), "{n} of 10");
+    }
+    assert!(!s.rate_limit(&t, 10).await.unwrap(), "11 of 10");
+    assert_eq!(s.history(&t, &q, &topics(&["*"]), Some(10)).await.unwrap(), None, "over: nothing read");
 }
 
 async fn history_off_records_nothing(b: Backend) {
@@ -878,11 +994,13 @@ async fn history_off_records_nothing(b: Backend) {
     let r = publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "a").await;
     assert_eq!(r.position, None);
     assert_eq!(s.register(&conn("t1", "42", "c1")).await.unwrap().presence_event.unwrap().offset, None);
-    assert_eq!(s.history(&tenant("t1"), 0, 10).await.unwrap().top, 0);
+    assert_eq!(now(&s, &tenant("t1")).await.top, 0);
 }
 
 switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis_cluster => Cluster; [
     every_published_event_gets_the_next_offset_in_its_tenants_history,
+    a_position_names_its_event,
+    a_read_costs_what_it_returns,
     histories_are_per_tenant,
     the_history_keeps_its_newest_events_for_its_ttl,
     a_queued_event_is_recorded_once,

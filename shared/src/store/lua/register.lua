@@ -1,7 +1,8 @@
 -- KEYS: conn, conns, user, online, presence, webhooks, connection index, seen, active,
 -- history stream, history meta, then presence.online's subs keys.
 -- ARGV: conn_id, user_id, role, endpoint, connected_at, presence_ttl_ms, conn stem, offline_ttl_ms,
--- history size, ttl_ms, max event bytes, fresh epoch, the presence.online envelope (without position).
+-- history size, ttl_ms, max event bytes, fresh epoch, index stem, the presence.online envelope
+-- (without position), its id.
 -- The user joins the tenant's `seen` registry (who may have an offline
 -- queue); users not seen within the offline TTL leave it.
 -- Returns {user_connections, came_online, tenant_was_empty, resolution or {}}:
@@ -22,8 +23,8 @@ redis.call('HSET', KEYS[7], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
 local presence = {}
 if came_online == 1 then
     presence = resolve('tenant', KEYS[2], KEYS[6], KEYS[7], {unpack(KEYS, 12)}, ARGV[7], '')
-    local p = history_append(KEYS[10], KEYS[11], '', {ARGV[9], ARGV[10], ARGV[11], ARGV[12]},
-        ARGV[13], 'presence.online', 'tenant', '', '')
+    local p = history_append(KEYS[10], KEYS[11], '', {unpack(ARGV, 9, 13)},
+        ARGV[14], 'presence.online', 'tenant', '', '', ARGV[15], '')
     presence[#presence + 1] = p[1]
     presence[#presence + 1] = p[2]
 end

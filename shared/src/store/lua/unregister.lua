@@ -1,7 +1,7 @@
 -- KEYS: conns, online, webhooks, connection index, active, history stream, history meta,
 -- then presence.offline's subs keys.
 -- ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem,
--- history size, ttl_ms, max event bytes, fresh epoch, the presence.offline
+-- history size, ttl_ms, max event bytes, fresh epoch, index stem, the presence.offline
 -- envelope in three parts (head .. event id .. mid .. user id .. tail),
 -- then connection id and event id pairs.
 -- Returns {{user_id, connections_left, offset, epoch, envelope, ...}, resolution or {}}:
@@ -10,8 +10,8 @@
 -- and when a user went offline, who must hear `presence.offline`.
 local out = {}
 local offline = false
-local h = {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}
-for i = 13, #ARGV, 2 do
+local h = {unpack(ARGV, 6, 10)}
+for i = 14, #ARGV, 2 do
     local id = ARGV[i]
     local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
     local user = redis.call('HGET', conn_key, 'user_id')
@@ -31,8 +31,8 @@ for i = 13, #ARGV, 2 do
             redis.call('SREM', KEYS[2], user)
             redis.call('DEL', ARGV[4] .. user)
             offline = true
-            text = ARGV[10] .. ARGV[i + 1] .. ARGV[11] .. user .. ARGV[12]
-            p = history_append(KEYS[6], KEYS[7], '', h, text, 'presence.offline', 'tenant', '', '')
+            text = ARGV[11] .. ARGV[i + 1] .. ARGV[12] .. user .. ARGV[13]
+            p = history_append(KEYS[6], KEYS[7], '', h, text, 'presence.offline', 'tenant', '', '', ARGV[i + 1], '')
         end
         out[#out + 1] = user
         out[#out + 1] = left
