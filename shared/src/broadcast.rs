@@ -86,7 +86,9 @@ async fn record(
     let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
     if let Some(r) = &resolved {
         event.set_position(r.position.as_ref());
-        crate::metrics::event_published(event.event_type.as_str());
+        if !matches!(r.offline, Some(Err(refusal)) if refusal.is_callers_fault()) {
+            crate::metrics::event_published(event.event_type.as_str());
+        }
     }
     Ok(resolved)
 }
@@ -104,7 +106,8 @@ pub async fn deliver(
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let (mut report, _, stale) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
-    finish(ctx, event, target, &text, resolved.target_connections, &resolved.webhooks, None, &mut report).await?;
+    let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
+    finish(ctx, event, target, &text, sent, &resolved.webhooks, None, &mut report).await?;
     Ok(report)
 }
 
@@ -164,6 +167,14 @@ async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>
     Ok(())
 }
 
+/// What the resolve found of the target, for [`finish`].
+struct Sent {
+    /// Live connections in the target.
+    target_connections: usize,
+    /// The store queued the event offline already ([`Resolution::offline`]).
+    queued: Option<Result<usize, OfflineRefusal>>,
+}
+
 /// After the posts: the offline queue, the webhooks, the legacy hub's channels.
 #[expect(clippy::too_many_arguments, reason = "the parts of one fan-out")]
 async fn finish(
@@ -171,19 +182,24 @@ async fn finish(
     event: &Envelope,
     target: &Target,
     text: &str,
-    target_connections: usize,
+    sent: Sent,
     webhooks: &[String],
     claims: Option<&Claims<'_>>,
     report: &mut Report,
 ) -> BroadcastResult<()> {
     let tenant = &event.tenant_id;
-    // Nobody of the user's connections took it: keep it for their next sync.
+    // Nobody of the user's connections took it: keep it for their next sync
+    // (unless the resolve did, in the same step).
     if let Target::User(user) = target
         && report.delivered == 0
         && report.failed == 0
-        && target_connections == report.gone
+        && sent.target_connections == report.gone
     {
-        match ctx.store.offline_push(tenant, user, text).await? {
+        let queued = match sent.queued {
+            Some(done) => done,
+            None => ctx.store.offline_push(tenant, user, text).await?,
+        };
+        match queued {
             Ok(_) => {
                 report.queued_offline = 1;
                 crate::metrics::queued_offline();
@@ -413,8 +429,8 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     // Webhooks and the offline queue do not wait for every post: a
     // recipient that keeps failing must not hold back the event's webhooks
     // (claimed, so the retry of the job queues them once).
-    finish(ctx, event, &job.target, &text, resolved.target_connections, &resolved.webhooks, Some(&claims), &mut report)
-        .await?;
+    let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
+    finish(ctx, event, &job.target, &text, sent, &resolved.webhooks, Some(&claims), &mut report).await?;
     if report.failed > 0 {
         return Err(JobError::Posts(report.failed));
     }
@@ -533,6 +549,14 @@ pub async fn publish_as(
         Some(resolved) => resolved,
         None => return Err(PublishError::RateLimited(limit.unwrap_or(0))),
     };
+    // Refused whole by the offline queue, in the resolve's own step:
+    // nothing was recorded, queued or sent.
+    if let Some(Err(refusal)) = resolved.offline
+        && refusal.is_callers_fault()
+    {
+        tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, ?refusal, "publish refused: not queued offline");
+        return Err(PublishError::OfflineRefused(refusal));
+    }
     let report = deliver(ctx, &event, target, resolved).await?;
     match report.offline_refused {
         Some(refusal) if refusal.is_callers_fault() => Err(PublishError::OfflineRefused(refusal)),

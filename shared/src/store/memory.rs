@@ -248,6 +248,42 @@ impl Tenant {
         self.rate_window.1 <= limit
     }
 
+    /// [`Store::offline_push`] in this tenant.
+    fn offline_push(&mut self, limits: &Limits, user: &UserId, message: &str) -> Result<usize, OfflineRefusal> {
+        let (cap, ttl) = (limits.offline_max_messages, limits.offline_ttl);
+        let now = Instant::now();
+        self.offline.retain(|_, q| q.expiry > now);
+        if self.seen.get(user).is_none_or(|at| now.duration_since(*at) > ttl) {
+            return Err(OfflineRefusal::UnknownUser);
+        }
+        if message.len() > limits.offline_max_bytes {
+            return Err(OfflineRefusal::MessageTooLarge);
+        }
+        if !self.offline.contains_key(user) && self.offline.len() >= limits.offline_max_queues {
+            return Err(OfflineRefusal::TenantQueuesFull);
+        }
+        let freed: usize = self
+            .offline
+            .get(user)
+            .map_or(0, |q| q.messages.iter().take((q.messages.len() + 1).saturating_sub(cap)).map(String::len).sum());
+        let total: usize = self.offline.values().map(|q| q.bytes).sum();
+        if total + message.len() - freed > limits.offline_max_bytes {
+            return Err(OfflineRefusal::TenantBytesFull);
+        }
+        let queue = self.offline.entry(user.clone()).or_insert_with(|| Queue {
+            messages: VecDeque::new(),
+            bytes: 0,
+            expiry: now,
+        });
+        queue.messages.push_back(message.to_owned());
+        queue.bytes += message.len();
+        while queue.messages.len() > cap {
+            queue.bytes -= queue.messages.pop_front().map_or(0, |m| m.len());
+        }
+        queue.expiry = now + ttl;
+        Ok(queue.messages.len())
+    }
+
     /// What a history read costs beyond the request `within_limit` counted.
     fn charge(&mut self, read: &HistoryRead) {
         self.rate_window.1 = self.rate_window.1.saturating_add(super::read_cost(read));
@@ -504,13 +540,32 @@ impl Store for MemoryStore {
             {
                 return None;
             }
+            let resolved = resolution(t, record.event_type, target);
+            // As the Redis script does: a synchronous publish to a user with
+            // no connection is queued first, and a refusal of the caller's
+            // doing records nothing.
+            let mut offline = None;
+            if let Target::User(u) = target
+                && resolved.target_connections == 0
+                && !record.once
+                && self.limits.history_size > 0
+            {
+                let next = Position { epoch: t.history.epoch(), offset: t.history.top + 1 };
+                let pushed = t.offline_push(&self.limits, u, &crate::event::with_position(record.text, &next));
+                if let Err(refusal) = pushed
+                    && refusal.is_callers_fault()
+                {
+                    return Some(Resolution { offline: Some(pushed), ..Resolution::default() });
+                }
+                offline = Some(pushed);
+            }
             let user = match target {
                 Target::Tenant => None,
                 Target::User(u) => Some(u.clone()),
                 Target::Connection(c) => t.conns.get(c).map(|(c, _)| c.user_id.clone()),
             };
             let position = t.history.record(&self.limits, record, target, user);
-            Some(Resolution { position, ..resolution(t, record.event_type, target) })
+            Some(Resolution { position, offline, ..resolved })
         }))
     }
 
@@ -563,40 +618,7 @@ impl Store for MemoryStore {
         user: &UserId,
         message: &str,
     ) -> StoreResult<Result<usize, OfflineRefusal>> {
-        let (cap, ttl, limits) = (self.limits.offline_max_messages, self.limits.offline_ttl, &self.limits);
-        Ok(self.with(|state| {
-            let t = state.entry(tenant.clone()).or_default();
-            let now = Instant::now();
-            t.offline.retain(|_, q| q.expiry > now);
-            if t.seen.get(user).is_none_or(|at| now.duration_since(*at) > ttl) {
-                return Err(OfflineRefusal::UnknownUser);
-            }
-            if message.len() > limits.offline_max_bytes {
-                return Err(OfflineRefusal::MessageTooLarge);
-            }
-            if !t.offline.contains_key(user) && t.offline.len() >= limits.offline_max_queues {
-                return Err(OfflineRefusal::TenantQueuesFull);
-            }
-            let freed: usize = t.offline.get(user).map_or(0, |q| {
-                q.messages.iter().take((q.messages.len() + 1).saturating_sub(cap)).map(String::len).sum()
-            });
-            let total: usize = t.offline.values().map(|q| q.bytes).sum();
-            if total + message.len() - freed > limits.offline_max_bytes {
-                return Err(OfflineRefusal::TenantBytesFull);
-            }
-            let queue = t.offline.entry(user.clone()).or_insert_with(|| Queue {
-                messages: VecDeque::new(),
-                bytes: 0,
-                expiry: now,
-            });
-            queue.messages.push_back(message.to_owned());
-            queue.bytes += message.len();
-            while queue.messages.len() > cap {
-                queue.bytes -= queue.messages.pop_front().map_or(0, |m| m.len());
-            }
-            queue.expiry = now + ttl;
-            Ok(queue.messages.len())
-        }))
+        Ok(self.with(|state| state.entry(tenant.clone()).or_default().offline_push(&self.limits, user, message)))
     }
 
     async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>> {

@@ -127,6 +127,12 @@ pub struct Resolution {
     /// Where the event was recorded in the tenant's history, when the
     /// resolve recorded it ([`Store::record_and_resolve`] with history on).
     pub position: Option<Position>,
+    /// A synchronous publish to a user with no connection (history on):
+    /// the store queued it for them in the same step, before recording it
+    /// (the queue's length), or refused it. A refusal of the caller's doing
+    /// ([`OfflineRefusal::is_callers_fault`]) recorded nothing: the event
+    /// is in no history, no queue, and nothing was resolved.
+    pub offline: Option<Result<usize, OfflineRefusal>>,
 }
 
 /// A new event for [`Store::record_and_resolve`] to record in its tenant's

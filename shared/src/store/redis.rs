@@ -44,10 +44,16 @@ const HISTORY_FN: &str = include_str!("lua/fn_history.lua");
 /// A Lua function in `lua/fn_subscribe.lua`, which opens with what it takes and returns.
 const SUBSCRIBE_FN: &str = include_str!("lua/fn_subscribe.lua");
 
-/// A script that calls `resolve` (and `within_limit`, and records history).
+/// A script that calls `resolve` (and `within_limit`, records history,
+/// queues offline).
 fn with_resolve(body: &str) -> Script {
-    Script::new(&format!("{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{HISTORY_FN}\n{body}"))
+    Script::new(&format!(
+        "{NOW_FN}\n{WITHIN_LIMIT_FN}\n{RESOLVE_FN}\n{HISTORY_FN}\n{RELEASE_FN}\n{OFFLINE_PUSH_FN}\n{body}"
+    ))
 }
+
+/// A Lua function in `lua/fn_offline_push.lua`, which opens with what it takes and returns.
+const OFFLINE_PUSH_FN: &str = include_str!("lua/fn_offline_push.lua");
 
 /// A Lua function in `lua/fn_now.lua`, which opens with what it takes and returns.
 const NOW_FN: &str = include_str!("lua/fn_now.lua");
@@ -113,8 +119,9 @@ static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str
 const RELEASE_FN: &str = include_str!("lua/fn_release.lua");
 
 /// A script in `lua/offline_push.lua`, which opens with its KEYS/ARGV contract.
-static OFFLINE_PUSH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{NOW_FN}\n{RELEASE_FN}\n{}", include_str!("lua/offline_push.lua"))));
+static OFFLINE_PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!("{NOW_FN}\n{RELEASE_FN}\n{OFFLINE_PUSH_FN}\n{}", include_str!("lua/offline_push.lua")))
+});
 
 /// A script in `lua/offline_ack.lua`, which opens with its KEYS/ARGV contract.
 static OFFLINE_ACK: LazyLock<Script> =
@@ -201,7 +208,18 @@ fn parse_resolution(flat: Vec<Value>) -> StoreResult<Resolution> {
     let rest = strings.split_off(hooks.min(strings.len()));
     let webhooks = strings;
     let recipients = rest.chunks_exact(2).map(|r| recipient(&r[0], &r[1])).collect::<StoreResult<_>>()?;
-    Ok(Resolution { recipients, target_connections, webhooks, position: None })
+    Ok(Resolution { recipients, target_connections, webhooks, position: None, offline: None })
+}
+
+/// `offline_push`'s answer: the queue's length, or why it refused.
+fn offline_answer(answer: i64) -> StoreResult<Result<usize, OfflineRefusal>> {
+    Ok(match answer {
+        -1 => Err(OfflineRefusal::UnknownUser),
+        -2 => Err(OfflineRefusal::TenantQueuesFull),
+        -3 => Err(OfflineRefusal::TenantBytesFull),
+        -4 => Err(OfflineRefusal::MessageTooLarge),
+        n => Ok(usize::try_from(n).map_err(|_| corrupt("offline queue length"))?),
+    })
 }
 
 /// Takes the `offset, epoch` a script appended to its answer when it
@@ -372,21 +390,45 @@ impl RedisStore {
             inv.key(k.subs(tenant, &topic));
         }
         inv.arg(mode).arg(k.stem("conn", tenant)).arg(target_id).arg(limit.map(|l| l.to_string()).unwrap_or_default());
+        let mut offline_asked = false;
         match record {
             Some(r) if recording => {
                 inv.arg(if r.once { "once" } else { "yes" });
                 inv.arg(&self.history_args(tenant)).arg(r.text).arg(r.event_type.as_str()).arg(r.id);
+                if let (Target::User(user), false) = (target, r.once) {
+                    let l = &self.limits;
+                    inv.arg(k.offline(tenant, user))
+                        .arg(k.seen(tenant))
+                        .arg(k.offline_index(tenant))
+                        .arg(k.offline_bytes(tenant))
+                        .arg(k.offline_total(tenant))
+                        .arg(l.offline_max_messages)
+                        .arg(Self::millis(l.offline_ttl))
+                        .arg(l.offline_max_queues)
+                        .arg(l.offline_max_bytes);
+                    offline_asked = true;
+                }
             }
             _ => {
                 inv.arg("");
             }
         }
         let mut flat: Vec<Value> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
-        if matches!(flat.as_slice(), [Value::Int(-1)]) {
-            return Ok(None);
+        match flat.as_slice() {
+            [Value::Int(-1)] => return Ok(None),
+            [Value::Int(-2), Value::Int(code)] => {
+                let refusal = offline_answer(*code)?.err().ok_or_else(|| corrupt("offline refusal"))?;
+                return Ok(Some(Resolution { offline: Some(Err(refusal)), ..Resolution::default() }));
+            }
+            _ => {}
         }
+        let offline = match (offline_asked, flat.pop_if(|_| offline_asked)) {
+            (false, _) | (true, Some(Value::Int(0))) => None,
+            (true, Some(Value::Int(code))) => Some(offline_answer(code)?),
+            _ => return Err(corrupt("offline answer")),
+        };
         let position = if recording { take_position(&mut flat)? } else { None };
-        Ok(Some(Resolution { position, ..parse_resolution(flat)? }))
+        Ok(Some(Resolution { position, offline, ..parse_resolution(flat)? }))
     }
 
     async fn change_subscriptions(
@@ -763,13 +805,7 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        Ok(match answer {
-            -1 => Err(OfflineRefusal::UnknownUser),
-            -2 => Err(OfflineRefusal::TenantQueuesFull),
-            -3 => Err(OfflineRefusal::TenantBytesFull),
-            -4 => Err(OfflineRefusal::MessageTooLarge),
-            n => Ok(usize::try_from(n).map_err(|_| corrupt("offline queue length"))?),
-        })
+        offline_answer(answer)
     }
 
     async fn offline_peek(&self, tenant: &TenantId, user: &UserId, max: usize) -> StoreResult<Vec<String>> {

@@ -12,6 +12,7 @@ use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig};
 use switchboard::ids::TenantId;
 use switchboard::store::Connection;
+use switchboard::store::{Audience, HistoryQuery};
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::id::tenant;
 use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
@@ -341,13 +342,21 @@ async fn offline_queues_are_only_for_users_seen_and_within_the_tenants_budget() 
     let to = |user: &str| json!({"type": "chat.message", "target": {"user": user}, "data": {"text": "hi"}});
     let (status, body) = w.publish(&agent, to("a")).await;
     assert_eq!((status, body["report"]["queued_offline"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    let mut socket = w.client("acme", "1", &[]).await;
+    let head = || async {
+        let q = HistoryQuery { since: None, audience: Audience::Everyone, max_events: 1, max_bytes: 1 };
+        let h = w.ctx.store.history(&acme, &q, &["*".parse().unwrap()], None).await.unwrap().unwrap();
+        (h.top, h.top_id)
+    };
+    let before = head().await;
     let (status, body) = w.publish(&agent, to("b")).await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (429, Some("offline_budget_exceeded")), "{body}");
-    let mut socket = w.client("acme", "1", &[]).await;
     let refused =
         request(&mut socket, json!({"action": "publish", "type": "chat.message", "target": {"user": "b"}})).await;
     assert_eq!(refused["code"], "offline_budget_exceeded", "{refused}");
     assert!(w.ctx.store.offline_peek(&acme, &"b".parse().unwrap(), 10).await.unwrap().is_empty());
+    // "Nothing was published": not in the history either (no recovery or GET /v1/events serves it).
+    assert_eq!(head().await, before, "a publish refused whole left a trace in the history");
     // Another tenant's budget is its own.
     let (status, body) = w.publish(&token("globex", "1", Role::Agent), to("b")).await;
     assert_eq!((status, body["report"]["queued_offline"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
