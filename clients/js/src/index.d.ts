@@ -29,6 +29,8 @@ export type State = "idle" | "connecting" | "connected" | "disconnected" | "clos
 export interface Position {
   epoch: string;
   offset: number;
+  /** The id of the event at `offset`, when known: what lets the server prove it still holds it. */
+  id?: string;
 }
 
 export interface StateEvents {
@@ -61,6 +63,8 @@ export interface SwitchboardOptions {
   requestTimeoutMs?: number;
   /** A handshake not open this long is given up and retried. Default 10 s. */
   connectTimeoutMs?: number;
+  /** How long a resubscribe waits for `recovered` before the connection counts as failed (15,000). */
+  recoverTimeoutMs?: number;
   /** Most events held while a recovery is being put in order; beyond: `gap`. Default 5,000. */
   maxBufferedEvents?: number;
   /** Recover from the highest offset seen at least this long before a drop. Default 5 s. */
@@ -82,9 +86,10 @@ export declare function topicMatches(topic: string, type: string): boolean;
 export declare class Tracker {
   constructor(options?: { maxSeen?: number; settleMs?: number; now?: () => number });
   epoch: string | null;
-  base: number;
-  reset(epoch: string, offset: number): void;
+  base: { offset: number; id: string | null };
+  reset(epoch: string, offset: number, id?: string | null): void;
   accept(event: Partial<SwitchboardEvent>): boolean;
+  advance(epoch: string, offset: number, id: string): void;
   since(): Position | null;
 }
 

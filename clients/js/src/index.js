@@ -38,9 +38,10 @@ export function topicMatches(topic, type) {
 
 /**
  * What the client knows of its place in the tenant's history: which
- * recent events it has seen (to drop duplicates: a set, as live events of
- * concurrent publishers may arrive out of offset order), and from where
- * to recover after a drop.
+ * recent events it has seen (to drop duplicates, by event id: a bounded
+ * set), and from where to recover after a drop. The position only
+ * computes the next `since`: an event below it that was never seen (a
+ * late delivery, a queued fan-out's retried post) is still delivered.
  */
 export class Tracker {
   /** @param {{maxSeen?: number, settleMs?: number, now?: () => number}} [options] */
@@ -49,68 +50,66 @@ export class Tracker {
     this.settleMs = settleMs;
     this.now = now;
     this.epoch = null;
-    /** Every event at or below this offset has been seen (or was never ours). */
-    this.base = 0;
-    /** Recent offsets above `base`, in arrival order: [offset, arrived at]. */
+    /** The position to recover from: an offset and the id of the event there (null: not known). */
+    this.base = { offset: 0, id: null };
+    /** Recent positions not yet settled, in arrival order: [offset, id, arrived at]. */
     this.recent = [];
-    this.seenOffsets = new Set();
     this.seenIds = new Set();
     this.idOrder = [];
   }
 
-  /** Starts over in `epoch` at `offset` (a fresh history, or a gap). */
-  reset(epoch, offset) {
+  /** Starts over in `epoch` at `offset` (the event `id` there, when known): a fresh history, or a gap. */
+  reset(epoch, offset, id = null) {
     this.epoch = epoch;
-    this.base = offset;
+    this.base = { offset, id: typeof id === "string" ? id : null };
     this.recent = [];
-    this.seenOffsets.clear();
   }
 
-  /**
-   * Records an event; false when it is a duplicate (an offset, or an id,
-   * already seen).
-   */
+  /** Records an event; false when it is a duplicate (its id already seen). */
   accept(event) {
-    if (typeof event.id === "string" && this.seenIds.has(event.id)) return false;
-    if (Number.isSafeInteger(event.offset) && typeof event.epoch === "string") {
-      if (event.epoch !== this.epoch) {
-        // A history that started over (a flushed Redis): go on in it.
-        this.reset(event.epoch, event.offset - 1);
-      } else if (event.offset <= this.base || this.seenOffsets.has(event.offset)) {
-        return false;
-      }
-      this.seenOffsets.add(event.offset);
-      this.recent.push([event.offset, this.now()]);
-      this.settle();
-    }
     if (typeof event.id === "string") {
+      if (this.seenIds.has(event.id)) return false;
       this.seenIds.add(event.id);
       this.idOrder.push(event.id);
       if (this.idOrder.length > this.maxSeen) this.seenIds.delete(this.idOrder.shift());
     }
+    if (Number.isSafeInteger(event.offset) && typeof event.epoch === "string") {
+      // A history that started over (a lost Redis): go on in it.
+      if (event.epoch !== this.epoch) this.reset(event.epoch, event.offset - 1);
+      this.recent.push([event.offset, typeof event.id === "string" ? event.id : null, this.now()]);
+      this.settle();
+    }
     return true;
   }
 
-  /** Raises `base` past what is settled (seen longer ago than `settleMs`), within the bound. */
+  /** Moves the position past what is settled (seen longer ago than `settleMs`), within the bound. */
   settle() {
     const cutoff = this.now() - this.settleMs;
-    while (this.recent.length > 0 && (this.recent[0][1] <= cutoff || this.recent.length > this.maxSeen)) {
-      const [offset] = this.recent.shift();
-      if (offset > this.base) this.base = offset;
+    while (this.recent.length > 0 && (this.recent[0][2] <= cutoff || this.recent.length > this.maxSeen)) {
+      const [offset, id] = this.recent.shift();
+      if (offset > this.base.offset) this.base = { offset, id };
     }
-    if (this.seenOffsets.size > this.recent.length * 2 + 1024) {
-      this.seenOffsets = new Set(this.recent.map(([o]) => o));
+  }
+
+  /** A recovery proved every event up to `offset` (the event `id`) was given: the position moves there. */
+  advance(epoch, offset, id) {
+    if (epoch === this.epoch && Number.isSafeInteger(offset) && offset > this.base.offset && typeof id === "string") {
+      this.base = { offset, id };
     }
   }
 
   /**
-   * Where to recover from: the highest offset seen at least `settleMs`
+   * Where to recover from: the highest position seen at least `settleMs`
    * ago (a later one may have overtaken an event still in flight; the few
-   * replayed twice are dropped as duplicates). Null before any position.
+   * replayed twice are dropped as duplicates), with the id of its event
+   * so the server can prove it still holds it. Null before any position.
    */
   since() {
     this.settle();
-    return this.epoch === null ? null : { epoch: this.epoch, offset: this.base };
+    if (this.epoch === null) return null;
+    const since = { epoch: this.epoch, offset: this.base.offset };
+    if (this.base.id !== null) since.id = this.base.id;
+    return since;
   }
 }
 
@@ -202,6 +201,7 @@ export class Switchboard {
     rotateAfterMs = 110 * 60_000,
     requestTimeoutMs = 10_000,
     connectTimeoutMs = 10_000,
+    recoverTimeoutMs = 15_000,
     maxBufferedEvents = 5_000,
     settleMs = 5_000,
     autoConnect = true,
@@ -221,6 +221,8 @@ export class Switchboard {
     this.rotateAfterMs = rotateAfterMs;
     this.requestTimeoutMs = requestTimeoutMs;
     this.connectTimeoutMs = connectTimeoutMs;
+    this.recoverTimeoutMs = recoverTimeoutMs;
+    this.recoveries = 0;
     this.maxBufferedEvents = maxBufferedEvents;
     this.tracker = new Tracker({ settleMs });
     this.emitter = new Emitter();
@@ -432,7 +434,46 @@ export class Switchboard {
    */
   resubscribe(link, topics) {
     link.recovering = true;
-    link.send({ action: "subscribe", events: topics, since: this.tracker.since() ?? POSITION_ONLY });
+    link.recoverId = `recover-${++this.recoveries}`;
+    link.send({ action: "subscribe", events: topics, since: this.tracker.since() ?? POSITION_ONLY, id: link.recoverId });
+    this.cancel(link.recoverTimer);
+    link.recoverTimer = this.later(this.recoverTimeoutMs, () =>
+      this.recoveryFailed(link, { type: "error", code: "timeout", message: "no recovered reply in time" }),
+    );
+  }
+
+  /**
+   * The resubscribe was answered with something other than `recovered`:
+   * an error, or a failure of API Gateway's own (no `type`), or nothing
+   * in time. Topics the server refuses by name are dropped (with an error
+   * event) and the rest subscribed again; anything else fails the
+   * connection: closed, and reconnected with backoff, then recovered.
+   */
+  recoveryFailed(link, msg) {
+    if (!link.recovering || link.ended) return;
+    this.cancel(link.recoverTimer);
+    const code = typeof msg.code === "string" ? msg.code : "internal_error";
+    const message = typeof msg.message === "string" ? msg.message : JSON.stringify(msg);
+    this.emit("error", new SwitchboardError(code, `recovery failed: ${message}`));
+    const refused = code === "unknown_event_type" || code === "forbidden"
+      ? [...this.handlers.keys()].filter((t) => message.includes(`'${t}'`))
+      : [];
+    for (const topic of refused) this.handlers.delete(topic);
+    const rest = [...this.handlers.keys()];
+    if (refused.length > 0 && rest.length > 0) {
+      this.resubscribe(link, rest);
+      return;
+    }
+    if (refused.length > 0) {
+      link.recovering = false;
+      link.buffer = [];
+      this.attempt = 0;
+      this.setState("connected");
+      return;
+    }
+    // Handled now: a server gone silent may never answer the close.
+    link.close(4000, `recovery failed (${code})`, { reconnect: true });
+    this.closed(link, { code: 4000, reason: `recovery failed (${code})` });
   }
 
   received(link, data) {
@@ -483,6 +524,15 @@ export class Switchboard {
   }
 
   reply(link, msg) {
+    if (link.recovering && (msg.id === link.recoverId || typeof msg.type !== "string")) {
+      if (msg.type === "subscribed") return;
+      if (msg.type === "recovered") {
+        this.recovered(link, msg);
+        return;
+      }
+      this.recoveryFailed(link, msg);
+      return;
+    }
     if (msg.id && this.pending.has(msg.id)) {
       const { resolve, reject, timer } = this.pending.get(msg.id);
       clearTimeout(timer);
@@ -500,10 +550,6 @@ export class Switchboard {
         break;
       case "error":
         this.emit("error", new SwitchboardError(msg.code, msg.message));
-        if (link.recovering && msg.code === "rate_limited") {
-          // The recovery was refused for now: try again on a new connection.
-          link.close(4000, "recovery rate limited", { reconnect: true });
-        }
         break;
       default:
         break;
@@ -511,6 +557,7 @@ export class Switchboard {
   }
 
   recovered(link, msg) {
+    this.cancel(link.recoverTimer);
     link.recovering = false;
     const buffered = link.buffer.sort((a, b) => (a.offset ?? 0) - (b.offset ?? 0));
     link.buffer = [];
@@ -519,10 +566,11 @@ export class Switchboard {
     let missed = 0;
     if (msg.recovered === true && !link.overflowed) {
       for (const event of buffered) if (this.deliver(event)) missed += 1;
+      this.tracker.advance(msg.epoch, msg.offset, msg.event_id);
     } else {
       // Nothing was replayed: go on from the server's position; events
       // that came live meanwhile are newer than it.
-      if (typeof msg.epoch === "string") this.tracker.reset(msg.epoch, msg.offset ?? 0);
+      if (typeof msg.epoch === "string") this.tracker.reset(msg.epoch, msg.offset ?? 0, msg.event_id);
       for (const event of buffered) this.deliver(event);
       if (!first) this.emit("gap", { epoch: msg.epoch ?? null, offset: msg.offset ?? null });
     }
@@ -558,6 +606,7 @@ export class Switchboard {
     this.cancel(link.openTimer);
     this.cancel(link.pingTimer);
     this.cancel(link.rotateTimer);
+    this.cancel(link.recoverTimer);
     if (link === this.rotating) {
       this.rotating = null;
       return;
