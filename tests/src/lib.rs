@@ -141,8 +141,16 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes and joins them into a cluster.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(0, 5000)
+    }
+
+    /// Three masters with `replicas` replicas each, a node counted as
+    /// failed after `node_timeout_ms` (a replica of a failed master is
+    /// promoted soon after).
+    pub fn start_with(replicas: usize, node_timeout_ms: u64) -> anyhow::Result<Self> {
         require_binary("redis-cli")?;
-        let nodes = (0..3)
+        let timeout = node_timeout_ms.to_string();
+        let nodes = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(
                     None,
@@ -152,7 +160,11 @@ impl RedisCluster {
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
-                        "5000",
+                        &timeout,
+                        // A replica syncs at once (the default waits 5 s
+                        // for more replicas), so it can be promoted soon.
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ],
                 )
             })
@@ -161,7 +173,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .context("running redis-cli --cluster create")?;
@@ -174,12 +186,44 @@ impl RedisCluster {
             })
             .with_context(|| format!("cluster node {} never reached cluster_state:ok", n.port))?;
         }
+        // A replica that never synced cannot take over its master.
+        for n in &nodes {
+            wait_until(STARTUP_TIMEOUT, || {
+                redis_cmd(n.port, &["INFO", "replication"])
+                    .is_ok_and(|o| o.contains("role:master") || o.contains("master_link_status:up"))
+            })
+            .with_context(|| format!("replica {} never synced", n.port))?;
+        }
         Ok(RedisCluster { nodes })
     }
 
     /// Seed URLs of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The index in `nodes` of the live master serving the slot of hash
+    /// tag `tag` (a tenant's keys all carry `{tenant}`), as node `asked` sees it.
+    pub fn master_of(&self, tag: &str, asked: usize) -> anyhow::Result<usize> {
+        let port = self.nodes[asked].port;
+        let slot: u64 = redis_cmd(port, &["CLUSTER", "KEYSLOT", tag])?.trim().parse()?;
+        // `<id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link> <slot ranges>...`
+        for line in redis_cmd(port, &["CLUSTER", "NODES"])?.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+            if !flags.contains("master") || flags.contains("fail") {
+                continue;
+            }
+            let serves = fields.iter().skip(8).any(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+            });
+            if serves {
+                let p: u16 = addr.split(['@', ':']).nth(1).context("a node address")?.parse()?;
+                return self.nodes.iter().position(|n| n.port == p).context("the master is not one of the nodes");
+            }
+        }
+        bail!("no live master serves slot {slot}")
     }
 }
 
