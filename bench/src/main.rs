@@ -65,6 +65,14 @@ enum Cmd {
         #[arg(long)]
         baseline: bool,
     },
+    /// Benchmark 10 alone: a client misses N events out of a tenant history of 10 N (it matches one
+    /// in ten) and recovers them; the time, Redis's output per byte replayed, memory per event.
+    Recovery {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
         /// Port (0: any).
@@ -112,6 +120,11 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Storm { n, repeats, baseline } => {
             print!("{}", run::storm(baseline, n, repeats)?);
+            Ok(())
+        }
+        Cmd::Recovery { n, repeats } => {
+            let redis = switchboard_tests::RedisServer::start()?;
+            print!("{}", run::recovery_report(&run::recovery(&redis.url(), redis.port, n, repeats)?, n));
             Ok(())
         }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),
