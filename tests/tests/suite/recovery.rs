@@ -461,6 +461,23 @@ async fn calls(w: &World, n: usize) -> Vec<String> {
     ids
 }
 
+/// Two clients see three call events; the early one leaves (its last
+/// event returned), the late one (returned) keeps listening. Also returns
+/// the ids published so far.
+async fn early_gone_late_listening(w: &World) -> (Value, Ws, Vec<String>) {
+    let mut early = w.client("acme", "42", &["call.*"]).await;
+    let mut late = w.client("acme", "7", &["call.*"]).await;
+    let published = calls(w, 3).await;
+    let mut seen_early = Value::Null;
+    for _ in 0..3 {
+        seen_early = next_json(&mut early).await;
+        next_json(&mut late).await;
+    }
+    drop(early);
+    w.until_offline("acme", "42").await;
+    (seen_early, late, published)
+}
+
 /// The promise whatever Redis lost: a recovery from the position of an
 /// event the client saw answers every call event published after it, or
 /// `recovered:false` with nothing replayed. Never `recovered:true` with a gap.
@@ -489,16 +506,7 @@ async fn a_redis_that_lost_data_never_recovers_with_a_gap(loss: Loss) {
     };
     let mut redis = RedisServer::start_with_args(args).unwrap();
     let w = world_on(redis.url(), Settings::ephemeral(), |_| {}).await;
-    let mut early = w.client("acme", "42", &["call.*"]).await;
-    let mut late = w.client("acme", "7", &["call.*"]).await;
-    let mut published = calls(&w, 3).await;
-    let mut seen_early = Value::Null;
-    for _ in 0..3 {
-        seen_early = next_json(&mut early).await;
-        next_json(&mut late).await;
-    }
-    drop(early);
-    w.until_offline("acme", "42").await;
+    let (seen_early, mut late, mut published) = early_gone_late_listening(&w).await;
     // The checkpoint: what survives.
     let aof_sizes: Vec<(std::path::PathBuf, u64)> = match loss {
         Loss::Snapshot => {
@@ -623,16 +631,7 @@ async fn a_cluster_node_restarted_from_an_older_snapshot_never_recovers_with_a_g
     let mut cluster = RedisCluster::start().unwrap();
     let w = world_over(RedisConfig::cluster(cluster.urls()), Settings::ephemeral(), |_| {}).await;
     let node = cluster.master_of("acme", 0).unwrap();
-    let mut early = w.client("acme", "42", &["call.*"]).await;
-    let mut late = w.client("acme", "7", &["call.*"]).await;
-    let mut published = calls(&w, 3).await;
-    let mut seen_early = Value::Null;
-    for _ in 0..3 {
-        seen_early = next_json(&mut early).await;
-        next_json(&mut late).await;
-    }
-    drop(early);
-    w.until_offline("acme", "42").await;
+    let (seen_early, mut late, mut published) = early_gone_late_listening(&w).await;
     switchboard_tests::redis_cmd(cluster.nodes[node].port, &["SAVE"]).unwrap();
     published.extend(calls(&w, 4).await);
     let mut seen_late = Value::Null;
@@ -676,16 +675,7 @@ async fn a_failover_to_a_replica_never_recovers_with_a_gap() {
     let mut cluster = RedisCluster::start_with(1, 1000).unwrap();
     let w = world_over(RedisConfig::cluster(cluster.urls()), Settings::ephemeral(), |_| {}).await;
     let master = cluster.master_of("acme", 0).unwrap();
-    let mut early = w.client("acme", "42", &["call.*"]).await;
-    let mut late = w.client("acme", "7", &["call.*"]).await;
-    let mut published = calls(&w, 3).await;
-    let mut seen_early = Value::Null;
-    for _ in 0..3 {
-        seen_early = next_json(&mut early).await;
-        next_json(&mut late).await;
-    }
-    drop(early);
-    w.until_offline("acme", "42").await;
+    let (seen_early, mut late, mut published) = early_gone_late_listening(&w).await;
     // A burst, and the master dies in the middle of it.
     let publisher = {
         let ctx = w.ctx.clone();
