@@ -223,6 +223,8 @@ export class Switchboard {
     this.connectTimeoutMs = connectTimeoutMs;
     this.recoverTimeoutMs = recoverTimeoutMs;
     this.recoveries = 0;
+    /** Live subscribes in flight: request id -> the topics they add. */
+    this.refusable = new Map();
     this.maxBufferedEvents = maxBufferedEvents;
     this.tracker = new Tracker({ settleMs });
     this.emitter = new Emitter();
@@ -268,7 +270,13 @@ export class Switchboard {
         // No position yet: this subscribe also learns where the history stands.
         this.resubscribe(this.link, fresh);
       } else {
-        this.link.send({ action: "subscribe", events: fresh });
+        // Refused (an unknown topic, too many): the server subscribed none
+        // of them, and the client forgets them, so no later resubscribe
+        // carries them.
+        const id = `sub-${++this.recoveries}`;
+        this.refusable.set(id, fresh);
+        this.later(this.requestTimeoutMs, () => this.refusable.delete(id));
+        this.link.send({ action: "subscribe", events: fresh, id });
       }
     }
     return () => {
@@ -455,9 +463,15 @@ export class Switchboard {
     const code = typeof msg.code === "string" ? msg.code : "internal_error";
     const message = typeof msg.message === "string" ? msg.message : JSON.stringify(msg);
     this.emit("error", new SwitchboardError(code, `recovery failed: ${message}`));
-    const refused = code === "unknown_event_type" || code === "forbidden"
-      ? [...this.handlers.keys()].filter((t) => message.includes(`'${t}'`))
-      : [];
+    const topics = [...this.handlers.keys()];
+    let refused = [];
+    if (code === "unknown_event_type" || code === "forbidden") {
+      refused = topics.filter((t) => message.includes(`'${t}'`));
+    } else if (code === "too_many_subscriptions") {
+      // "at most N topics per connection": the newest beyond N go.
+      const limit = Number(/at most (\d+)/.exec(message)?.[1]);
+      if (Number.isSafeInteger(limit) && limit > 0) refused = topics.slice(limit);
+    }
     for (const topic of refused) this.handlers.delete(topic);
     const rest = [...this.handlers.keys()];
     if (refused.length > 0 && rest.length > 0) {
@@ -531,6 +545,15 @@ export class Switchboard {
         return;
       }
       this.recoveryFailed(link, msg);
+      return;
+    }
+    if (msg.id && this.refusable.has(msg.id)) {
+      const topics = this.refusable.get(msg.id);
+      this.refusable.delete(msg.id);
+      if (msg.type === "error") {
+        for (const topic of topics) this.handlers.delete(topic);
+        this.emit("error", new SwitchboardError(msg.code, `subscribe ${topics.join(", ")} refused: ${msg.message}`));
+      }
       return;
     }
     if (msg.id && this.pending.has(msg.id)) {

@@ -371,3 +371,25 @@ test("a late event that was never seen is delivered, even below the position", a
   first.push(event(7));
   assert.deepEqual(got, [5, 7, 6], "6 came late (a retried post): delivered; 7 twice: once");
 });
+
+test("a live subscribe the server refuses is forgotten; a resubscribe over the limit keeps the first topics", async () => {
+  const { sb, got, errors, first } = await upAndRecovered(["call.*"]);
+  sb.subscribe(["chat.nope"], () => {});
+  const live = first.sent.at(-1);
+  assert.deepEqual(live.events, ["chat.nope"]);
+  first.push({ type: "error", id: live.id, code: "unknown_event_type", message: "unknown event type 'chat.nope'" });
+  assert.ok(errors.includes("unknown_event_type"));
+  sb.subscribe(["queue.*"], () => {});
+  sb.subscribe(["agent.*"], () => {});
+  const second = await dropAndReopen(first);
+  const resub = second.sent.at(-1);
+  assert.deepEqual(resub.events, ["call.*", "queue.*", "agent.*"], "the refused topic is not resubscribed");
+  second.push({ type: "error", id: resub.id, code: "too_many_subscriptions", message: "at most 2 topics per connection; unsubscribe some" });
+  const retry = second.sent.at(-1);
+  assert.deepEqual(retry.events, ["call.*", "queue.*"], "the first two, on the same connection");
+  second.push({ type: "recovered", id: retry.id, recovered: true, count: 0, epoch: "E", offset: 5, event_id: "e5" });
+  assert.equal(sb.state, "connected");
+  assert.equal(FakeSocket.all.length, 2, "no reconnect loop");
+  second.push(event(6));
+  assert.deepEqual(got, [5, 6]);
+});
