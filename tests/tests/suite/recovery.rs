@@ -716,3 +716,42 @@ async fn a_failover_to_a_replica_never_recovers_with_a_gap() {
         assert_eq!(answer["recovered"], false, "{who}: another process holds the history now: {answer}");
     }
 }
+
+/// A page of `GET /v1/events` stops at `RECOVERY_MAX_BYTES` of events (a
+/// page of 1,000 events of 16 KB was a 16 MB response, past Lambda's 6 MB
+/// limit); `next` goes on, and the pages together are every event.
+#[tokio::test]
+async fn http_pages_are_bounded_by_bytes() {
+    let w = world_with(|c| {
+        c.limits.history_max_event_bytes = 4096;
+        c.limits.recovery_max_bytes = 8192;
+    })
+    .await;
+    let (_, start) = w.events("acme", "svc", Role::Service, "").await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let event = Envelope::new(tenant("acme"), EventType::CallIncoming, json!({"notes": "x".repeat(2000)}));
+        broadcast::publish(&w.ctx, &event, &Target::Tenant).await.unwrap();
+        ids.push(event.id);
+    }
+    let mut query = format!("?since={}:{}&limit=1000", start["epoch"].as_str().unwrap(), start["offset"]);
+    let mut paged = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, page) = w.events("acme", "svc", Role::Service, &query).await;
+        assert_eq!((status, &page["recovered"]), (200, &json!(true)), "{page}");
+        let bytes: usize = page["events"].as_array().unwrap().iter().map(|e| e.to_string().len()).sum();
+        assert!(bytes <= 8192 + 1024, "a page of {bytes} bytes");
+        paged.extend(ids_of(&page));
+        pages += 1;
+        match page["next"].as_str() {
+            Some(next) => {
+                assert_eq!(next.split(':').count(), 3, "next names its event: {next}");
+                query = format!("?since={next}&limit=1000");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "every event once, in order");
+    assert!(pages >= 3, "{pages} pages of at most 8 KiB for 20 KB of events");
+}
