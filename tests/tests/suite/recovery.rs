@@ -656,7 +656,9 @@ async fn a_cluster_node_restarted_from_an_older_snapshot_never_recovers_with_a_g
 /// cluster that is failing over refuses some); returns their ids.
 async fn publish_through(w: &World, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while ids.len() < n {
+        assert!(std::time::Instant::now() < deadline, "the store took {} of {n} publishes in 60 s", ids.len());
         let event = Envelope::new(tenant("acme"), EventType::CallIncoming, json!({"n": 1}));
         match tokio::time::timeout(Duration::from_secs(5), broadcast::publish(&w.ctx, &event, &Target::Tenant)).await {
             Ok(Ok(_)) => ids.push(event.id),
