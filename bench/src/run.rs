@@ -648,13 +648,6 @@ pub(crate) fn recovery_report(rec: &Recovery, missed: usize) -> String {
     )
 }
 
-/// `total_net_output_bytes` of the Redis server on `port`.
-fn redis_output_bytes(port: u16) -> anyhow::Result<u64> {
-    let info = switchboard_tests::redis_cmd(port, &["INFO", "stats"])?;
-    let line = info.lines().find(|l| l.starts_with("total_net_output_bytes:")).context("no total_net_output_bytes")?;
-    Ok(line[line.find(':').context("a field")? + 1..].trim().parse()?)
-}
-
 /// The next text message as JSON (30 s at most).
 async fn next_json<S>(ws: &mut S) -> anyhow::Result<Value>
 where
@@ -720,7 +713,7 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
             let since = json!({"action": "subscribe", "events": ["call.*"],
                 "since": {"epoch": seen["epoch"], "offset": seen["offset"], "id": seen["id"]}});
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let redis_before = redis_output_bytes(redis_port)?;
+            let redis_before = switchboard_tests::redis_output_bytes(redis_port)?;
             let t0 = Instant::now();
             ws.send(Message::text(since.to_string())).await?;
             let (mut replayed, mut replayed_bytes) = (0, 0);
@@ -739,7 +732,7 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
                 }
             }
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            let redis_out = redis_output_bytes(redis_port)? - redis_before;
+            let redis_out = switchboard_tests::redis_output_bytes(redis_port)? - redis_before;
             anyhow::ensure!(replayed == n, "{replayed} of {n} replayed");
             Ok::<_, anyhow::Error>((ms, event_bytes, redis_out as f64 / replayed_bytes.max(1) as f64))
         })?;

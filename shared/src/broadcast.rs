@@ -86,7 +86,7 @@ async fn record(
     let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
     if let Some(r) = &resolved {
         event.set_position(r.position.as_ref());
-        if !matches!(r.offline, Some(Err(refusal)) if refusal.is_callers_fault()) {
+        if r.refused_whole().is_none() {
             crate::metrics::event_published(event.event_type.as_str());
         }
     }
@@ -551,9 +551,7 @@ pub async fn publish_as(
     };
     // Refused whole by the offline queue, in the resolve's own step:
     // nothing was recorded, queued or sent.
-    if let Some(Err(refusal)) = resolved.offline
-        && refusal.is_callers_fault()
-    {
+    if let Some(refusal) = resolved.refused_whole() {
         tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, ?refusal, "publish refused: not queued offline");
         return Err(PublishError::OfflineRefused(refusal));
     }

@@ -387,6 +387,14 @@ pub fn unique_prefix() -> String {
 }
 
 /// Runs `redis-cli -p <port> <args>` and returns its output.
+/// Bytes the Redis server on `port` has sent to its clients so far
+/// (`total_net_output_bytes` of `INFO stats`): what reads took out of it.
+pub fn redis_output_bytes(port: u16) -> anyhow::Result<u64> {
+    let info = redis_cmd(port, &["INFO", "stats"])?;
+    let line = info.lines().find(|l| l.starts_with("total_net_output_bytes:")).context("no total_net_output_bytes")?;
+    Ok(line["total_net_output_bytes:".len()..].trim().parse()?)
+}
+
 pub fn redis_cmd(port: u16, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])

@@ -222,7 +222,6 @@ export class Switchboard {
     this.requestTimeoutMs = requestTimeoutMs;
     this.connectTimeoutMs = connectTimeoutMs;
     this.recoverTimeoutMs = recoverTimeoutMs;
-    this.recoveries = 0;
     /** Live subscribes in flight: request id -> the topics they add. */
     this.refusable = new Map();
     this.maxBufferedEvents = maxBufferedEvents;
@@ -273,7 +272,7 @@ export class Switchboard {
         // Refused (an unknown topic, too many): the server subscribed none
         // of them, and the client forgets them, so no later resubscribe
         // carries them.
-        const id = `sub-${++this.recoveries}`;
+        const id = `sub-${this.nextId++}`;
         this.refusable.set(id, fresh);
         this.later(this.requestTimeoutMs, () => this.refusable.delete(id));
         this.link.send({ action: "subscribe", events: fresh, id });
@@ -442,7 +441,7 @@ export class Switchboard {
    */
   resubscribe(link, topics) {
     link.recovering = true;
-    link.recoverId = `recover-${++this.recoveries}`;
+    link.recoverId = `recover-${this.nextId++}`;
     link.send({ action: "subscribe", events: topics, since: this.tracker.since() ?? POSITION_ONLY, id: link.recoverId });
     this.cancel(link.recoverTimer);
     link.recoverTimer = this.later(this.recoverTimeoutMs, () =>

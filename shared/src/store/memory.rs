@@ -552,10 +552,9 @@ impl Store for MemoryStore {
             {
                 let next = Position { epoch: t.history.epoch(), offset: t.history.top + 1 };
                 let pushed = t.offline_push(&self.limits, u, &crate::event::with_position(record.text, &next));
-                if let Err(refusal) = pushed
-                    && refusal.is_callers_fault()
-                {
-                    return Some(Resolution { offline: Some(pushed), ..Resolution::default() });
+                let refused = Resolution { offline: Some(pushed), ..Resolution::default() };
+                if refused.refused_whole().is_some() {
+                    return Some(refused);
                 }
                 offline = Some(pushed);
             }

@@ -135,6 +135,17 @@ pub struct Resolution {
     pub offline: Option<Result<usize, OfflineRefusal>>,
 }
 
+impl Resolution {
+    /// The offline queue's refusal of a synchronous publish, when it was of
+    /// the caller's doing: the publish was refused whole (nothing recorded).
+    pub fn refused_whole(&self) -> Option<OfflineRefusal> {
+        match self.offline {
+            Some(Err(refusal)) if refusal.is_callers_fault() => Some(refusal),
+            _ => None,
+        }
+    }
+}
+
 /// A new event for [`Store::record_and_resolve`] to record in its tenant's
 /// history, in the round trip that resolves its recipients.
 #[derive(Debug, Clone, Copy)]

@@ -340,6 +340,26 @@ impl RedisStore {
         ]
     }
 
+    /// What `offline_push` takes: the user's list, seen, offline index,
+    /// offline bytes and offline total keys; cap, ttl_ms, max queues, max bytes.
+    fn offline_args(&self, tenant: &TenantId, user: &UserId) -> ([String; 5], [u64; 4]) {
+        let (k, l) = (&self.keys, &self.limits);
+        let keys = [
+            k.offline(tenant, user),
+            k.seen(tenant),
+            k.offline_index(tenant),
+            k.offline_bytes(tenant),
+            k.offline_total(tenant),
+        ];
+        let bounds = [
+            l.offline_max_messages as u64,
+            Self::millis(l.offline_ttl),
+            l.offline_max_queues as u64,
+            l.offline_max_bytes as u64,
+        ];
+        (keys, bounds)
+    }
+
     /// `history_read`'s q: where the reader stands, whose events, the caps.
     fn history_query(&self, tenant: &TenantId, q: &HistoryQuery<'_>) -> [String; 11] {
         let (epoch, offset, id) = match q.since {
@@ -396,16 +416,8 @@ impl RedisStore {
                 inv.arg(if r.once { "once" } else { "yes" });
                 inv.arg(&self.history_args(tenant)).arg(r.text).arg(r.event_type.as_str()).arg(r.id);
                 if let (Target::User(user), false) = (target, r.once) {
-                    let l = &self.limits;
-                    inv.arg(k.offline(tenant, user))
-                        .arg(k.seen(tenant))
-                        .arg(k.offline_index(tenant))
-                        .arg(k.offline_bytes(tenant))
-                        .arg(k.offline_total(tenant))
-                        .arg(l.offline_max_messages)
-                        .arg(Self::millis(l.offline_ttl))
-                        .arg(l.offline_max_queues)
-                        .arg(l.offline_max_bytes);
+                    let (keys, bounds) = self.offline_args(tenant, user);
+                    inv.arg(&keys).arg(&bounds);
                     offline_asked = true;
                 }
             }
@@ -789,19 +801,12 @@ impl Store for RedisStore {
         user: &UserId,
         message: &str,
     ) -> StoreResult<Result<usize, OfflineRefusal>> {
-        let k = &self.keys;
+        let (keys, bounds) = self.offline_args(tenant, user);
         let answer: i64 = OFFLINE_PUSH
-            .key(k.offline(tenant, user))
-            .key(k.seen(tenant))
-            .key(k.offline_index(tenant))
-            .key(k.offline_bytes(tenant))
-            .key(k.offline_total(tenant))
+            .key(&keys)
             .arg(user.as_str())
             .arg(message)
-            .arg(self.limits.offline_max_messages)
-            .arg(Self::millis(self.limits.offline_ttl))
-            .arg(self.limits.offline_max_queues)
-            .arg(self.limits.offline_max_bytes)
+            .arg(&bounds)
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;

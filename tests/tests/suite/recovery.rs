@@ -569,11 +569,9 @@ async fn a_redis_restarted_from_an_aof_that_lost_its_tail_never_recovers_with_a_
     a_redis_that_lost_data_never_recovers_with_a_gap(Loss::AofTail).await;
 }
 
-/// Bytes Redis has sent to its clients so far (`INFO stats`).
+/// Bytes Redis has sent to its clients so far.
 fn redis_output_bytes(port: u16) -> u64 {
-    let info = switchboard_tests::redis_cmd(port, &["INFO", "stats"]).unwrap();
-    let line = info.lines().find(|l| l.starts_with("total_net_output_bytes:")).expect("total_net_output_bytes");
-    line.split(':').nth(1).unwrap().trim().parse().unwrap()
+    switchboard_tests::redis_output_bytes(port).unwrap()
 }
 
 /// An agent fills its tenant's history with 100 chat messages of 16 KB to
