@@ -266,6 +266,8 @@ fn start(server: &Server) -> anyhow::Result<Started> {
                 ("RATE_LIMIT_PER_SECOND", "10000000".to_owned()),
                 ("RUST_LOG", "warn".to_owned()),
                 ("FANOUT_CONCURRENCY", "512".to_owned()),
+                // The load tools put the token in the URL: a stack deployed with that identity source.
+                ("AUTHORIZER_IDENTITY_SOURCE", "route.request.querystring.token".to_owned()),
             ];
             let prefix = format!("bench{}", free_port());
             if let Some(url) = redis {

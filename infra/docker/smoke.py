@@ -76,7 +76,8 @@ async def main(args) -> None:
     service = token(secret, "smoke", "svc", "service")
     admin = token(secret, "smoke", "ops", "admin")
 
-    async with websockets.connect(f"{args.ws}?token={agent}") as ws:
+    # The token as @switchboard/client sends it: in the subprotocol list (the identity source by default).
+    async with websockets.connect(args.ws, subprotocols=["switchboard", agent]) as ws:
         await ws.send(json.dumps({"action": "subscribe", "events": ["call.*"], "id": "s1"}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["type"] == "subscribed", reply

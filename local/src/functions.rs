@@ -124,7 +124,16 @@ pub trait Functions: Send + Sync + 'static {
 
 /// Reads an authorizer response the way API Gateway does: every statement
 /// must allow `execute-api:Invoke`; one `Deny` denies.
+/// A result over API Gateway's 8 KB (policy and context, as JSON) fails
+/// the handshake with a 500, as there.
 fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> Verdict {
+    let size = serde_json::to_vec(&response).map_or(usize::MAX, |json| json.len());
+    if size > crate::limits::AUTHORIZER_RESULT_MAX_BYTES {
+        return Verdict::Failed(format!(
+            "the authorizer's result is {size} bytes; API Gateway takes at most {}",
+            crate::limits::AUTHORIZER_RESULT_MAX_BYTES
+        ));
+    }
     let statements = &response.policy_document.statement;
     if statements.is_empty() || statements.iter().any(|s| matches!(s.effect, IamPolicyEffect::Deny)) {
         return Verdict::Deny;

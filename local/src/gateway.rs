@@ -43,10 +43,11 @@ use tokio_util::task::TaskTracker;
 use switchboard::protocol::ServerReply;
 
 use crate::events::{self, ConnectionInfo};
-use crate::functions::{Functions, Route, Verdict};
+use crate::functions::{Functions, InvokeError, Route, Verdict};
+use crate::limits::{INTEGRATION_TIMEOUT, IdentitySources, Quotas, TokenBucket};
 
 /// API Gateway's WebSocket limits (its documented quotas by default).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GatewayLimits {
     /// Largest frame: 32 KB.
     pub max_frame_bytes: usize,
@@ -67,6 +68,18 @@ pub struct GatewayLimits {
     /// and the post answered 410: a client that stops reading never holds
     /// up a publisher for longer. 1 second.
     pub slow_client_wait: Duration,
+    /// How long an integration (the authorizer, a route's function) may
+    /// take before API Gateway stops waiting: 29 seconds. A route's client
+    /// is answered `{"message":"Endpoint request timed out",...}`, a
+    /// handshake 504; the function itself runs on, as a Lambda does.
+    pub integration_timeout: Duration,
+    /// Where the authorizer requires the caller's identity; a handshake
+    /// without it is refused 401 before the authorizer runs. None by
+    /// default here (the library's tests connect every way); the binary
+    /// enforces the template's default.
+    pub identity_sources: IdentitySources,
+    /// The account's quotas (new connections, `@connections` requests); off by default.
+    pub quotas: Quotas,
 }
 
 /// The close code of a connection closed for not reading what it was sent
@@ -82,6 +95,9 @@ impl Default for GatewayLimits {
             max_duration: Duration::from_secs(7200),
             reconnect_notice: Duration::from_secs(300),
             slow_client_wait: Duration::from_secs(1),
+            integration_timeout: INTEGRATION_TIMEOUT,
+            identity_sources: IdentitySources::none(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -247,6 +263,10 @@ pub struct WsGateway {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     live: RwLock<HashMap<String, Arc<Live>>>,
+    /// New connections per second, when that quota is played.
+    connects: Option<TokenBucket>,
+    /// `@connections` requests per second, when that quota is played.
+    connections_api: Option<TokenBucket>,
 }
 
 impl WsGateway {
@@ -259,7 +279,60 @@ impl WsGateway {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        WsGateway { info, limits, route_selection, functions, shutdown, tasks, live: RwLock::new(HashMap::new()) }
+        let connects = limits.quotas.connects.map(TokenBucket::new);
+        let connections_api = limits.quotas.connections_api.map(TokenBucket::new);
+        WsGateway {
+            info,
+            limits,
+            route_selection,
+            functions,
+            shutdown,
+            tasks,
+            live: RwLock::new(HashMap::new()),
+            connects,
+            connections_api,
+        }
+    }
+
+    /// Runs a route's function as API Gateway does: it waits at most the
+    /// integration timeout, and a function still running then runs on
+    /// without anyone waiting for it (a Lambda is not stopped either).
+    async fn invoke(
+        &self,
+        route: Route,
+        event: aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest,
+    ) -> Result<aws_lambda_events::apigw::ApiGatewayProxyResponse, Invoked> {
+        let functions = self.functions.clone();
+        let run = tokio::spawn(async move { functions.route(route, event).await });
+        match tokio::time::timeout(self.limits.integration_timeout, run).await {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(e))) => Err(Invoked::Failed(e.to_string())),
+            Ok(Err(panicked)) => Err(Invoked::Failed(format!("{} panicked: {panicked}", route.function_name()))),
+            Err(_) => Err(Invoked::TimedOut),
+        }
+    }
+
+    /// The authorizer, within the integration timeout; the event comes
+    /// back with the verdict (it becomes `$connect`'s), unless it failed.
+    async fn authorize(
+        &self,
+        event: aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ) -> Result<(Verdict, aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequestTypeRequest), String> {
+        let functions = self.functions.clone();
+        let run = tokio::spawn(async move { (functions.authorize(&event).await, event) });
+        match tokio::time::timeout(self.limits.integration_timeout, run).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(panicked)) => Err(format!("the authorizer panicked: {panicked}")),
+            Err(_) => Err(format!(
+                "the authorizer did not answer within the integration timeout ({:?})",
+                self.limits.integration_timeout
+            )),
+        }
+    }
+
+    /// Takes a token of the `@connections` quota; false: throttled (429).
+    fn connections_api_allows(&self) -> bool {
+        self.connections_api.as_ref().is_none_or(TokenBucket::take)
     }
 
     fn get(&self, id: &str) -> Option<Arc<Live>> {
@@ -288,6 +361,20 @@ pub fn router(gw: Arc<WsGateway>) -> Router {
                 .delete(|s, Path((stage, id)): Path<(String, String)>| staged(s, stage, id, delete_connection)),
         )
         .with_state(gw)
+}
+
+/// Why API Gateway got no answer from a route's function.
+enum Invoked {
+    /// It failed (or could not be invoked): API Gateway's 500.
+    Failed(String),
+    /// It took longer than the integration timeout.
+    TimedOut,
+}
+
+impl From<InvokeError> for Invoked {
+    fn from(e: InvokeError) -> Self {
+        Invoked::Failed(e.to_string())
+    }
 }
 
 // ----------------------------------------------------------------- handshake
@@ -339,6 +426,11 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())) else {
         return plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
+    // The account's new connections per second: beyond it, 429 before anything runs.
+    if gw.connects.as_ref().is_some_and(|bucket| !bucket.take()) {
+        tracing::debug!(peer = %peer, "new connection throttled (the connect quota)");
+        return plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    }
     let mut info = ConnectionInfo {
         id: events::new_connection_id(),
         connected_at: switchboard::time::now_millis(),
@@ -350,8 +442,18 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
     // The handshake's headers and query string move into the authorizer's
     // event and from it into $connect's: one copy per handshake.
     let query = events::query_maps(req.uri().query().unwrap_or(""));
+    // API Gateway checks the identity sources itself: a handshake missing
+    // one is refused 401 and the authorizer never runs.
+    if !gw.limits.identity_sources.present(req.headers(), &query.0) {
+        tracing::info!(peer = %peer, sources = %gw.limits.identity_sources, "handshake without the identity sources: 401");
+        return plain(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
     let authorizer_event = events::authorizer_request(&gw.info, &info, std::mem::take(req.headers_mut()), query);
-    match gw.functions.authorize(&authorizer_event).await {
+    let (verdict, authorizer_event) = match gw.authorize(authorizer_event).await {
+        Ok(answer) => answer,
+        Err(e) => (Verdict::Failed(e), Default::default()),
+    };
+    match verdict {
         Verdict::Allow(context) => info.authorizer = context,
         Verdict::Unauthorized => return plain(StatusCode::UNAUTHORIZED, "Unauthorized"),
         Verdict::Deny => return plain(StatusCode::FORBIDDEN, "Forbidden"),
@@ -361,7 +463,7 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
         }
     }
 
-    let protocol = match gw.functions.route(Route::Connect, events::connect(&gw.info, &info, authorizer_event)).await {
+    let protocol = match gw.invoke(Route::Connect, events::connect(&gw.info, &info, authorizer_event)).await {
         Ok(r) if (200..300).contains(&r.status_code) => r.headers.get(header::SEC_WEBSOCKET_PROTOCOL).cloned(),
         Ok(r) => {
             let status = u16::try_from(r.status_code)
@@ -372,9 +474,13 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
             tracing::info!(connection_id = %info.id, status = status.as_u16(), "$connect refused the connection");
             return plain(status, status.canonical_reason().unwrap_or("Refused"));
         }
-        Err(e) => {
+        Err(Invoked::Failed(e)) => {
             tracing::error!(connection_id = %info.id, error = %e, "$connect failed");
             return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+        Err(Invoked::TimedOut) => {
+            tracing::error!(connection_id = %info.id, "$connect did not answer within the integration timeout");
+            return plain(StatusCode::GATEWAY_TIMEOUT, "Endpoint request timed out");
         }
     };
 
@@ -542,16 +648,25 @@ async fn handle_message(
 ) {
     let event = events::message(&gw.info, info, route_key, body, is_base64);
     let request_id = event.request_context.request_id.clone().unwrap_or_default();
-    let reply = match gw.functions.route(Route::Message, event).await {
+    let reply = match gw.invoke(Route::Message, event).await {
         // A two-way route: whatever body the integration returns goes back to the client.
         Ok(response) => match response.body {
             Some(LambdaBody::Text(text)) => Some(Message::Text(text.into())),
             Some(LambdaBody::Binary(bytes)) => Some(Message::Binary(bytes.into())),
             _ => None,
         },
-        Err(e) => {
-            tracing::error!(connection_id = %info.id, error = %e, "message route failed");
-            let body = json!({"message": "Internal server error", "connectionId": info.id, "requestId": request_id});
+        Err(failure) => {
+            let message = match failure {
+                Invoked::Failed(e) => {
+                    tracing::error!(connection_id = %info.id, error = %e, "message route failed");
+                    "Internal server error"
+                }
+                Invoked::TimedOut => {
+                    tracing::error!(connection_id = %info.id, "message route did not answer within the integration timeout");
+                    "Endpoint request timed out"
+                }
+            };
+            let body = json!({"message": message, "connectionId": info.id, "requestId": request_id});
             Some(Message::Text(body.to_string().into()))
         }
     };
@@ -562,8 +677,12 @@ async fn handle_message(
 
 async fn disconnect(gw: &WsGateway, info: &ConnectionInfo, status: u16, reason: &str) {
     tracing::debug!(connection_id = %info.id, status, reason, "connection closed");
-    if let Err(e) = gw.functions.route(Route::Disconnect, events::disconnect(&gw.info, info, status, reason)).await {
-        tracing::error!(connection_id = %info.id, error = %e, "$disconnect failed");
+    match gw.invoke(Route::Disconnect, events::disconnect(&gw.info, info, status, reason)).await {
+        Ok(_) => {}
+        Err(Invoked::Failed(e)) => tracing::error!(connection_id = %info.id, error = %e, "$disconnect failed"),
+        Err(Invoked::TimedOut) => {
+            tracing::error!(connection_id = %info.id, "$disconnect did not answer within the integration timeout");
+        }
     }
 }
 
@@ -618,11 +737,21 @@ enum Posted {
     Sent,
     Unreachable(Unreachable),
     TooLarge(usize),
+    /// Over the account's `@connections` quota: 429.
+    Throttled,
+}
+
+/// API Gateway's answer to a management call over the account's quota.
+fn throttled() -> Response {
+    aws_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", "Rate exceeded")
 }
 
 impl WsGateway {
     /// `POST @connections/{id}`: queue `data` for the connection's writer.
     async fn post(&self, id: &str, data: &[u8]) -> Posted {
+        if !self.connections_api_allows() {
+            return Posted::Throttled;
+        }
         let live = match lookup(self, id) {
             Ok(l) => l,
             Err(e) => return Posted::Unreachable(e),
@@ -651,6 +780,7 @@ async fn post_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String
             "PayloadTooLargeException",
             &format!("Data is {len} bytes; the limit is {}", gw.limits.max_message_bytes),
         ),
+        Posted::Throttled => throttled(),
     }
 }
 
@@ -701,6 +831,7 @@ impl switchboard::gateway::Gateway for InProcessConnections {
                     PostOutcome::Failed("BadRequestException: Invalid connectionId".into())
                 }
                 Posted::TooLarge(len) => PostOutcome::Failed(format!("PayloadTooLargeException: {len} bytes")),
+                Posted::Throttled => PostOutcome::Throttled,
             },
             _ => self.fallback.post(endpoint, connection, data).await,
         }
@@ -713,6 +844,7 @@ impl switchboard::gateway::Gateway for InProcessConnections {
     ) -> switchboard::gateway::PostOutcome {
         use switchboard::gateway::PostOutcome;
         match self.gateway.get().and_then(std::sync::Weak::upgrade) {
+            Some(gw) if self.is_own(endpoint) && !gw.connections_api_allows() => PostOutcome::Throttled,
             Some(gw) if self.is_own(endpoint) => match lookup(&gw, connection.as_str()) {
                 Ok(_) => PostOutcome::Delivered,
                 Err(Unreachable::Gone) => PostOutcome::Gone,
@@ -724,6 +856,9 @@ impl switchboard::gateway::Gateway for InProcessConnections {
 }
 
 async fn get_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
+    if !gw.connections_api_allows() {
+        return throttled();
+    }
     match lookup(&gw, &id) {
         Ok(live) => axum::Json(json!({
             "connectedAt": events::iso8601(live.info.connected_at),
@@ -736,6 +871,9 @@ async fn get_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>
 }
 
 async fn delete_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
+    if !gw.connections_api_allows() {
+        return throttled();
+    }
     match lookup(&gw, &id) {
         Ok(live) => {
             live.close(1000, "Connection deleted");

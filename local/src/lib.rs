@@ -17,6 +17,7 @@ pub mod console;
 pub mod events;
 pub mod functions;
 pub mod gateway;
+pub mod limits;
 pub mod sqs;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,6 +38,7 @@ use tokio_util::task::TaskTracker;
 pub use crate::console::{ConsoleSettings, Minter};
 use crate::functions::{Functions, InProcess, Remote};
 pub use crate::gateway::{GatewayLimits, RouteSelection};
+pub use crate::limits::{IdentitySources, Quota, Quotas};
 
 /// The named routes besides `$connect`, `$disconnect` and `$default` (as in
 /// the SAM template); all of them are served by `ws-message`.

@@ -9,7 +9,10 @@ use switchboard::auth::{AuthConfig, JwtKey};
 use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
 use switchboard::config::Config;
 use switchboard::telemetry::{LogFormat, init_with};
-use switchboard_local::{ConsoleSettings, Emulator, GatewayLimits, MappingSettings, Minter, Mode, Settings, queues};
+use switchboard_local::{
+    ConsoleSettings, Emulator, GatewayLimits, IdentitySources, MappingSettings, Minter, Mode, Quota, Quotas, Settings,
+    queues,
+};
 
 /// The development secret: printed as such, refused in production mode.
 const DEV_JWT_SECRET: &str = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
@@ -114,6 +117,23 @@ struct Serve {
     /// A post to a client whose outbound queue is full waits this long, then the client is closed (1013).
     #[arg(long, env = "SLOW_CLIENT_WAIT_MS", default_value_t = 1000)]
     slow_client_wait_ms: u64,
+    /// How long API Gateway waits for a function, in ms (AWS: 29,000, its most); a route over it answers
+    /// {"message":"Endpoint request timed out"}, a handshake 504.
+    #[arg(long, env = "INTEGRATION_TIMEOUT_MS", default_value_t = 29_000, value_parser = clap::value_parser!(u64).range(50..=900_000))]
+    integration_timeout_ms: u64,
+    /// Where the $connect authorizer requires the token, as the template's AuthorizerIdentitySource
+    /// (comma-separated; "none" checks nothing). A handshake without it is refused 401 before the authorizer runs.
+    #[arg(long, env = "AUTHORIZER_IDENTITY_SOURCE", default_value = IdentitySources::TEMPLATE_DEFAULT)]
+    identity_source: String,
+    /// New connections per second (AWS: 500 per account and Region); beyond it the handshake is answered 429. Default: no quota.
+    #[arg(long, env = "CONNECT_QUOTA_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    connect_quota: Option<u32>,
+    /// @connections requests per second (AWS: the account's 10,000); beyond it 429 LimitExceededException. Default: no quota.
+    #[arg(long, env = "CONNECTIONS_QUOTA_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+    connections_quota: Option<u32>,
+    /// The @connections quota's burst (AWS: 5,000); default half the rate.
+    #[arg(long, env = "CONNECTIONS_QUOTA_BURST", requires = "connections_quota", value_parser = clap::value_parser!(u32).range(1..))]
+    connections_burst: Option<u32>,
     /// Seconds between sweeps of ghost connections (the template runs one every 300); 0: never.
     #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 60)]
     sweep_interval_secs: u64,
@@ -245,6 +265,16 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             max_duration: Duration::from_secs(args.max_connection_secs),
             reconnect_notice: Duration::from_secs(args.reconnect_notice_secs),
             slow_client_wait: Duration::from_millis(args.slow_client_wait_ms),
+            integration_timeout: Duration::from_millis(args.integration_timeout_ms),
+            identity_sources: IdentitySources::parse(&args.identity_source)
+                .map_err(|e| anyhow::anyhow!("--identity-source: {e}"))?,
+            quotas: Quotas {
+                connects: args.connect_quota.map(|n| Quota { per_second: f64::from(n), burst: f64::from(n) }),
+                connections_api: args.connections_quota.map(|n| Quota {
+                    per_second: f64::from(n),
+                    burst: f64::from(args.connections_burst.unwrap_or((n / 2).max(1))),
+                }),
+            },
         },
         sqs_port: args.sqs_port,
         in_process_posts: !args.connections_over_http,
@@ -280,6 +310,8 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         }
     };
     let settings_console = settings.console.is_some();
+    let identity_sources = settings.limits.identity_sources.to_string();
+    let quotas = settings.limits.quotas.clone();
     let emulator = Emulator::start(settings, mode).await?;
     let sample = match &auth.key {
         JwtKey::Hs256Secret(secret) => Some(mint_hs256(
@@ -308,8 +340,22 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         );
     }
     println!("  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)");
+    println!("  Identity      {identity_sources}  (a handshake without it: 401, as API Gateway; --identity-source)");
+    let quota = |q: Option<Quota>, what: &str| match q {
+        Some(q) => format!("{what} {}/s (burst {})", q.per_second, q.burst),
+        None => format!("{what} unlimited"),
+    };
+    println!(
+        "  Quotas        {}, {}  (--connect-quota, --connections-quota)",
+        quota(quotas.connects, "connections"),
+        quota(quotas.connections_api, "@connections")
+    );
     if let Some(t) = sample {
-        println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
+        if identity_sources.contains("querystring") {
+            println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
+        } else {
+            println!("  Try it        wscat -c \"{}\" -s switchboard -s {t}", emulator.ws_url());
+        }
         println!("                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}");
     }
     if settings_console {

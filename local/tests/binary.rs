@@ -111,15 +111,24 @@ fn run(envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// The token as `@switchboard/client` offers it (the template's default identity source).
+fn subprotocols(token: &str) -> String {
+    format!("switchboard, {token}")
+}
+
 #[tokio::test]
 async fn a_newcomer_follows_the_printed_instructions() {
     let mut p = Process::start(&[], &[]);
     assert!(p.printed("WebSocket").starts_with("ws://127.0.0.1:"));
     assert!(p.printed("JWT secret").contains("development default"));
-    // The printed line is `wscat -c "<url>"`: use that URL as is.
+    // The printed line is `wscat -c "<url>" -s switchboard -s <token>`:
+    // the token where the template's default identity source looks for it.
     let try_it = p.printed("Try it");
     let url = try_it.split('"').nth(1).expect("a quoted URL");
-    let (mut client, _) = connect(url, &[]).await.expect("the printed URL connects");
+    let token = try_it.rsplit("-s ").next().expect("the token as a subprotocol");
+    assert_eq!(ws::refusal_status(connect(&format!("{url}?token={token}"), &[]).await), 401, "not in the URL");
+    let (mut client, _) =
+        connect(url, &[("sec-websocket-protocol", &subprotocols(token))]).await.expect("the printed line connects");
     let reply = request(&mut client, json!({"action": "subscribe", "events": ["call.incoming"]})).await;
     assert_eq!(reply, json!({"type": "subscribed", "events": ["call.incoming"]}));
     let health_url = p.printed("HTTP API");
@@ -175,12 +184,14 @@ async fn the_token_command_mints_what_the_emulator_accepts() {
         !p.lines.iter().any(|l| l.contains("development default")),
         "a configured secret is not called the default"
     );
-    let (mut client, _) = connect(&format!("{}?token={token}", p.printed("WebSocket")), &[]).await.unwrap();
+    let (mut client, _) =
+        connect(&p.printed("WebSocket"), &[("sec-websocket-protocol", &subprotocols(&token))]).await.unwrap();
     assert_eq!(request(&mut client, json!({"action": "ping"})).await["type"], "pong");
     // A token minted with another secret is refused.
     let other = run(&[], &["token"]);
     let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
-    assert_eq!(ws::refusal_status(connect(&format!("{}?token={other}", p.printed("WebSocket")), &[]).await), 401);
+    let refused = connect(&p.printed("WebSocket"), &[("sec-websocket-protocol", &subprotocols(&other))]).await;
+    assert_eq!(ws::refusal_status(refused), 401);
 
     let bad = run(&[], &["token", "--role", "root"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -234,8 +245,10 @@ async fn two_processes_on_one_redis_reach_each_others_connections() {
         let out = run(&[("JWT_SECRET", SECRET)], &["token", "--tenant", "t1", "--user", user]);
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    let (mut on_a, _) = connect(&format!("{}?token={}", a.printed("WebSocket"), token("alice")), &[]).await.unwrap();
-    let (mut on_b, _) = connect(&format!("{}?token={}", b.printed("WebSocket"), token("bob")), &[]).await.unwrap();
+    let as_user = |user: &str| subprotocols(&token(user));
+    let (mut on_a, _) =
+        connect(&a.printed("WebSocket"), &[("sec-websocket-protocol", &as_user("alice"))]).await.unwrap();
+    let (mut on_b, _) = connect(&b.printed("WebSocket"), &[("sec-websocket-protocol", &as_user("bob"))]).await.unwrap();
     for c in [&mut on_a, &mut on_b] {
         assert_eq!(request(c, json!({"action": "subscribe", "events": ["agent.*"]})).await["type"], "subscribed");
     }

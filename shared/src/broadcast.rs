@@ -104,51 +104,144 @@ pub async fn deliver(
     resolved: Resolution,
 ) -> BroadcastResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
-    let (mut report, _, stale) = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
+    let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
+    hand_on(ctx, event, target, &text, unsent, &mut report).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
     let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
     finish(ctx, event, target, &text, sent, &resolved.webhooks, None, &mut report).await?;
     Ok(report)
 }
 
-/// Posts `text` to each recipient. Returns the report, the recipients
-/// whose post failed (not stale) and the stale ones, for
-/// [`forget_stale`]: a caller that holds claims releases the failed ones
-/// first, so a failing cleanup cannot keep them claimed.
-async fn post_all(
-    ctx: &Context,
-    tenant: &TenantId,
-    text: &str,
-    recipients: Vec<Recipient>,
-) -> (Report, Vec<ConnectionId>, Vec<ConnectionId>) {
+/// What the posts of one fan-out came to.
+struct Posts {
+    /// `delivered`, `gone` and `throttled` counted (`failed` is the caller's to say).
+    report: Report,
+    /// Recipients not reached within the retry window: throttled to the
+    /// end, or failed otherwise (a network error, a 5xx).
+    unsent: Vec<Recipient>,
+    /// Connections found gone, for [`forget_stale`].
+    stale: Vec<ConnectionId>,
+}
+
+/// Posts `text` to each recipient, up to `FANOUT_CONCURRENCY` at once.
+///
+/// A post API Gateway throttles (429) is made again, at the pace
+/// [`crate::gateway::Pacer`] learns from the 429s, until
+/// `FANOUT_RETRY_MS` has passed; what is still unsent then is returned for
+/// the caller to hand on (a queued job, or the job's own retry), never
+/// dropped.
+async fn post_all(ctx: &Context, tenant: &TenantId, text: &str, recipients: Vec<Recipient>) -> Posts {
+    use futures::stream::FuturesUnordered;
     let mut report = Report { matched: recipients.len(), ..Report::default() };
     let started = std::time::Instant::now();
-    let concurrency = ctx.config.limits.fanout_concurrency;
-    let outcomes: Vec<_> = futures::stream::iter(recipients)
-        .map(|r| async move {
-            let outcome = ctx.gateway.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
-            (r, outcome)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let (mut stale, mut failed) = (Vec::new(), Vec::new());
-    for (recipient, outcome) in outcomes {
+    let deadline = started + ctx.config.limits.fanout_retry_window;
+    let concurrency = ctx.config.limits.fanout_concurrency.max(1);
+    let mut waiting: std::collections::VecDeque<Recipient> = recipients.into();
+    let mut running = FuturesUnordered::new();
+    let (mut stale, mut unsent, mut failed) = (Vec::new(), Vec::new(), 0);
+    loop {
+        while running.len() < concurrency {
+            let Some(r) = waiting.pop_front() else { break };
+            if std::time::Instant::now() >= deadline {
+                unsent.push(r);
+                continue;
+            }
+            running.push(async move {
+                if !ctx.pacer.turn(deadline).await {
+                    return (r, None);
+                }
+                let outcome = ctx.gateway.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
+                (r, Some(outcome))
+            });
+        }
+        let Some((recipient, outcome)) = running.next().await else { break };
         match outcome {
-            PostOutcome::Delivered => report.delivered += 1,
-            PostOutcome::Gone => {
+            // Its turn would have come after the deadline.
+            None => unsent.push(recipient),
+            Some(PostOutcome::Delivered) => {
+                report.delivered += 1;
+                ctx.pacer.accepted();
+            }
+            Some(PostOutcome::Gone) => {
                 report.gone += 1;
                 stale.push(recipient.connection_id);
             }
-            PostOutcome::Failed(error) => {
-                report.failed += 1;
+            Some(PostOutcome::Throttled) => {
+                report.throttled += 1;
+                ctx.pacer.throttled();
+                waiting.push_back(recipient);
+            }
+            Some(PostOutcome::Failed(error)) => {
+                failed += 1;
                 tracing::warn!(tenant_id = %tenant, connection_id = %recipient.connection_id, %error, "post failed");
-                failed.push(recipient.connection_id);
+                unsent.push(recipient);
             }
         }
     }
-    crate::metrics::posts(report.delivered, report.gone, report.failed, started.elapsed());
-    (report, failed, stale)
+    if report.throttled > 0 {
+        tracing::info!(tenant_id = %tenant, throttled = report.throttled, unsent = unsent.len(), pace = ?ctx.pacer.rate(),
+            "posts throttled by the @connections quota");
+    }
+    crate::metrics::posts(report.delivered, report.gone, failed, report.throttled, started.elapsed());
+    Posts { report, unsent, stale }
+}
+
+/// One post, made again while API Gateway throttles it, at the pacer's
+/// pace, for at most `FANOUT_RETRY_MS` (a recovery's replay, a sync): the
+/// outcome of the last attempt.
+pub async fn post_one(ctx: &Context, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
+    let deadline = std::time::Instant::now() + ctx.config.limits.fanout_retry_window;
+    loop {
+        if !ctx.pacer.turn(deadline).await {
+            return PostOutcome::Throttled;
+        }
+        match ctx.gateway.post(endpoint, connection, data).await {
+            PostOutcome::Throttled if std::time::Instant::now() < deadline => ctx.pacer.throttled(),
+            PostOutcome::Delivered => {
+                ctx.pacer.accepted();
+                return PostOutcome::Delivered;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Hands the recipients a synchronous fan-out could not reach to a queued
+/// job (chunk jobs on the events queue, each posting to claimed
+/// recipients only, so nobody gets the event twice); without an events
+/// queue, or when SQS refuses them, they are `failed` in the report.
+async fn hand_on(
+    ctx: &Context,
+    event: &Envelope,
+    target: &Target,
+    text: &str,
+    unsent: Vec<Recipient>,
+    report: &mut Report,
+) {
+    if unsent.is_empty() {
+        return;
+    }
+    let Some((queues, url)) = ctx.events_queue() else {
+        tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, unsent = unsent.len(),
+            "posts not made and no events queue to hand them to");
+        report.failed += unsent.len();
+        return;
+    };
+    let parts = chunk_parts(&unsent, ctx.config.fanout_chunk_size.max(1), text.len());
+    let bodies = chunk_jobs(event, target, &parts);
+    match queues.send_all(url, &bodies).await {
+        Ok(_) => {
+            tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = unsent.len(),
+                jobs = bodies.len(), "unsent posts handed to the events queue");
+            report.requeued += unsent.len();
+            crate::metrics::requeued(unsent.len());
+        }
+        Err(e) => {
+            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, unsent = unsent.len(), error = %e,
+                "unsent posts could not be queued");
+            report.failed += unsent.len();
+        }
+    }
 }
 
 /// Forgets connections found gone (one round trip) and announces
@@ -404,7 +497,8 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
             .iter()
             .map(|(c, u, e)| Recipient { connection_id: c.clone(), user_id: u.clone(), endpoint: e.clone() })
             .collect();
-        let report = post_claimed(ctx, &claims, &text, recipients).await?;
+        let (mut report, unsent) = post_claimed(ctx, &claims, &text, recipients).await?;
+        carry_on(ctx, event, &job.target, &text, unsent, &mut report).await;
         return if report.failed > 0 { Err(JobError::Posts(report.failed)) } else { Ok(report) };
     }
     let mut event = job.event.clone();
@@ -424,7 +518,11 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
         }
-        _ => post_claimed(ctx, &claims, &text, resolved.recipients).await?,
+        _ => {
+            let (mut report, unsent) = post_claimed(ctx, &claims, &text, resolved.recipients).await?;
+            carry_on(ctx, event, &job.target, &text, unsent, &mut report).await;
+            report
+        }
     };
     // Webhooks and the offline queue do not wait for every post: a
     // recipient that keeps failing must not hold back the event's webhooks
@@ -484,25 +582,49 @@ fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]]) -> Vec<
 }
 
 /// Claims the recipients, posts to those claimed now, releases the ones
-/// whose post failed (before anything else can fail), then forgets the
-/// stale ones. `report.failed` says how many a retry must try again.
+/// not reached (before anything else can fail), then forgets the stale
+/// ones. Returns the report and the released recipients.
 async fn post_claimed(
     ctx: &Context,
     claims: &Claims<'_>,
     text: &str,
     recipients: Vec<Recipient>,
-) -> BroadcastResult<Report> {
+) -> BroadcastResult<(Report, Vec<Recipient>)> {
     let members: Vec<String> = recipients.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
     let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
-    let (report, failed, stale) = post_all(ctx, claims.tenant, text, mine).await;
-    if !failed.is_empty() {
-        let members: Vec<String> = failed.iter().map(|c| c.as_str().to_owned()).collect();
+    let Posts { report, unsent, stale } = post_all(ctx, claims.tenant, text, mine).await;
+    if !unsent.is_empty() {
+        let members: Vec<String> = unsent.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
         claims.release(ctx, &members).await?;
     }
     forget_stale(ctx, claims.tenant, stale).await?;
-    Ok(report)
+    Ok((report, unsent))
+}
+
+/// What a queued job does with the recipients it did not reach (released
+/// already): when it made progress, a new job takes them (a fresh start
+/// of the queue's receive count: a broadcast paced by the quota must not
+/// be dead-lettered for taking many windows); when it made none, they are
+/// `failed` and the job itself is retried, so one that can never be sent
+/// ends in the dead-letter queue.
+async fn carry_on(
+    ctx: &Context,
+    event: &Envelope,
+    target: &Target,
+    text: &str,
+    unsent: Vec<Recipient>,
+    report: &mut Report,
+) {
+    if unsent.is_empty() {
+        return;
+    }
+    if report.delivered + report.gone > 0 {
+        hand_on(ctx, event, target, text, unsent, report).await;
+    } else {
+        report.failed += unsent.len();
+    }
 }
 
 /// Why a caller's publish did not go out.
@@ -612,6 +734,10 @@ pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepRep
             PostOutcome::Failed(error) => {
                 report.failed += 1;
                 tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, "sweep: probe failed, connection kept");
+            }
+            PostOutcome::Throttled => {
+                report.failed += 1;
+                tracing::debug!(tenant_id = %tenant, connection_id = %id, "sweep: probe throttled, connection kept");
             }
         }
     }

@@ -27,6 +27,7 @@
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
+//! | `FANOUT_RETRY_MS` | `10000` | how long a fan-out retries posts API Gateway throttled (429), paced, before handing them to a queued job |
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
 //! | `SEED_CHANNELS` | `false` | also PUBLISH events on the legacy hub's Redis channels |
@@ -69,6 +70,7 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "EVENTS_QUEUE_URL",
     "FANOUT_CHUNK_SIZE",
     "FANOUT_CONCURRENCY",
+    "FANOUT_RETRY_MS",
     "HISTORY_MAX_EVENT_BYTES",
     "HISTORY_SIZE",
     "HISTORY_TTL_SECS",
@@ -182,6 +184,10 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Posts in flight at once during one fan-out.
     pub fanout_concurrency: usize,
+    /// How long one fan-out keeps retrying posts API Gateway throttled
+    /// (429) before it hands them on: a synchronous publish to a queued
+    /// job, a queued job to its own retry.
+    pub fanout_retry_window: Duration,
     /// Requests per second one tenant may make to the HTTP API (all instances together).
     pub rate_limit_per_sec: u32,
     /// Largest HTTP API request body.
@@ -216,6 +222,7 @@ impl Default for Limits {
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
             fanout_concurrency: 128,
+            fanout_retry_window: Duration::from_secs(10),
             rate_limit_per_sec: 1000,
             max_body_bytes: 64 * 1024,
             history_size: 1000,
@@ -475,6 +482,11 @@ impl Limits {
             max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
             max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
             fanout_concurrency: positive(get, "FANOUT_CONCURRENCY", d.fanout_concurrency as u64)? as usize,
+            fanout_retry_window: Duration::from_millis(positive(
+                get,
+                "FANOUT_RETRY_MS",
+                d.fanout_retry_window.as_millis() as u64,
+            )?),
             rate_limit_per_sec: positive(get, "RATE_LIMIT_PER_SECOND", u64::from(d.rate_limit_per_sec))?
                 .try_into()
                 .map_err(|_| ConfigError::new("RATE_LIMIT_PER_SECOND", "is too large"))?,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, QueueUrls};
-use crate::gateway::{Gateway, ManagementApi};
+use crate::gateway::{Gateway, ManagementApi, Pacer};
 use crate::queue::Queues;
 use crate::store::{Keys, MemoryStore, RedisStore, Store};
 
@@ -22,6 +22,9 @@ pub struct Context {
     pub gateway: Arc<dyn Gateway>,
     /// SQS, when queues are configured (webhooks, asynchronous fan-out).
     pub queues: Option<Arc<Queues>>,
+    /// The pace of posts against the account's `@connections` quota,
+    /// shared by every fan-out of this instance.
+    pub pacer: Arc<Pacer>,
 }
 
 impl std::fmt::Debug for Context {
@@ -34,7 +37,13 @@ impl Context {
     /// A context over an existing store (tests, the emulator), posting with
     /// local credentials (right for the emulator's `@connections`).
     pub fn new(config: Config, store: Arc<dyn Store>) -> Self {
-        Context { config: Arc::new(config), store, gateway: Arc::new(ManagementApi::local()), queues: None }
+        Context {
+            config: Arc::new(config),
+            store,
+            gateway: Arc::new(ManagementApi::local()),
+            queues: None,
+            pacer: Arc::default(),
+        }
     }
 
     /// The same context posting through another gateway.

@@ -32,7 +32,10 @@ pub enum PostOutcome {
     Delivered,
     /// `410 Gone`: the connection no longer exists; forget it.
     Gone,
-    /// Anything else (throttling, network, 5xx); the connection is kept.
+    /// `429 LimitExceededException`: over the account's request quota.
+    /// Nothing was sent; the same post may be made again later.
+    Throttled,
+    /// Anything else (network, 5xx); the connection is kept.
     Failed(String),
 }
 
@@ -90,7 +93,14 @@ impl ManagementApi {
             .operation_attempt_timeout(Duration::from_secs(3))
             .operation_timeout(Duration::from_secs(10))
             .build();
-        ManagementApi { base: base.timeout_config(timeouts), clients: RwLock::new(HashMap::new()) }
+        // No retries inside the SDK: a throttled post (429) comes back at
+        // once, and the fan-out retries it paced to the quota it measures
+        // (`broadcast::post_all`), which the SDK's own backoff knows nothing of.
+        let retries = aws_sdk_apigatewaymanagement::config::retry::RetryConfig::standard().with_max_attempts(1);
+        ManagementApi {
+            base: base.timeout_config(timeouts).retry_config(retries),
+            clients: RwLock::new(HashMap::new()),
+        }
     }
 
     fn client(&self, endpoint: &str) -> Client {
@@ -116,6 +126,8 @@ impl Gateway for ManagementApi {
             Ok(_) => PostOutcome::Delivered,
             Err(e) => match e.as_service_error() {
                 Some(service) if service.is_gone_exception() => PostOutcome::Gone,
+                Some(service) if service.is_limit_exceeded_exception() => PostOutcome::Throttled,
+                _ if e.raw_response().is_some_and(|r| r.status().as_u16() == 429) => PostOutcome::Throttled,
                 _ => PostOutcome::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string()),
             },
         }
@@ -127,8 +139,146 @@ impl Gateway for ManagementApi {
             Ok(_) => PostOutcome::Delivered,
             Err(e) => match e.as_service_error() {
                 Some(service) if service.is_gone_exception() => PostOutcome::Gone,
+                Some(service) if service.is_limit_exceeded_exception() => PostOutcome::Throttled,
+                _ if e.raw_response().is_some_and(|r| r.status().as_u16() == 429) => PostOutcome::Throttled,
                 _ => PostOutcome::Failed(aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&e).to_string()),
             },
         }
+    }
+}
+
+/// Paces posts to the account's `@connections` quota, which it learns
+/// from the 429s it gets.
+///
+/// API Gateway throttles every API call of an account and Region with one
+/// token bucket (10,000 requests per second, a burst of 5,000, by
+/// default); a post over it is answered 429 and sends nothing. Retrying
+/// at once only spends more of the quota on refusals, so a fan-out that is
+/// throttled slows down: to a little under the rate the gateway accepted
+/// over the last second, then up again by a tenth every half second
+/// without a 429 (additive probing, multiplicative cuts), until no 429
+/// comes and the pacer lets posts go unpaced again. One per function
+/// instance ([`crate::Context::pacer`]), shared by its fan-outs: they
+/// spend one quota.
+#[derive(Debug)]
+pub struct Pacer {
+    state: std::sync::Mutex<PacerState>,
+}
+
+#[derive(Debug)]
+struct PacerState {
+    /// Posts per second; `None`: unpaced (no 429 lately).
+    rate: Option<f64>,
+    /// When the next paced post may go.
+    next_at: std::time::Instant,
+    /// The last cut, and the last rise, of `rate`.
+    last_cut: std::time::Instant,
+    last_rise: std::time::Instant,
+    /// Posts accepted in the current and the previous half second.
+    window_start: std::time::Instant,
+    accepted_now: u64,
+    accepted_before: u64,
+}
+
+/// Cuts come at most this often: the 429s of one burst are one signal.
+const PACER_CUT_EVERY: Duration = Duration::from_millis(200);
+/// Without a 429 for this long the rate rises by a tenth.
+const PACER_RISE_EVERY: Duration = Duration::from_millis(500);
+/// The slowest pace (posts per second).
+const PACER_MIN_RATE: f64 = 10.0;
+/// Without a 429 for this long the pacer lets go.
+const PACER_RELEASE_AFTER: Duration = Duration::from_secs(10);
+
+impl Default for Pacer {
+    fn default() -> Self {
+        let now = std::time::Instant::now();
+        Pacer {
+            state: std::sync::Mutex::new(PacerState {
+                rate: None,
+                next_at: now,
+                last_cut: now - PACER_CUT_EVERY,
+                last_rise: now,
+                window_start: now,
+                accepted_now: 0,
+                accepted_before: 0,
+            }),
+        }
+    }
+}
+
+impl PacerState {
+    /// Rolls the half-second windows forward to `now`.
+    fn roll(&mut self, now: std::time::Instant) {
+        let half = PACER_RISE_EVERY;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= half * 2 {
+            (self.accepted_before, self.accepted_now, self.window_start) = (0, 0, now);
+        } else if elapsed >= half {
+            (self.accepted_before, self.accepted_now, self.window_start) =
+                (self.accepted_now, 0, self.window_start + half);
+        }
+    }
+
+    /// Posts accepted per second over the last half second to second.
+    fn accepted_rate(&self, now: std::time::Instant) -> f64 {
+        let span = now.saturating_duration_since(self.window_start) + PACER_RISE_EVERY;
+        (self.accepted_now + self.accepted_before) as f64 / span.as_secs_f64()
+    }
+}
+
+impl Pacer {
+    /// Waits for this post's turn (at once while unpaced); false, at
+    /// once, when its turn would come after `deadline`.
+    pub async fn turn(&self, deadline: std::time::Instant) -> bool {
+        let slot = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(rate) = s.rate else { return true };
+            let now = std::time::Instant::now();
+            let slot = s.next_at.max(now);
+            if slot > deadline {
+                return false;
+            }
+            s.next_at = slot + Duration::from_secs_f64(1.0 / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+        true
+    }
+
+    /// A post was accepted.
+    pub fn accepted(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        s.roll(now);
+        s.accepted_now += 1;
+        if let Some(rate) = s.rate {
+            let calm = now.saturating_duration_since(s.last_cut);
+            if calm >= PACER_RELEASE_AFTER {
+                s.rate = None;
+            } else if calm >= PACER_RISE_EVERY && now.saturating_duration_since(s.last_rise) >= PACER_RISE_EVERY {
+                s.rate = Some(rate * 1.1);
+                s.last_rise = now;
+            }
+        }
+    }
+
+    /// A post was throttled (429).
+    pub fn throttled(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.saturating_duration_since(s.last_cut) < PACER_CUT_EVERY {
+            return;
+        }
+        s.roll(now);
+        let accepted = s.accepted_rate(now);
+        let current = s.rate.map_or(accepted, |r| r.min(accepted.max(PACER_MIN_RATE)));
+        s.rate = Some((current * 0.9).max(PACER_MIN_RATE));
+        (s.last_cut, s.last_rise) = (now, now);
+        tracing::debug!(rate = s.rate, accepted, "throttled: posts paced");
+    }
+
+    /// The pace, posts per second (`None`: unpaced).
+    pub fn rate(&self) -> Option<f64> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).rate
     }
 }

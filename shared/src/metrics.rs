@@ -100,13 +100,21 @@ pub fn event_published(event_type: &'static str) {
 }
 
 /// One fan-out's posts: how many were delivered, found gone or failed, and how long they took.
-pub fn posts(delivered: usize, gone: usize, failed: usize, took: Duration) {
-    for (outcome, n) in [("delivered", delivered), ("gone", gone), ("failed", failed)] {
+pub fn posts(delivered: usize, gone: usize, failed: usize, throttled: usize, took: Duration) {
+    for (outcome, n) in [("delivered", delivered), ("gone", gone), ("failed", failed), ("throttled", throttled)] {
         if n > 0 {
             ::metrics::counter!(DELIVERIES, "outcome" => outcome).increment(n as u64);
         }
     }
     ::metrics::histogram!(FANOUT_DURATION).record(took.as_secs_f64());
+}
+
+/// Recipients of a synchronous fan-out handed to a queued job (throttled
+/// or failed past the fan-out's retry window).
+pub fn requeued(n: usize) {
+    if n > 0 {
+        ::metrics::counter!(DELIVERIES, "outcome" => "requeued").increment(n as u64);
+    }
 }
 
 /// An event kept in an offline user's queue.

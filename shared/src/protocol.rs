@@ -65,6 +65,15 @@ pub struct Report {
     /// Chunk jobs this fan-out was split into (queued fan-out only).
     #[serde(default)]
     pub chunks: usize,
+    /// Posts API Gateway throttled (429 `LimitExceededException`); each was
+    /// made again, paced, or handed on (`requeued`).
+    #[serde(default)]
+    pub throttled: usize,
+    /// Recipients whose post did not go through in this fan-out's retry
+    /// window (throttled, or failed), handed to a queued job that posts to
+    /// each of them once.
+    #[serde(default)]
+    pub requeued: usize,
 }
 
 impl std::ops::AddAssign for Report {
@@ -77,6 +86,8 @@ impl std::ops::AddAssign for Report {
         self.webhooks_enqueued += o.webhooks_enqueued;
         self.webhooks_failed += o.webhooks_failed;
         self.chunks += o.chunks;
+        self.throttled += o.throttled;
+        self.requeued += o.requeued;
         self.offline_refused = self.offline_refused.or(o.offline_refused);
     }
 }

@@ -68,7 +68,9 @@ pub fn document() -> Value {
                         "matched": {"type": "integer"}, "delivered": {"type": "integer"}, "gone": {"type": "integer"},
                         "failed": {"type": "integer"}, "queued_offline": {"type": "integer"},
                         "offline_refused": {"type": "string", "enum": ["unknown_user", "tenant_queues_full", "tenant_bytes_full", "message_too_large"], "description": "why an event for an offline user was not queued; absent when it was"},
-                        "webhooks_enqueued": {"type": "integer"}, "webhooks_failed": {"type": "integer"}, "chunks": {"type": "integer"}
+                        "webhooks_enqueued": {"type": "integer"}, "webhooks_failed": {"type": "integer"}, "chunks": {"type": "integer"},
+                        "throttled": {"type": "integer", "description": "posts API Gateway throttled (429); each made again, paced, or handed on"},
+                        "requeued": {"type": "integer", "description": "recipients not reached within FANOUT_RETRY_MS, handed to a queued job that posts to each once"}
                     }
                 },
                 "PublishResponse": {"type": "object", "properties": {"event_id": {"type": "string"}, "report": {"$ref": "#/components/schemas/Report"}}},

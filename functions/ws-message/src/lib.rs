@@ -209,7 +209,7 @@ async fn recover(
         return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch, offset, event_id });
     }
     for (done, (offset, text)) in h.envelopes().enumerate() {
-        if let Some(why) = failure(ctx.gateway.post(&r.endpoint, conn, text.as_bytes()).await) {
+        if let Some(why) = failure(broadcast::post_one(ctx, &r.endpoint, conn, text.as_bytes()).await) {
             tracing::warn!(tenant_id = %tenant, connection_id = %conn, offset, error = %why, "recovery stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,
@@ -239,7 +239,7 @@ async fn post_reply(ctx: &Context, conn: &ConnectionId, endpoint: &str, reply: &
         ServerReply::Subscribed { id, .. } => id.clone(),
         _ => None,
     };
-    match failure(ctx.gateway.post(endpoint, conn, reply.to_json().as_bytes()).await) {
+    match failure(broadcast::post_one(ctx, endpoint, conn, reply.to_json().as_bytes()).await) {
         None => Ok(()),
         Some(why) => Err(Failure::Client(ProtocolError::new(
             id,
@@ -253,6 +253,7 @@ fn failure(outcome: PostOutcome) -> Option<String> {
     match outcome {
         PostOutcome::Delivered => None,
         PostOutcome::Gone => Some("this connection is gone".to_owned()),
+        PostOutcome::Throttled => Some("API Gateway throttled the posts (the account's @connections quota)".to_owned()),
         PostOutcome::Failed(e) => Some(e),
     }
 }
@@ -291,7 +292,7 @@ async fn sync(
     }
     let mut count = 0;
     for message in &batch {
-        if let Some(why) = failure(ctx.gateway.post(&me.endpoint, conn, message.as_bytes()).await) {
+        if let Some(why) = failure(broadcast::post_one(ctx, &me.endpoint, conn, message.as_bytes()).await) {
             tracing::warn!(tenant_id = %tenant, connection_id = %conn, error = %why, delivered = count, "sync stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,

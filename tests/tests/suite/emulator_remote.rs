@@ -39,8 +39,15 @@ async fn invoke(State(l): State<FakeLambda>, Path(name): Path<String>, Json(payl
     match name.as_str() {
         "ws-authorizer" => {
             let event: ApiGatewayCustomAuthorizerRequestTypeRequest = serde_json::from_value(payload.clone()).unwrap();
+            // `?context_bytes=N`: an authorizer whose result carries N more bytes of context.
+            let padding = event.query_string_parameters.first("context_bytes").and_then(|n| n.parse().ok());
             match ws_authorizer::handle(&l.verifier, &event).await {
-                Ok(policy) => Json(serde_json::to_value(policy).unwrap()).into_response(),
+                Ok(mut policy) => {
+                    if let Some(n) = padding {
+                        policy.context["padding"] = json!("x".repeat(n));
+                    }
+                    Json(serde_json::to_value(policy).unwrap()).into_response()
+                }
                 // How the Invoke API reports a function error.
                 Err(e) => (
                     [("x-amz-function-error", "Unhandled")],
@@ -50,7 +57,14 @@ async fn invoke(State(l): State<FakeLambda>, Path(name): Path<String>, Json(payl
             }
         }
         "ws-connect" => Json(ws_connect::handle(&l.ctx, ws_event()).await).into_response(),
-        "ws-message" => Json(ws_message::handle(&l.ctx, ws_event()).await).into_response(),
+        "ws-message" => {
+            // `{"action":"ping","sleep_ms":N}`: a function that takes N ms.
+            let body: Value = ws_event().body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+            if let Some(ms) = body["sleep_ms"].as_u64() {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            Json(ws_message::handle(&l.ctx, ws_event()).await).into_response()
+        }
         "ws-disconnect" => Json(ws_disconnect::handle(&l.ctx, ws_event()).await).into_response(),
         _ => (axum::http::StatusCode::NOT_FOUND, Json(json!({"Type": "User", "message": "Function not found"})))
             .into_response(),
@@ -234,4 +248,100 @@ async fn the_http_proxy_forwards_only_to_the_api_function() {
     // The api function is still reached.
     let health: Value = reqwest::get(format!("{}/v1/health", emu.http_url())).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
+}
+
+fn agent_token() -> String {
+    mint_hs256(
+        SECRET,
+        &Identity { tenant_id: "t1".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent },
+        600,
+    )
+}
+
+async fn remote_emulator(limits: switchboard_local::GatewayLimits) -> (Emulator, FakeLambda) {
+    let (functions_url, lambda) = fake_lambda().await;
+    let settings = Settings { limits, ..Settings::ephemeral() };
+    let emu = Emulator::start(settings, Mode::Remote { functions_url: functions_url.parse().unwrap() }).await.unwrap();
+    (emu, lambda)
+}
+
+fn authorizer_calls(lambda: &FakeLambda) -> usize {
+    lambda.seen.lock().unwrap().iter().filter(|(n, _)| n == "ws-authorizer").count()
+}
+
+/// Issue 29, point 1: API Gateway refuses a handshake without the
+/// configured identity sources (401) and never invokes the authorizer.
+/// The template's default is the subprotocol list, where the client sends
+/// its token.
+#[tokio::test]
+async fn a_handshake_without_the_identity_source_is_refused_401_before_the_authorizer() {
+    use switchboard_local::{GatewayLimits, IdentitySources};
+    let token = agent_token();
+    let subprotocols = format!("switchboard, {token}");
+
+    let limits = GatewayLimits {
+        identity_sources: IdentitySources::parse(IdentitySources::TEMPLATE_DEFAULT).unwrap(),
+        ..GatewayLimits::default()
+    };
+    let (emu, lambda) = remote_emulator(limits).await;
+    let by_query = format!("{}?token={token}", emu.ws_url());
+    assert_eq!(refusal_status(connect(&by_query, &[]).await), 401, "the token in the URL only");
+    assert_eq!(authorizer_calls(&lambda), 0, "API Gateway refused it: the authorizer never ran");
+    let (mut ws, response) = connect(&emu.ws_url(), &[("sec-websocket-protocol", &subprotocols)]).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "switchboard");
+    assert_eq!(authorizer_calls(&lambda), 1);
+    assert_eq!(request(&mut ws, json!({"action": "ping", "id": "p"})).await["type"], "pong");
+
+    // A stack deployed with ?token= refuses the subprotocol instead.
+    let limits = GatewayLimits {
+        identity_sources: IdentitySources::parse("route.request.querystring.token").unwrap(),
+        ..GatewayLimits::default()
+    };
+    let (emu, lambda) = remote_emulator(limits).await;
+    let refused = connect(&emu.ws_url(), &[("sec-websocket-protocol", &subprotocols)]).await;
+    assert_eq!(refusal_status(refused), 401);
+    assert_eq!(refusal_status(connect(&format!("{}?token=", emu.ws_url()), &[]).await), 401, "empty is missing");
+    assert_eq!(authorizer_calls(&lambda), 0);
+    connect(&format!("{}?token={token}", emu.ws_url()), &[]).await.unwrap();
+    assert_eq!(authorizer_calls(&lambda), 1);
+}
+
+/// Issue 29, point 1: the shipped template's default identity source is the
+/// one the emulator's binary enforces by default, and the one the
+/// JavaScript client satisfies (`clients/js/test/gatekeeping.test.js`
+/// connects Chromium through it).
+#[test]
+fn the_template_default_identity_source_is_the_emulators() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml")).unwrap();
+    let parameter = template.split("AuthorizerIdentitySource:").nth(1).expect("the parameter");
+    let default = parameter.lines().find_map(|l| l.trim().strip_prefix("Default: ")).expect("its default");
+    assert_eq!(default, switchboard_local::IdentitySources::TEMPLATE_DEFAULT);
+}
+
+/// Issue 29, point 1: API Gateway waits 29 s for an integration, then
+/// answers the client itself; the connection goes on. (A hung invocation
+/// used to hold the connection's every later frame: `make watch-smoke`
+/// failed so when `cargo lambda watch` lost one across a rebuild.)
+#[tokio::test]
+async fn a_function_over_the_integration_timeout_is_answered_by_the_gateway_and_the_connection_goes_on() {
+    let limits = switchboard_local::GatewayLimits {
+        integration_timeout: std::time::Duration::from_millis(300),
+        ..switchboard_local::GatewayLimits::default()
+    };
+    let (emu, _lambda) = remote_emulator(limits).await;
+    let (mut ws, _) = connect(&format!("{}?token={}", emu.ws_url(), agent_token()), &[]).await.unwrap();
+    let slow = request(&mut ws, json!({"action": "ping", "id": "slow", "sleep_ms": 2000})).await;
+    assert_eq!(slow["message"], "Endpoint request timed out", "{slow}");
+    assert!(slow["connectionId"].is_string() && slow["requestId"].is_string(), "{slow}");
+    let fast = request(&mut ws, json!({"action": "ping", "id": "fast"})).await;
+    assert_eq!((fast["type"].as_str(), fast["id"].as_str()), (Some("pong"), Some("fast")), "{fast}");
+}
+
+/// Issue 29, point 1: an authorizer result over 8 KB fails the handshake (500).
+#[tokio::test]
+async fn an_authorizer_result_over_8_kb_fails_the_handshake() {
+    let (emu, _lambda) = remote_emulator(switchboard_local::GatewayLimits::default()).await;
+    let url = |n: usize| format!("{}?token={}&context_bytes={n}", emu.ws_url(), agent_token());
+    connect(&url(6_000), &[]).await.expect("6 KB of context fits");
+    assert_eq!(refusal_status(connect(&url(9_000), &[]).await), 500);
 }

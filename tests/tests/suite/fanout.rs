@@ -106,7 +106,7 @@ async fn events_reach_the_subscribers_of_their_tenant_and_nobody_else() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["report"],
-        json!({"matched": 1, "delivered": 1, "gone": 0, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0})
+        json!({"matched": 1, "delivered": 1, "gone": 0, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0, "throttled": 0, "requeued": 0})
     );
     let event = next_json(&mut calls).await;
     assert_eq!(event["type"], "call.incoming");
@@ -429,7 +429,7 @@ async fn a_connection_gone_without_disconnect_is_removed_on_its_410() {
         .await;
     assert_eq!(
         body["report"],
-        json!({"matched": 2, "delivered": 1, "gone": 1, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0})
+        json!({"matched": 2, "delivered": 1, "gone": 1, "failed": 0, "queued_offline": 0, "webhooks_enqueued": 0, "webhooks_failed": 0, "chunks": 0, "throttled": 0, "requeued": 0})
     );
     assert_eq!(next_json(&mut watcher).await["type"], "system.alert");
     let offline = next_json(&mut watcher).await;

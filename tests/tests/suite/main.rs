@@ -14,6 +14,7 @@ mod handlers;
 mod metrics;
 mod openapi;
 mod queued_fanout;
+mod quotas;
 mod recovery;
 mod resilience;
 mod round_trips;

@@ -255,8 +255,8 @@ fn a_functions_emf_lines_are_embedded_metric_format() {
             ws_connect::handle(&ctx, event_fixture("ws-connect.json")).await;
             ws_message::handle(&ctx, event_fixture("ws-message.json")).await;
             ws_message::handle(&ctx, event_fixture("ws-message.json")).await;
-            switchboard::metrics::posts(3, 1, 0, Duration::from_millis(4));
-            switchboard::metrics::posts(1, 0, 0, Duration::from_millis(2));
+            switchboard::metrics::posts(3, 1, 0, 0, Duration::from_millis(4));
+            switchboard::metrics::posts(1, 0, 0, 0, Duration::from_millis(2));
         })
     });
     let lines = emf.drain(1_796_000_000_000);
