@@ -105,7 +105,7 @@ pub async fn deliver(
 ) -> BroadcastResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
-    hand_on(ctx, event, target, &text, unsent, &mut report).await;
+    hand_on(ctx, event, target, &text, unsent, "sync", &mut report).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
     let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
     finish(ctx, event, target, &text, sent, &resolved.webhooks, None, &mut report).await?;
@@ -216,6 +216,7 @@ async fn hand_on(
     target: &Target,
     text: &str,
     unsent: Vec<Recipient>,
+    from: &str,
     report: &mut Report,
 ) {
     if unsent.is_empty() {
@@ -228,7 +229,7 @@ async fn hand_on(
         return;
     };
     let parts = chunk_parts(&unsent, ctx.config.fanout_chunk_size.max(1), text.len());
-    let bodies = chunk_jobs(event, target, &parts);
+    let bodies = chunk_jobs(event, target, &parts, from);
     match queues.send_all(url, &bodies).await {
         Ok(_) => {
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = unsent.len(),
@@ -348,6 +349,7 @@ async fn enqueue_webhooks(
         let mut keep = fresh.into_iter();
         wanted.retain(|_| keep.next().unwrap_or(false));
     }
+    let members = || wanted.iter().map(|h| format!("webhook:{}", h.id)).collect::<Vec<String>>();
     let n = wanted.len();
     let Some((queues, url)) = ctx.webhook_queue() else {
         tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, webhooks = n,
@@ -371,13 +373,17 @@ async fn enqueue_webhooks(
         })
         .collect();
     match queues.send_all(url, &bodies).await {
-        Ok(sent) => Ok((sent, n - sent)),
+        Ok(sent) => {
+            if let Some(claims) = claims {
+                claims.sent(members());
+            }
+            Ok((sent, n - sent))
+        }
         Err(e) => {
             tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, error = %e, "webhook deliveries not queued");
             if let Some(claims) = claims {
                 // Let a retry of the job queue them.
-                let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}", h.id)).collect();
-                claims.release(ctx, &members).await?;
+                claims.release(members());
                 return Err(e.into());
             }
             // A synchronous publish has no job to retry: the deliveries go to
@@ -441,6 +447,10 @@ pub struct Chunk {
     pub of: usize,
     /// `[connection id, user id, endpoint]` each.
     pub recipients: Vec<(ConnectionId, UserId, String)>,
+    /// This chunk job's own name (it keys its claims beside the event's
+    /// id); empty in jobs queued before it existed (the index then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub job: String,
 }
 
 /// Why a queued job should be retried.
@@ -466,61 +476,133 @@ impl From<BroadcastError> for JobError {
     }
 }
 
-/// How long claims of a queued fan-out are kept (longer than the events queue retries).
-const CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
+/// The claims of one queued fan-out job: what it claimed, sent and gave
+/// back, settled in one store round trip when the job's attempt ends.
 struct Claims<'a> {
     tenant: &'a TenantId,
-    event_id: &'a str,
+    /// The event's id, with `:<chunk job id>` for a chunk job.
+    job: String,
+    settings: crate::store::ClaimSettings,
+    /// Members this attempt sent to (or found gone), and gave back.
+    sent: std::sync::Mutex<Vec<String>>,
+    released: std::sync::Mutex<Vec<String>>,
+    /// Members another attempt holds: this one cannot finish the job.
+    busy: std::sync::atomic::AtomicUsize,
 }
 
-impl Claims<'_> {
-    async fn claim(&self, ctx: &Context, members: &[String]) -> StoreResult<Vec<bool>> {
-        ctx.store.fanout_claim(self.tenant, self.event_id, members, CLAIM_TTL).await
+impl<'a> Claims<'a> {
+    fn new(ctx: &Context, tenant: &'a TenantId, job: String) -> Self {
+        let limits = &ctx.config.limits;
+        let settings = crate::store::ClaimSettings {
+            // Longer than an attempt posts; far shorter than the queue's
+            // visibility timeout, after which a killed attempt's job comes back.
+            lease: limits.fanout_retry_window + std::time::Duration::from_secs(5),
+            ttl: limits.fanout_claim_ttl,
+            max_live_jobs: limits.fanout_max_jobs,
+        };
+        Claims {
+            tenant,
+            job,
+            settings,
+            sent: Default::default(),
+            released: Default::default(),
+            busy: Default::default(),
+        }
     }
-    async fn release(&self, ctx: &Context, members: &[String]) -> StoreResult<()> {
-        ctx.store.fanout_release(self.tenant, self.event_id, members).await
+
+    /// Claims `members`: true for each this attempt may send to.
+    async fn claim(&self, ctx: &Context, members: &[String]) -> StoreResult<Vec<bool>> {
+        let claimed = ctx.store.fanout_claim(self.tenant, &self.job, members, &self.settings).await?;
+        let busy = claimed.iter().filter(|c| **c == crate::store::Claim::Busy).count();
+        self.busy.fetch_add(busy, std::sync::atomic::Ordering::Relaxed);
+        Ok(claimed.into_iter().map(|c| c == crate::store::Claim::Mine).collect())
+    }
+
+    fn sent(&self, members: impl IntoIterator<Item = String>) {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).extend(members);
+    }
+
+    fn release(&self, members: impl IntoIterator<Item = String>) {
+        self.released.lock().unwrap_or_else(|p| p.into_inner()).extend(members);
+    }
+
+    fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends the attempt: the job's claims deleted when it `finished`, else
+    /// what it sent marked and what it did not reach given back.
+    async fn settle(&self, ctx: &Context, finished: bool) -> StoreResult<()> {
+        let sent = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|p| p.into_inner()));
+        let released = std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
+        let settled = if finished {
+            crate::store::Settled::Finished
+        } else {
+            crate::store::Settled::Partly { sent: &sent, released: &released }
+        };
+        ctx.store.fanout_settle(self.tenant, &self.job, settled, &self.settings).await
     }
 }
 
 /// Runs one queued fan-out job: splits a large broadcast into chunk jobs,
 /// or posts (to claimed recipients only). An error means "retry this job".
 pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError> {
+    let mut event = job.event.clone();
+    let job_name = match &job.chunk {
+        Some(chunk) if chunk.job.is_empty() => format!("{}:{}", event.id, chunk.index),
+        Some(chunk) => format!("{}:{}", event.id, chunk.job),
+        None => event.id.clone(),
+    };
+    let tenant = event.tenant_id.clone();
+    let claims = Claims::new(ctx, &tenant, job_name);
+    let outcome = attempt(ctx, job, &mut event, &claims).await;
+    // The claims settle in one round trip whatever happened: deleted when
+    // the job is done, else what was sent marked and the rest given back.
+    let done = matches!(&outcome, Ok(r) if r.failed == 0) && claims.busy() == 0;
+    let settled = claims.settle(ctx, done).await;
+    let mut report = outcome?;
+    settled?;
+    // Recipients another attempt holds: the job ends only when they are settled.
+    report.failed += claims.busy();
+    if report.failed > 0 {
+        return Err(JobError::Posts(report.failed));
+    }
+    Ok(report)
+}
+
+/// One attempt of a queued job, its claims taken in `claims`.
+async fn attempt(ctx: &Context, job: &FanoutJob, event: &mut Envelope, claims: &Claims<'_>) -> BroadcastResult<Report> {
     if let Some(chunk) = &job.chunk {
-        // The job that split the broadcast recorded the event: its copy in
-        // the chunk carries the position.
-        let event = &job.event;
-        let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
-        let text = serde_json::to_string(event).expect("an envelope is plain JSON");
+        // The job that split the broadcast (or handed its posts on)
+        // recorded the event: its copy in the chunk carries the position.
+        let text = serde_json::to_string(&*event).expect("an envelope is plain JSON");
         let recipients = chunk
             .recipients
             .iter()
             .map(|(c, u, e)| Recipient { connection_id: c.clone(), user_id: u.clone(), endpoint: e.clone() })
             .collect();
-        let (mut report, unsent) = post_claimed(ctx, &claims, &text, recipients).await?;
-        carry_on(ctx, event, &job.target, &text, unsent, &mut report).await;
-        return if report.failed > 0 { Err(JobError::Posts(report.failed)) } else { Ok(report) };
+        let (mut report, unsent) = post_claimed(ctx, claims, &text, recipients).await?;
+        carry_on(ctx, claims, event, &job.target, &text, unsent, &mut report).await;
+        return Ok(report);
     }
-    let mut event = job.event.clone();
-    let resolved = record(ctx, &mut event, &job.target, None, true)
+    let resolved = record(ctx, event, &job.target, None, true)
         .await?
         .ok_or_else(|| StoreError::Corrupt("an unlimited resolve was refused".into()))?;
-    let event = &event;
-    let claims = Claims { tenant: &event.tenant_id, event_id: &event.id };
+    let event = &*event;
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
     let chunk_size = ctx.config.fanout_chunk_size.max(1);
     let mut report = match ctx.events_queue() {
         Some((queues, url)) if resolved.recipients.len() > chunk_size => {
             let parts = chunk_parts(&resolved.recipients, chunk_size, text.len());
             let of = parts.len();
-            let bodies = chunk_jobs(event, &job.target, &parts);
+            let bodies = chunk_jobs(event, &job.target, &parts, "");
             queues.send_all(url, &bodies).await?;
             tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
         }
         _ => {
-            let (mut report, unsent) = post_claimed(ctx, &claims, &text, resolved.recipients).await?;
-            carry_on(ctx, event, &job.target, &text, unsent, &mut report).await;
+            let (mut report, unsent) = post_claimed(ctx, claims, &text, resolved.recipients).await?;
+            carry_on(ctx, claims, event, &job.target, &text, unsent, &mut report).await;
             report
         }
     };
@@ -528,10 +610,7 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     // recipient that keeps failing must not hold back the event's webhooks
     // (claimed, so the retry of the job queues them once).
     let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
-    finish(ctx, event, &job.target, &text, sent, &resolved.webhooks, Some(&claims), &mut report).await?;
-    if report.failed > 0 {
-        return Err(JobError::Posts(report.failed));
-    }
+    finish(ctx, event, &job.target, &text, sent, &resolved.webhooks, Some(claims), &mut report).await?;
     Ok(report)
 }
 
@@ -562,8 +641,24 @@ fn chunk_parts(recipients: &[Recipient], chunk_size: usize, event_bytes: usize) 
     parts
 }
 
+/// A handed-on part's job name: 16 hex digits of `from` and the index;
+/// empty (the index names it) for a split's parts.
+fn chunk_name(from: &str, index: usize) -> String {
+    if from.is_empty() {
+        return String::new();
+    }
+    let digest = Sha256::digest(format!("{from}/{index}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The events-queue message bodies of a split broadcast, one per part.
-fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]]) -> Vec<String> {
+///
+/// Each part's job is named (its claims are keyed by the name): the parts
+/// of a split by their index, so a split made again (a retried job) claims
+/// the same; parts handed on by a job (`from`: its name) or by a
+/// synchronous publish (`from`: `sync`) by a digest of where they came
+/// from and their index.
+fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]], from: &str) -> Vec<String> {
     let of = parts.len();
     parts
         .iter()
@@ -574,16 +669,16 @@ fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]]) -> Vec<
             let chunk = FanoutJob {
                 event: event.clone(),
                 target: target.clone(),
-                chunk: Some(Chunk { index, of, recipients }),
+                chunk: Some(Chunk { index, of, recipients, job: chunk_name(from, index) }),
             };
             serde_json::to_string(&chunk).expect("plain JSON")
         })
         .collect()
 }
 
-/// Claims the recipients, posts to those claimed now, releases the ones
-/// not reached (before anything else can fail), then forgets the stale
-/// ones. Returns the report and the released recipients.
+/// Claims the recipients, posts to those claimed now, notes what was sent
+/// and what was not (settled when the attempt ends), then forgets the
+/// stale ones. Returns the report and the recipients not reached.
 async fn post_claimed(
     ctx: &Context,
     claims: &Claims<'_>,
@@ -594,11 +689,13 @@ async fn post_claimed(
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
     let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
+    let mut all: std::collections::HashSet<String> = mine.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
     let Posts { report, unsent, stale } = post_all(ctx, claims.tenant, text, mine).await;
-    if !unsent.is_empty() {
-        let members: Vec<String> = unsent.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
-        claims.release(ctx, &members).await?;
+    for r in &unsent {
+        all.remove(r.connection_id.as_str());
     }
+    claims.sent(all);
+    claims.release(unsent.iter().map(|r| r.connection_id.as_str().to_owned()));
     forget_stale(ctx, claims.tenant, stale).await?;
     Ok((report, unsent))
 }
@@ -611,6 +708,7 @@ async fn post_claimed(
 /// ends in the dead-letter queue.
 async fn carry_on(
     ctx: &Context,
+    claims: &Claims<'_>,
     event: &Envelope,
     target: &Target,
     text: &str,
@@ -621,7 +719,7 @@ async fn carry_on(
         return;
     }
     if report.delivered + report.gone > 0 {
-        hand_on(ctx, event, target, text, unsent, report).await;
+        hand_on(ctx, event, target, text, unsent, &claims.job, report).await;
     } else {
         report.failed += unsent.len();
     }
@@ -825,7 +923,7 @@ mod tests {
         let parts = chunk_parts(&recipients, 1000, text.len());
         assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), 10_000, "every recipient in one part");
         assert!(parts.iter().all(|p| p.len() <= 1000));
-        let bodies = chunk_jobs(&event, &Target::Tenant, &parts);
+        let bodies = chunk_jobs(&event, &Target::Tenant, &parts, "");
         let largest = bodies.iter().map(String::len).max().unwrap();
         assert!(largest <= crate::queue::MAX_MESSAGE_BYTES, "a chunk job of {largest} bytes");
         let (batches, oversize) = crate::queue::batches(&bodies);

@@ -27,6 +27,8 @@
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
+//! | `FANOUT_CLAIM_TTL_SECS` | `900` | how long a queued fan-out job's claims are kept (the events queue's maxReceiveCount × visibility timeout); deleted when the job finishes |
+//! | `FANOUT_MAX_JOBS_PER_TENANT` | `1000` | queued fan-out jobs of one tenant holding claims at once |
 //! | `FANOUT_RETRY_MS` | `10000` | how long a fan-out retries posts API Gateway throttled (429), paced, before handing them to a queued job |
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
@@ -69,7 +71,9 @@ pub const CONFIG_VARIABLES: &[&str] = &[
     "CONNECTION_IDLE_SECS",
     "EVENTS_QUEUE_URL",
     "FANOUT_CHUNK_SIZE",
+    "FANOUT_CLAIM_TTL_SECS",
     "FANOUT_CONCURRENCY",
+    "FANOUT_MAX_JOBS_PER_TENANT",
     "FANOUT_RETRY_MS",
     "HISTORY_MAX_EVENT_BYTES",
     "HISTORY_SIZE",
@@ -188,6 +192,13 @@ pub struct Limits {
     /// (429) before it hands them on: a synchronous publish to a queued
     /// job, a queued job to its own retry.
     pub fanout_retry_window: Duration,
+    /// How long a queued fan-out job's claims (and the marker of a finished
+    /// one) are kept: as long as the events queue may deliver it again
+    /// (its `maxReceiveCount` times its visibility timeout).
+    pub fanout_claim_ttl: Duration,
+    /// Queued fan-out jobs of one tenant holding claims at once: what their
+    /// memory in Redis is bounded by (beyond it a job waits for a retry).
+    pub fanout_max_jobs: usize,
     /// Requests per second one tenant may make to the HTTP API (all instances together).
     pub rate_limit_per_sec: u32,
     /// Largest HTTP API request body.
@@ -223,6 +234,8 @@ impl Default for Limits {
             max_subscriptions: 100,
             fanout_concurrency: 128,
             fanout_retry_window: Duration::from_secs(10),
+            fanout_claim_ttl: Duration::from_secs(900),
+            fanout_max_jobs: 1000,
             rate_limit_per_sec: 1000,
             max_body_bytes: 64 * 1024,
             history_size: 1000,
@@ -487,6 +500,12 @@ impl Limits {
                 "FANOUT_RETRY_MS",
                 d.fanout_retry_window.as_millis() as u64,
             )?),
+            fanout_claim_ttl: Duration::from_secs(positive(
+                get,
+                "FANOUT_CLAIM_TTL_SECS",
+                d.fanout_claim_ttl.as_secs(),
+            )?),
+            fanout_max_jobs: positive(get, "FANOUT_MAX_JOBS_PER_TENANT", d.fanout_max_jobs as u64)? as usize,
             rate_limit_per_sec: positive(get, "RATE_LIMIT_PER_SECOND", u64::from(d.rate_limit_per_sec))?
                 .try_into()
                 .map_err(|_| ConfigError::new("RATE_LIMIT_PER_SECOND", "is too large"))?,

@@ -143,9 +143,21 @@ impl Keys {
         format!("{}{id}:{bucket}", self.stem("webhook_stats", tenant))
     }
 
-    /// `{p}:sent:{t}:<event_id>` SET of connections claimed by a chunked fan-out.
-    pub fn sent(&self, tenant: &TenantId, event_id: &str) -> String {
-        self.stem("sent", tenant) + event_id
+    /// `{p}:sent:{t}:<job>` HASH of the recipients a queued fan-out job
+    /// claimed (member -> lease expiry ms, 0 once sent); `<job>` is the
+    /// event's id, with `:<chunk job id>` for a chunk job.
+    pub fn sent(&self, tenant: &TenantId, job: &str) -> String {
+        self.stem("sent", tenant) + job
+    }
+
+    /// `{p}:sentdone:{t}:<job>` STRING: the job finished (its claims are gone).
+    pub fn sent_done(&self, tenant: &TenantId, job: &str) -> String {
+        self.stem("sentdone", tenant) + job
+    }
+
+    /// `{p}:fanouts:{t}` ZSET of the tenant's live claim hashes, by expiry: their bound.
+    pub fn fanouts(&self, tenant: &TenantId) -> String {
+        self.stem("fanouts", tenant)
     }
 
     /// `{p}:history:{t}` STREAM of the tenant's recent events, ids `<offset>-0`.

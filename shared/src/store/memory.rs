@@ -51,8 +51,11 @@ struct Tenant {
     health: HashMap<String, Health>,
     /// Stats counters per (webhook, 5-minute bucket).
     stats: HashMap<(String, i64), super::AttemptStats>,
-    /// Chunked fan-out claims per event, with their expiry.
-    sent: HashMap<String, (HashSet<String>, Instant)>,
+    /// Queued fan-out claims per job (member -> lease expiry, `None` once
+    /// sent), with their expiry.
+    sent: HashMap<String, (HashMap<String, Option<Instant>>, Instant)>,
+    /// Finished jobs, until their marker expires.
+    sent_done: HashMap<String, Instant>,
     /// The tenant's recent events.
     history: Log,
 }
@@ -744,25 +747,64 @@ impl Store for MemoryStore {
     async fn fanout_claim(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        job: &str,
         members: &[String],
-        ttl: Duration,
-    ) -> StoreResult<Vec<bool>> {
-        Ok(self.with(|state| {
+        claims: &super::ClaimSettings,
+    ) -> StoreResult<Vec<super::Claim>> {
+        use super::Claim;
+        self.with(|state| {
             let t = state.entry(tenant.clone()).or_default();
             let now = Instant::now();
             t.sent.retain(|_, (_, exp)| *exp > now);
-            let (set, exp) = t.sent.entry(event_id.to_owned()).or_insert_with(|| (HashSet::new(), now));
-            *exp = now + ttl;
-            members.iter().map(|m| set.insert(m.clone())).collect()
-        }))
+            t.sent_done.retain(|_, exp| *exp > now);
+            if t.sent_done.contains_key(job) {
+                return Ok(vec![Claim::Sent; members.len()]);
+            }
+            if !t.sent.contains_key(job) && t.sent.len() >= claims.max_live_jobs {
+                return Err(StoreError::Unavailable(format!(
+                    "TOO_MANY_FANOUTS the tenant has {} queued fan-outs in flight",
+                    claims.max_live_jobs
+                )));
+            }
+            let (held, exp) = t.sent.entry(job.to_owned()).or_insert_with(|| (HashMap::new(), now));
+            *exp = now + claims.ttl;
+            Ok(members
+                .iter()
+                .map(|m| match held.get(m) {
+                    Some(None) => Claim::Sent,
+                    Some(Some(lease)) if *lease > now => Claim::Busy,
+                    _ => {
+                        held.insert(m.clone(), Some(now + claims.lease));
+                        Claim::Mine
+                    }
+                })
+                .collect())
+        })
     }
 
-    async fn fanout_release(&self, tenant: &TenantId, event_id: &str, members: &[String]) -> StoreResult<()> {
+    async fn fanout_settle(
+        &self,
+        tenant: &TenantId,
+        job: &str,
+        settled: super::Settled<'_>,
+        claims: &super::ClaimSettings,
+    ) -> StoreResult<()> {
         self.with(|state| {
-            if let Some((set, _)) = state.get_mut(tenant).and_then(|t| t.sent.get_mut(event_id)) {
-                for m in members {
-                    set.remove(m);
+            let t = state.entry(tenant.clone()).or_default();
+            match settled {
+                super::Settled::Finished => {
+                    t.sent.remove(job);
+                    t.sent_done.insert(job.to_owned(), Instant::now() + claims.ttl);
+                }
+                super::Settled::Partly { sent, released } => {
+                    if let Some((held, _)) = t.sent.get_mut(job) {
+                        for m in sent {
+                            held.insert(m.clone(), None);
+                        }
+                        for m in released {
+                            held.remove(m);
+                        }
+                    }
                 }
             }
         });

@@ -115,6 +115,9 @@ static WEBHOOK_LOG: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!
 /// A script in `lua/fanout_claim.lua`, which opens with its KEYS/ARGV contract.
 static FANOUT_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fanout_claim.lua")));
 
+/// A script in `lua/fanout_settle.lua`, which opens with its KEYS/ARGV contract.
+static FANOUT_SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fanout_settle.lua")));
+
 /// A Lua function in `lua/fn_release.lua`, which opens with what it takes and returns.
 const RELEASE_FN: &str = include_str!("lua/fn_release.lua");
 
@@ -980,32 +983,56 @@ impl Store for RedisStore {
     async fn fanout_claim(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        job: &str,
         members: &[String],
-        ttl: std::time::Duration,
-    ) -> StoreResult<Vec<bool>> {
+        claims: &super::ClaimSettings,
+    ) -> StoreResult<Vec<super::Claim>> {
         if members.is_empty() {
             return Ok(vec![]);
         }
-        let mut inv = FANOUT_CLAIM.key(self.keys.sent(tenant, event_id));
-        inv.arg(Self::millis(ttl));
+        let mut inv = FANOUT_CLAIM.key(self.keys.sent(tenant, job));
+        inv.key(self.keys.sent_done(tenant, job)).key(self.keys.fanouts(tenant));
+        inv.arg(crate::time::now_millis()).arg(Self::millis(claims.lease)).arg(Self::millis(claims.ttl));
+        inv.arg(claims.max_live_jobs);
         for m in members {
             inv.arg(m.as_str());
         }
         let claimed: Vec<u8> = inv.invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
-        Ok(claimed.into_iter().map(|c| c == 1).collect())
+        Ok(claimed
+            .into_iter()
+            .map(|c| match c {
+                1 => super::Claim::Mine,
+                2 => super::Claim::Busy,
+                _ => super::Claim::Sent,
+            })
+            .collect())
     }
 
-    async fn fanout_release(&self, tenant: &TenantId, event_id: &str, members: &[String]) -> StoreResult<()> {
-        if members.is_empty() {
-            return Ok(());
+    async fn fanout_settle(
+        &self,
+        tenant: &TenantId,
+        job: &str,
+        settled: super::Settled<'_>,
+        claims: &super::ClaimSettings,
+    ) -> StoreResult<()> {
+        let mut inv = FANOUT_SETTLE.key(self.keys.sent(tenant, job));
+        inv.key(self.keys.sent_done(tenant, job)).key(self.keys.fanouts(tenant));
+        inv.arg(Self::millis(claims.ttl));
+        match settled {
+            super::Settled::Finished => {
+                inv.arg(1).arg(0);
+            }
+            super::Settled::Partly { sent, released } => {
+                if sent.is_empty() && released.is_empty() {
+                    return Ok(());
+                }
+                inv.arg(0).arg(sent.len());
+                for m in sent.iter().chain(released) {
+                    inv.arg(m.as_str());
+                }
+            }
         }
-        let mut cmd = redis::cmd("SREM");
-        cmd.arg(self.keys.sent(tenant, event_id));
-        for m in members {
-            cmd.arg(m.as_str());
-        }
-        cmd.query_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
+        inv.invoke_async::<()>(&mut self.conn().await?).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> StoreResult<()> {

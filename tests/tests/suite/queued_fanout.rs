@@ -172,7 +172,12 @@ async fn a_large_broadcast_is_split_into_chunks_and_reaches_everyone_exactly_onc
     let again = FanoutJob {
         event: event.clone(),
         target: Target::Tenant,
-        chunk: Some(switchboard::broadcast::Chunk { index: 0, of: 10, recipients: first_chunk_members }),
+        chunk: Some(switchboard::broadcast::Chunk {
+            index: 0,
+            of: 10,
+            recipients: first_chunk_members,
+            job: String::new(),
+        }),
     };
     let posts_before = w.gateway.posts.load(std::sync::atomic::Ordering::SeqCst);
     let report = run_job(&w.ctx, &again).await.unwrap();

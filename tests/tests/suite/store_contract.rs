@@ -685,15 +685,65 @@ async fn the_delivery_log_is_trimmed_by_age(b: Backend) {
 }
 
 async fn fanout_claims_are_taken_once(b: Backend) {
+    use Claim::{Busy, Mine, Sent};
+    use switchboard::store::{Claim, ClaimSettings, Settled};
     let s = b.store(Limits::default());
-    let (a, ttl) = (tenant("acme"), Duration::from_secs(60));
+    let a = tenant("acme");
+    let lease = Duration::from_millis(300);
+    let claims = ClaimSettings { lease, ttl: Duration::from_secs(60), max_live_jobs: 3 };
     let m = |ids: &[&str]| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>();
-    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), ttl).await.unwrap(), [true, true]);
-    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c2", "c3"]), ttl).await.unwrap(), [false, true]);
-    assert_eq!(s.fanout_claim(&a, "ev2", &m(&["c1"]), ttl).await.unwrap(), [true], "per event");
-    assert_eq!(s.fanout_claim(&tenant("globex"), "ev1", &m(&["c1"]), ttl).await.unwrap(), [true], "per tenant");
-    s.fanout_release(&a, "ev1", &m(&["c2"])).await.unwrap();
-    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), ttl).await.unwrap(), [false, true], "released");
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), &claims).await.unwrap(), [Mine, Mine]);
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c2", "c3"]), &claims).await.unwrap(), [Busy, Mine], "c2 is leased");
+    assert_eq!(s.fanout_claim(&a, "ev2", &m(&["c1"]), &claims).await.unwrap(), [Mine], "per job");
+    assert_eq!(s.fanout_claim(&tenant("globex"), "ev1", &m(&["c1"]), &claims).await.unwrap(), [Mine], "per tenant");
+    // The attempt sent to c1 and gave c2 back.
+    let partly = Settled::Partly { sent: &m(&["c1"]), released: &m(&["c2"]) };
+    s.fanout_settle(&a, "ev1", partly, &claims).await.unwrap();
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2"]), &claims).await.unwrap(), [Sent, Mine], "released");
+    // An attempt killed mid-way: its lease ends, and its recipients are claimable again.
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c2", "c3"]), &claims).await.unwrap(), [Sent, Mine, Mine]);
+    // A tenant holds claims for at most max_live_jobs jobs (ev1, ev2, ev3).
+    assert_eq!(s.fanout_claim(&a, "ev3", &m(&["c1"]), &claims).await.unwrap(), [Mine]);
+    assert!(s.fanout_claim(&a, "ev4", &m(&["c1"]), &claims).await.is_err(), "a fourth job waits");
+    // A finished job's claims go; a late duplicate of it sends nothing, and another job may start.
+    s.fanout_settle(&a, "ev1", Settled::Finished, &claims).await.unwrap();
+    assert_eq!(s.fanout_claim(&a, "ev1", &m(&["c1", "c9"]), &claims).await.unwrap(), [Sent, Sent]);
+    assert_eq!(s.fanout_claim(&a, "ev4", &m(&["c1"]), &claims).await.unwrap(), [Mine]);
+}
+
+/// Issue 29, point 3: a finished job leaves no claim hash (only its small
+/// marker, expiring with the queue's retries); an abandoned one's claims
+/// expire with that same window, and no key is left without an expiry.
+#[tokio::test]
+async fn redis_claims_are_deleted_when_a_job_ends_and_expire_with_the_retry_window() {
+    use switchboard::store::{ClaimSettings, Settled};
+    let redis = switchboard_tests::shared_redis();
+    let prefix = switchboard_tests::unique_prefix();
+    let s = Backend::Redis.store_with_prefix(&prefix, Limits::default());
+    let a = tenant("acme");
+    let claims = ClaimSettings { lease: Duration::from_secs(5), ttl: Duration::from_secs(900), max_live_jobs: 10 };
+    let members: Vec<String> = (0..300).map(|i| format!("conn{i:012}=")).collect();
+    s.fanout_claim(&a, "done", &members, &claims).await.unwrap();
+    s.fanout_claim(&a, "abandoned", &members, &claims).await.unwrap();
+    s.fanout_settle(&a, "done", Settled::Finished, &claims).await.unwrap();
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await.unwrap();
+    let sent = |job: &str| format!("{prefix}:sent:{{acme}}:{job}");
+    assert!(!keys.contains(&sent("done")), "a finished job leaves no claims: {keys:?}");
+    assert!(keys.contains(&format!("{prefix}:sentdone:{{acme}}:done")), "{keys:?}");
+    assert!(keys.contains(&sent("abandoned")), "{keys:?}");
+    for key in &keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0 && ttl <= 900_000, "{key} expires within the retry window: {ttl} ms");
+    }
+    let bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("{prefix}:sentdone:{{acme}}:done"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(bytes < 200, "a finished job's marker is small: {bytes} B");
 }
 
 /// `text` as a recorded envelope would be: `{"id":...}`.
