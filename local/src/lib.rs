@@ -78,6 +78,9 @@ pub struct Settings {
     /// `GET /metrics` on the HTTP port renders this Prometheus recorder
     /// (installed by the binary: a process has one); `None`: no route.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`
+    /// (401 otherwise): what production mode asks for to serve it at all.
+    pub metrics_token: Option<String>,
 }
 
 /// How the emulator's event source mappings poll and batch (Lambda's
@@ -135,6 +138,7 @@ impl Default for Settings {
             sweep_interval: Duration::from_secs(60),
             console: None,
             metrics: None,
+            metrics_token: None,
         }
     }
 }
@@ -194,6 +198,11 @@ pub fn install_prometheus() -> anyhow::Result<metrics_exporter_prometheus::Prome
         .context("installing the metrics recorder")?;
     switchboard::metrics::describe();
     Ok(handle)
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Sets `TCP_NODELAY` on an accepted connection.
@@ -293,9 +302,18 @@ impl Emulator {
         let http_api = match settings.metrics.clone() {
             Some(handle) => {
                 let gateway = gateway.clone();
-                let scrape = move || async move {
+                let token = settings.metrics_token.clone().map(|t| format!("Bearer {t}"));
+                let scrape = move |headers: axum::http::HeaderMap| async move {
+                    let given = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+                    if let Some(expected) = &token
+                        && given.is_none_or(|g| !same_secret(g, expected.as_bytes()))
+                    {
+                        let refusal = serde_json::json!({"code": "unauthorized", "message": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"});
+                        return (StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
+                    }
                     switchboard::metrics::connections_current(gateway.connection_count());
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+                        .into_response()
                 };
                 axum::Router::new().route("/metrics", axum::routing::get(scrape)).merge(http_api)
             }

@@ -158,7 +158,10 @@ struct Serve {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogArg,
-    /// Production mode: refuse the development JWT secret; no console.
+    /// A bearer token GET /metrics requires; under --production, /metrics is served only with one.
+    #[arg(long, env = "METRICS_TOKEN")]
+    metrics_token: Option<String>,
+    /// Production mode: refuse the development JWT secret; no console; /metrics only behind METRICS_TOKEN.
     #[arg(long, env = "SWITCHBOARD_PRODUCTION")]
     production: bool,
 }
@@ -280,7 +283,13 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         in_process_posts: !args.connections_over_http,
         sweep_interval: Duration::from_secs(args.sweep_interval_secs),
         console: console_settings(&auth, dev_secret, args.production),
-        metrics: Some(switchboard_local::install_prometheus()?),
+        // Production serves no unauthenticated metrics: none, or behind the token.
+        metrics: if args.production && args.metrics_token.is_none() {
+            None
+        } else {
+            Some(switchboard_local::install_prometheus()?)
+        },
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         mapping: MappingSettings {
             batch_size: usize::from(args.sqs_batch_size),
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),
@@ -312,6 +321,11 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     let settings_console = settings.console.is_some();
     let identity_sources = settings.limits.identity_sources.to_string();
     let quotas = settings.limits.quotas.clone();
+    let metrics_line = match (&settings.metrics, &settings.metrics_token) {
+        (None, _) => "off (--production without METRICS_TOKEN)".to_owned(),
+        (Some(_), Some(_)) => "(Prometheus text; Authorization: Bearer $METRICS_TOKEN)".to_owned(),
+        (Some(_), None) => "(Prometheus text)".to_owned(),
+    };
     let emulator = Emulator::start(settings, mode).await?;
     let sample = match &auth.key {
         JwtKey::Hs256Secret(secret) => Some(mint_hs256(
@@ -361,7 +375,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
     if settings_console {
         println!("  Console       {}/console", emulator.http_url());
     }
-    println!("  Metrics       {}/metrics  (Prometheus text)", emulator.http_url());
+    println!("  Metrics       {}/metrics  {metrics_line}", emulator.http_url());
     println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
 
     wait_for_signal().await;

@@ -275,3 +275,18 @@ async fn two_processes_on_one_redis_reach_each_others_connections() {
     assert_eq!(next_json(&mut on_a).await, json!({"to": "alice"}));
     assert_eq!(next_json(&mut on_b).await, json!({"to": "bob"}));
 }
+
+/// Issue 29, point 5: production mode serves no unauthenticated metrics.
+#[tokio::test]
+async fn production_serves_metrics_only_behind_its_token() {
+    let metrics = |p: &Process| format!("{}/metrics", p.printed("HTTP API").trim_end_matches("/v1/health"));
+    let http = reqwest::Client::new();
+    let open = Process::start(&[("JWT_SECRET", SECRET)], &["--production"]);
+    assert_eq!(http.get(metrics(&open)).send().await.unwrap().status(), 404, "no token: no /metrics");
+    let guarded = Process::start(&[("JWT_SECRET", SECRET), ("METRICS_TOKEN", "scrape-me")], &["--production"]);
+    assert_eq!(http.get(metrics(&guarded)).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(metrics(&guarded)).bearer_auth("wrong").send().await.unwrap().status(), 401);
+    let scraped = http.get(metrics(&guarded)).bearer_auth("scrape-me").send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.unwrap().contains("switchboard_connections"));
+}

@@ -59,6 +59,10 @@ export interface SwitchboardOptions {
   pingIntervalMs?: number;
   /** Rotate to a fresh connection this long after connecting (under the 2-hour limit). Default 110 minutes. */
   rotateAfterMs?: number;
+  /** The share of `rotateAfterMs` a rotation comes early by, at random (0.1: in its last tenth). */
+  rotateJitter?: number;
+  /** The random source of backoff and rotation jitter (default Math.random). */
+  random?: () => number;
   /** A request (publish) without a reply this long is rejected. Default 10 s. */
   requestTimeoutMs?: number;
   /** A handshake not open this long is given up and retried. Default 10 s. */

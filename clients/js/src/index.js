@@ -199,6 +199,8 @@ export class Switchboard {
     backoff = {},
     pingIntervalMs = 4 * 60_000,
     rotateAfterMs = 110 * 60_000,
+    rotateJitter = 0.1,
+    random = Math.random,
     requestTimeoutMs = 10_000,
     connectTimeoutMs = 10_000,
     recoverTimeoutMs = 15_000,
@@ -219,6 +221,8 @@ export class Switchboard {
     this.backoff = { baseMs: backoff.baseMs ?? 500, maxMs: backoff.maxMs ?? 30_000 };
     this.pingIntervalMs = pingIntervalMs;
     this.rotateAfterMs = rotateAfterMs;
+    this.rotateJitter = Math.min(Math.max(rotateJitter, 0), 1);
+    this.random = random;
     this.requestTimeoutMs = requestTimeoutMs;
     this.connectTimeoutMs = connectTimeoutMs;
     this.recoverTimeoutMs = recoverTimeoutMs;
@@ -430,7 +434,17 @@ export class Switchboard {
       link.pingTimer = this.later(this.pingIntervalMs, ping);
     };
     link.pingTimer = this.later(this.pingIntervalMs, ping);
-    link.rotateTimer = this.later(this.rotateAfterMs, () => this.rotate());
+    link.rotateTimer = this.later(this.rotationDelay(), () => this.rotate());
+  }
+
+  /**
+   * When this connection rotates: `rotateAfterMs`, less a random part of
+   * `rotateJitter` of it. A fleet that connected at once (after an outage)
+   * does not rotate at once, so its reconnects do not meet API Gateway's
+   * new-connection quota together.
+   */
+  rotationDelay() {
+    return Math.round(this.rotateAfterMs * (1 - this.rotateJitter * this.random()));
   }
 
   /**
@@ -651,7 +665,7 @@ export class Switchboard {
 
   retry() {
     if (this.state === "closed") return;
-    const wait = backoffDelay(this.attempt++, this.backoff);
+    const wait = backoffDelay(this.attempt++, this.backoff, this.random);
     this.later(wait, () => this.connect());
   }
 

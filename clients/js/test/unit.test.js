@@ -393,3 +393,13 @@ test("a live subscribe the server refuses is forgotten; a resubscribe over the l
   second.push(event(6));
   assert.deepEqual(got, [5, 6]);
 });
+
+test("rotation comes in the last tenth of rotateAfterMs, at random: a fleet that connected together does not rotate together", () => {
+  const at = (r) => new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, autoConnect: false, rotateAfterMs: 100_000, random: () => r }).rotationDelay();
+  assert.equal(at(0), 100_000);
+  assert.equal(at(0.5), 95_000);
+  assert.equal(at(0.999), 90_010);
+  const spread = new Set(Array.from({ length: 200 }, () => new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, autoConnect: false }).rotationDelay()));
+  assert.ok(spread.size > 150, "spread, not synchronised");
+  for (const d of spread) assert.ok(d > 99 * 60_000 && d <= 110 * 60_000, `${d}`);
+});
