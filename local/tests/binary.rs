@@ -290,3 +290,73 @@ async fn production_serves_metrics_only_behind_its_token() {
     assert_eq!(scraped.status(), 200);
     assert!(scraped.text().await.unwrap().contains("switchboard_connections"));
 }
+
+/// Issue 29, point 4: two emulators on one Redis, the one holding a user's
+/// only connection killed for good (`kill -9`: no `$disconnect`, its
+/// endpoint gone). A message to the user is queued for their next sync,
+/// not lost; the sweep forgets the unreachable connection within
+/// `CONNECTION_UNREACHABLE_SECS`, so the user is offline with 0
+/// connections; reconnecting elsewhere, `sync` delivers what was missed.
+#[tokio::test]
+async fn a_user_whose_instance_died_is_queued_offline_and_goes_offline_within_the_bound() {
+    let redis_url = switchboard_tests::shared_redis().url();
+    let prefix = switchboard_tests::unique_prefix();
+    let envs = [
+        ("JWT_SECRET", SECRET),
+        ("REDIS_URL", redis_url.as_str()),
+        ("KEY_PREFIX", prefix.as_str()),
+        ("CONNECTION_IDLE_SECS", "1"),
+        ("CONNECTION_UNREACHABLE_SECS", "3"),
+    ];
+    let args = ["--sweep-interval-secs", "1"];
+    let (mut a, b) = (Process::start(&envs, &args), Process::start(&envs, &args));
+    let token = |user: &str, role: &str| {
+        let out = run(&[("JWT_SECRET", SECRET)], &["token", "--tenant", "t1", "--user", user, "--role", role]);
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let alice = subprotocols(&token("alice", "agent"));
+    let (mut on_a, _) = connect(&a.printed("WebSocket"), &[("sec-websocket-protocol", &alice)]).await.unwrap();
+    assert_eq!(request(&mut on_a, json!({"action": "subscribe", "events": ["agent.*"]})).await["type"], "subscribed");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    let api = b.printed("HTTP API").trim_end_matches("/v1/health").to_owned();
+    let service = token("svc", "service");
+    let http = reqwest::Client::new();
+    let chat = |n: u32| {
+        http.post(format!("{api}/v1/events"))
+            .bearer_auth(&service)
+            .json(&json!({"type": "chat.message", "target": {"user": "alice"}, "data": {"n": n}}))
+            .send()
+    };
+    let first: serde_json::Value = chat(1).await.unwrap().json().await.unwrap();
+    assert_eq!(first["report"]["queued_offline"], 1, "nobody could take it: queued, not lost: {first}");
+    let online = || async {
+        let r = http.get(format!("{api}/v1/users/alice/online")).bearer_auth(&service).send().await.unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(online().await["connection_count"], 1, "the dead instance's record is still there");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = online().await;
+        if now["connection_count"] == 0 && now["is_online"] == false {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still online 15 s after the kill: {now}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let second: serde_json::Value = chat(2).await.unwrap().json().await.unwrap();
+    assert_eq!(second["report"]["queued_offline"], 1, "{second}");
+
+    let (mut on_b, _) = connect(&b.printed("WebSocket"), &[("sec-websocket-protocol", &alice)]).await.unwrap();
+    ws::send_json(&mut on_b, json!({"action": "sync", "id": "s"})).await;
+    let mut got = Vec::new();
+    loop {
+        let frame = next_json(&mut on_b).await;
+        if frame["type"] == "synced" {
+            break;
+        }
+        got.push(frame["data"]["n"].as_u64().unwrap());
+    }
+    assert_eq!(got, [1, 2], "both messages, in order");
+}

@@ -107,7 +107,7 @@ pub async fn deliver(
     let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
     hand_on(ctx, event, target, &text, unsent, "sync", &mut report).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
-    let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
+    let sent = Sent { queued: resolved.offline };
     finish(ctx, event, target, &text, sent, &resolved.webhooks, None, &mut report).await?;
     Ok(report)
 }
@@ -263,8 +263,6 @@ async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>
 
 /// What the resolve found of the target, for [`finish`].
 struct Sent {
-    /// Live connections in the target.
-    target_connections: usize,
     /// The store queued the event offline already ([`Resolution::offline`]).
     queued: Option<Result<usize, OfflineRefusal>>,
 }
@@ -282,12 +280,15 @@ async fn finish(
     report: &mut Report,
 ) -> BroadcastResult<()> {
     let tenant = &event.tenant_id;
-    // Nobody of the user's connections took it: keep it for their next sync
-    // (unless the resolve did, in the same step).
+    // Nobody of the user's connections took it — none was there, all were
+    // gone, none subscribed to it, or none could be reached (a synchronous
+    // publish with nowhere to hand its posts) — and no queued job will
+    // post it: keep it for their next sync (unless the resolve did, in the
+    // same step). A queued job whose posts failed is retried instead.
     if let Target::User(user) = target
         && report.delivered == 0
-        && report.failed == 0
-        && sent.target_connections == report.gone
+        && report.requeued == 0
+        && (report.failed == 0 || claims.is_none())
     {
         let queued = match sent.queued {
             Some(done) => done,
@@ -609,7 +610,7 @@ async fn attempt(ctx: &Context, job: &FanoutJob, event: &mut Envelope, claims: &
     // Webhooks and the offline queue do not wait for every post: a
     // recipient that keeps failing must not hold back the event's webhooks
     // (claimed, so the retry of the job queues them once).
-    let sent = Sent { target_connections: resolved.target_connections, queued: resolved.offline };
+    let sent = Sent { queued: resolved.offline };
     finish(ctx, event, &job.target, &text, sent, &resolved.webhooks, Some(claims), &mut report).await?;
     Ok(report)
 }
@@ -797,6 +798,10 @@ pub struct SweepReport {
     pub gone: usize,
     /// The probe failed: kept, probed again next time.
     pub failed: usize,
+    /// The probe failed and the connection had been silent past
+    /// `CONNECTION_UNREACHABLE_SECS`: forgotten as gone.
+    #[serde(default)]
+    pub unreachable: usize,
 }
 
 impl std::ops::AddAssign for SweepReport {
@@ -805,6 +810,7 @@ impl std::ops::AddAssign for SweepReport {
         self.alive += o.alive;
         self.gone += o.gone;
         self.failed += o.failed;
+        self.unreachable += o.unreachable;
     }
 }
 
@@ -812,23 +818,45 @@ impl std::ops::AddAssign for SweepReport {
 /// nothing for `CONNECTION_IDLE_SECS` are probed (`GET @connections`, no
 /// frame sent); the gone ones leave like a stale post's, announcing
 /// `presence.offline` for users left without a connection, so such a user
-/// is queued for offline again and no longer reported online.
+/// is queued for offline again and no longer reported online. A probe
+/// that fails is tried again next sweep, until the connection has been
+/// silent for `CONNECTION_UNREACHABLE_SECS`: then it counts as gone too
+/// (its endpoint died with the instance that held it, say), so no record
+/// keeps a user "online" for good and their messages go to their queue.
 pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepReport> {
-    let idle = ctx.store.idle_connections(tenant, ctx.config.limits.connection_idle, SWEEP_BATCH).await?;
+    let limits = &ctx.config.limits;
+    let idle = ctx.store.idle_connections(tenant, limits.connection_idle, SWEEP_BATCH).await?;
     let mut report = SweepReport { probed: idle.len(), ..SweepReport::default() };
+    let deadline = std::time::Instant::now() + limits.fanout_retry_window;
     let outcomes: Vec<_> = futures::stream::iter(idle)
-        .map(|r| async move {
-            let outcome = ctx.gateway.probe(&r.endpoint, &r.connection_id).await;
-            (r.connection_id, outcome)
+        .map(|i| async move {
+            // Probes spend the @connections quota as posts do.
+            if !ctx.pacer.turn(deadline).await {
+                return (i, PostOutcome::Throttled);
+            }
+            let outcome = ctx.gateway.probe(&i.recipient.endpoint, &i.recipient.connection_id).await;
+            match outcome {
+                PostOutcome::Throttled => ctx.pacer.throttled(),
+                PostOutcome::Delivered | PostOutcome::Gone => ctx.pacer.accepted(),
+                PostOutcome::Failed(_) => {}
+            }
+            (i, outcome)
         })
-        .buffer_unordered(ctx.config.limits.fanout_concurrency)
+        .buffer_unordered(limits.fanout_concurrency)
         .collect()
         .await;
     let (mut alive, mut gone) = (Vec::new(), Vec::new());
-    for (id, outcome) in outcomes {
+    for (idle, outcome) in outcomes {
+        let id = idle.recipient.connection_id;
         match outcome {
             PostOutcome::Delivered => alive.push(id),
             PostOutcome::Gone => gone.push(id),
+            PostOutcome::Failed(error) if idle.idle >= limits.connection_unreachable => {
+                report.unreachable += 1;
+                tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, idle_secs = idle.idle.as_secs(),
+                    "sweep: probe failed past CONNECTION_UNREACHABLE_SECS, connection forgotten");
+                gone.push(id);
+            }
             PostOutcome::Failed(error) => {
                 report.failed += 1;
                 tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, "sweep: probe failed, connection kept");
@@ -839,7 +867,7 @@ pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepRep
             }
         }
     }
-    (report.alive, report.gone) = (alive.len(), gone.len());
+    (report.alive, report.gone) = (alive.len(), gone.len() - report.unreachable);
     ctx.store.touch(tenant, &alive).await?;
     if !gone.is_empty() {
         tracing::info!(tenant_id = %tenant, gone = gone.len(), "sweep: forgetting connections that left without $disconnect");

@@ -19,6 +19,7 @@
 //! | `OFFLINE_MAX_MESSAGES` / `OFFLINE_TTL_SECS` | `100` / `604800` | offline queue cap and lifetime; only users seen connecting within the TTL get a queue |
 //! | `OFFLINE_MAX_QUEUES_PER_TENANT` / `OFFLINE_MAX_BYTES_PER_TENANT` | `10000` / `67108864` | offline queues one tenant may hold, and their bytes together (a publish beyond: 429 `offline_budget_exceeded`) |
 //! | `CONNECTION_IDLE_SECS` | `600` | a connection whose client sent nothing this long (API Gateway's idle timeout) is probed by the sweep, and forgotten if gone |
+//! | `CONNECTION_UNREACHABLE_SECS` | `1800` | a connection silent this long whose probe fails (its endpoint is unreachable) is forgotten as gone |
 //! | `HISTORY_SIZE` | `1000` | events kept per tenant for recovery (`subscribe` with `since`, `GET /v1/events`); `0` turns history off (envelopes then carry no `offset`/`epoch`) |
 //! | `HISTORY_TTL_SECS` | `900` | how long an event stays recoverable (longer than API Gateway's 10-minute idle close) |
 //! | `HISTORY_MAX_EVENT_BYTES` | `16384` | largest event whose text the history keeps: a larger one keeps its place, and a recovery that needs it answers `recovered:false` (so one tenant's history is at most `HISTORY_SIZE` × this) |
@@ -69,6 +70,7 @@ use url::Url;
 pub const CONFIG_VARIABLES: &[&str] = &[
     "CALLBACK_ENDPOINT",
     "CONNECTION_IDLE_SECS",
+    "CONNECTION_UNREACHABLE_SECS",
     "EVENTS_QUEUE_URL",
     "FANOUT_CHUNK_SIZE",
     "FANOUT_CLAIM_TTL_SECS",
@@ -182,6 +184,9 @@ pub struct Limits {
     pub offline_max_bytes: usize,
     /// A connection whose client sent nothing this long is probed by the sweep.
     pub connection_idle: Duration,
+    /// A connection silent this long whose probe fails (its endpoint cannot
+    /// be reached: the instance that held it died) is forgotten as gone.
+    pub connection_unreachable: Duration,
     /// Largest client frame accepted by `ws-message`.
     pub max_message_bytes: usize,
     /// Most topics one connection may subscribe to.
@@ -230,6 +235,7 @@ impl Default for Limits {
             offline_max_queues: 10_000,
             offline_max_bytes: 64 * 1024 * 1024,
             connection_idle: Duration::from_secs(600),
+            connection_unreachable: Duration::from_secs(1800),
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
             fanout_concurrency: 128,
@@ -492,6 +498,11 @@ impl Limits {
             offline_max_queues: positive(get, "OFFLINE_MAX_QUEUES_PER_TENANT", d.offline_max_queues as u64)? as usize,
             offline_max_bytes: positive(get, "OFFLINE_MAX_BYTES_PER_TENANT", d.offline_max_bytes as u64)? as usize,
             connection_idle: Duration::from_secs(positive(get, "CONNECTION_IDLE_SECS", d.connection_idle.as_secs())?),
+            connection_unreachable: Duration::from_secs(positive(
+                get,
+                "CONNECTION_UNREACHABLE_SECS",
+                d.connection_unreachable.as_secs(),
+            )?),
             max_message_bytes: positive(get, "MAX_MESSAGE_BYTES", d.max_message_bytes as u64)? as usize,
             max_subscriptions: positive(get, "MAX_SUBSCRIPTIONS", d.max_subscriptions as u64)? as usize,
             fanout_concurrency: positive(get, "FANOUT_CONCURRENCY", d.fanout_concurrency as u64)? as usize,

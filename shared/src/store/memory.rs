@@ -458,7 +458,7 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn idle_connections(&self, tenant: &TenantId, idle: Duration, max: usize) -> StoreResult<Vec<Recipient>> {
+    async fn idle_connections(&self, tenant: &TenantId, idle: Duration, max: usize) -> StoreResult<Vec<super::Idle>> {
         Ok(self.with(|state| {
             let Some(t) = state.get(tenant) else { return vec![] };
             let now = Instant::now();
@@ -467,11 +467,14 @@ impl Store for MemoryStore {
             idle.sort();
             idle.into_iter()
                 .take(max)
-                .filter_map(|(_, id)| t.conns.get(id))
-                .map(|(c, _)| Recipient {
-                    connection_id: c.id.clone(),
-                    user_id: c.user_id.clone(),
-                    endpoint: c.endpoint.clone(),
+                .filter_map(|(at, id)| Some((at, t.conns.get(id)?)))
+                .map(|(at, (c, _))| super::Idle {
+                    recipient: Recipient {
+                        connection_id: c.id.clone(),
+                        user_id: c.user_id.clone(),
+                        endpoint: c.endpoint.clone(),
+                    },
+                    idle: now.duration_since(at),
                 })
                 .collect()
         }))

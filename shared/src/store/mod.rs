@@ -480,6 +480,15 @@ pub struct LogRecord {
 
 pub use crate::protocol::OfflineRefusal;
 
+/// A connection the sweep probes ([`Store::idle_connections`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idle {
+    /// Where to reach it.
+    pub recipient: Recipient,
+    /// How long its client has sent nothing.
+    pub idle: std::time::Duration,
+}
+
 /// One member's claim in a queued fan-out job ([`Store::fanout_claim`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -613,7 +622,7 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         idle: std::time::Duration,
         max: usize,
-    ) -> StoreResult<Vec<Recipient>>;
+    ) -> StoreResult<Vec<Idle>>;
 
     /// Marks connections active now (a probe found them alive).
     async fn touch(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<()>;

@@ -763,7 +763,7 @@ impl Store for RedisStore {
         tenant: &TenantId,
         idle: std::time::Duration,
         max: usize,
-    ) -> StoreResult<Vec<Recipient>> {
+    ) -> StoreResult<Vec<super::Idle>> {
         let k = &self.keys;
         let flat: Vec<String> = IDLE_CONNECTIONS
             .key(k.active(tenant))
@@ -775,7 +775,14 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        flat.chunks_exact(2).map(|r| recipient(&r[0], &r[1])).collect()
+        let now = crate::time::now_millis();
+        flat.chunks_exact(3)
+            .map(|r| {
+                let since: i64 = r[2].parse().unwrap_or(now);
+                let idle = std::time::Duration::from_millis(now.saturating_sub(since).max(0) as u64);
+                Ok(super::Idle { recipient: recipient(&r[0], &r[1])?, idle })
+            })
+            .collect()
     }
 
     async fn touch(&self, tenant: &TenantId, conns: &[ConnectionId]) -> StoreResult<()> {

@@ -318,16 +318,19 @@ async fn idle_connections_are_those_whose_client_fell_silent(b: Backend) {
         s.register(&conn("t1", u, c)).await.unwrap();
     }
     s.register(&conn("t2", "a", "c9")).await.unwrap();
-    let ids =
-        |r: Vec<switchboard::store::Recipient>| r.into_iter().map(|r| r.connection_id.to_string()).collect::<Vec<_>>();
+    let ids = |r: Vec<switchboard::store::Idle>| {
+        r.into_iter().map(|r| r.recipient.connection_id.to_string()).collect::<Vec<_>>()
+    };
     tokio::time::sleep(Duration::from_millis(400)).await;
     s.subscribe(&t, &cid("c2"), &topics(&["call.*"])).await.unwrap();
     assert!(s.heartbeat(&t, &user("a"), &cid("c3")).await.unwrap());
     let idle = s.idle_connections(&t, Duration::from_millis(300), 10).await.unwrap();
+    let found: Vec<_> = idle.iter().map(|i| &i.recipient).collect();
     assert_eq!(
-        idle.iter().map(|r| (r.connection_id.as_str(), r.user_id.as_str(), r.endpoint.as_str())).collect::<Vec<_>>(),
+        found.iter().map(|r| (r.connection_id.as_str(), r.user_id.as_str(), r.endpoint.as_str())).collect::<Vec<_>>(),
         [("c1", "a", "https://gw.example/t1")]
     );
+    assert!(idle[0].idle >= Duration::from_millis(380) && idle[0].idle < Duration::from_secs(60), "{:?}", idle[0].idle);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let oldest_two = ids(s.idle_connections(&t, Duration::from_millis(20), 2).await.unwrap());
     assert_eq!((oldest_two.len(), oldest_two[0].as_str()), (2, "c1"), "oldest first, at most 2: {oldest_two:?}");
