@@ -54,7 +54,14 @@ export interface SwitchboardOptions {
   /** The WebSocket class; default the global one (Node 22+, browsers). */
   WebSocket?: unknown;
   /** Reconnect waits: full jitter over min(maxMs, baseMs * 2^attempt). Defaults 500 and 30,000. */
-  backoff?: { baseMs?: number; maxMs?: number };
+  backoff?: {
+    baseMs?: number;
+    maxMs?: number;
+    /** The ceiling during the first `quickForMs` of a run of failures (a fleet meeting the connect quota). Default 3 s. */
+    quickMaxMs?: number;
+    /** How long a run of failures keeps the quick ceiling before the waits grow to `maxMs`. Default 2 minutes. */
+    quickForMs?: number;
+  };
   /** Ping this often (under API Gateway's 10-minute idle close). Default 4 minutes. */
   pingIntervalMs?: number;
   /** Rotate to a fresh connection this long after connecting (under the 2-hour limit). Default 110 minutes. */

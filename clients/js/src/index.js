@@ -218,7 +218,14 @@ export class Switchboard {
     this.url = url;
     this.token = token;
     this.WS = WS;
-    this.backoff = { baseMs: backoff.baseMs ?? 500, maxMs: backoff.maxMs ?? 30_000 };
+    this.backoff = {
+      baseMs: backoff.baseMs ?? 500,
+      maxMs: backoff.maxMs ?? 30_000,
+      quickMaxMs: backoff.quickMaxMs ?? 3_000,
+      quickForMs: backoff.quickForMs ?? 120_000,
+    };
+    /** When the current run of failed attempts began (null: none). */
+    this.failingSince = null;
     this.pingIntervalMs = pingIntervalMs;
     this.rotateAfterMs = rotateAfterMs;
     this.rotateJitter = Math.min(Math.max(rotateJitter, 0), 1);
@@ -665,8 +672,25 @@ export class Switchboard {
 
   retry() {
     if (this.state === "closed") return;
-    const wait = backoffDelay(this.attempt++, this.backoff, this.random);
+    const wait = backoffDelay(this.attempt++, this.ceiling(), this.random);
     this.later(wait, () => this.connect());
+  }
+
+  /**
+   * The backoff's ceiling now. For the first `quickForMs` of a run of
+   * failures it stays at `quickMaxMs`: a fleet that dropped at once meets
+   * API Gateway's new-connection quota (429, which a browser cannot tell
+   * from any other failed handshake), and a short ceiling lets the quota
+   * be used as it refills instead of idling while clients sleep through
+   * long waits. A run that lasts longer is an outage: the waits then grow
+   * to `maxMs`.
+   */
+  ceiling() {
+    const now = Date.now();
+    if (this.attempt === 0 || this.failingSince === null) this.failingSince = now;
+    const { baseMs, maxMs, quickMaxMs, quickForMs } = this.backoff;
+    const quick = now - this.failingSince < quickForMs;
+    return { baseMs, maxMs: quick ? Math.min(maxMs, quickMaxMs) : maxMs };
   }
 
   rejectPending(code, message) {

@@ -71,11 +71,11 @@ export async function startRedis() {
  * A switchboard-local on free ports; `restart()` starts it again on the
  * same ports. `secret: null` runs it with the development secret.
  */
-export async function startEmulator({ args = [], redis, prefix = `js${randomBytes(4).toString("hex")}`, secret = SECRET } = {}) {
+export async function startEmulator({ args = [], env: extra = {}, redis, prefix = `js${randomBytes(4).toString("hex")}`, secret = SECRET } = {}) {
   const ports = { ws: await freePort(), http: await freePort(), sqs: await freePort() };
   let child;
   const launch = async () => {
-    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "error", KEY_PREFIX: prefix };
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "error", KEY_PREFIX: prefix, ...extra };
     delete env.JWT_SECRET;
     if (secret) env.JWT_SECRET = secret;
     if (redis) env.REDIS_URL = redis.url;
