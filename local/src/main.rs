@@ -254,6 +254,13 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         LogArg::Json => LogFormat::Json,
     });
     let (auth, dev_secret) = auth_config(args.production)?;
+    if dev_secret && !args.host.is_loopback() {
+        bail!(
+            "the development JWT secret is public (anyone could mint an admin token of any tenant): listening on {} \
+             (reachable from the network) needs JWT_SECRET (32+ bytes) or JWT_PUBLIC_KEY; or listen on 127.0.0.1",
+            args.host
+        );
+    }
     let settings = Settings {
         host: args.host,
         ws_port: args.ws_port,

@@ -217,6 +217,14 @@ fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
         run(&[], &["--route-selection", "$request.header.x", "--ws-port", "0", "--http-port", "0", "--sqs-port", "0"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("route selection expression"));
+    // Issue 29, point 5: the public development secret stays on loopback.
+    let ports = ["--ws-port", "0", "--http-port", "0", "--sqs-port", "0"];
+    let out = run(&[], &[&["--host", "0.0.0.0"][..], &ports].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the development JWT secret is public"), "{out:?}");
+    let out = run(&[], &[&["--identity-source", "stageVariables.x"][..], &ports].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--identity-source: identity source 'stageVariables.x'"));
     let help = run(&[], &["--help"]);
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [
@@ -230,6 +238,10 @@ fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
         "--log-format",
         "--sqs-port",
         "--sqs-batch-size",
+        "--identity-source",
+        "--connect-quota",
+        "--connections-quota",
+        "--integration-timeout-ms",
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }

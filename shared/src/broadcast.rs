@@ -104,7 +104,7 @@ pub async fn deliver(
     resolved: Resolution,
 ) -> BroadcastResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
-    let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients).await;
+    let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients, None).await;
     hand_on(ctx, event, target, &text, unsent, "sync", &mut report).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
     let sent = Sent { queued: resolved.offline };
@@ -130,8 +130,22 @@ struct Posts {
 /// `FANOUT_RETRY_MS` has passed; what is still unsent then is returned for
 /// the caller to hand on (a queued job, or the job's own retry), never
 /// dropped.
-async fn post_all(ctx: &Context, tenant: &TenantId, text: &str, recipients: Vec<Recipient>) -> Posts {
+///
+/// `reached`, when given, is told each connection as its post is done
+/// (delivered, or found gone), as it happens.
+async fn post_all(
+    ctx: &Context,
+    tenant: &TenantId,
+    text: &str,
+    recipients: Vec<Recipient>,
+    reached: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Posts {
     use futures::stream::FuturesUnordered;
+    let tell = |id: &ConnectionId| {
+        if let Some(reached) = reached {
+            let _ = reached.send(id.as_str().to_owned());
+        }
+    };
     let mut report = Report { matched: recipients.len(), ..Report::default() };
     let started = std::time::Instant::now();
     let deadline = started + ctx.config.limits.fanout_retry_window;
@@ -161,9 +175,11 @@ async fn post_all(ctx: &Context, tenant: &TenantId, text: &str, recipients: Vec<
             Some(PostOutcome::Delivered) => {
                 report.delivered += 1;
                 ctx.pacer.accepted();
+                tell(&recipient.connection_id);
             }
             Some(PostOutcome::Gone) => {
                 report.gone += 1;
+                tell(&recipient.connection_id);
                 stale.push(recipient.connection_id);
             }
             Some(PostOutcome::Throttled) => {
@@ -497,7 +513,7 @@ impl<'a> Claims<'a> {
         let settings = crate::store::ClaimSettings {
             // Longer than an attempt posts; far shorter than the queue's
             // visibility timeout, after which a killed attempt's job comes back.
-            lease: limits.fanout_retry_window + std::time::Duration::from_secs(5),
+            lease: limits.fanout_retry_window.mul_f64(1.5) + std::time::Duration::from_secs(1),
             ttl: limits.fanout_claim_ttl,
             max_live_jobs: limits.fanout_max_jobs,
         };
@@ -521,6 +537,16 @@ impl<'a> Claims<'a> {
 
     fn sent(&self, members: impl IntoIterator<Item = String>) {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).extend(members);
+    }
+
+    /// Marks `members` sent in the store now (one round trip); when that
+    /// fails they are marked with the rest when the attempt ends.
+    async fn mark_sent(&self, ctx: &Context, members: &[String]) {
+        let settled = crate::store::Settled::Partly { sent: members, released: &[] };
+        if let Err(e) = ctx.store.fanout_settle(self.tenant, &self.job, settled, &self.settings).await {
+            tracing::warn!(tenant_id = %self.tenant, job = %self.job, error = %e, "claims not marked sent yet");
+            self.sent(members.iter().cloned());
+        }
     }
 
     fn release(&self, members: impl IntoIterator<Item = String>) {
@@ -677,9 +703,11 @@ fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient]], from: &
         .collect()
 }
 
-/// Claims the recipients, posts to those claimed now, notes what was sent
-/// and what was not (settled when the attempt ends), then forgets the
-/// stale ones. Returns the report and the recipients not reached.
+/// Claims the recipients and posts to those claimed now. What was sent is
+/// marked in the store as it goes, every [`SETTLE_EVERY`] (so an attempt
+/// killed mid-way repeats at most that much when its job comes back); what
+/// was not reached is given back when the attempt ends. Then the stale
+/// ones are forgotten. Returns the report and the recipients not reached.
 async fn post_claimed(
     ctx: &Context,
     claims: &Claims<'_>,
@@ -690,16 +718,42 @@ async fn post_claimed(
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
     let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
-    let mut all: std::collections::HashSet<String> = mine.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
-    let Posts { report, unsent, stale } = post_all(ctx, claims.tenant, text, mine).await;
-    for r in &unsent {
-        all.remove(r.connection_id.as_str());
-    }
-    claims.sent(all);
+    let (reached, mut sent) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let done = tokio::sync::Notify::new();
+    let settler = async {
+        let mut ticks = tokio::time::interval(SETTLE_EVERY);
+        ticks.tick().await;
+        let mut posting = true;
+        while posting {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = done.notified() => posting = false,
+            }
+            let mut batch = Vec::new();
+            while let Ok(id) = sent.try_recv() {
+                batch.push(id);
+            }
+            // The last of them settle with the attempt, in its one round trip.
+            if !posting {
+                claims.sent(batch);
+            } else if !batch.is_empty() {
+                claims.mark_sent(ctx, &batch).await;
+            }
+        }
+    };
+    let posting = async {
+        let posts = post_all(ctx, claims.tenant, text, mine, Some(&reached)).await;
+        done.notify_one();
+        posts
+    };
+    let (Posts { report, unsent, stale }, ()) = tokio::join!(posting, settler);
     claims.release(unsent.iter().map(|r| r.connection_id.as_str().to_owned()));
     forget_stale(ctx, claims.tenant, stale).await?;
     Ok((report, unsent))
 }
+
+/// How often a queued job's attempt marks what it has sent.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a queued job does with the recipients it did not reach (released
 /// already): when it made progress, a new job takes them (a fresh start

@@ -209,36 +209,52 @@ impl Emf {
                 put(&key, values);
             }
         }
-        groups
-            .into_iter()
-            .map(|(labels, metrics)| {
-                let mut dimensions = vec!["function".to_owned()];
-                dimensions.extend(labels.iter().map(|(k, _)| k.clone()));
-                let definitions: Vec<serde_json::Value> = metrics
+        let mut docs = Vec::new();
+        for (labels, metrics) in groups {
+            // EMF takes at most 100 values per metric in a document: more
+            // (a sweep of many tenants, a large batch) go in further ones.
+            let most = metrics.values().map(|(_, v)| v.len()).max().unwrap_or(0);
+            for part in 0..most.div_ceil(EMF_MAX_VALUES) {
+                let range = part * EMF_MAX_VALUES..(part + 1) * EMF_MAX_VALUES;
+                let here: Vec<(&String, &'static str, &[f64])> = metrics
                     .iter()
-                    .map(|(name, (unit, _))| serde_json::json!({"Name": name, "Unit": unit}))
+                    .filter(|(_, (_, v))| v.len() > range.start)
+                    .map(|(name, (unit, v))| (name, *unit, &v[range.start..range.end.min(v.len())]))
                     .collect();
-                let mut doc = serde_json::json!({
-                    "_aws": {
-                        "Timestamp": timestamp_ms,
-                        "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": definitions}],
-                    },
-                    "function": self.function,
-                });
-                for (k, v) in labels {
-                    doc[k] = serde_json::Value::String(v);
-                }
-                for (name, (_, values)) in metrics {
-                    doc[name] = match values.as_slice() {
-                        [one] => serde_json::json!(one),
-                        many => serde_json::json!(many),
-                    };
-                }
-                doc.to_string()
-            })
-            .collect()
+                docs.push(self.document(timestamp_ms, &labels, &here));
+            }
+        }
+        docs
+    }
+
+    /// One EMF document: `metrics` (name, unit, values) under `labels`.
+    fn document(&self, timestamp_ms: i64, labels: &Labels, metrics: &[(&String, &'static str, &[f64])]) -> String {
+        let mut dimensions = vec!["function".to_owned()];
+        dimensions.extend(labels.iter().map(|(k, _)| k.clone()));
+        let definitions: Vec<serde_json::Value> =
+            metrics.iter().map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit})).collect();
+        let mut doc = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [dimensions], "Metrics": definitions}],
+            },
+            "function": self.function,
+        });
+        for (k, v) in labels {
+            doc[k] = serde_json::Value::String(v.clone());
+        }
+        for (name, _, values) in metrics {
+            doc[name.as_str()] = match values {
+                [one] => serde_json::json!(one),
+                many => serde_json::json!(many),
+            };
+        }
+        doc.to_string()
     }
 }
+
+/// The most values one metric may carry in one EMF document.
+pub const EMF_MAX_VALUES: usize = 100;
 
 fn emf_unit(unit: Unit) -> &'static str {
     match unit {

@@ -83,7 +83,11 @@ pub enum FanoutError {
     },
 }
 
-/// Parses `{"events":[...]}` or a single event.
+/// The most events one invocation may carry: each is published in turn
+/// within the function's timeout, and its report is one EMF value.
+pub const MAX_EVENTS: usize = 100;
+
+/// Parses `{"events":[...]}` (at most [`MAX_EVENTS`]) or a single event.
 pub fn parse(payload: Value) -> Result<Vec<PublishRequest>, FanoutError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -96,6 +100,12 @@ pub fn parse(payload: Value) -> Result<Vec<PublishRequest>, FanoutError> {
     };
     if items.is_empty() {
         return Err(FanoutError::Invalid("\"events\" is empty".into()));
+    }
+    if items.len() > MAX_EVENTS {
+        return Err(FanoutError::Invalid(format!(
+            "\"events\" holds {} events; one invocation takes at most {MAX_EVENTS}",
+            items.len()
+        )));
     }
     items
         .into_iter()

@@ -520,6 +520,11 @@ async fn the_fanout_function_publishes_a_batch() {
             "event 1: missing field `type`",
         ),
         (json!({"tenant_id": "acme", "type": "queue.stats", "extra": 1}), "unknown field `extra`"),
+        // Issue 29, point 5: a bounded list.
+        (
+            json!({"events": vec![json!({"tenant_id": "acme", "type": "queue.stats"}); fanout::MAX_EVENTS + 1]}),
+            "holds 101 events; one invocation takes at most 100",
+        ),
     ] {
         let err = fanout::handle(&w.ctx, payload).await.unwrap_err().to_string();
         assert!(err.contains(expected), "{err:?} should mention {expected:?}");

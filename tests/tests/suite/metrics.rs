@@ -291,3 +291,32 @@ fn a_functions_emf_lines_are_embedded_metric_format() {
     assert!(check_emf(r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"N","Dimensions":[["f"]],"Metrics":[{"Name":"m","Unit":"Parsecs"}]}]},"f":"x","m":1}"#).is_err());
     assert!(check_emf(r#"{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"N","Dimensions":[["f"]],"Metrics":[{"Name":"m"}]}]},"m":1}"#).is_err());
 }
+
+/// Issue 29, point 5: more than 100 values of one metric between flushes
+/// (a sweep of many tenants, a batch of many events) go out in several
+/// documents, each within EMF's 100 values; none is dropped.
+#[test]
+fn more_than_100_values_are_split_across_emf_documents() {
+    let emf = switchboard::metrics::Emf::new("fanout");
+    metrics::with_local_recorder(&emf, || {
+        for i in 0..250 {
+            switchboard::metrics::posts(1, 0, 0, 0, Duration::from_millis(i));
+        }
+    });
+    let lines = emf.drain(1_796_000_000_000);
+    for line in &lines {
+        check_emf(line).unwrap_or_else(|e| panic!("not EMF ({e}): {line}"));
+    }
+    let mut durations: Vec<f64> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|d| d.get(switchboard::metrics::FANOUT_DURATION).cloned())
+        .flat_map(|v| match v {
+            Value::Array(values) => values.into_iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>(),
+            one => vec![one.as_f64().unwrap()],
+        })
+        .collect();
+    assert_eq!(durations.len(), 250, "every value, in {} documents", lines.len());
+    durations.sort_by(f64::total_cmp);
+    assert_eq!((durations[0], durations[249]), (0.0, 0.249));
+}

@@ -33,12 +33,17 @@ struct Flaky {
     /// Every post to these fails (a recipient stuck for good).
     stuck: Mutex<HashSet<ConnectionId>>,
     posts: std::sync::atomic::AtomicUsize,
+    /// Posts after this many never finish (the instance froze, then was killed).
+    hang_after: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl Gateway for Flaky {
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
-        self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.hang_after.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
         if self.stuck.lock().unwrap().contains(connection) {
             return PostOutcome::Failed("500 InternalServerError (injected, every time)".into());
         }
@@ -60,10 +65,15 @@ struct World {
 }
 
 async fn world(chunk: usize) -> World {
+    world_with(chunk, switchboard::config::Limits::default()).await
+}
+
+async fn world_with(chunk: usize, limits: switchboard::config::Limits) -> World {
     let config = Config {
         redis: Some(RedisConfig::single(shared_redis().url())),
         key_prefix: unique_prefix(),
         fanout_chunk_size: chunk,
+        limits,
         ..Config::default()
     };
     let gateway = Arc::new(Flaky {
@@ -72,6 +82,7 @@ async fn world(chunk: usize) -> World {
         failed: Mutex::default(),
         stuck: Mutex::default(),
         posts: std::sync::atomic::AtomicUsize::new(0),
+        hang_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
     let ctx = Context::from_config(config).with_gateway(gateway.clone());
     let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
@@ -290,5 +301,73 @@ async fn a_synchronous_publish_whose_webhooks_cannot_be_queued_dead_letters_them
     let letter: Value = serde_json::from_str(got[0].body().unwrap()).unwrap();
     assert_eq!(letter["delivery"]["webhook_id"], hook.id.as_str());
     assert!(letter["error"].as_str().unwrap().starts_with("not queued"), "{letter}");
+    w.emu.shutdown().await;
+}
+
+/// Issue 29, point 3: an attempt of a queued job killed mid-way (the
+/// instance froze with posts in flight, then Lambda stopped it). Its
+/// claims are leases: when the job comes back, the recipients it had not
+/// reached are claimed again and get the event; the ones it had reached
+/// were marked as it went and get nothing twice.
+#[tokio::test]
+async fn a_job_killed_mid_way_reaches_everyone_once_when_it_comes_back() {
+    const N: usize = 300;
+    let limits = switchboard::config::Limits {
+        fanout_retry_window: Duration::from_millis(200),
+        ..switchboard::config::Limits::default()
+    };
+    let w = world_with(1000, limits).await;
+    let clients: Vec<(Ws, ConnectionId)> = {
+        let w = &w;
+        futures::stream::iter(0..N)
+            .map(|i| async move { w.client(&format!("u{i}")).await })
+            .buffer_unordered(32)
+            .collect()
+            .await
+    };
+    let tenant: switchboard::ids::TenantId = "acme".parse().unwrap();
+    let event = Envelope::new(tenant, EventType::CallIncoming, json!({"n": 1}));
+    let job = FanoutJob { event: event.clone(), target: Target::Tenant, chunk: None };
+
+    w.gateway.hang_after.store(N / 2, std::sync::atomic::Ordering::SeqCst);
+    let (ctx, first) = (w.ctx.clone(), job.clone());
+    let attempt = tokio::spawn(async move { run_job(&ctx, &first).await });
+    switchboard_tests::eventually("half the posts made, the rest hanging", || {
+        let posts = w.gateway.posts.load(std::sync::atomic::Ordering::SeqCst);
+        async move { posts > N / 2 }
+    })
+    .await;
+    // Long enough for what was sent to be marked; then the instance dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    attempt.abort();
+    assert!(attempt.await.unwrap_err().is_cancelled());
+
+    // SQS gives the job back (after its visibility timeout; here, after the lease).
+    w.gateway.hang_after.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let report = run_job(&w.ctx, &job).await.expect("the retry finishes the job");
+    assert_eq!(
+        report.delivered,
+        N - N / 2,
+        "the retry posts only to those the killed attempt had not reached: {report:?}"
+    );
+
+    let counts: Vec<usize> = futures::stream::iter(clients)
+        .map(|(mut ws, _)| {
+            let id = event.id.clone();
+            async move {
+                let mut n = 0;
+                while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_millis(300), ws.next()).await {
+                    if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                        n += usize::from(serde_json::from_str::<Value>(&text).unwrap()["id"] == id.as_str());
+                    }
+                }
+                n
+            }
+        })
+        .buffer_unordered(N)
+        .collect()
+        .await;
+    assert!(counts.iter().all(|n| *n == 1), "every client once: {:?}", counts.iter().filter(|n| **n != 1).count());
     w.emu.shutdown().await;
 }
