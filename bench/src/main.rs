@@ -5,7 +5,9 @@
 mod baseline;
 mod client;
 mod coldstart;
+mod quotas;
 mod run;
+mod sheet;
 mod webhooks;
 
 use clap::{Parser, Subcommand};

@@ -16,7 +16,7 @@ use switchboard::auth::{Identity, Role, mint_hs256};
 
 use crate::client::{Command as ClientCommand, Trigger};
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-0001";
+pub(crate) const SECRET: &str = "bench-secret-bench-secret-bench-secret-0001";
 
 /// `bench run` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,7 +52,7 @@ impl FromIterator<f64> for Series {
 }
 
 impl Series {
-    fn push(&mut self, v: f64) {
+    pub(crate) fn push(&mut self, v: f64) {
         self.0.push(v);
     }
     fn sorted(&self) -> Vec<f64> {
@@ -60,11 +60,11 @@ impl Series {
         v.sort_by(f64::total_cmp);
         v
     }
-    fn median(&self) -> f64 {
+    pub(crate) fn median(&self) -> f64 {
         let v = self.sorted();
         if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
     }
-    fn show(&self, unit: &str) -> String {
+    pub(crate) fn show(&self, unit: &str) -> String {
         let v = self.sorted();
         match v.len() {
             0 => "—".into(),
@@ -74,7 +74,7 @@ impl Series {
     }
 }
 
-fn fmt(x: f64) -> String {
+pub(crate) fn fmt(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {
@@ -84,7 +84,7 @@ fn fmt(x: f64) -> String {
     }
 }
 
-fn token(user: &str, role: Role) -> String {
+pub(crate) fn token(user: &str, role: Role) -> String {
     let who = Identity { tenant_id: "bench".parse().unwrap(), user_id: user.parse().unwrap(), role };
     mint_hs256(SECRET.as_bytes(), &who, 3600)
 }
@@ -93,19 +93,19 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn sibling(name: &str) -> PathBuf {
+pub(crate) fn sibling(name: &str) -> PathBuf {
     std::env::current_exe().unwrap().with_file_name(name)
 }
 
 /// A child process with a raised open-files limit, its stdout read line by line.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    fn spawn(program: &PathBuf, args: &[String], env: &[(&str, String)]) -> anyhow::Result<Proc> {
+    pub(crate) fn spawn(program: &PathBuf, args: &[String], env: &[(&str, String)]) -> anyhow::Result<Proc> {
         Self::spawn_in(program, args, env, None)
     }
 
@@ -151,7 +151,7 @@ impl Proc {
         self.lines.recv_timeout(timeout).context("no answer from a benchmark process")
     }
 
-    fn json(&self, timeout: Duration) -> anyhow::Result<Value> {
+    pub(crate) fn json(&self, timeout: Duration) -> anyhow::Result<Value> {
         loop {
             let line = self.line(timeout)?;
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
@@ -163,7 +163,7 @@ impl Proc {
         }
     }
 
-    fn send(&mut self, cmd: &ClientCommand) -> anyhow::Result<()> {
+    pub(crate) fn send(&mut self, cmd: &ClientCommand) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;
         writeln!(stdin, "{}", serde_json::to_string(cmd)?)?;
         stdin.flush()?;
@@ -205,13 +205,15 @@ impl Drop for Proc {
 }
 
 /// What one server under test is.
-enum Server {
+pub(crate) enum Server {
     /// The emulator; `over_http`: posts go through the AWS SDK over HTTP, as from a Lambda.
     Switchboard {
         redis: Option<String>,
         over_http: bool,
         /// `HISTORY_SIZE`: `None` the default (1,000), `Some(0)` history off.
         history: Option<usize>,
+        /// More flags for the emulator (API Gateway's quotas, benchmark 13).
+        args: Vec<String>,
     },
     Baseline,
     /// serverless-offline 13 running `bench/serverless-offline`'s Node
@@ -249,17 +251,17 @@ fn npm_install() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Started {
-    proc: Proc,
-    ws_url: String,
-    http: String,
+pub(crate) struct Started {
+    pub(crate) proc: Proc,
+    pub(crate) ws_url: String,
+    pub(crate) http: String,
     /// Its `KEY_PREFIX` (Switchboard on Redis).
     prefix: String,
 }
 
-fn start(server: &Server) -> anyhow::Result<Started> {
+pub(crate) fn start(server: &Server) -> anyhow::Result<Started> {
     match server {
-        Server::Switchboard { redis, over_http, history } => {
+        Server::Switchboard { redis, over_http, history, args: extra } => {
             let (ws, http, sqs) = (free_port(), free_port(), free_port());
             let mut env = vec![
                 ("JWT_SECRET", SECRET.to_owned()),
@@ -285,6 +287,7 @@ fn start(server: &Server) -> anyhow::Result<Started> {
             if *over_http {
                 args.push("--connections-over-http".into());
             }
+            args.extend(extra.iter().cloned());
             let proc = Proc::spawn(&sibling("switchboard-local"), &args, &env)?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -337,7 +340,7 @@ fn start(server: &Server) -> anyhow::Result<Started> {
     }
 }
 
-fn client(server: &Server, started: &Started, n: usize) -> anyhow::Result<Proc> {
+pub(crate) fn client(server: &Server, started: &Started, n: usize) -> anyhow::Result<Proc> {
     let mut args = vec!["client".to_owned(), "--n".into(), n.to_string()];
     match server {
         Server::Switchboard { .. } => {
@@ -448,7 +451,7 @@ fn sustained(server: &Server, sizes: &Sizes, round: usize, f: &mut Figures) -> a
 /// One warm-up broadcast (connections and caches), then `timed` ones from
 /// the server's HTTP API; the client's answers to the timed ones, each with
 /// the server's CPU time during it.
-fn timed_broadcasts(
+pub(crate) fn timed_broadcasts(
     server: &Server,
     started: &Started,
     c: &mut Proc,
@@ -502,39 +505,87 @@ fn broadcast_at(server: &Server, n: usize, repeats: usize) -> anyhow::Result<Ser
     Ok(times)
 }
 
+/// What one operation costs Redis (`INFO commandstats` deltas).
+#[derive(Debug, Clone)]
+pub(crate) struct RedisCost {
+    pub label: String,
+    /// Script calls: round trips.
+    pub scripts: u64,
+    /// Every command, inside scripts included.
+    pub commands: u64,
+    /// Redis's own time for them (`usec`), µs.
+    pub usec: u64,
+}
+
+/// Section 6: what each hot-path operation costs Redis; and the Redis
+/// memory one idle, subscribed connection takes (`used_memory` across
+/// 1,000 of them), bytes.
+pub(crate) struct RedisCosts {
+    pub ops: Vec<RedisCost>,
+    pub bytes_per_connection: f64,
+}
+
+impl RedisCosts {
+    /// The operation whose label starts with `prefix`.
+    pub(crate) fn op(&self, prefix: &str) -> Option<&RedisCost> {
+        self.ops.iter().find(|o| o.label.starts_with(prefix))
+    }
+}
+
 /// Redis commands per operation, from `INFO commandstats` deltas.
-fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
+fn redis_costs(redis_port: u16) -> anyhow::Result<RedisCosts> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let server = Server::Switchboard {
             redis: Some(format!("redis://127.0.0.1:{redis_port}")),
             over_http: false,
             history: None,
+            args: vec![],
         };
         let started = start(&server)?;
-        let stats = || -> anyhow::Result<(u64, u64)> {
+        // (script calls, all commands, the scripts' µs, every command's µs)
+        let stats = || -> anyhow::Result<(u64, u64, u64, u64)> {
             let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "commandstats"])?;
-            let (mut scripts, mut all) = (0, 0);
+            let (mut scripts, mut all, mut script_usec, mut all_usec) = (0, 0, 0, 0);
             for line in info.lines() {
                 let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
                     continue;
                 };
-                let calls: u64 =
-                    rest.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok()).unwrap_or(0);
-                if name == "info" {
+                let field = |key: &str| -> u64 {
+                    rest.split(',').find_map(|kv| kv.strip_prefix(key)).and_then(|c| c.parse().ok()).unwrap_or(0)
+                };
+                if name == "info" || name == "memory" {
                     continue;
                 }
-                all += calls;
+                all += field("calls=");
+                all_usec += field("usec=");
                 if name == "evalsha" || name == "eval" {
-                    scripts += calls;
+                    scripts += field("calls=");
+                    script_usec += field("usec=");
                 }
             }
-            Ok((scripts, all))
+            Ok((scripts, all, script_usec, all_usec))
+        };
+        let used_memory = || -> anyhow::Result<f64> {
+            let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "memory"])?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse().ok())
+                .context("INFO memory without used_memory")
         };
         let mut out = Vec::new();
-        let mut step = |label: &str, before: (u64, u64)| -> anyhow::Result<()> {
+        let mut step = |label: &str, before: (u64, u64, u64, u64)| -> anyhow::Result<()> {
             let after = stats()?;
-            out.push((label.to_owned(), after.0 - before.0, after.1 - before.1));
+            let scripts = after.0 - before.0;
+            out.push(RedisCost {
+                label: label.to_owned(),
+                scripts,
+                commands: after.1 - before.1,
+                // A script's usec covers the commands it runs, which are
+                // counted on their own as well: an operation made of
+                // scripts costs its scripts' time.
+                usec: if scripts > 0 { after.2 - before.2 } else { after.3 - before.3 },
+            });
             Ok(())
         };
         use futures::{SinkExt, StreamExt};
@@ -567,6 +618,10 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         ws.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
         ws.next().await;
         step("subscribe", before)?;
+        let before = stats()?;
+        ws.send(Message::text(json!({"action": "ping"}).to_string())).await?;
+        ws.next().await;
+        step("ping (every 4 minutes from each client: presence refreshed)", before)?;
         let since = json!({"action": "subscribe", "events": ["call.*"], "since": {"epoch": "0", "offset": 0}});
         // Once to load the script into this Redis (its first EVALSHA answers NOSCRIPT).
         ws.send(Message::text(since.to_string())).await?;
@@ -582,12 +637,14 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         ws.next().await;
         step("publish to 1 recipient (HTTP API: rate limit, resolve and history in one script)", before)?;
         let mut many = Vec::new();
+        let memory_before = used_memory()?;
         for i in 0..999 {
             let (mut c, _) = tokio_tungstenite::connect_async(url(&format!("m{i}"))).await?;
             c.send(Message::text(json!({"action": "subscribe", "events": ["call.*"]}).to_string())).await?;
             c.next().await;
             many.push(c);
         }
+        let bytes_per_connection = (used_memory()? - memory_before) / 999.0;
         let before = stats()?;
         publish(2).await?;
         ws.next().await;
@@ -608,7 +665,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<Vec<(String, u64, u64)>> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         step("disconnect ($disconnect: unregister, presence.offline recipients in the same script)", before)?;
         drop(started);
-        Ok(out)
+        Ok(RedisCosts { ops: out, bytes_per_connection })
     })
 }
 
@@ -667,8 +724,12 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
     let rt = tokio::runtime::Runtime::new()?;
     // Room for the missed events (one in ten for this client) and the presence events of the reconnects.
     let history = 10 * n;
-    let server =
-        Server::Switchboard { redis: Some(redis_url.to_owned()), over_http: false, history: Some(history + 100) };
+    let server = Server::Switchboard {
+        redis: Some(redis_url.to_owned()),
+        over_http: false,
+        history: Some(history + 100),
+        args: vec![],
+    };
     let mut out = Recovery {
         replay_ms: Series::default(),
         redis_out_per_byte: Series::default(),
@@ -786,7 +847,8 @@ pub(crate) fn fanout_cost(
     repeats: usize,
     function_env: &[(&str, String)],
 ) -> anyhow::Result<FanoutCost> {
-    let server = Server::Switchboard { redis: Some(redis_url.to_owned()), over_http: false, history: None };
+    let server =
+        Server::Switchboard { redis: Some(redis_url.to_owned()), over_http: false, history: None, args: vec![] };
     let started = start(&server)?;
     let emulator = started.proc.child.id();
     let mut c = client(&server, &started, n)?;
@@ -857,7 +919,7 @@ pub(crate) fn storm(baseline: bool, n: usize, repeats: usize) -> anyhow::Result<
     let server = if baseline {
         Server::Baseline
     } else {
-        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None }
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None, args: vec![] }
     };
     let (mut rate, mut p99, mut server_us, mut redis_us, mut client_us) =
         (Series::default(), Series::default(), Series::default(), Series::default(), Series::default());
@@ -1045,7 +1107,7 @@ pub fn profiles_report(
     w
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
@@ -1082,17 +1144,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let base = measured(&format!("baseline ({} connections)", sizes.big), Server::Baseline);
     let sb_redis = measured(
         "Switchboard, Redis store",
-        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None },
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None, args: vec![] },
     );
     let sb_http = measured(
         "Switchboard, Redis store, posts over HTTP (SDK)",
-        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None },
+        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None, args: vec![] },
     );
-    let sb_mem =
-        measured("Switchboard, memory store", Server::Switchboard { redis: None, over_http: false, history: None });
+    let sb_mem = measured(
+        "Switchboard, memory store",
+        Server::Switchboard { redis: None, over_http: false, history: None, args: vec![] },
+    );
     let sb_off = measured(
         "Switchboard, Redis store, history off",
-        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: Some(0) },
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: Some(0), args: vec![] },
     );
     // Benchmark 9: the same client, the same broadcast, at the size
     // serverless-offline copes with.
@@ -1109,11 +1173,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let sls = compared("serverless-offline 13", Server::ServerlessOffline { redis: redis.url() });
     let sls_sb = compared(
         "Switchboard, Redis store",
-        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None },
+        Server::Switchboard { redis: Some(redis.url()), over_http: false, history: None, args: vec![] },
     );
     let sls_sb_http = compared(
         "Switchboard, Redis store, posts over HTTP (SDK)",
-        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None },
+        Server::Switchboard { redis: Some(redis.url()), over_http: true, history: None, args: vec![] },
     );
     eprintln!("bench: Redis cost per operation");
     let costs = redis_costs(redis.port)?;
@@ -1136,6 +1200,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         failures.push(format!("benchmark 12: {e:#}"));
         FanoutCost { function_rss_kib: f64::NAN, ..FanoutCost::default() }
     });
+    eprintln!("bench: at API Gateway's quotas");
+    let at_quotas = crate::quotas::at_quotas(&redis.url(), args.quick, sizes.repeats)
+        .inspect_err(|e| {
+            eprintln!("bench: benchmark 13 failed: {e:#}");
+            failures.push(format!("benchmark 13: {e:#}"));
+        })
+        .ok();
 
     let n = sizes.big;
     let ratio = |a: &Series, b: &Series| a.median() / b.median();
@@ -1281,6 +1352,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ratio(&fan.function_us, &base.server_us_per_post)
     )?;
     write!(w, "{}", recovery_rows(&rec, missed))?;
+    if let Some(q) = &at_quotas {
+        write!(w, "{}", crate::quotas::rows(q))?;
+    }
     writeln!(w)?;
     writeln!(w, "## 10. The cost of history (every event recorded in its tenant's Redis stream)\n")?;
     writeln!(w, "| benchmark | history on (`HISTORY_SIZE=1000`) | history off (`HISTORY_SIZE=0`) | cost | target |")?;
@@ -1341,12 +1415,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sb_redis.server_us_per_post.show("µs")
     )?;
     writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
-    writeln!(w, "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included |")?;
-    writeln!(w, "| --- | --- | --- |")?;
-    for (label, scripts, all) in &costs {
-        writeln!(w, "| {label} | {scripts} | {all} |")?;
+    writeln!(
+        w,
+        "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included | Redis time (`usec`) |"
+    )?;
+    writeln!(w, "| --- | --- | --- | --- |")?;
+    for c in &costs.ops {
+        writeln!(w, "| {} | {} | {} | {} µs |", c.label, c.scripts, c.commands, c.usec)?;
     }
-    writeln!(w)?;
+    writeln!(
+        w,
+        "\nRedis memory per idle connection subscribed to two topics (`used_memory` over 999 of them): {:.0} bytes.\n",
+        costs.bytes_per_connection
+    )?;
     writeln!(w, "## 8. Memory store vs Redis store (benchmarks 1-4)\n")?;
     writeln!(w, "| benchmark | memory store | Redis store |")?;
     writeln!(w, "| --- | --- | --- |")?;
@@ -1378,6 +1459,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         sb_redis.rss_per_conn_kib.show("KiB")
     )?;
     writeln!(w)?;
+    let warm_ms =
+        cold.iter().map(|row| (row.name, row.starts.iter().map(|s| s.warm_ms).collect::<Series>().median())).collect();
+    let measured = crate::sheet::Measured {
+        redis: &costs,
+        history_bytes_per_event: rec.bytes_per_event.median(),
+        cpu_us_per_post: fan.function_us.median(),
+        warm_ms,
+    };
+    write!(w, "{}", crate::sheet::report(&measured))?;
     if !failures.is_empty() {
         writeln!(w, "## Runs that failed\n")?;
         for f in &failures {

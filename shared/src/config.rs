@@ -30,7 +30,7 @@
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
 //! | `FANOUT_CLAIM_TTL_SECS` | `900` | how long a queued fan-out job's claims are kept (the events queue's maxReceiveCount × visibility timeout); deleted when the job finishes |
 //! | `FANOUT_MAX_JOBS_PER_TENANT` | `1000` | queued fan-out jobs of one tenant holding claims at once |
-//! | `FANOUT_RETRY_MS` | `10000` | how long a fan-out retries posts API Gateway throttled (429), paced, before handing them to a queued job |
+//! | `FANOUT_RETRY_MS` | `5000` | how long a fan-out retries posts API Gateway throttled (429), paced, before handing them to a queued job (keep it well under the functions' timeout: `ws-message` has 10 s) |
 //! | `RATE_LIMIT_PER_SECOND` | `1000` | HTTP API requests per tenant per second (429 beyond) |
 //! | `MAX_BODY_BYTES` | `65536` | largest HTTP API request body (413 beyond) |
 //! | `SEED_CHANNELS` | `false` | also PUBLISH events on the legacy hub's Redis channels |
@@ -239,7 +239,7 @@ impl Default for Limits {
             max_message_bytes: 128 * 1024,
             max_subscriptions: 100,
             fanout_concurrency: 128,
-            fanout_retry_window: Duration::from_secs(10),
+            fanout_retry_window: Duration::from_secs(5),
             fanout_claim_ttl: Duration::from_secs(900),
             fanout_max_jobs: 1000,
             rate_limit_per_sec: 1000,
