@@ -5,7 +5,10 @@
 //!    intersected with the subscriptions — and the tenant's webhooks, in one
 //!    store round trip.
 //! 2. Post the envelope to each connection through the endpoint stored with
-//!    it, concurrently up to `FANOUT_CONCURRENCY`.
+//!    it, concurrently up to `FANOUT_CONCURRENCY`. A post API Gateway
+//!    throttles (429) is made again at the pace the instance's
+//!    [`crate::gateway::Pacer`] learns; what is still unsent after
+//!    `FANOUT_RETRY_MS` goes to queued chunk jobs: never dropped.
 //! 3. `410 Gone` means stale: all stale connections are forgotten in one
 //!    more round trip, and users left without a connection are announced
 //!    `presence.offline`. Other failures are counted and logged; they never
@@ -25,7 +28,10 @@
 //! `FANOUT_CHUNK_SIZE` is split into chunk jobs re-enqueued to the events
 //! queue, so many function instances share it; and every recipient (and
 //! webhook) is claimed in the store before it is sent to, so a retried or
-//! duplicated job never sends twice to the same one.
+//! duplicated job never sends twice to the same one. A claim is a lease,
+//! marked sent as the posts go: an attempt killed mid-way leaves leases
+//! that expire, and the job, delivered again, reaches those it had not.
+//! A job's claims are deleted when it ends.
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};

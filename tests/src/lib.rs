@@ -672,12 +672,22 @@ pub mod ws {
 }
 
 /// Polls `check` until it holds, for at most `ws::WAIT`.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + ws::WAIT;
+    eventually_within(what, ws::WAIT, check).await
+}
+
+/// Polls `check` until it holds, for at most `wait` (what is paced by a
+/// quota takes its time; the wait bounds it, it measures nothing).
+pub async fn eventually_within<F, Fut>(what: &str, wait: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     while tokio::time::Instant::now() < deadline {
         if check().await {
             return;

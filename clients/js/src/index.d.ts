@@ -57,7 +57,7 @@ export interface SwitchboardOptions {
   backoff?: {
     baseMs?: number;
     maxMs?: number;
-    /** The ceiling during the first `quickForMs` of a run of failures (a fleet meeting the connect quota). Default 3 s. */
+    /** The ceiling during the first `quickForMs` of a run of failures (a fleet meeting the connect quota). Default 2 s. */
     quickMaxMs?: number;
     /** How long a run of failures keeps the quick ceiling before the waits grow to `maxMs`. Default 2 minutes. */
     quickForMs?: number;

@@ -221,7 +221,7 @@ export class Switchboard {
     this.backoff = {
       baseMs: backoff.baseMs ?? 500,
       maxMs: backoff.maxMs ?? 30_000,
-      quickMaxMs: backoff.quickMaxMs ?? 3_000,
+      quickMaxMs: backoff.quickMaxMs ?? 2_000,
       quickForMs: backoff.quickForMs ?? 120_000,
     };
     /** When the current run of failed attempts began (null: none). */

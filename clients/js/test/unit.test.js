@@ -407,11 +407,11 @@ test("rotation comes in the last tenth of rotateAfterMs, at random: a fleet that
 test("a run of failed handshakes keeps the quick ceiling for quickForMs, then the waits grow to maxMs", () => {
   const sb = new Switchboard({ url: "ws://x", token: "t", WebSocket: FakeSocket, autoConnect: false, backoff: { quickForMs: 50 } });
   sb.attempt = 10;
-  assert.equal(sb.ceiling().maxMs, 3_000, "the first failure of a run starts its clock");
+  assert.equal(sb.ceiling().maxMs, 2_000, "the first failure of a run starts its clock");
   sb.attempt = 11;
-  assert.equal(sb.ceiling().maxMs, 3_000);
+  assert.equal(sb.ceiling().maxMs, 2_000);
   sb.failingSince -= 60;
   assert.equal(sb.ceiling().maxMs, 30_000, "an outage: the waits grow");
   sb.attempt = 0;
-  assert.equal(sb.ceiling().maxMs, 3_000, "a success ends the run");
+  assert.equal(sb.ceiling().maxMs, 2_000, "a success ends the run");
 });

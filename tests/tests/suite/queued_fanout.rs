@@ -337,8 +337,8 @@ async fn a_job_killed_mid_way_reaches_everyone_once_when_it_comes_back() {
         async move { posts > N / 2 }
     })
     .await;
-    // Long enough for what was sent to be marked; then the instance dies.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Long enough for what was sent to be marked (every 100 ms); then the instance dies.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     attempt.abort();
     assert!(attempt.await.unwrap_err().is_cancelled());
 

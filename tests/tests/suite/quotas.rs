@@ -20,7 +20,7 @@ use switchboard::config::{Config, Limits, RedisConfig};
 use switchboard_local::{Emulator, GatewayLimits, Mode, Quota, Quotas, Settings};
 use switchboard_tests::auth::token;
 use switchboard_tests::ws::{connect, request};
-use switchboard_tests::{eventually, shared_redis, unique_prefix};
+use switchboard_tests::{eventually_within, shared_redis, unique_prefix};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every event id a client received, by client.
@@ -110,7 +110,7 @@ async fn a_broadcast_under_the_connections_quota_reaches_everyone_exactly_once()
     assert!(report["throttled"].as_u64().unwrap() > 0, "the quota was met: {report}");
     assert!(requeued > 0, "a 1 s window cannot post 5,000 at 1,000/s: {report}");
     assert_eq!(report["failed"], 0, "{report}");
-    eventually("every client got the synchronous event", || {
+    eventually_within("every client got the synchronous event", Duration::from_secs(60), || {
         let received = received.clone();
         let id = id.clone();
         async move { tally(&received, &id).0 == N }
@@ -120,7 +120,7 @@ async fn a_broadcast_under_the_connections_quota_reaches_everyone_exactly_once()
     // Queued: split into chunk jobs, each retried until its posts are made.
     let answer = publish(&emu, "?async=true").await;
     let queued = answer["event_id"].as_str().unwrap().to_owned();
-    eventually("every client got the queued event", || {
+    eventually_within("every client got the queued event", Duration::from_secs(60), || {
         let received = received.clone();
         let id = queued.clone();
         async move { tally(&received, &id).0 == N }
