@@ -158,7 +158,7 @@ impl Gateway for ManagementApi {
 /// over the last second, then up again by a tenth every half second
 /// without a 429 (additive probing, multiplicative cuts), until no 429
 /// comes and the pacer lets posts go unpaced again. One per function
-/// instance ([`crate::Context::pacer`]), shared by its fan-outs: they
+/// instance (the context's `pacer`), shared by its fan-outs: they
 /// spend one quota.
 #[derive(Debug)]
 pub struct Pacer {

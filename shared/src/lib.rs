@@ -19,7 +19,9 @@
 //!   (actions, replies, error codes, the fan-out [`protocol::Report`]).
 //!   It uses only `event` and `ids`: a client crate could use it without
 //!   Redis or the AWS SDK.
-//! - [`gateway`]: posting to connections through `@connections`.
+//! - [`aws`]: the AWS SDK's configuration, loaded once per process.
+//! - [`gateway`]: posting to connections through `@connections`, paced to
+//!   the account's quota.
 //! - [`webhook`]: signatures (the legacy hub's and Standard Webhooks), the
 //!   retry schedule, the stored model, sending one attempt.
 //! - [`config`]: the environment, read once and validated.
@@ -30,10 +32,11 @@
 //! - [`store`]: connection, subscription, presence, offline and webhook
 //!   state (Redis in production, memory in the emulator).
 //! - [`apigw`]: helpers over the API Gateway event types.
-//! - [`broadcast`]: one call routes an event to every connection and
-//!   webhook that should have it; the sweep of ghost connections.
-//! - [`webhook_sender`]: sending and recording one webhook attempt.
 //! - [`context`]: what a handler gets: configuration, store, gateway, queues.
+//! - [`broadcast`]: one call routes an event to every connection and
+//!   webhook that should have it; queued fan-out; the sweep of ghost
+//!   connections.
+//! - [`webhook_sender`]: sending and recording one webhook attempt.
 
 pub mod apigw;
 pub mod auth;

@@ -7,6 +7,7 @@
 
 mod console;
 mod deployment;
+mod docs;
 mod emulator;
 mod emulator_remote;
 mod fanout;
