@@ -384,16 +384,31 @@ pub async fn broadcast_agent_state(ctx: &Context, tenant: &TenantId, data: Value
     publish(ctx, &Envelope::new(tenant.clone(), EventType::AgentStateChanged, data), &Target::Tenant).await
 }
 
+/// A `call.*` event type: what the legacy hub's `BroadcastCallEvent`
+/// takes. Made with `try_from`, which names any other type it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallEvent(EventType);
+
+impl TryFrom<EventType> for CallEvent {
+    type Error = String;
+
+    fn try_from(event_type: EventType) -> Result<Self, String> {
+        if event_type.category() == "call" {
+            Ok(CallEvent(event_type))
+        } else {
+            Err(format!("{event_type} is not a call.* event"))
+        }
+    }
+}
+
 /// The legacy hub's `BroadcastCallEvent`: a `call.*` event to the whole tenant.
-/// Any other family is refused, as the legacy hub's typed method would not compile it.
 pub async fn broadcast_call_event(
     ctx: &Context,
     tenant: &TenantId,
-    event_type: EventType,
+    event: CallEvent,
     data: Value,
 ) -> BroadcastResult<Report> {
-    assert!(event_type.category() == "call", "broadcast_call_event takes call.* events, not {event_type}");
-    publish(ctx, &Envelope::new(tenant.clone(), event_type, data), &Target::Tenant).await
+    publish(ctx, &Envelope::new(tenant.clone(), event.0, data), &Target::Tenant).await
 }
 
 /// The legacy hub's `BroadcastChatMessage`: `chat.message` to a target (usually a user).

@@ -490,7 +490,7 @@ async fn the_seed_channels_carry_events_for_existing_listeners() {
 #[tokio::test]
 async fn the_fanout_function_publishes_a_batch() {
     let w = world().await;
-    let mut agent = w.client("acme", "42", &["queue.*", "agent.*"]).await;
+    let mut agent = w.client("acme", "42", &["queue.*", "agent.*", "call.*", "chat.*"]).await;
     let response = fanout::handle(
         &w.ctx,
         json!({"events": [
@@ -510,6 +510,15 @@ async fn the_fanout_function_publishes_a_batch() {
         .await
         .unwrap();
     assert_eq!(next_json(&mut agent).await["data"]["state"], "available");
+    // The other two, and the call helper's type at the edge rather than an assert inside.
+    let call = switchboard::broadcast::CallEvent::try_from(switchboard::event::EventType::CallAnswered).unwrap();
+    switchboard::broadcast::broadcast_call_event(&w.ctx, &tenant("acme"), call, json!({"call": "c1"})).await.unwrap();
+    assert_eq!(next_json(&mut agent).await["type"], "call.answered");
+    let refused = switchboard::broadcast::CallEvent::try_from(switchboard::event::EventType::ChatMessage).unwrap_err();
+    assert_eq!(refused, "chat.message is not a call.* event");
+    let to = switchboard::protocol::Target::User("42".parse().unwrap());
+    switchboard::broadcast::broadcast_chat_message(&w.ctx, &tenant("acme"), &to, json!({"text": "hi"})).await.unwrap();
+    assert_eq!(next_json(&mut agent).await["data"]["text"], "hi");
     // Malformed requests are refused whole, naming what is wrong; nothing is sent.
     for (payload, expected) in [
         (json!({"events": []}), "empty"),
