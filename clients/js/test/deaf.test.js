@@ -7,15 +7,10 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import http from "node:http";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { eventually } from "./harness.js";
+import { clientPage, eventually } from "./harness.js";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const CLIENT = readFileSync(path.resolve(here, "../src/index.js"));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** One server-side WebSocket: text frames in (JSON), text frames out. */
@@ -89,14 +84,7 @@ class Peer {
 async function scriptedServer() {
   const peers = [];
   const waiting = [];
-  const server = http.createServer((req, res) => {
-    if (req.url === "/index.js") {
-      res.writeHead(200, { "content-type": "text/javascript" });
-      return res.end(CLIENT);
-    }
-    res.writeHead(200, { "content-type": "text/html" });
-    res.end("<!doctype html><title>deaf</title>");
-  });
+  const server = http.createServer(clientPage("deaf"));
   server.on("upgrade", (req, socket) => {
     const accept = createHash("sha1")
       .update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)

@@ -12,10 +12,9 @@ import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { eventually, publish, sleep, startEmulator, token } from "./harness.js";
+import { clientPage, eventually, publish, sleep, startEmulator, token } from "./harness.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CLIENT = readFileSync(path.resolve(here, "../src/index.js"));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** The template's default for a parameter. */
@@ -28,14 +27,7 @@ function templateDefault(parameter) {
 
 /** A page origin that serves the client module. */
 async function pageServer() {
-  const server = http.createServer((req, res) => {
-    if (req.url === "/index.js") {
-      res.writeHead(200, { "content-type": "text/javascript" });
-      return res.end(CLIENT);
-    }
-    res.writeHead(200, { "content-type": "text/html" });
-    res.end("<!doctype html><title>gatekeeping</title>");
-  });
+  const server = http.createServer(clientPage("gatekeeping"));
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   return { base: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -21,6 +21,22 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 if (!existsSync(BINARY)) {
   throw new Error(`${BINARY} is missing: run \`cargo build -p switchboard-local\` (make test does) or set SWITCHBOARD_LOCAL`);
+}
+
+/**
+ * An HTTP request handler for a test page's origin: the client module at
+ * `/index.js` (what a page imports), a blank page titled `title` elsewhere.
+ */
+export function clientPage(title) {
+  const client = readFileSync(path.resolve(here, "../src/index.js"));
+  return (req, res) => {
+    if (req.url === "/index.js") {
+      res.writeHead(200, { "content-type": "text/javascript" });
+      return res.end(client);
+    }
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(`<!doctype html><title>${title}</title>`);
+  };
 }
 
 /** An HS256 token as the emulator verifies it. */
