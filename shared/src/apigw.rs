@@ -52,6 +52,24 @@ fn context_str<'a>(ctx: &'a ApiGatewayWebsocketProxyRequestContext, key: &str) -
     }
 }
 
+/// The span of one WebSocket invocation, so that every log line inside
+/// it says where it came from without naming it: the function, the route,
+/// the connection, the caller's tenant and user (from the authorizer's
+/// context, when the event has one) and API Gateway's request id.
+pub fn span(function: &'static str, event: &ApiGatewayWebsocketProxyRequest) -> tracing::Span {
+    let rc = &event.request_context;
+    let field = |key: &str| rc.authorizer.fields.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
+    tracing::info_span!(
+        "invocation",
+        function,
+        route = rc.route_key.as_deref().unwrap_or("-"),
+        connection_id = rc.connection_id.as_deref().unwrap_or("-"),
+        tenant_id = field(context_keys::TENANT_ID),
+        user_id = field(context_keys::USER_ID),
+        request_id = rc.request_id.as_deref().unwrap_or("-"),
+    )
+}
+
 /// The tenant, from the authorizer context alone (what `$disconnect` needs).
 pub fn tenant_id(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<TenantId, EventError> {
     TenantId::parse(context_str(ctx, context_keys::TENANT_ID)?).map_err(|e| EventError::Authorizer(e.to_string()))

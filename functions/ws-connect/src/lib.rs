@@ -25,6 +25,13 @@ use switchboard::{Context, broadcast};
 
 /// Handles one `$connect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    use tracing::Instrument as _;
+    let span = switchboard::apigw::span("ws-connect", &event);
+    handled(ctx, event).instrument(span).await
+}
+
+/// [`handle`]'s work, inside the invocation's span.
+async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let connection_id = match apigw::connection_id(rc) {

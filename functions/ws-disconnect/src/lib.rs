@@ -13,6 +13,13 @@ use switchboard::{Context, broadcast};
 
 /// Handles one `$disconnect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    use tracing::Instrument as _;
+    let span = switchboard::apigw::span("ws-disconnect", &event);
+    handled(ctx, event).instrument(span).await
+}
+
+/// [`handle`]'s work, inside the invocation's span.
+async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let (connection_id, tenant_id) = match (apigw::connection_id(rc), apigw::tenant_id(rc)) {

@@ -32,6 +32,13 @@ use switchboard::store::{Audience, HistoryQuery, OfflineRefusal, ReadStatus, Sto
 
 /// Handles one client frame.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
+    use tracing::Instrument as _;
+    let span = switchboard::apigw::span("ws-message", &event);
+    handled(ctx, event).instrument(span).await
+}
+
+/// [`handle`]'s work, inside the invocation's span.
+async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
     let caller = apigw::connection_id(rc).and_then(|c| Ok((c, apigw::identity(rc)?)));
@@ -51,7 +58,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
         Ok(action) => action,
         Err(e) => {
             switchboard::metrics::message_in("invalid");
-            tracing::debug!(request_id, connection_id = %connection_id, code = e.code.as_str(), message = %e.message, "bad client message");
+            tracing::debug!(code = e.code.as_str(), error = %e.message, "bad client message");
             return reply(200, &e.into_reply());
         }
     };

@@ -475,3 +475,46 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis; [
     binary_frames_are_decoded,
     websocket_publishes_count_against_the_tenant_rate_limit,
 ]);
+
+/// Issue 30, point 6: each WebSocket handler runs in a span carrying the
+/// invocation's function, route, connection, tenant, user and request id,
+/// so a log line inside says where it came from without naming it.
+#[tokio::test]
+async fn a_handlers_log_lines_carry_the_invocation_in_their_span() {
+    use std::io::Write;
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let ctx = Context::new(Config::default(), Backend::Memory.store(Default::default()));
+    let mut event: ApiGatewayWebsocketProxyRequest = event_fixture("ws-message.json");
+    event.body = Some("{not json".into());
+    ws_message::handle(&ctx, event).await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "bad client message")
+        .unwrap_or_else(|| panic!("no 'bad client message' line in {text}"));
+    let span = &line["span"];
+    assert_eq!(span["name"], "invocation", "{line}");
+    assert_eq!(span["function"], "ws-message");
+    assert_eq!(span["tenant_id"], "acme");
+    assert_eq!(span["connection_id"], "PJUgRcLgDoECFjQ=");
+    assert_eq!(span["request_id"], "PJUhJHxUjoEFxnw=");
+}
