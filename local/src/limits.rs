@@ -140,11 +140,6 @@ impl TokenBucket {
             false
         }
     }
-
-    /// The quota it enforces.
-    pub fn quota(&self) -> Quota {
-        self.quota
-    }
 }
 
 /// API Gateway's account-level quotas, as the emulator plays them (each
