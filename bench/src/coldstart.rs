@@ -25,7 +25,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use switchboard::auth::{Identity, Role, mint_hs256};
+use switchboard::auth::mint_hs256;
+use switchboard::ids::{Identity, Role};
 use tokio::sync::{mpsc, oneshot};
 
 const SECRET: &str = "coldstart-secret-coldstart-secret-000001";

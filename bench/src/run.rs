@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use switchboard::auth::{Identity, Role, mint_hs256};
+use switchboard::auth::mint_hs256;
+use switchboard::ids::{Identity, Role};
 
 use crate::client::{Command as ClientCommand, Trigger};
 

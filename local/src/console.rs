@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use switchboard::auth::{Identity, Role};
+use switchboard::ids::{Identity, Role};
 
 /// The page and its parts: path, content type, body.
 const FILES: &[(&str, &str, &str)] = &[

@@ -6,8 +6,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchboard::auth::{AuthConfig, JwtKey};
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::{Verifier, mint_hs256};
 use switchboard::config::Config;
+use switchboard::ids::{Identity, Role};
 use switchboard::telemetry::{LogFormat, init_with};
 use switchboard_local::{
     ConsoleSettings, Emulator, GatewayLimits, IdentitySources, MappingSettings, Minter, Mode, Quota, Quotas, Settings,

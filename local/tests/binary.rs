@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchboard::config::{Limits, RedisConfig};
-use switchboard::event::EventType;
-use switchboard::protocol::Target;
-use switchboard::store::{Keys, RedisStore, Store};
+use switchboard::event::{EventType, Target};
+use switchboard::store::{ConnectionStore, Keys, RedisStore};
 use switchboard_tests::ws::{self, connect, next_close, next_json, request};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-local");

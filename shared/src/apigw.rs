@@ -13,9 +13,8 @@ use aws_lambda_events::encodings::Body;
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::auth::{Identity, Role};
 use crate::config::Config;
-use crate::ids::{ConnectionId, TenantId, UserId};
+use crate::ids::{ConnectionId, Identity, Role, TenantId, UserId};
 
 /// Context keys the authorizer sets and later routes read.
 pub mod context_keys {

@@ -24,8 +24,7 @@ use url::Url;
 
 use crate::config::{ConfigError, non_empty, parse_or, positive};
 use crate::event::{EventType, Target};
-pub use crate::ids::{Identity, Role};
-use crate::ids::{TenantId, UserId};
+use crate::ids::{Identity, Role, TenantId, UserId};
 
 /// Every variable [`AuthConfig`] reads (the authorizer and the HTTP API).
 pub const AUTH_VARIABLES: &[&str] = &[

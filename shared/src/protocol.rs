@@ -19,8 +19,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::event::Target;
-use crate::event::{EventType, Position, Since, Topic};
+use crate::event::{EventType, Position, Since, Target, Topic};
 
 /// A client request, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,10 @@
 //! The crate's modules form a one-way stack (issue 14): no module reaches,
 //! through `crate::` paths, one that reaches back. Read from the sources:
 //! every `crate::<module>` in a module's files is an edge (a submodule's
-//! files count as its parent's, `store/redis.rs` as `store`), and so is
-//! every `crate::<Item>` that `lib.rs` re-exports from a module
-//! (`crate::Context` is `context`'s). The layout `lib.rs` describes lists
-//! the modules in an order the stack allows.
+//! files, however deep, count as its parent's: `store/redis/connections.rs`
+//! as `store`), and so is every `crate::<Item>` that `lib.rs` re-exports
+//! from a module (`crate::Context` is `context`'s). The layout `lib.rs`
+//! describes lists the modules in an order the stack allows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -50,10 +50,17 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            for file in std::fs::read_dir(&path).unwrap() {
-                let file = file.unwrap().path();
-                if file.extension().is_some_and(|e| e == "rs") {
-                    visit(name.clone(), std::fs::read_to_string(file).unwrap());
+            // Every file below a module's folder, however deep
+            // (`store/redis/connections.rs` is `store`'s).
+            let mut dirs = vec![path];
+            while let Some(dir) = dirs.pop() {
+                for file in std::fs::read_dir(&dir).unwrap() {
+                    let file = file.unwrap().path();
+                    if file.is_dir() {
+                        dirs.push(file);
+                    } else if file.extension().is_some_and(|e| e == "rs") {
+                        visit(name.clone(), std::fs::read_to_string(file).unwrap());
+                    }
                 }
             }
         } else if name != "lib" && path.extension().is_some_and(|e| e == "rs") {

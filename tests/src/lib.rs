@@ -291,7 +291,9 @@ pub mod moto {
 }
 
 pub mod auth {
-    use switchboard::auth::{AuthConfig, Identity, Role, Verifier, mint_hs256};
+    use switchboard::auth::{AuthConfig, Verifier, mint_hs256};
+    use switchboard::ids::Identity;
+    use switchboard::ids::Role;
 
     /// The secret (32+ bytes, as `JWT_SECRET` requires).
     pub const SECRET: &[u8] = b"switchboard-tests-secret-switchboard-tests";

@@ -24,8 +24,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use switchboard::auth::Role;
 use switchboard::event::{Position, Since, Topic};
+use switchboard::ids::Role;
 use switchboard::store::{Audience, HistoryQuery, HistoryRead, ReadStatus};
 
 use crate::{ApiError, ApiState, Verified, store_error};

@@ -35,11 +35,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use switchboard::auth::{AuthError, Identity, Verifier, extract_token};
-use switchboard::event::EventType;
-use switchboard::ids::UserId;
-use switchboard::protocol::Target;
-use switchboard::store::OfflineRefusal;
+use switchboard::auth::{AuthError, Verifier, extract_token};
+use switchboard::event::{EventType, Target};
+use switchboard::ids::{Identity, UserId};
+use switchboard::protocol::OfflineRefusal;
 use switchboard::{Context, broadcast};
 
 mod history;
@@ -392,7 +391,7 @@ async fn stats(State(state): State<ApiState>, Caller(who): Caller) -> Result<Res
     let mut body = json!({"tenant_id": who.tenant_id, "tenant_connections": tenant_connections});
     // Platform-wide figures (one read per tenant) only for the operator.
     let operator =
-        who.role == switchboard::auth::Role::Admin && state.ctx.config.platform_tenant.as_ref() == Some(&who.tenant_id);
+        who.role == switchboard::ids::Role::Admin && state.ctx.config.platform_tenant.as_ref() == Some(&who.tenant_id);
     if operator {
         body["total_connections"] = json!(store.total_connections().await.map_err(store_error)?);
         body["tenants"] = json!(store.tenants().await.map_err(store_error)?.len());

@@ -24,9 +24,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use switchboard::auth::{Identity, Role};
-use switchboard::event::EventType;
-use switchboard::event::Topic;
+use switchboard::event::{EventType, Topic};
+use switchboard::ids::{Identity, Role};
 use switchboard::ssrf::check_url_at_save;
 use switchboard::store::{LogQuery, STATS_BUCKET_MS, STATS_BUCKETS};
 use switchboard::webhook::{Delivery, LogEntry};
@@ -153,7 +152,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
     // at the same instant may pass one over. The limit bounds a tenant's
     // registry (read by every publish); it is not a billing count.
     let max = state.ctx.config.webhooks.max_per_tenant;
-    let existing = state.ctx.store.list_webhooks(&who.tenant_id).await.map_err(store_error)?.len();
+    let existing = state.ctx.store.webhook_count(&who.tenant_id).await.map_err(store_error)?;
     if existing >= max {
         return Err(ApiError::LimitExceeded(format!(
             "this tenant has {existing} webhooks, the limit is {max}; delete one first (WEBHOOK_MAX_PER_TENANT)"

@@ -27,10 +27,10 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard::Context;
-use switchboard::broadcast::{self, FanoutJob, Report};
-use switchboard::event::{Envelope, EventType};
+use switchboard::broadcast::{self, FanoutJob};
+use switchboard::event::{Envelope, EventType, Target};
 use switchboard::ids::TenantId;
-use switchboard::protocol::Target;
+use switchboard::protocol::Report;
 
 /// One event to publish.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -29,9 +29,8 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde_json::json;
 use switchboard::Context;
-use switchboard::event::{Envelope, EventType};
+use switchboard::event::{Envelope, EventType, Target};
 use switchboard::ids::TenantId;
-use switchboard::protocol::Target;
 use switchboard::store::{Breaker, Health, StoreError};
 use switchboard::webhook::{self, Attempt, Delivery, LogStatus, Outcome, WebhookConfig};
 
@@ -78,8 +77,7 @@ async fn process(d: &WebhookSender, record: &SqsMessage) -> Done {
     let _enter = span.enter();
 
     // The configuration and the breaker's state, read together.
-    let (stored, health) = match ctx.store.webhook_with_health(&delivery.tenant_id, delivery.webhook_id.as_str()).await
-    {
+    let (stored, health) = match ctx.store.webhook_and_health(&delivery.tenant_id, delivery.webhook_id.as_str()).await {
         Ok(both) => both,
         Err(e @ StoreError::Corrupt(_)) => {
             tracing::error!(error = %e, "stored webhook does not parse; delivery dead-lettered");

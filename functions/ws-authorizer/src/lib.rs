@@ -14,7 +14,8 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::{Value, json};
 use switchboard::apigw::context_keys;
-use switchboard::auth::{Identity, Verifier, extract_token};
+use switchboard::auth::{Verifier, extract_token};
+use switchboard::ids::Identity;
 
 /// The error whose message API Gateway maps to `401 Unauthorized`.
 /// The text must be exactly `Unauthorized`.

@@ -12,7 +12,7 @@
 //! tenant's history in one round trip, posts `subscribed` and the missed
 //! events, and answers `recovered` (all or nothing; see [`recover`]).
 //!
-//! `publish` is role-checked ([`switchboard::auth::Role::may_publish`]) and
+//! `publish` is role-checked ([`switchboard::ids::Role::may_publish`]) and
 //! fans out inside the caller's tenant; `sync` posts the queued messages to
 //! this very connection before the `synced` reply.
 //!
@@ -22,13 +22,12 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use switchboard::Context;
 use switchboard::apigw::{self, response};
-use switchboard::auth::Identity;
 use switchboard::broadcast::{self, BroadcastError, PublishError};
 use switchboard::event::{Since, Topic};
 use switchboard::gateway::PostOutcome;
-use switchboard::ids::ConnectionId;
-use switchboard::protocol::{ClientAction, ErrorCode, ProtocolError, ServerReply};
-use switchboard::store::{Audience, HistoryQuery, OfflineRefusal, ReadStatus, StoreError};
+use switchboard::ids::{ConnectionId, Identity};
+use switchboard::protocol::{ClientAction, ErrorCode, OfflineRefusal, ProtocolError, ServerReply};
+use switchboard::store::{Audience, HistoryQuery, ReadStatus, StoreError};
 
 /// Handles one client frame.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {

@@ -44,15 +44,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::Context;
-use crate::event::{Envelope, EventType};
+use crate::event::{Envelope, EventType, Target};
 use crate::gateway::PostOutcome;
 use crate::ids::{ConnectionId, TenantId, UserId};
-use crate::protocol::Target;
+use crate::protocol::{OfflineRefusal, Report};
 use crate::queue::QueueError;
-use crate::store::{OfflineRefusal, Recipient, Record, Resolution, StoreError, StoreResult};
+use crate::store::{Recipient, Record, Resolution, StoreError, StoreResult};
 use crate::webhook::{Delivery, WebhookConfig};
-
-pub use crate::protocol::Report;
 
 mod post;
 mod queued;
@@ -115,10 +113,10 @@ async fn record(
     Ok(resolved)
 }
 
-/// Routes `event` to recipients already resolved — by [`Store::resolve`],
+/// Routes `event` to recipients already resolved — by [`ConnectionStore::resolve`],
 /// or in the same round trip as the change that caused the event.
 ///
-/// [`Store::resolve`]: crate::store::Store::resolve
+/// [`ConnectionStore::resolve`]: crate::store::ConnectionStore::resolve
 pub async fn deliver(
     ctx: &Context,
     event: &Envelope,
@@ -164,7 +162,7 @@ async fn finish(
     target: &Target,
     text: &str,
     sent: Sent,
-    webhooks: &[String],
+    webhooks: &[WebhookConfig],
     claims: Option<&Claims<'_>>,
     report: &mut Report,
 ) -> BroadcastResult<()> {
@@ -223,13 +221,10 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 async fn enqueue_webhooks(
     ctx: &Context,
     event: &Envelope,
-    webhooks: &[String],
+    webhooks: &[WebhookConfig],
     claims: Option<&Claims<'_>>,
 ) -> BroadcastResult<(usize, usize)> {
-    let mut wanted: Vec<WebhookConfig> = crate::store::parse_listed_webhooks(&event.tenant_id, webhooks)
-        .into_iter()
-        .filter(|h| h.wants(event.event_type))
-        .collect();
+    let mut wanted: Vec<&WebhookConfig> = webhooks.iter().filter(|h| h.wants(event.event_type)).collect();
     if wanted.is_empty() {
         return Ok((0, 0));
     }
@@ -347,7 +342,7 @@ impl From<StoreError> for PublishError {
 /// Returns the event's id and the report.
 pub async fn publish_as(
     ctx: &Context,
-    who: &crate::auth::Identity,
+    who: &crate::ids::Identity,
     event_type: EventType,
     target: &Target,
     data: Value,

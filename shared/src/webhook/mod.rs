@@ -28,7 +28,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-pub use crate::ids::WebhookId;
+use crate::ids::WebhookId;
 
 type HmacSha256 = Hmac<Sha256>;
 

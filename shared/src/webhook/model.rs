@@ -3,7 +3,7 @@
 use super::*;
 
 /// A webhook of a tenant, as stored in its registry.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebhookConfig {
     /// `wh_` + 32 hex digits.
     pub id: WebhookId,
@@ -34,7 +34,7 @@ pub struct WebhookConfig {
 }
 
 /// A rotated-out secret in its grace period.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RetiredSecret {
     /// The old secret.
     pub secret: String,

@@ -8,11 +8,9 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig};
-use switchboard::ids::TenantId;
-use switchboard::store::Connection;
-use switchboard::store::{Audience, HistoryQuery};
+use switchboard::ids::{Role, TenantId};
+use switchboard::store::{Audience, Connection, HistoryQuery};
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::id::tenant;
 use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
@@ -516,7 +514,7 @@ async fn the_fanout_function_publishes_a_batch() {
     assert_eq!(next_json(&mut agent).await["type"], "call.answered");
     let refused = switchboard::broadcast::CallEvent::try_from(switchboard::event::EventType::ChatMessage).unwrap_err();
     assert_eq!(refused, "chat.message is not a call.* event");
-    let to = switchboard::protocol::Target::User("42".parse().unwrap());
+    let to = switchboard::event::Target::User("42".parse().unwrap());
     switchboard::broadcast::broadcast_chat_message(&w.ctx, &tenant("acme"), &to, json!({"text": "hi"})).await.unwrap();
     assert_eq!(next_json(&mut agent).await["data"]["text"], "hi");
     // Malformed requests are refused whole, naming what is wrong; nothing is sent.

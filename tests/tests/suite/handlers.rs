@@ -13,12 +13,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use switchboard::Context;
 use switchboard::auth::AuthConfig;
-use switchboard::auth::{Claims, Identity, Role, Verifier, mint_hs256, sign};
+use switchboard::auth::{Claims, Verifier, mint_hs256, sign};
 use switchboard::config::{Config, Limits, RedisConfig};
-use switchboard::event::EventType;
+use switchboard::event::{EventType, Target};
 use switchboard::gateway::{Gateway, PostOutcome};
-use switchboard::ids::{ConnectionId, TenantId, UserId};
-use switchboard::protocol::Target;
+use switchboard::ids::{ConnectionId, Identity, Role, TenantId, UserId};
 use switchboard::store::{Keys, Presence, RedisStore};
 use switchboard_tests::{Backend, event_fixture};
 

@@ -12,13 +12,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::Role;
 use switchboard::broadcast::{FanoutJob, run_job};
 use switchboard::config::{Config, QueueUrls, RedisConfig};
-use switchboard::event::{Envelope, EventType};
+use switchboard::event::{Envelope, EventType, Target};
 use switchboard::gateway::{Gateway, ManagementApi, PostOutcome};
-use switchboard::ids::ConnectionId;
-use switchboard::protocol::Target;
+use switchboard::ids::{ConnectionId, Role};
 use switchboard::queue::Queues;
 use switchboard_local::{Emulator, Mode, Settings, queues};
 use switchboard_tests::ws::{Ws, connect, next_json, request, silent};
@@ -103,7 +101,7 @@ impl World {
     async fn webhook(&self, topic: &str) -> switchboard::webhook::WebhookConfig {
         let hook = switchboard_tests::webhook_config("http://127.0.0.1:9/hook", topic);
         let tenant = "acme".parse().unwrap();
-        self.ctx.store.put_webhook(&tenant, &hook.id, &serde_json::to_string(&hook).unwrap()).await.unwrap();
+        self.ctx.store.save_webhook(&tenant, &hook).await.unwrap();
         hook
     }
 

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::Role;
 use switchboard::broadcast;
 use switchboard::config::{Config, RedisConfig};
-use switchboard::event::{Envelope, EventType, Topic};
-use switchboard::protocol::Target;
+use switchboard::event::{Envelope, EventType, Target, Topic};
+use switchboard::ids::Role;
 use switchboard::store::{Audience, HistoryQuery};
 use switchboard_local::{Emulator, GatewayLimits, Mode, Settings};
 use switchboard_tests::auth::token;

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard::auth::Role;
 use switchboard::config::{Limits, RedisConfig};
-use switchboard::store::{Connection, Keys, RedisStore, Store, StoreError};
+use switchboard::ids::Role;
+use switchboard::store::{Connection, ConnectionStore, Keys, RedisStore, Store, StoreError};
 use switchboard_tests::RedisServer;
 
 fn conn(id: &str) -> Connection {

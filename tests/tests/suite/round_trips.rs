@@ -4,12 +4,10 @@
 //! trip each, and resolving the recipients of an event is one round trip
 //! however many there are. Run with `--nocapture` to see the commands.
 
-use switchboard::auth::Role;
 use switchboard::config::{Limits, RedisConfig};
-use switchboard::event::{EventType, Topic};
-use switchboard::ids::TenantId;
-use switchboard::protocol::Target;
-use switchboard::store::{Connection, Keys, RedisStore, Store};
+use switchboard::event::{EventType, Target, Topic};
+use switchboard::ids::{Role, TenantId};
+use switchboard::store::{Connection, ConnectionStore, Keys, RedisStore};
 use switchboard_tests::{Monitor, Observed, RedisServer};
 
 fn conn(id: &str, user: &str) -> Connection {
@@ -107,8 +105,9 @@ async fn connect_disconnect_subscribe_and_resolve_are_one_round_trip_each() {
 #[tokio::test]
 async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webhooks() {
     use serde_json::json;
-    use switchboard::auth::{Identity, mint_hs256};
+    use switchboard::auth::mint_hs256;
     use switchboard::event::Envelope;
+    use switchboard::ids::Identity;
     use switchboard_tests::ws;
 
     let server = RedisServer::start().unwrap();
@@ -123,7 +122,7 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webho
         let hook = json!({"id": id, "name": "n", "url": "https://hooks.example.com/x", "events": ["call.*"],
             "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "is_active": true, "retry_count": 0, "timeout": 5,
             "created_at": 0, "updated_at": 0});
-        ctx.store.put_webhook(&tenant, id, &hook.to_string()).await.unwrap();
+        ctx.store.save_webhook(&tenant, &serde_json::from_value(hook).unwrap()).await.unwrap();
     }
     let mut clients = Vec::new();
     for i in 0..100 {
@@ -164,7 +163,8 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webho
 #[tokio::test]
 async fn a_connect_a_disconnect_and_an_http_publish_are_one_round_trip_each() {
     use serde_json::json;
-    use switchboard::auth::{Identity, mint_hs256};
+    use switchboard::auth::mint_hs256;
+    use switchboard::ids::Identity;
     use switchboard_tests::ws;
 
     let server = RedisServer::start().unwrap();

@@ -5,7 +5,8 @@
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Region};
 use switchboard::auth::AuthConfig;
-use switchboard::auth::{Identity, Role, Verifier, mint_hs256};
+use switchboard::auth::{Verifier, mint_hs256};
+use switchboard::ids::{Identity, Role};
 use switchboard::secrets;
 use switchboard_tests::moto::Moto;
 

@@ -9,14 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::auth::Role;
 use switchboard::config::Limits;
-use switchboard::event::{EventType, Position, Since, Topic};
-use switchboard::protocol::Target;
+use switchboard::event::{EventType, Position, Since, Target, Topic};
+use switchboard::ids::Role;
+use switchboard::protocol::OfflineRefusal;
 use switchboard::store::{
-    Audience, Connection, HistoryQuery, HistoryRead, OfflineRefusal, Presence, ReadStatus, Record, Resolution, Store,
-    StoreError,
+    Audience, Connection, HistoryQuery, HistoryRead, Presence, ReadStatus, Record, Resolution, Store, StoreError,
 };
+use switchboard::webhook::WebhookConfig;
 use switchboard_tests::Backend;
 use switchboard_tests::id::{cid, tenant, user};
 
@@ -436,13 +436,14 @@ async fn presence_changes_come_with_their_recipients(b: Backend) {
     s.subscribe(&t, &cid("deaf"), &topics(&["call.*"])).await.unwrap();
     s.register(&conn("t2", "sup", "elsewhere")).await.unwrap();
     s.subscribe(&tenant("t2"), &cid("elsewhere"), &topics(&["*"])).await.unwrap();
-    s.put_webhook(&t, "wh_1", r#"{"v":1}"#).await.unwrap();
+    let hook = switchboard_tests::webhook_config("https://crm.example/hook", "*");
+    s.save_webhook(&t, &hook).await.unwrap();
     let ids = |r: &Resolution| r.recipients.iter().map(|r| r.connection_id.to_string()).collect::<BTreeSet<_>>();
 
     let first = s.register(&conn("t1", "42", "phone")).await.unwrap();
     let online = first.presence.expect("came online: the recipients of presence.online");
     assert_eq!(ids(&online), set(&["watch"]), "the presence subscriber of this tenant only, not the new connection");
-    assert_eq!(online.webhooks, vec![r#"{"v":1}"#.to_string()]);
+    assert_eq!(online.webhooks, vec![hook]);
     assert_eq!(s.register(&conn("t1", "42", "laptop")).await.unwrap().presence, None, "already online");
 
     assert_eq!(s.unregister(&t, &cid("phone")).await.unwrap().unwrap().presence, None, "still on the laptop");
@@ -495,55 +496,93 @@ async fn rate_limits_are_per_tenant(b: Backend) {
     assert!(s.rate_limit(&tenant("t1"), 3).await.unwrap(), "a new second, a new budget");
 }
 
-/// The typed registry over the raw one: what parses comes back whole,
-/// what does not is `Corrupt` when asked for by id and skipped in lists.
-async fn webhook_configurations_are_parsed_once_in_the_store(b: Backend) {
+/// Webhooks cross the store typed: what was saved comes back whole, and
+/// the tenant's publishes carry them.
+async fn webhook_configurations_are_typed_at_the_boundary(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("acme");
     let mut hook = switchboard_tests::webhook_config("https://crm.example/hook", "call.*");
     s.save_webhook(&t, &hook).await.unwrap();
     assert_eq!(s.webhook(&t, &hook.id).await.unwrap().as_ref(), Some(&hook));
     assert_eq!(s.webhook(&tenant("globex"), &hook.id).await.unwrap(), None, "another tenant's registry");
-    s.put_webhook(&t, "wh_bad", r#"{"id":"wh_bad","url":7}"#).await.unwrap();
-    let err = s.webhook(&t, "wh_bad").await.unwrap_err();
-    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("wh_bad") && m.contains("acme")), "{err:?}");
-    assert_eq!(s.webhooks(&t).await.unwrap(), [hook.clone()], "the bad one is skipped, the good one kept");
-    let (config, _) = s.webhook_with_health(&t, &hook.id).await.unwrap();
+    let (config, _) = s.webhook_and_health(&t, &hook.id).await.unwrap();
     assert_eq!(config.as_ref(), Some(&hook));
-    assert!(matches!(s.webhook_with_health(&t, "wh_bad").await, Err(StoreError::Corrupt(_))));
     hook.is_active = false;
     s.save_webhook(&t, &hook).await.unwrap();
     assert!(!s.webhook(&t, &hook.id).await.unwrap().unwrap().is_active, "saved over");
     let resolved = s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
-    assert_eq!(switchboard::store::parse_listed_webhooks(&t, &resolved.webhooks), [hook]);
+    assert_eq!(resolved.webhooks, [hook]);
+}
+
+/// Redis keeps webhooks as JSON, which a bug, an older version or a hand
+/// in `redis-cli` may leave unparseable: `Corrupt` when asked for by id,
+/// skipped (and still counted) in lists and in a publish's resolve.
+#[tokio::test]
+async fn a_stored_webhook_that_does_not_parse_is_corrupt_alone() {
+    let redis = switchboard_tests::shared_redis();
+    let prefix = switchboard_tests::unique_prefix();
+    let s = Backend::Redis.store_with_prefix(&prefix, Limits::default());
+    let t = tenant("acme");
+    let hook = switchboard_tests::webhook_config("https://crm.example/hook", "call.*");
+    s.save_webhook(&t, &hook).await.unwrap();
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = switchboard::store::Keys::new(&prefix).webhooks(&t);
+    redis::cmd("HSET")
+        .arg(&key)
+        .arg("wh_bad")
+        .arg(r#"{"id":"wh_bad","url":7}"#)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let err = s.webhook(&t, "wh_bad").await.unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("wh_bad") && m.contains("acme")), "{err:?}");
+    assert_eq!(s.webhooks(&t).await.unwrap(), std::slice::from_ref(&hook), "the bad one is skipped, the good one kept");
+    assert_eq!(s.webhook_count(&t).await.unwrap(), 2, "the cap counts what is stored");
+    assert!(matches!(s.webhook_and_health(&t, "wh_bad").await, Err(StoreError::Corrupt(_))));
+    let resolved = s.resolve(&t, EventType::CallIncoming, &Target::Tenant).await.unwrap();
+    assert_eq!(resolved.webhooks, [hook]);
 }
 
 async fn webhook_registries_are_per_tenant(b: Backend) {
     let s = b.store(Limits::default());
     let (a, g) = (tenant("acme"), tenant("globex"));
-    s.put_webhook(&a, "wh_1", r#"{"v":1}"#).await.unwrap();
-    s.put_webhook(&a, "wh_2", r#"{"v":2}"#).await.unwrap();
-    s.put_webhook(&a, "wh_1", r#"{"v":3}"#).await.unwrap();
-    let mut all = s.list_webhooks(&a).await.unwrap();
-    all.sort();
-    assert_eq!(all, [r#"{"v":2}"#, r#"{"v":3}"#]);
-    assert_eq!(s.get_webhook(&a, "wh_1").await.unwrap().as_deref(), Some(r#"{"v":3}"#));
-    assert_eq!(s.get_webhook(&g, "wh_1").await.unwrap(), None, "another tenant's registry");
-    assert!(s.list_webhooks(&g).await.unwrap().is_empty());
-    assert!(!s.delete_webhook(&g, "wh_1").await.unwrap());
-    assert!(s.delete_webhook(&a, "wh_1").await.unwrap());
-    assert!(!s.delete_webhook(&a, "wh_1").await.unwrap());
-    assert_eq!(s.list_webhooks(&a).await.unwrap(), [r#"{"v":2}"#]);
+    let hook = |id: &str, name: &str| WebhookConfig {
+        id: id.parse().unwrap(),
+        name: name.into(),
+        ..switchboard_tests::webhook_config("https://crm.example/hook", "*")
+    };
+    let (one, two, three) = (hook(WH_1, "v1"), hook(WH_2, "v2"), hook(WH_1, "v3"));
+    s.save_webhook(&a, &one).await.unwrap();
+    s.save_webhook(&a, &two).await.unwrap();
+    s.save_webhook(&a, &three).await.unwrap();
+    let mut all = s.webhooks(&a).await.unwrap();
+    all.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(all, [two.clone(), three.clone()]);
+    assert_eq!(s.webhook_count(&a).await.unwrap(), 2);
+    assert_eq!(s.webhook(&a, WH_1).await.unwrap(), Some(three));
+    assert_eq!(s.webhook(&g, WH_1).await.unwrap(), None, "another tenant's registry");
+    assert!(s.webhooks(&g).await.unwrap().is_empty());
+    assert_eq!(s.webhook_count(&g).await.unwrap(), 0);
+    assert!(!s.delete_webhook(&g, WH_1).await.unwrap());
+    assert!(s.delete_webhook(&a, WH_1).await.unwrap());
+    assert!(!s.delete_webhook(&a, WH_1).await.unwrap());
+    assert_eq!(s.webhooks(&a).await.unwrap(), [two]);
 }
+
+const WH_1: &str = "wh_00000000000000000000000000000001";
+const WH_2: &str = "wh_00000000000000000000000000000002";
 
 async fn resolve_carries_the_tenants_webhooks(b: Backend) {
     let s = b.store(Limits::default());
     s.register(&conn("acme", "1", "c1")).await.unwrap();
-    s.put_webhook(&tenant("acme"), "wh_1", r#"{"v":1}"#).await.unwrap();
-    s.put_webhook(&tenant("globex"), "wh_2", r#"{"v":2}"#).await.unwrap();
+    let mine = switchboard_tests::webhook_config("https://crm.example/acme", "*");
+    s.save_webhook(&tenant("acme"), &mine).await.unwrap();
+    s.save_webhook(&tenant("globex"), &switchboard_tests::webhook_config("https://crm.example/globex", "*"))
+        .await
+        .unwrap();
     for target in [Target::Tenant, Target::User(user("1")), Target::Connection(cid("c1"))] {
         let r = s.resolve(&tenant("acme"), EventType::CallIncoming, &target).await.unwrap();
-        assert_eq!(r.webhooks, [r#"{"v":1}"#], "{target:?}: this tenant's only");
+        assert_eq!(r.webhooks, std::slice::from_ref(&mine), "{target:?}: this tenant's only");
     }
 }
 
@@ -577,9 +616,11 @@ async fn the_delivery_log_pages_filters_and_counts_failures(b: Backend) {
     assert_eq!((h.consecutive_failures, h.paused_until), (3, Some(t0 + 12 + 60_000)), "paused at the threshold");
     assert_eq!(s.webhook_health(&g, "wh_2").await.unwrap(), Default::default(), "per tenant");
     // What a delivery reads first: configuration and health together.
-    s.put_webhook(&a, "wh_2", r#"{"v":2}"#).await.unwrap();
+    let two =
+        WebhookConfig { id: "wh_2".parse().unwrap(), ..switchboard_tests::webhook_config("https://crm.example", "*") };
+    s.save_webhook(&a, &two).await.unwrap();
     let (config, health) = s.webhook_and_health(&a, "wh_2").await.unwrap();
-    assert_eq!((config.as_deref(), health.consecutive_failures), (Some(r#"{"v":2}"#), 3));
+    assert_eq!((config, health.consecutive_failures), (Some(two), 3));
     assert_eq!(s.webhook_and_health(&g, "wh_2").await.unwrap(), (None, Default::default()), "per tenant");
     assert_eq!(s.webhook_and_health(&a, "wh_9").await.unwrap(), (None, Default::default()));
 
@@ -1068,7 +1109,7 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis, redis
     webhook_stats_are_counted_per_bucket,
     fanout_claims_are_taken_once,
     webhook_registries_are_per_tenant,
-    webhook_configurations_are_parsed_once_in_the_store,
+    webhook_configurations_are_typed_at_the_boundary,
     stale_connections_are_forgotten_together,
     rate_limits_are_per_tenant,
     presence_changes_come_with_their_recipients,

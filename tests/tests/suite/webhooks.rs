@@ -5,8 +5,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard::Context;
-use switchboard::auth::Role;
 use switchboard::config::{Config, RedisConfig, WebhookSettings};
+use switchboard::ids::Role;
 use switchboard::ssrf::UrlPolicy;
 use switchboard_local::{Emulator, Mode, Settings};
 use switchboard_tests::{shared_redis, unique_prefix};

@@ -1,0 +1,22 @@
+use std::sync::LazyLock;
+
+use ::redis::Script;
+use async_trait::async_trait;
+
+use super::{RedisStore, WITHIN_LIMIT_FN, unavailable};
+use crate::ids::TenantId;
+use crate::store::{RateLimitStore, StoreResult};
+
+/// KEYS: rate-limit counter. ARGV: limit. Returns 1 while within the limit.
+static RATE_LIMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WITHIN_LIMIT_FN}\nreturn within_limit(KEYS[1], ARGV[1]) and 1 or 0")));
+
+#[async_trait]
+impl RateLimitStore for RedisStore {
+    async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool> {
+        let key = self.keys.rate_limit(tenant, crate::time::now_millis() / 1000);
+        let allowed: u8 =
+            RATE_LIMIT.key(key).arg(limit).invoke_async(&mut self.conn().await?).await.map_err(unavailable)?;
+        Ok(allowed == 1)
+    }
+}
