@@ -149,13 +149,13 @@ fn verdict_from_policy(response: ApiGatewayCustomAuthorizerResponse<Value>) -> V
 pub struct InProcess {
     ctx: Context,
     verifier: Verifier,
-    deliverer: switchboard::webhook_sender::WebhookSender,
+    deliverer: switchboard::webhook_delivery::WebhookSender,
 }
 
 impl InProcess {
     /// Functions over this context and verifier.
     pub fn new(ctx: Context, verifier: Verifier) -> Self {
-        InProcess { deliverer: switchboard::webhook_sender::WebhookSender::new(ctx.clone()), ctx, verifier }
+        InProcess { deliverer: switchboard::webhook_delivery::WebhookSender::new(ctx.clone()), ctx, verifier }
     }
 }
 

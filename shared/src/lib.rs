@@ -36,7 +36,9 @@
 //! - [`broadcast`]: one call routes an event to every connection and
 //!   webhook that should have it; queued fan-out; the sweep of ghost
 //!   connections.
-//! - [`webhook_sender`]: sending and recording one webhook attempt.
+//! - [`webhook_delivery`]: delivering one queued webhook delivery (read
+//!   the webhook and its health, send, record, decide, act) and the API's
+//!   synchronous attempts.
 
 pub mod apigw;
 pub mod auth;
@@ -56,6 +58,6 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod webhook;
-pub mod webhook_sender;
+pub mod webhook_delivery;
 
 pub use context::Context;

@@ -55,7 +55,7 @@ pub struct ApiState {
     /// Token verification.
     pub verifier: Arc<Verifier>,
     /// Synchronous webhook attempts (`/test`).
-    pub deliverer: switchboard::webhook_sender::WebhookSender,
+    pub deliverer: switchboard::webhook_delivery::WebhookSender,
 }
 
 /// Every route with its method, as served (the OpenAPI test walks this).
@@ -83,7 +83,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub fn router(ctx: Context, verifier: Verifier) -> Router {
     let body_limit = ctx.config.limits.max_body_bytes;
     let state = ApiState {
-        deliverer: switchboard::webhook_sender::WebhookSender::new(ctx.clone()),
+        deliverer: switchboard::webhook_delivery::WebhookSender::new(ctx.clone()),
         ctx,
         verifier: Arc::new(verifier),
     };

@@ -40,7 +40,7 @@
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Context;
@@ -50,7 +50,7 @@ use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::{OfflineRefusal, Report};
 use crate::queue::QueueError;
 use crate::store::{Recipient, Record, Resolution, StoreError, StoreResult};
-use crate::webhook::{Delivery, WebhookConfig};
+use crate::webhook::{DeadLetter, Delivery, WebhookConfig};
 
 mod post;
 mod queued;
@@ -282,16 +282,17 @@ async fn enqueue_webhooks(
 }
 
 /// Puts webhook deliveries that could not be queued into the webhook
-/// dead-letter queue, shaped like the `webhook` function's dead letters;
+/// dead-letter queue (a [`DeadLetter`], as every producer writes them);
 /// logs each one that cannot be put there either, so none vanishes unseen.
 async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String], why: &str) {
     let now = crate::time::now_millis();
     let letters: Vec<String> = bodies
         .iter()
         .map(|b| {
-            let delivery: Value = serde_json::from_str(b).unwrap_or(Value::Null);
-            json!({"delivery": delivery, "attempts": 0, "error": format!("not queued: {why}"), "dead_at": now})
-                .to_string()
+            let delivery = serde_json::from_str(b).ok();
+            let body = delivery.is_none().then(|| b.clone());
+            let error = Some(format!("not queued: {why}"));
+            DeadLetter { delivery, body, attempts: Some(0), error, dead_at: now, ..DeadLetter::default() }.to_json()
         })
         .collect();
     let kept = match ctx.webhook_dlq() {

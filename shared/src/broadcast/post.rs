@@ -217,6 +217,8 @@ pub(super) fn chunk_jobs(event: &Envelope, target: &Target, parts: &[&[Recipient
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -19,7 +19,9 @@
 //!
 //! The parts: `signing` (secrets, signatures, verification), `schedule`
 //! (retries), `model` (configuration, delivery, log entry), `send` (one
-//! attempt).
+//! attempt), `decide` (what becomes of a delivery after an attempt, and
+//! the dead letter's shape): everything here is free of I/O but the one
+//! POST. Acting on a decision (the store, the queues) is `webhook_delivery`'s.
 
 use std::time::Duration;
 
@@ -32,11 +34,13 @@ use crate::ids::WebhookId;
 
 type HmacSha256 = Hmac<Sha256>;
 
+mod decide;
 mod model;
 mod schedule;
 mod send;
 mod signing;
 
+pub use decide::*;
 pub use model::*;
 pub use schedule::*;
 pub use send::*;

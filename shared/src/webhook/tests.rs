@@ -158,3 +158,87 @@ fn the_schedule_is_data() {
     assert_eq!(RetrySchedule::default().delays.len(), 7);
     assert!(RetrySchedule::default().delays.iter().all(|d| d.as_secs() <= 12 * 3600), "SQS's limit");
 }
+
+/// The delivery policy as a pure function: one case per rule.
+mod decisions {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn schedule() -> RetrySchedule {
+        RetrySchedule { delays: vec![Duration::from_secs(5), Duration::from_secs(300)], jitter: 0.0 }
+    }
+
+    fn decide_at(outcome: Outcome, attempt: u32, retention: Duration, sent_ms: i64) -> Decision {
+        let schedule = schedule();
+        let retries = Retries { max_attempts: 3, schedule: &schedule, retention };
+        decide(&outcome, attempt, &retries, When { now_ms: NOW, sent_ms, jitter: 0.5 })
+    }
+
+    fn decision(outcome: Outcome, attempt: u32) -> Decision {
+        decide_at(outcome, attempt, Duration::from_secs(4 * 86_400), NOW)
+    }
+
+    #[test]
+    fn a_delivered_or_gone_attempt_is_the_last() {
+        assert_eq!(
+            decision(Outcome::Delivered, 1),
+            Decision { status: LogStatus::Delivered, retry_in: None, note: None }
+        );
+        assert_eq!(decision(Outcome::Gone, 2), Decision { status: LogStatus::Gone, retry_in: None, note: None });
+    }
+
+    #[test]
+    fn a_failure_waits_its_turn_in_the_schedule_and_a_longer_retry_after() {
+        let first = decision(Outcome::Retry { retry_after: None }, 1);
+        assert_eq!((first.status, first.retry_in), (LogStatus::Failed, Some(Duration::from_secs(5))));
+        let second = decision(Outcome::Retry { retry_after: None }, 2);
+        assert_eq!(second.retry_in, Some(Duration::from_secs(300)));
+        let asked = decision(Outcome::Retry { retry_after: Some(Duration::from_secs(60)) }, 1);
+        assert_eq!(asked.retry_in, Some(Duration::from_secs(60)), "the receiver asked for more time");
+        let sooner = decision(Outcome::Retry { retry_after: Some(Duration::from_secs(1)) }, 2);
+        assert_eq!(sooner.retry_in, Some(Duration::from_secs(300)), "never sooner than our own backoff");
+    }
+
+    #[test]
+    fn the_last_attempt_and_a_rejection_are_dead() {
+        assert_eq!(decision(Outcome::Retry { retry_after: None }, 3).status, LogStatus::Dead);
+        assert_eq!(decision(Outcome::Rejected, 1), Decision { status: LogStatus::Dead, retry_in: None, note: None });
+    }
+
+    #[test]
+    fn a_retry_that_would_outlive_the_queue_is_dead_now_and_says_why() {
+        // Sent an hour ago into a queue that keeps messages 70 minutes; a
+        // 300 s wait fits, but not within the 10-minute margin.
+        let d = decide_at(Outcome::Retry { retry_after: None }, 2, Duration::from_secs(4200), NOW - 3_600_000);
+        assert_eq!((d.status, d.retry_in), (LogStatus::Dead, None));
+        assert!(d.note.unwrap().contains("after the queue's 4200 s retention"));
+        let fits = decide_at(Outcome::Retry { retry_after: None }, 1, Duration::from_secs(4200), NOW - 3_000_000);
+        assert_eq!(fits.status, LogStatus::Failed);
+    }
+
+    #[test]
+    fn a_gone_receiver_or_one_failing_too_long_disables_the_webhook() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(disable(&Outcome::Gone, None, NOW, day), Some(Disable::Gone));
+        let failing = Outcome::Retry { retry_after: None };
+        assert_eq!(disable(&failing, None, NOW, day), None, "it has not failed before");
+        assert_eq!(disable(&failing, Some(NOW - 1000), NOW, day), None, "not for long enough");
+        let disabled = disable(&failing, Some(NOW - 86_400_000), NOW, day).expect("a day of failures");
+        assert_eq!(disabled.reason(), format!("failing since {} (every attempt for 86400 s)", NOW - 86_400_000));
+        assert_eq!(disable(&Outcome::Delivered, None, NOW, day), None);
+    }
+
+    #[test]
+    fn a_dead_letter_holds_only_what_its_producer_knows() {
+        let letter = DeadLetter {
+            body: Some("{".into()),
+            error: Some("not a delivery".into()),
+            dead_at: 7,
+            ..DeadLetter::default()
+        };
+        let json: serde_json::Value = serde_json::from_str(&letter.to_json()).unwrap();
+        assert_eq!(json, serde_json::json!({"body": "{", "error": "not a delivery", "dead_at": 7}));
+        assert_eq!(serde_json::from_value::<DeadLetter>(json).unwrap(), letter);
+    }
+}

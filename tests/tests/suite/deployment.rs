@@ -103,7 +103,9 @@ fn every_variable_the_code_reads_is_set_and_nothing_else() {
             // Redis always; every publish may queue webhook deliveries and chunks.
             needed.extend(["REDIS_URL", "WEBHOOK_QUEUE_URL", "EVENTS_QUEUE_URL"]);
         }
-        if lib.contains("webhook_dlq()") {
+        // What dead-letters webhook deliveries: the queue's consumer
+        // (`webhook_delivery::deliver`) or a direct use of the queue.
+        if lib.contains("webhook_dlq()") || lib.contains("webhook_delivery::{Done, Received, deliver}") {
             needed.push("WEBHOOK_DLQ_URL");
         }
         if main.contains("AuthConfig::from_lookup") || main.contains("api::router") {

@@ -1,7 +1,12 @@
-//! Sending one webhook attempt and recording it: what the `webhook`
-//! function does for each SQS record (with its retry policy on top) and
-//! what the HTTP API's `test` and replay routes do synchronously. Shared
-//! here so that no function crate depends on another.
+//! Delivering webhooks: one queued delivery from the webhook queue to its
+//! receiver ([`deliver`]: read the webhook and its endpoint's health, send,
+//! record, decide with [`crate::webhook::decide`], act), and the HTTP API's
+//! synchronous attempts (`test`, replay). The `webhook` function is the SQS
+//! glue around [`deliver`].
+
+mod process;
+
+pub use process::{Done, Received, deliver};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
