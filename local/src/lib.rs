@@ -16,9 +16,9 @@
 pub mod console;
 pub mod events;
 pub mod functions;
-pub mod gateway;
 pub mod limits;
 pub mod sqs;
+pub mod websocket_api;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,8 +37,8 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::console::{ConsoleSettings, Minter};
 use crate::functions::{Functions, InProcess, Remote};
-pub use crate::gateway::{GatewayLimits, RouteSelection};
 pub use crate::limits::{IdentitySources, Quota, Quotas};
+pub use crate::websocket_api::{GatewayLimits, RouteSelection};
 
 /// The named routes besides `$connect`, `$disconnect` and `$default` (as in
 /// the SAM template); all of them are served by `ws-message`.
@@ -66,7 +66,7 @@ pub struct Settings {
     /// The event source mappings' batching.
     pub mapping: MappingSettings,
     /// In-process functions post to this emulator's own connections
-    /// directly (see [`gateway::InProcessConnections`]); false sends every
+    /// directly (see [`websocket_api::InProcessConnections`]); false sends every
     /// post over HTTP through the SDK, as a Lambda does.
     pub in_process_posts: bool,
     /// How often the `fanout` function is invoked with `{"action":"sweep"}`,
@@ -179,7 +179,7 @@ pub struct Emulator {
     pub sqs: Arc<sqs::Sqs>,
     /// The stage.
     pub stage: String,
-    gateway: Arc<gateway::WsGateway>,
+    gateway: Arc<websocket_api::WebSocketApi>,
     shutdown: CancellationToken,
     servers: TaskTracker,
 }
@@ -253,17 +253,17 @@ impl Emulator {
         let sqs = Arc::new(sqs::Sqs::new(&sqs_url));
         let urls = create_queues(&sqs)?;
 
-        let mut own_posts: Option<Arc<gateway::InProcessConnections>> = None;
+        let mut own_posts: Option<Arc<websocket_api::InProcessConnections>> = None;
         let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
             Mode::InProcess { ctx, verifier } => {
                 let mut ctx = ctx.with_queues(switchboard::queue::Queues::local(&sqs_url, urls));
                 if settings.in_process_posts {
                     let domain = settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string());
-                    let posts = Arc::new(gateway::InProcessConnections::new(
+                    let posts = Arc::new(websocket_api::InProcessConnections::new(
                         format!("{domain}/{}", settings.stage),
-                        ctx.gateway.clone(),
+                        ctx.connections_api.clone(),
                     ));
-                    ctx = ctx.with_gateway(posts.clone());
+                    ctx = ctx.with_connections_api(posts.clone());
                     own_posts = Some(posts);
                 }
                 let api = api::router(ctx.clone(), verifier.clone());
@@ -290,7 +290,7 @@ impl Emulator {
             stage: settings.stage.clone(),
             api_id: events::new_api_id(),
         };
-        let gateway = Arc::new(gateway::WsGateway::new(
+        let gateway = Arc::new(websocket_api::WebSocketApi::new(
             info,
             settings.limits.clone(),
             route_selection,
@@ -357,7 +357,7 @@ impl Emulator {
                 tracing::error!(error = %e, "SQS server stopped");
             }
         });
-        let ws_app = gateway::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let ws_app = websocket_api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         servers.spawn(async move {
             // As API Gateway does: a frame goes out when it is written, not

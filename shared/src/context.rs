@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, QueueUrls};
-use crate::gateway::{Gateway, ManagementApi, Pacer};
+use crate::connections_api::{ConnectionsApi, ManagementApi, Pacer};
 use crate::queue::Queues;
 use crate::store::{Keys, MemoryStore, RedisStore, Store};
 
@@ -19,7 +19,7 @@ pub struct Context {
     /// Connection, subscription and presence state.
     pub store: Arc<dyn Store>,
     /// Posts frames to connections.
-    pub gateway: Arc<dyn Gateway>,
+    pub connections_api: Arc<dyn ConnectionsApi>,
     /// SQS, when queues are configured (webhooks, asynchronous fan-out).
     pub queues: Option<Arc<Queues>>,
     /// The pace of posts against the account's `@connections` quota,
@@ -40,15 +40,15 @@ impl Context {
         Context {
             config: Arc::new(config),
             store,
-            gateway: Arc::new(ManagementApi::local()),
+            connections_api: Arc::new(ManagementApi::local()),
             queues: None,
             pacer: Arc::default(),
         }
     }
 
-    /// The same context posting through another gateway.
-    pub fn with_gateway(self, gateway: Arc<dyn Gateway>) -> Self {
-        Context { gateway, ..self }
+    /// The same context posting through another `@connections` client.
+    pub fn with_connections_api(self, connections_api: Arc<dyn ConnectionsApi>) -> Self {
+        Context { connections_api, ..self }
     }
 
     /// The same context sending to these queues (their URLs replace the configured ones).
@@ -94,7 +94,7 @@ impl Context {
         let config = Config::from_lookup(&crate::secrets::overlay(&secrets))?;
         config.require_redis()?;
         let urls = config.queues.clone();
-        let ctx = Context::from_config(config).with_gateway(Arc::new(ManagementApi::from_env().await));
+        let ctx = Context::from_config(config).with_connections_api(Arc::new(ManagementApi::from_env().await));
         if urls == QueueUrls::default() {
             return Ok(ctx);
         }

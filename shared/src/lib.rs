@@ -20,7 +20,7 @@
 //!   It uses only `event` and `ids`: a client crate could use it without
 //!   Redis or the AWS SDK.
 //! - [`aws`]: the AWS SDK's configuration, loaded once per process.
-//! - [`gateway`]: posting to connections through `@connections`, paced to
+//! - [`connections_api`]: posting to connections through `@connections`, paced to
 //!   the account's quota.
 //! - [`webhook`]: signatures (the legacy hub's and Standard Webhooks), the
 //!   retry schedule, the stored model, sending one attempt.
@@ -31,7 +31,7 @@
 //!   cold start.
 //! - [`store`]: connection, subscription, presence, offline and webhook
 //!   state (Redis in production, memory in the emulator).
-//! - [`apigw`]: helpers over the API Gateway event types.
+//! - [`apigw_event`]: helpers over the API Gateway event types.
 //! - [`context`]: what a handler gets: configuration, store, gateway, queues.
 //! - [`broadcast`]: one call routes an event to every connection and
 //!   webhook that should have it; queued fan-out; the sweep of ghost
@@ -40,14 +40,14 @@
 //!   the webhook and its health, send, record, decide, act) and the API's
 //!   synchronous attempts.
 
-pub mod apigw;
+pub mod apigw_event;
 pub mod auth;
 pub mod aws;
 pub mod broadcast;
 pub mod config;
+pub mod connections_api;
 pub mod context;
 pub mod event;
-pub mod gateway;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;

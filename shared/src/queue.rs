@@ -117,7 +117,7 @@ impl Queues {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(endpoint)
-            .credentials_provider(crate::gateway::local_credentials())
+            .credentials_provider(crate::connections_api::local_credentials())
             .build();
         Self::with_config(config, urls)
     }

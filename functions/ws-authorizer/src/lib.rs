@@ -13,7 +13,7 @@ use aws_lambda_events::apigw::{
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use serde_json::{Value, json};
-use switchboard::apigw::context_keys;
+use switchboard::apigw_event::context_keys;
 use switchboard::auth::{Verifier, extract_token};
 use switchboard::ids::Identity;
 

@@ -18,7 +18,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use http::{HeaderMap, HeaderValue};
-use switchboard::apigw::{self, response, response_with_headers};
+use switchboard::apigw_event::{self, response, response_with_headers};
 use switchboard::auth::selected_subprotocol;
 use switchboard::store::Connection;
 use switchboard::{Context, broadcast};
@@ -26,7 +26,7 @@ use switchboard::{Context, broadcast};
 /// Handles one `$connect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     use tracing::Instrument as _;
-    let span = switchboard::apigw::span("ws-connect", &event);
+    let span = switchboard::apigw_event::span("ws-connect", &event);
     handled(ctx, event).instrument(span).await
 }
 
@@ -34,14 +34,14 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
-    let connection_id = match apigw::connection_id(rc) {
+    let connection_id = match apigw_event::connection_id(rc) {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(request_id, error = %e, "refusing $connect");
             return response(400, None);
         }
     };
-    let identity = match apigw::identity(rc) {
+    let identity = match apigw_event::identity(rc) {
         Ok(id) => id,
         Err(e) => {
             // Only reachable when the route has no authorizer: never accept
@@ -50,7 +50,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
             return response(403, None);
         }
     };
-    let Some(endpoint) = apigw::callback_endpoint(&event, &ctx.config) else {
+    let Some(endpoint) = apigw_event::callback_endpoint(&event, &ctx.config) else {
         tracing::error!(request_id, connection_id = %connection_id, "refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
         return response(500, None);
     };

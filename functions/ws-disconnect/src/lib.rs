@@ -8,13 +8,13 @@
 //! or one for an unknown id, succeeds and changes nothing.
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
-use switchboard::apigw::{self, response};
+use switchboard::apigw_event::{self, response};
 use switchboard::{Context, broadcast};
 
 /// Handles one `$disconnect`.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     use tracing::Instrument as _;
-    let span = switchboard::apigw::span("ws-disconnect", &event);
+    let span = switchboard::apigw_event::span("ws-disconnect", &event);
     handled(ctx, event).instrument(span).await
 }
 
@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
-    let (connection_id, tenant_id) = match (apigw::connection_id(rc), apigw::tenant_id(rc)) {
+    let (connection_id, tenant_id) = match (apigw_event::connection_id(rc), apigw_event::tenant_id(rc)) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(e), _) | (_, Err(e)) => {
             // Nothing was recorded for a connection without both: nothing to undo.

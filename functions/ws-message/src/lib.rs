@@ -21,10 +21,10 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use switchboard::Context;
-use switchboard::apigw::{self, response};
+use switchboard::apigw_event::{self, response};
 use switchboard::broadcast::{self, BroadcastError, PublishError};
+use switchboard::connections_api::PostOutcome;
 use switchboard::event::{Since, Topic};
-use switchboard::gateway::PostOutcome;
 use switchboard::ids::{ConnectionId, Identity};
 use switchboard::protocol::{ClientAction, ErrorCode, OfflineRefusal, ProtocolError, ServerReply};
 use switchboard::store::{Audience, HistoryQuery, ReadStatus, StoreError};
@@ -32,7 +32,7 @@ use switchboard::store::{Audience, HistoryQuery, ReadStatus, StoreError};
 /// Handles one client frame.
 pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     use tracing::Instrument as _;
-    let span = switchboard::apigw::span("ws-message", &event);
+    let span = switchboard::apigw_event::span("ws-message", &event);
     handled(ctx, event).instrument(span).await
 }
 
@@ -40,7 +40,7 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
     let request_id = rc.request_id.as_deref().unwrap_or("-");
-    let caller = apigw::connection_id(rc).and_then(|c| Ok((c, apigw::identity(rc)?)));
+    let caller = apigw_event::connection_id(rc).and_then(|c| Ok((c, apigw_event::identity(rc)?)));
     let (connection_id, identity) = match caller {
         Ok(pair) => pair,
         Err(e) => {
@@ -52,7 +52,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
             );
         }
     };
-    let body = apigw::body_bytes(&event).unwrap_or_default();
+    let body = apigw_event::body_bytes(&event).unwrap_or_default();
     let action = match ClientAction::parse(&body, ctx.config.limits.max_message_bytes) {
         Ok(action) => action,
         Err(e) => {

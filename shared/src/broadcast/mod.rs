@@ -7,7 +7,7 @@
 //! 2. Post the envelope to each connection through the endpoint stored with
 //!    it, concurrently up to `FANOUT_CONCURRENCY`. A post API Gateway
 //!    throttles (429) is made again at the pace the instance's
-//!    [`crate::gateway::Pacer`] learns; what is still unsent after
+//!    [`crate::connections_api::Pacer`] learns; what is still unsent after
 //!    `FANOUT_RETRY_MS` goes to queued chunk jobs: never dropped.
 //! 3. `410 Gone` means stale: all stale connections are forgotten in one
 //!    more round trip, and users left without a connection are announced
@@ -44,8 +44,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::Context;
+use crate::connections_api::PostOutcome;
 use crate::event::{Envelope, EventType, Target};
-use crate::gateway::PostOutcome;
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::{OfflineRefusal, Report};
 use crate::queue::QueueError;

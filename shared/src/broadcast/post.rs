@@ -18,7 +18,7 @@ pub(super) struct Posts {
 /// Posts `text` to each recipient, up to `FANOUT_CONCURRENCY` at once.
 ///
 /// A post API Gateway throttles (429) is made again, at the pace
-/// [`crate::gateway::Pacer`] learns from the 429s, until
+/// [`crate::connections_api::Pacer`] learns from the 429s, until
 /// `FANOUT_RETRY_MS` has passed; what is still unsent then is returned for
 /// the caller to hand on (a queued job, or the job's own retry), never
 /// dropped.
@@ -56,7 +56,7 @@ pub(super) async fn post_all(
                 if !ctx.pacer.turn(deadline).await {
                     return (r, None);
                 }
-                let outcome = ctx.gateway.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
+                let outcome = ctx.connections_api.post(&r.endpoint, &r.connection_id, text.as_bytes()).await;
                 (r, Some(outcome))
             });
         }
@@ -103,7 +103,7 @@ pub async fn post_one(ctx: &Context, endpoint: &str, connection: &ConnectionId, 
         if !ctx.pacer.turn(deadline).await {
             return PostOutcome::Throttled;
         }
-        match ctx.gateway.post(endpoint, connection, data).await {
+        match ctx.connections_api.post(endpoint, connection, data).await {
             PostOutcome::Throttled if std::time::Instant::now() < deadline => ctx.pacer.throttled(),
             PostOutcome::Delivered => {
                 ctx.pacer.accepted();

@@ -54,7 +54,7 @@ pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepRep
             if !ctx.pacer.turn(deadline).await {
                 return (i, PostOutcome::Throttled);
             }
-            let outcome = ctx.gateway.probe(&i.recipient.endpoint, &i.recipient.connection_id).await;
+            let outcome = ctx.connections_api.probe(&i.recipient.endpoint, &i.recipient.connection_id).await;
             match outcome {
                 PostOutcome::Throttled => ctx.pacer.throttled(),
                 PostOutcome::Delivered | PostOutcome::Gone => ctx.pacer.accepted(),

@@ -407,7 +407,7 @@ async fn a_client_that_stopped_reading_is_closed_as_a_slow_consumer() {
     assert!(refused.as_service_error().is_some_and(|e| e.is_gone_exception()), "{refused:?}");
     // The client, reading again, finds what was queued and then the close.
     let close = next_close(&mut c).await.expect("a close frame");
-    assert_eq!(u16::from(close.code), switchboard_local::gateway::SLOW_CLIENT_CLOSE, "{close:?}");
+    assert_eq!(u16::from(close.code), switchboard_local::websocket_api::SLOW_CLIENT_CLOSE, "{close:?}");
     lab.until_no_connections("$disconnect ran").await;
     let late = client.post_to_connection().connection_id(&id).data(Blob::new("late")).send().await.unwrap_err();
     assert!(late.as_service_error().is_some_and(|e| e.is_gone_exception()), "{late:?}");

@@ -15,8 +15,8 @@ use switchboard::Context;
 use switchboard::auth::AuthConfig;
 use switchboard::auth::{Claims, Verifier, mint_hs256, sign};
 use switchboard::config::{Config, Limits, RedisConfig};
+use switchboard::connections_api::{ConnectionsApi, PostOutcome};
 use switchboard::event::{EventType, Target};
-use switchboard::gateway::{Gateway, PostOutcome};
 use switchboard::ids::{ConnectionId, Identity, Role, TenantId, UserId};
 use switchboard::store::{Keys, Presence, RedisStore};
 use switchboard_tests::{Backend, event_fixture};
@@ -39,14 +39,14 @@ fn fixture_conn() -> ConnectionId {
 struct NoPosts;
 
 #[async_trait::async_trait]
-impl Gateway for NoPosts {
+impl ConnectionsApi for NoPosts {
     async fn post(&self, endpoint: &str, connection: &ConnectionId, _: &[u8]) -> PostOutcome {
         panic!("a handler test tried to post to {connection} at {endpoint}");
     }
 }
 
 fn no_posts(ctx: Context) -> Context {
-    ctx.with_gateway(Arc::new(NoPosts))
+    ctx.with_connections_api(Arc::new(NoPosts))
 }
 
 fn ctx_on(backend: Backend, limits: Limits) -> Context {

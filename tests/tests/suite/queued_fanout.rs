@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use switchboard::Context;
 use switchboard::broadcast::{FanoutJob, run_job};
 use switchboard::config::{Config, QueueUrls, RedisConfig};
+use switchboard::connections_api::{ConnectionsApi, ManagementApi, PostOutcome};
 use switchboard::event::{Envelope, EventType, Target};
-use switchboard::gateway::{Gateway, ManagementApi, PostOutcome};
 use switchboard::ids::{ConnectionId, Role};
 use switchboard::queue::Queues;
 use switchboard_local::{Emulator, Mode, Settings, queues};
@@ -36,7 +36,7 @@ struct Flaky {
 }
 
 #[async_trait]
-impl Gateway for Flaky {
+impl ConnectionsApi for Flaky {
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
         let n = self.posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if n >= self.hang_after.load(std::sync::atomic::Ordering::SeqCst) {
@@ -82,7 +82,7 @@ async fn world_with(chunk: usize, limits: switchboard::config::Limits) -> World 
         posts: std::sync::atomic::AtomicUsize::new(0),
         hang_after: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
-    let ctx = Context::from_config(config).with_gateway(gateway.clone());
+    let ctx = Context::from_config(config).with_connections_api(gateway.clone());
     let mode = Mode::InProcess { ctx: ctx.clone(), verifier: switchboard_tests::auth::verifier() };
     // Every post through the flaky gateway, none in-process.
     let settings = Settings { in_process_posts: false, ..Settings::ephemeral() };

@@ -169,14 +169,14 @@ async fn the_emulator_answers_429_beyond_its_quotas() {
     assert_eq!(second.status(), 429);
     assert_eq!(second.headers()["x-amzn-errortype"], "LimitExceededException");
     // The SDK names it, as a function would see it.
-    let sdk = switchboard::gateway::ManagementApi::local();
+    let sdk = switchboard::connections_api::ManagementApi::local();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    use switchboard::gateway::Gateway as _;
+    use switchboard::connections_api::ConnectionsApi as _;
     let conn: switchboard::ids::ConnectionId = "AAAAAAAAAAAAAAA=".parse().unwrap();
     let outcomes = [
         sdk.post(&emu.connections_endpoint(), &conn, b"x").await,
         sdk.post(&emu.connections_endpoint(), &conn, b"x").await,
     ];
-    assert_eq!(outcomes[0], switchboard::gateway::PostOutcome::Gone);
-    assert_eq!(outcomes[1], switchboard::gateway::PostOutcome::Throttled);
+    assert_eq!(outcomes[0], switchboard::connections_api::PostOutcome::Gone);
+    assert_eq!(outcomes[1], switchboard::connections_api::PostOutcome::Throttled);
 }

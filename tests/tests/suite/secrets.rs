@@ -14,7 +14,7 @@ fn client(moto: &Moto) -> Client {
     let config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(switchboard::gateway::local_credentials())
+        .credentials_provider(switchboard::connections_api::local_credentials())
         .endpoint_url(&moto.url)
         .build();
     Client::from_conf(config)

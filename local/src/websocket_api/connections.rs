@@ -32,16 +32,16 @@ impl IntoResponse for Unreachable {
     }
 }
 
-fn lookup(gw: &WsGateway, id: &str) -> Result<Arc<Live>, Unreachable> {
+fn lookup(gw: &WebSocketApi, id: &str) -> Result<Arc<Live>, Unreachable> {
     if switchboard::ids::ConnectionId::parse(id).is_err() {
         return Err(Unreachable::Malformed);
     }
     gw.get(id).ok_or(Unreachable::Gone)
 }
 
-pub(super) async fn staged<F, Fut>(State(gw): State<Arc<WsGateway>>, stage: String, id: String, inner: F) -> Response
+pub(super) async fn staged<F, Fut>(State(gw): State<Arc<WebSocketApi>>, stage: String, id: String, inner: F) -> Response
 where
-    F: FnOnce(State<Arc<WsGateway>>, Path<String>) -> Fut,
+    F: FnOnce(State<Arc<WebSocketApi>>, Path<String>) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
     if stage != gw.info.stage {
@@ -64,7 +64,7 @@ fn throttled() -> Response {
     aws_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException", "Rate exceeded")
 }
 
-impl WsGateway {
+impl WebSocketApi {
     /// `POST @connections/{id}`: queue `data` for the connection's writer.
     async fn post(&self, id: &str, data: &[u8]) -> Posted {
         if !self.connections_api_allows() {
@@ -89,7 +89,11 @@ impl WsGateway {
     }
 }
 
-pub(super) async fn post_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>, body: Bytes) -> Response {
+pub(super) async fn post_connection(
+    State(gw): State<Arc<WebSocketApi>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     match gw.post(&id, &body).await {
         Posted::Sent => StatusCode::OK.into_response(),
         Posted::Unreachable(e) => e.into_response(),
@@ -109,20 +113,20 @@ pub(super) async fn post_connection(State(gw): State<Arc<WsGateway>>, Path(id): 
 /// is made of). A post to any other endpoint (another emulator sharing
 /// Redis, a real API) goes through `fallback`, the SDK client.
 pub struct InProcessConnections {
-    gateway: std::sync::OnceLock<std::sync::Weak<WsGateway>>,
+    gateway: std::sync::OnceLock<std::sync::Weak<WebSocketApi>>,
     /// `host:port/stage`: the callback endpoint recorded with this emulator's connections, without its scheme.
     own: String,
-    fallback: Arc<dyn switchboard::gateway::Gateway>,
+    fallback: Arc<dyn switchboard::connections_api::ConnectionsApi>,
 }
 
 impl InProcessConnections {
     /// Posts to `own` (`host:port/stage`) in-process once [`Self::attach`]ed; others through `fallback`.
-    pub fn new(own: String, fallback: Arc<dyn switchboard::gateway::Gateway>) -> Self {
+    pub fn new(own: String, fallback: Arc<dyn switchboard::connections_api::ConnectionsApi>) -> Self {
         InProcessConnections { gateway: std::sync::OnceLock::new(), own, fallback }
     }
 
     /// The gateway whose connections are "own".
-    pub fn attach(&self, gateway: &Arc<WsGateway>) {
+    pub fn attach(&self, gateway: &Arc<WebSocketApi>) {
         let _ = self.gateway.set(Arc::downgrade(gateway));
     }
 
@@ -132,14 +136,14 @@ impl InProcessConnections {
 }
 
 #[async_trait::async_trait]
-impl switchboard::gateway::Gateway for InProcessConnections {
+impl switchboard::connections_api::ConnectionsApi for InProcessConnections {
     async fn post(
         &self,
         endpoint: &str,
         connection: &switchboard::ids::ConnectionId,
         data: &[u8],
-    ) -> switchboard::gateway::PostOutcome {
-        use switchboard::gateway::PostOutcome;
+    ) -> switchboard::connections_api::PostOutcome {
+        use switchboard::connections_api::PostOutcome;
         let gateway = self.gateway.get().and_then(std::sync::Weak::upgrade);
         match gateway {
             Some(gw) if self.is_own(endpoint) => match gw.post(connection.as_str(), data).await {
@@ -159,8 +163,8 @@ impl switchboard::gateway::Gateway for InProcessConnections {
         &self,
         endpoint: &str,
         connection: &switchboard::ids::ConnectionId,
-    ) -> switchboard::gateway::PostOutcome {
-        use switchboard::gateway::PostOutcome;
+    ) -> switchboard::connections_api::PostOutcome {
+        use switchboard::connections_api::PostOutcome;
         match self.gateway.get().and_then(std::sync::Weak::upgrade) {
             Some(gw) if self.is_own(endpoint) && !gw.connections_api_allows() => PostOutcome::Throttled,
             Some(gw) if self.is_own(endpoint) => match lookup(&gw, connection.as_str()) {
@@ -173,7 +177,7 @@ impl switchboard::gateway::Gateway for InProcessConnections {
     }
 }
 
-pub(super) async fn get_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_connection(State(gw): State<Arc<WebSocketApi>>, Path(id): Path<String>) -> Response {
     if !gw.connections_api_allows() {
         return throttled();
     }
@@ -188,7 +192,7 @@ pub(super) async fn get_connection(State(gw): State<Arc<WsGateway>>, Path(id): P
     }
 }
 
-pub(super) async fn delete_connection(State(gw): State<Arc<WsGateway>>, Path(id): Path<String>) -> Response {
+pub(super) async fn delete_connection(State(gw): State<Arc<WebSocketApi>>, Path(id): Path<String>) -> Response {
     if !gw.connections_api_allows() {
         return throttled();
     }

@@ -262,7 +262,7 @@ impl Live {
 const OUTBOUND_QUEUE: usize = 256;
 
 /// Everything the gateway's handlers share.
-pub struct WsGateway {
+pub struct WebSocketApi {
     pub(crate) info: events::ApiInfo,
     pub(crate) limits: GatewayLimits,
     pub(crate) route_selection: RouteSelection,
@@ -276,7 +276,7 @@ pub struct WsGateway {
     connections_api: Option<TokenBucket>,
 }
 
-impl WsGateway {
+impl WebSocketApi {
     /// A gateway with no connections yet.
     pub fn new(
         info: events::ApiInfo,
@@ -288,7 +288,7 @@ impl WsGateway {
     ) -> Self {
         let connects = limits.quotas.connects.map(TokenBucket::new);
         let connections_api = limits.quotas.connections_api.map(TokenBucket::new);
-        WsGateway {
+        WebSocketApi {
             info,
             limits,
             route_selection,
@@ -354,7 +354,7 @@ impl WsGateway {
 
 /// The gateway's routes: the upgrade on `/` and `/{stage}`, and
 /// `@connections` with and without the stage prefix.
-pub fn router(gw: Arc<WsGateway>) -> Router {
+pub fn router(gw: Arc<WebSocketApi>) -> Router {
     Router::new()
         .route("/", get(upgrade_root))
         .route("/{stage}", get(upgrade_stage))
@@ -391,7 +391,7 @@ fn plain(status: StatusCode, message: &str) -> Response {
 }
 
 async fn upgrade_root(
-    State(gw): State<Arc<WsGateway>>,
+    State(gw): State<Arc<WebSocketApi>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
@@ -399,7 +399,7 @@ async fn upgrade_root(
 }
 
 async fn upgrade_stage(
-    State(gw): State<Arc<WsGateway>>,
+    State(gw): State<Arc<WebSocketApi>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(stage): Path<String>,
     req: Request,
@@ -419,7 +419,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Response {
+async fn upgrade(gw: Arc<WebSocketApi>, peer: SocketAddr, mut req: Request) -> Response {
     let headers = req.headers();
     if !header_has(headers, header::UPGRADE, "websocket") || !header_has(headers, header::CONNECTION, "upgrade") {
         return plain(
@@ -517,7 +517,7 @@ async fn upgrade(gw: Arc<WsGateway>, peer: SocketAddr, mut req: Request) -> Resp
 
 // ----------------------------------------------------------- live connection
 
-async fn run_connection(gw: Arc<WsGateway>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
+async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
     let mut config = WebSocketConfig::default();
     config.max_frame_size = Some(gw.limits.max_frame_bytes);
     config.max_message_size = Some(gw.limits.max_message_bytes);
@@ -646,7 +646,7 @@ async fn write_loop(
 }
 
 async fn handle_message(
-    gw: &WsGateway,
+    gw: &WebSocketApi,
     info: &ConnectionInfo,
     route_key: &str,
     body: String,
@@ -682,7 +682,7 @@ async fn handle_message(
     }
 }
 
-async fn disconnect(gw: &WsGateway, info: &ConnectionInfo, status: u16, reason: &str) {
+async fn disconnect(gw: &WebSocketApi, info: &ConnectionInfo, status: u16, reason: &str) {
     tracing::debug!(connection_id = %info.id, status, reason, "connection closed");
     match gw.invoke(Route::Disconnect, events::disconnect(&gw.info, info, status, reason)).await {
         Ok(_) => {}

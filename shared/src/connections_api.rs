@@ -41,7 +41,7 @@ pub enum PostOutcome {
 
 /// Sends frames to connections.
 #[async_trait]
-pub trait Gateway: Send + Sync + 'static {
+pub trait ConnectionsApi: Send + Sync + 'static {
     /// Posts `data` to `connection` through `endpoint`.
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome;
 
@@ -113,7 +113,7 @@ impl ManagementApi {
 }
 
 #[async_trait]
-impl Gateway for ManagementApi {
+impl ConnectionsApi for ManagementApi {
     async fn post(&self, endpoint: &str, connection: &ConnectionId, data: &[u8]) -> PostOutcome {
         let result = self
             .client(endpoint)
