@@ -35,7 +35,87 @@ pub enum ClientAction {
     /// `cursor` of an earlier `synced`) first removes what that sync delivered.
     Sync { id: Option<String>, ack: Option<String> },
     /// Send an event to other users of the tenant (role-checked).
-    Publish { id: Option<String>, event_type: EventType, target: Target, data: Value },
+    Publish { id: Option<String>, request: PublishRequest },
+}
+
+/// One publish as every edge reads it (WebSocket `publish`, `POST
+/// /v1/events`, the `fanout` function's direct invocation): what happened,
+/// for whom, with what. The tenant and the sender are never the client's
+/// to say: they come from its token (or, for `fanout`, the invoker's IAM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishRequest {
+    /// What happened.
+    pub event_type: EventType,
+    /// Recipients inside the tenant (absent or null: the whole tenant).
+    pub target: Target,
+    /// The payload (absent: null).
+    pub data: Value,
+}
+
+/// A publish field that is missing or wrong: the one set of errors every
+/// edge answers with (a WebSocket `error` frame, a 400, a refused invocation).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}")]
+pub struct PublishFieldError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it, naming the field.
+    pub problem: String,
+    /// The event type is not in the catalogue (its own WebSocket error code).
+    pub unknown_type: bool,
+}
+
+impl PublishFieldError {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        PublishFieldError { field, problem: problem.into(), unknown_type: false }
+    }
+
+    /// The WebSocket error code.
+    pub fn code(&self) -> ErrorCode {
+        if self.unknown_type { ErrorCode::UnknownEventType } else { ErrorCode::InvalidMessage }
+    }
+}
+
+impl PublishRequest {
+    /// Takes `type` (required), `target` and `data` out of `obj`, and
+    /// refuses a `sender` (the server sets it from the token). Other fields
+    /// stay in `obj` for the edge to judge ([`PublishRequest::from_object`]
+    /// refuses them).
+    pub fn take(obj: &mut serde_json::Map<String, Value>) -> Result<PublishRequest, PublishFieldError> {
+        let event_type = match obj.remove("type") {
+            Some(Value::String(t)) => t.parse::<EventType>().map_err(|e| PublishFieldError {
+                unknown_type: true,
+                ..PublishFieldError::new("type", e.to_string())
+            })?,
+            Some(_) => return Err(PublishFieldError::new("type", "`type` must be an event type name (a string)")),
+            None => return Err(PublishFieldError::new("type", "missing field `type` (an event type name)")),
+        };
+        let target = match obj.remove("target") {
+            None | Some(Value::Null) => Target::Tenant,
+            Some(t) => {
+                serde_json::from_value(t).map_err(|e| PublishFieldError::new("target", format!("`target`: {e}")))?
+            }
+        };
+        if obj.contains_key("sender") {
+            return Err(PublishFieldError::new(
+                "sender",
+                "`sender` is set by the server from your token; leave it out",
+            ));
+        }
+        let data = obj.remove("data").unwrap_or(Value::Null);
+        Ok(PublishRequest { event_type, target, data })
+    }
+
+    /// [`PublishRequest::take`], refusing any field besides `type`, `target` and `data`.
+    pub fn from_object(mut obj: serde_json::Map<String, Value>) -> Result<PublishRequest, PublishFieldError> {
+        let request = PublishRequest::take(&mut obj)?;
+        match obj.keys().next() {
+            Some(extra) => {
+                Err(PublishFieldError::new("body", format!("unknown field `{extra}`; expected type, data and target")))
+            }
+            None => Ok(request),
+        }
+    }
 }
 
 /// What one fan-out did.
@@ -267,29 +347,8 @@ impl ClientAction {
                 Ok(ClientAction::Sync { id, ack })
             }
             "publish" => {
-                let event_type = match obj.remove("type") {
-                    Some(Value::String(t)) => {
-                        t.parse::<EventType>().map_err(|e| fail(ErrorCode::UnknownEventType, e.to_string()))?
-                    }
-                    Some(_) => {
-                        return Err(fail(ErrorCode::InvalidMessage, "\"type\" must be an event type name".into()));
-                    }
-                    None => {
-                        return Err(fail(ErrorCode::InvalidMessage, "publish needs a \"type\"".into()));
-                    }
-                };
-                let target = match obj.remove("target") {
-                    None | Some(Value::Null) => Target::Tenant,
-                    Some(t) => serde_json::from_value(t).map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?,
-                };
-                if obj.contains_key("sender") {
-                    return Err(fail(
-                        ErrorCode::InvalidMessage,
-                        "\"sender\" is set by the server from your token; leave it out".into(),
-                    ));
-                }
-                let data = obj.remove("data").unwrap_or(Value::Null);
-                Ok(ClientAction::Publish { id, event_type, target, data })
+                let request = PublishRequest::take(&mut obj).map_err(|e| fail(e.code(), e.to_string()))?;
+                Ok(ClientAction::Publish { id, request })
             }
             other => Err(fail(
                 ErrorCode::UnknownAction,
@@ -518,9 +577,11 @@ mod tests {
             publish,
             ClientAction::Publish {
                 id: None,
-                event_type: EventType::ChatMessage,
-                target: Target::User("42".parse().unwrap()),
-                data: json!({"text":"hi"}),
+                request: PublishRequest {
+                    event_type: EventType::ChatMessage,
+                    target: Target::User("42".parse().unwrap()),
+                    data: json!({"text":"hi"}),
+                },
             }
         );
     }
@@ -599,5 +660,30 @@ mod tests {
             assert_eq!(serde_json::to_value(&t).unwrap(), j);
             assert_eq!(serde_json::from_value::<Target>(j).unwrap(), t);
         }
+    }
+
+    /// One reading of a publish at every edge: the same fields, the same errors.
+    #[test]
+    fn a_publish_request_is_read_one_way() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let read = PublishRequest::from_object(obj(json!({"type": "queue.stats", "data": {"n": 1}}))).unwrap();
+        assert_eq!(
+            read,
+            PublishRequest { event_type: EventType::QueueStats, target: Target::Tenant, data: json!({"n": 1}) }
+        );
+        let refused = |v: Value| PublishRequest::from_object(obj(v)).unwrap_err();
+        let missing = refused(json!({}));
+        assert_eq!((missing.field, missing.code()), ("type", ErrorCode::InvalidMessage));
+        assert!(missing.to_string().contains("missing field `type`"), "{missing}");
+        let unknown = refused(json!({"type": "queue.nope"}));
+        assert_eq!((unknown.field, unknown.code()), ("type", ErrorCode::UnknownEventType));
+        assert_eq!(refused(json!({"type": "queue.stats", "target": {"group": "x"}})).field, "target");
+        assert_eq!(refused(json!({"type": "queue.stats", "sender": {}})).field, "sender");
+        let extra = refused(json!({"type": "queue.stats", "extra": 1}));
+        assert_eq!(extra.to_string(), "unknown field `extra`; expected type, data and target");
+        // `take` leaves the edge's own fields to it.
+        let mut frame = obj(json!({"action": "publish", "id": "r1", "type": "queue.stats"}));
+        PublishRequest::take(&mut frame).unwrap();
+        assert_eq!(frame, obj(json!({"action": "publish", "id": "r1"})));
     }
 }

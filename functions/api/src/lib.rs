@@ -36,9 +36,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use switchboard::auth::{AuthError, Verifier, extract_token};
-use switchboard::event::{EventType, Target};
 use switchboard::ids::{Identity, UserId};
-use switchboard::protocol::OfflineRefusal;
+use switchboard::protocol::{OfflineRefusal, PublishRequest};
 use switchboard::{Context, broadcast};
 
 mod history;
@@ -309,35 +308,18 @@ async fn publish(
             });
         }
     };
-    let mut obj = body.object(state.ctx.config.limits.max_body_bytes)?;
-    let event_type = match obj.remove("type") {
-        Some(Value::String(t)) => {
-            t.parse::<EventType>().map_err(|e| ApiError::InvalidField { field: "type", problem: e.to_string() })?
-        }
-        Some(_) => return Err(ApiError::InvalidField { field: "type", problem: "must be a string".into() }),
-        None => return Err(ApiError::InvalidField { field: "type", problem: "is required".into() }),
-    };
-    let target = match obj.remove("target") {
-        None | Some(Value::Null) => Target::Tenant,
-        Some(t) => serde_json::from_value::<Target>(t)
-            .map_err(|e| ApiError::InvalidField { field: "target", problem: e.to_string() })?,
-    };
-    let data = obj.remove("data").unwrap_or(Value::Null);
-    if let Some(extra) = obj.keys().next() {
-        return Err(ApiError::InvalidField {
-            field: "body",
-            problem: format!("unknown field '{extra}'; expected type, data and target"),
-        });
-    }
+    let obj = body.object(state.ctx.config.limits.max_body_bytes)?;
+    let request =
+        PublishRequest::from_object(obj).map_err(|e| ApiError::InvalidField { field: e.field, problem: e.problem })?;
     let limit = state.ctx.config.limits.rate_limit_per_sec;
     if queued {
         if !state.ctx.store.rate_limit(&who.tenant_id, limit).await.map_err(store_error)? {
             return Err(ApiError::RateLimited(limit));
         }
-        return publish_queued(&state, &who, event_type, target, data).await;
+        return publish_queued(&state, &who, request).await;
     }
     let (event_id, report) =
-        broadcast::publish_as(&state.ctx, &who, event_type, &target, data, Some(limit)).await.map_err(|e| match e {
+        broadcast::publish_as(&state.ctx, &who, request, Some(limit)).await.map_err(|e| match e {
             broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
             broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
             broadcast::PublishError::OfflineRefused(refusal) => {
@@ -354,13 +336,8 @@ async fn publish(
 
 /// `POST /v1/events?async=true`: the role check, then the event is queued
 /// for the `fanout` function; 202 with its id.
-async fn publish_queued(
-    state: &ApiState,
-    who: &Identity,
-    event_type: EventType,
-    target: Target,
-    data: Value,
-) -> Result<Response, ApiError> {
+async fn publish_queued(state: &ApiState, who: &Identity, request: PublishRequest) -> Result<Response, ApiError> {
+    let PublishRequest { event_type, target, data } = request;
     who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
     let event = switchboard::event::Envelope::from_caller(who, event_type, data);
     let job = broadcast::FanoutJob { event, target, chunk: None };

@@ -21,32 +21,70 @@
 //!
 //! And it sweeps: `{"action":"sweep"}` (the template's schedule, every 5
 //! minutes) probes every tenant's idle connections and forgets the ghosts
-//! ([`broadcast::sweep_all`]). [`invoke`] tells the kinds of payload apart.
+//! ([`broadcast::sweep_all`]). [`Trigger::parse`] tells the three kinds of
+//! payload apart; [`invoke`] runs each.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard::Context;
 use switchboard::broadcast::{self, FanoutJob};
-use switchboard::event::{Envelope, EventType, Target};
+use switchboard::event::Envelope;
 use switchboard::ids::TenantId;
-use switchboard::protocol::Report;
+use switchboard::protocol::{PublishRequest, Report};
 
-/// One event to publish.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
+/// One event a back-end service publishes: the one [`PublishRequest`]
+/// every edge reads, and the tenant it is for (IAM decided the invoker may
+/// speak for it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectPublish {
     /// The tenant the event belongs to.
     pub tenant_id: TenantId,
-    /// The event type.
-    #[serde(rename = "type")]
-    pub event_type: EventType,
-    /// Payload.
-    #[serde(default)]
-    pub data: Value,
-    /// Recipients inside the tenant; absent = the whole tenant.
-    #[serde(default)]
-    pub target: Target,
+    /// What, for whom, with what.
+    pub request: PublishRequest,
+}
+
+impl DirectPublish {
+    /// `{"tenant_id", "type", "data", "target"}`; anything else is refused.
+    fn from_value(item: Value) -> Result<DirectPublish, String> {
+        let Value::Object(mut obj) = item else { return Err("must be a JSON object".into()) };
+        let tenant_id = match obj.remove("tenant_id") {
+            Some(Value::String(t)) => TenantId::parse(t).map_err(|e| e.to_string())?,
+            Some(_) => return Err("`tenant_id` must be a string".into()),
+            None => return Err("missing field `tenant_id`".into()),
+        };
+        let request = PublishRequest::from_object(obj).map_err(|e| e.to_string())?;
+        Ok(DirectPublish { tenant_id, request })
+    }
+}
+
+/// What the function was invoked with.
+#[derive(Debug)]
+pub enum Trigger {
+    /// The template's schedule: `{"action":"sweep"}`.
+    Sweep,
+    /// A batch of the events queue (`Records` from `aws:sqs`): fan-out jobs.
+    Jobs(SqsEvent),
+    /// A back-end service's publish: one event or `{"events":[...]}`.
+    Publish(Vec<DirectPublish>),
+}
+
+impl Trigger {
+    /// Tells the payloads apart; a malformed publish is refused whole,
+    /// naming the event and the field.
+    pub fn parse(payload: Value) -> Result<Trigger, FanoutError> {
+        if payload == serde_json::json!({"action": "sweep"}) {
+            return Ok(Trigger::Sweep);
+        }
+        let from_sqs = payload
+            .get("Records")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.first().and_then(|f| f.get("eventSource")).and_then(Value::as_str) == Some("aws:sqs"));
+        if from_sqs {
+            return serde_json::from_value(payload).map(Trigger::Jobs).map_err(|e| FanoutError::Invalid(e.to_string()));
+        }
+        parse(payload).map(Trigger::Publish)
+    }
 }
 
 /// What came of one event.
@@ -88,15 +126,19 @@ pub enum FanoutError {
 pub const MAX_EVENTS: usize = 100;
 
 /// Parses `{"events":[...]}` (at most [`MAX_EVENTS`]) or a single event.
-pub fn parse(payload: Value) -> Result<Vec<PublishRequest>, FanoutError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Batch {
-        events: Vec<Value>,
-    }
-    let items = match payload.get("events") {
-        Some(_) => serde_json::from_value::<Batch>(payload).map_err(|e| FanoutError::Invalid(e.to_string()))?.events,
-        None => vec![payload],
+pub fn parse(payload: Value) -> Result<Vec<DirectPublish>, FanoutError> {
+    let items = match payload {
+        Value::Object(mut obj) if obj.contains_key("events") => {
+            let events = obj.remove("events");
+            if let Some(extra) = obj.keys().next() {
+                return Err(FanoutError::Invalid(format!("unknown field `{extra}` beside \"events\"")));
+            }
+            match events {
+                Some(Value::Array(items)) => items,
+                _ => return Err(FanoutError::Invalid("\"events\" must be an array of events".into())),
+            }
+        }
+        single => vec![single],
     };
     if items.is_empty() {
         return Err(FanoutError::Invalid("\"events\" is empty".into()));
@@ -110,16 +152,20 @@ pub fn parse(payload: Value) -> Result<Vec<PublishRequest>, FanoutError> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| serde_json::from_value(item).map_err(|e| FanoutError::Invalid(format!("event {i}: {e}"))))
+        .map(|(i, item)| DirectPublish::from_value(item).map_err(|e| FanoutError::Invalid(format!("event {i}: {e}"))))
         .collect()
 }
 
 /// Publishes every event of the request, in order.
 pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, FanoutError> {
-    let requests = parse(payload)?;
-    let mut response = FanoutResponse { results: Vec::with_capacity(requests.len()), total: Report::default() };
-    for request in requests {
-        let event = Envelope::new(request.tenant_id, request.event_type, request.data);
+    publish_all(ctx, parse(payload)?).await
+}
+
+/// Publishes `events`, in order.
+async fn publish_all(ctx: &Context, events: Vec<DirectPublish>) -> Result<FanoutResponse, FanoutError> {
+    let mut response = FanoutResponse { results: Vec::with_capacity(events.len()), total: Report::default() };
+    for DirectPublish { tenant_id, request } in events {
+        let event = Envelope::new(tenant_id, request.event_type, request.data);
         let report = broadcast::publish(ctx, &event, &request.target)
             .await
             .map_err(|source| FanoutError::Failed { published: response.results.len(), source })?;
@@ -183,23 +229,19 @@ async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) 
 /// The Lambda entry: an SQS event (`Records` from `aws:sqs`) or a direct
 /// publish request, answered as JSON.
 pub async fn invoke(ctx: &Context, payload: Value) -> Result<Value, FanoutError> {
-    if payload == serde_json::json!({"action": "sweep"}) {
-        // The template's schedule (every 5 minutes): forget ghost connections.
-        let report = broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Failed { published: 0, source })?;
-        if report.gone + report.failed > 0 {
-            tracing::info!(?report, "swept");
-        } else {
-            tracing::debug!(?report, "swept");
+    let answer = match Trigger::parse(payload)? {
+        Trigger::Sweep => {
+            let report =
+                broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Failed { published: 0, source })?;
+            if report.gone + report.failed > 0 {
+                tracing::info!(?report, "swept");
+            } else {
+                tracing::debug!(?report, "swept");
+            }
+            serde_json::to_value(report)
         }
-        return Ok(serde_json::to_value(report).expect("plain JSON"));
-    }
-    let from_sqs = payload
-        .get("Records")
-        .and_then(Value::as_array)
-        .is_some_and(|r| r.first().and_then(|f| f.get("eventSource")).and_then(Value::as_str) == Some("aws:sqs"));
-    if from_sqs {
-        let event: SqsEvent = serde_json::from_value(payload).map_err(|e| FanoutError::Invalid(e.to_string()))?;
-        return Ok(serde_json::to_value(handle_sqs(ctx, event).await).expect("plain JSON"));
-    }
-    Ok(serde_json::to_value(handle(ctx, payload).await?).expect("plain JSON"))
+        Trigger::Jobs(event) => serde_json::to_value(handle_sqs(ctx, event).await),
+        Trigger::Publish(events) => serde_json::to_value(publish_all(ctx, events).await?),
+    };
+    Ok(answer.expect("plain JSON"))
 }

@@ -122,11 +122,11 @@ async fn dispatch(
             Err(e) => Err(classify(&id, e)),
         },
         ClientAction::Sync { id, ack } => sync(ctx, who, conn, id, ack).await,
-        ClientAction::Publish { id, event_type, target, data } => {
+        ClientAction::Publish { id, request } => {
             // The tenant's publishes per second, counted with the HTTP API's
             // requests in the same counter and in the resolve's round trip.
             let limit = ctx.config.limits.rate_limit_per_sec;
-            match broadcast::publish_as(ctx, who, event_type, &target, data, Some(limit)).await {
+            match broadcast::publish_as(ctx, who, request, Some(limit)).await {
                 Ok((event_id, report)) => Ok(ServerReply::Published { id, event_id, report }),
                 Err(PublishError::Forbidden(why)) => {
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))

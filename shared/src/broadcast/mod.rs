@@ -47,7 +47,7 @@ use crate::Context;
 use crate::connections_api::PostOutcome;
 use crate::event::{Envelope, EventType, Target};
 use crate::ids::{ConnectionId, TenantId, UserId};
-use crate::protocol::{OfflineRefusal, Report};
+use crate::protocol::{OfflineRefusal, PublishRequest, Report};
 use crate::queue::QueueError;
 use crate::store::{Recipient, Record, Resolution, StoreError, StoreResult};
 use crate::webhook::{DeadLetter, Delivery, WebhookConfig};
@@ -344,11 +344,11 @@ impl From<StoreError> for PublishError {
 pub async fn publish_as(
     ctx: &Context,
     who: &crate::ids::Identity,
-    event_type: EventType,
-    target: &Target,
-    data: Value,
+    request: PublishRequest,
     limit: Option<u32>,
 ) -> Result<(String, Report), PublishError> {
+    let PublishRequest { event_type, target, data } = request;
+    let target = &target;
     who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
     let mut event = Envelope::from_caller(who, event_type, data);
     let resolved = match record(ctx, &mut event, target, limit, false).await? {
