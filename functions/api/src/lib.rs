@@ -103,7 +103,32 @@ pub fn router(ctx: Context, verifier: Verifier) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(state)
+}
+
+/// Runs a request inside its invocation's span: the function, the method
+/// and path, API Gateway's request id (under Lambda), and the caller's
+/// tenant and user once the token is verified ([`Verified`] records them),
+/// so no log line below names them.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use lambda_http::RequestExt as _;
+    use tracing::Instrument as _;
+    let request_id = match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(rc)) => rc.request_id.clone(),
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(rc)) => rc.request_id.clone(),
+        _ => None,
+    };
+    let span = tracing::info_span!(
+        "invocation",
+        function = "api",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = request_id.as_deref().unwrap_or("-"),
+        tenant_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    next.run(request).instrument(span).await
 }
 
 /// An API failure, answered as `{"code","message"}`.
@@ -285,6 +310,7 @@ impl FromRequestParts<ApiState> for Verified {
             tracing::info!(reason = %e, "API request refused");
             ApiError::Unauthorized(e.to_string())
         })?;
+        tracing::Span::current().record("tenant_id", who.tenant_id.as_str()).record("user_id", who.user_id.as_str());
         Ok(Verified(who))
     }
 }

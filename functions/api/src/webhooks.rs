@@ -159,7 +159,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         )));
     }
     save(&state, &who, &hook).await?;
-    tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, url = %switchboard::ssrf::redacted(&hook.url), "webhook created");
+    tracing::info!(webhook_id = %hook.id, url = %switchboard::ssrf::redacted(&hook.url), "webhook created");
     // The secret is shown this once.
     Ok((StatusCode::CREATED, Json(serde_json::to_value(&hook).expect("plain data"))).into_response())
 }
@@ -280,7 +280,7 @@ pub async fn rotate_secret(
     }
     hook.rotate(new, grace, now);
     save(&state, &who, &hook).await?;
-    tracing::info!(tenant_id = %who.tenant_id, webhook_id = %hook.id, grace_secs = grace.as_secs(), "webhook secret rotated");
+    tracing::info!(webhook_id = %hook.id, grace_secs = grace.as_secs(), "webhook secret rotated");
     let expires = hook.previous_secrets.iter().map(|r| r.expires_at).max();
     Ok(Json(json!({"id": hook.id, "secret": hook.secret, "previous_secret_expires_at": expires})).into_response())
 }

@@ -178,6 +178,7 @@ async fn publish_all(ctx: &Context, events: Vec<DirectPublish>) -> Result<Fanout
 /// Runs the queued fan-out jobs of one SQS batch, concurrently; failed
 /// records (store or SQS down, posts that failed) come back for a retry.
 pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
+    use tracing::Instrument as _;
     let runs = event.records.iter().map(|record| async move {
         let body = record.body.as_deref().unwrap_or_default();
         let job: FanoutJob = match serde_json::from_str(body) {
@@ -188,13 +189,15 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
                 return false;
             }
         };
-        match broadcast::run_job(ctx, &job).await {
+        let span = tracing::info_span!("job", tenant_id = %job.event.tenant_id, event_id = %job.event.id,
+            chunk = ?job.chunk.as_ref().map(|c| c.index));
+        match broadcast::run_job(ctx, &job).instrument(span.clone()).await {
             Ok(report) => {
-                tracing::debug!(event_id = %job.event.id, chunk = ?job.chunk.as_ref().map(|c| c.index), ?report, "fan-out job done");
+                tracing::debug!(parent: &span, ?report, "fan-out job done");
                 true
             }
             Err(e) => {
-                tracing::warn!(event_id = %job.event.id, error = %e, "fan-out job will be retried");
+                tracing::warn!(parent: &span, error = %e, "fan-out job will be retried");
                 false
             }
         }
@@ -229,7 +232,20 @@ async fn retry_soon(ctx: &Context, record: &aws_lambda_events::sqs::SqsMessage) 
 /// The Lambda entry: an SQS event (`Records` from `aws:sqs`) or a direct
 /// publish request, answered as JSON.
 pub async fn invoke(ctx: &Context, payload: Value) -> Result<Value, FanoutError> {
-    let answer = match Trigger::parse(payload)? {
+    use tracing::Instrument as _;
+    let trigger = Trigger::parse(payload);
+    let kind = match &trigger {
+        Ok(Trigger::Sweep) => "sweep",
+        Ok(Trigger::Jobs(_)) => "jobs",
+        Ok(Trigger::Publish(_)) | Err(_) => "publish",
+    };
+    let span = tracing::info_span!("invocation", function = "fanout", trigger = kind);
+    run(ctx, trigger?).instrument(span).await
+}
+
+/// Runs one trigger.
+async fn run(ctx: &Context, trigger: Trigger) -> Result<Value, FanoutError> {
+    let answer = match trigger {
         Trigger::Sweep => {
             let report =
                 broadcast::sweep_all(ctx).await.map_err(|source| FanoutError::Failed { published: 0, source })?;

@@ -13,7 +13,10 @@ pub use switchboard::webhook_delivery::WebhookSender;
 
 /// Handles one SQS batch; the records to retry come back in `batchItemFailures`.
 pub async fn handle(d: &WebhookSender, event: SqsEvent) -> SqsBatchResponse {
-    let outcomes = futures::future::join_all(event.records.iter().map(|r| deliver(d, received(r)))).await;
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("invocation", function = "webhook", records = event.records.len());
+    let deliveries = event.records.iter().map(|r| deliver(d, received(r)));
+    let outcomes = futures::future::join_all(deliveries).instrument(span).await;
     let mut response = SqsBatchResponse::default();
     for (record, done) in event.records.iter().zip(outcomes) {
         if done == Done::Again {

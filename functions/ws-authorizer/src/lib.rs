@@ -26,29 +26,48 @@ pub struct Unauthorized;
 /// The authorizer's answer.
 pub type AuthorizerResponse = ApiGatewayCustomAuthorizerResponse<Value>;
 
-/// Decides a `$connect` request.
+/// Decides a `$connect` request, inside the invocation's span (the
+/// request id and the caller's address; the tenant and user once the
+/// token is verified), so no log line below names them.
 pub async fn handle(
     verifier: &Verifier,
     event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
 ) -> Result<AuthorizerResponse, Unauthorized> {
-    let request_id = event.request_context.request_id.as_deref().unwrap_or("-");
     let source_ip = event.request_context.identity.as_ref().and_then(|i| i.source_ip.as_deref()).unwrap_or("-");
+    let span = tracing::info_span!(
+        "invocation",
+        function = "ws-authorizer",
+        request_id = event.request_context.request_id.as_deref().unwrap_or("-"),
+        source_ip,
+        tenant_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    decide(verifier, event)
+}
+
+fn decide(
+    verifier: &Verifier,
+    event: &ApiGatewayCustomAuthorizerRequestTypeRequest,
+) -> Result<AuthorizerResponse, Unauthorized> {
     let Some(method_arn) = event.method_arn.as_deref().filter(|a| !a.is_empty()) else {
-        tracing::error!(request_id, "authorizer event has no methodArn; refusing");
+        tracing::error!("authorizer event has no methodArn; refusing");
         return Err(Unauthorized);
     };
     let origin = event.headers.get(http::header::ORIGIN).and_then(|v| v.to_str().ok());
     if let Err(reason) = verifier.check_origin(origin) {
-        tracing::warn!(request_id, source_ip, %reason, "connection refused");
+        tracing::warn!(%reason, "connection refused");
         return Ok(policy(IamPolicyEffect::Deny, method_arn, "anonymous", Value::Null));
     }
     let Some((token, source)) = extract_token(&event.headers, event.query_string_parameters.first("token")) else {
-        tracing::warn!(request_id, source_ip, reason = "no token", "connection refused");
+        tracing::warn!(reason = "no token", "connection refused");
         return Err(Unauthorized);
     };
     match verifier.verify(token) {
         Ok(Identity { tenant_id, user_id, role }) => {
-            tracing::info!(request_id, tenant_id = %tenant_id, user_id = %user_id, role = role.as_str(), token_source = ?source, "connection authorized");
+            let span = tracing::Span::current();
+            span.record("tenant_id", tenant_id.as_str()).record("user_id", user_id.as_str());
+            tracing::info!(role = role.as_str(), token_source = ?source, "connection authorized");
             let context = json!({
                 context_keys::TENANT_ID: tenant_id.as_str(),
                 context_keys::USER_ID: user_id.as_str(),
@@ -57,7 +76,7 @@ pub async fn handle(
             Ok(policy(IamPolicyEffect::Allow, method_arn, user_id.as_str(), context))
         }
         Err(reason) => {
-            tracing::warn!(request_id, source_ip, %reason, "connection refused");
+            tracing::warn!(%reason, "connection refused");
             Err(Unauthorized)
         }
     }

@@ -33,11 +33,10 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 /// [`handle`]'s work, inside the invocation's span.
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
-    let request_id = rc.request_id.as_deref().unwrap_or("-");
     let connection_id = match apigw_event::connection_id(rc) {
         Ok(id) => id,
         Err(e) => {
-            tracing::error!(request_id, error = %e, "refusing $connect");
+            tracing::error!(error = %e, "refusing $connect");
             return response(400, None);
         }
     };
@@ -46,12 +45,12 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
         Err(e) => {
             // Only reachable when the route has no authorizer: never accept
             // a connection we cannot attribute to a tenant.
-            tracing::error!(request_id, connection_id = %connection_id, error = %e, "refusing $connect: is the authorizer attached to the route?");
+            tracing::error!(error = %e, "refusing $connect: is the authorizer attached to the route?");
             return response(403, None);
         }
     };
     let Some(endpoint) = apigw_event::callback_endpoint(&event, &ctx.config) else {
-        tracing::error!(request_id, connection_id = %connection_id, "refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
+        tracing::error!("refusing $connect: no domainName in the event and no CALLBACK_ENDPOINT configured");
         return response(500, None);
     };
     let connected_at = if rc.connected_at > 0 { rc.connected_at } else { switchboard::time::now_millis() };
@@ -67,10 +66,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
         Ok(registered) => {
             switchboard::metrics::connection_opened();
             tracing::info!(
-                request_id,
-                tenant_id = %conn.tenant_id,
                 user_id = %conn.user_id,
-                connection_id = %conn.id,
                 came_online = registered.came_online,
                 user_connections = registered.user_connections,
                 "connected"
@@ -78,7 +74,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
             if let (Some(presence), Some(online)) = (registered.presence, registered.presence_event) {
                 // A presence failure must not cost the user their connection.
                 if let Err(e) = broadcast::announce_presence(ctx, &online, presence).await {
-                    tracing::warn!(request_id, tenant_id = %conn.tenant_id, error = %e, "could not announce presence.online");
+                    tracing::warn!(error = %e, "could not announce presence.online");
                 }
             }
             let mut headers = HeaderMap::new();
@@ -88,7 +84,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
             response_with_headers(200, headers)
         }
         Err(e) => {
-            tracing::error!(request_id, tenant_id = %conn.tenant_id, connection_id = %conn.id, error = %e, "could not record the connection; refusing it");
+            tracing::error!(error = %e, "could not record the connection; refusing it");
             response(500, None)
         }
     }

@@ -21,12 +21,11 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 /// [`handle`]'s work, inside the invocation's span.
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
-    let request_id = rc.request_id.as_deref().unwrap_or("-");
     let (connection_id, tenant_id) = match (apigw_event::connection_id(rc), apigw_event::tenant_id(rc)) {
         (Ok(c), Ok(t)) => (c, t),
         (Err(e), _) | (_, Err(e)) => {
             // Nothing was recorded for a connection without both: nothing to undo.
-            tracing::warn!(request_id, error = %e, "ignoring $disconnect");
+            tracing::warn!(error = %e, "ignoring $disconnect");
             return response(200, None);
         }
     };
@@ -34,10 +33,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
         Ok(Some(gone)) => {
             switchboard::metrics::connection_closed();
             tracing::info!(
-                request_id,
-                tenant_id = %tenant_id,
                 user_id = %gone.user_id,
-                connection_id = %connection_id,
                 went_offline = gone.went_offline,
                 status = rc.disconnect_status_code,
                 reason = rc.disconnect_reason.as_deref().unwrap_or(""),
@@ -46,16 +42,16 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
             if let (Some(presence), Some(offline)) = (gone.presence, gone.presence_event)
                 && let Err(e) = broadcast::announce_presence(ctx, &offline, presence).await
             {
-                tracing::warn!(request_id, tenant_id = %tenant_id, error = %e, "could not announce presence.offline");
+                tracing::warn!(error = %e, "could not announce presence.offline");
             }
             response(200, None)
         }
         Ok(None) => {
-            tracing::debug!(request_id, tenant_id = %tenant_id, connection_id = %connection_id, "already gone");
+            tracing::debug!("already gone");
             response(200, None)
         }
         Err(e) => {
-            tracing::error!(request_id, tenant_id = %tenant_id, connection_id = %connection_id, error = %e, "could not forget the connection");
+            tracing::error!(error = %e, "could not forget the connection");
             response(500, None)
         }
     }

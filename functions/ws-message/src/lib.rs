@@ -39,12 +39,11 @@ pub async fn handle(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> Ap
 /// [`handle`]'s work, inside the invocation's span.
 async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGatewayProxyResponse {
     let rc = &event.request_context;
-    let request_id = rc.request_id.as_deref().unwrap_or("-");
     let caller = apigw_event::connection_id(rc).and_then(|c| Ok((c, apigw_event::identity(rc)?)));
     let (connection_id, identity) = match caller {
         Ok(pair) => pair,
         Err(e) => {
-            tracing::error!(request_id, error = %e, "message without a valid connection context");
+            tracing::error!(error = %e, "message without a valid connection context");
             return reply(
                 500,
                 &ProtocolError::new(None, ErrorCode::InternalError, "this connection has no identity; reconnect")
@@ -67,7 +66,7 @@ async fn handled(ctx: &Context, event: ApiGatewayWebsocketProxyRequest) -> ApiGa
         Ok(answer) => reply(200, &answer),
         Err(Failure::Client(e)) => reply(200, &e.into_reply()),
         Err(Failure::Server(e)) => {
-            tracing::error!(request_id, tenant_id = %identity.tenant_id, connection_id = %connection_id, error = %e, "server failure");
+            tracing::error!(error = %e, "server failure");
             reply(
                 500,
                 &ProtocolError::new(id, ErrorCode::InternalError, "temporarily unable to serve this request; retry")
@@ -209,14 +208,14 @@ async fn recover(
     let h = &r.history;
     let (epoch, offset, event_id) = (Some(h.epoch.clone()), Some(h.top), h.top_id.clone());
     if h.status != ReadStatus::Complete {
-        tracing::info!(tenant_id = %tenant, connection_id = %conn, since = since.offset, epoch = %h.epoch, top = h.top,
+        tracing::info!(since = since.offset, epoch = %h.epoch, top = h.top,
             status = ?h.status, "recovery impossible: recovered:false");
         switchboard::metrics::recovery(false);
         return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch, offset, event_id });
     }
     for (done, (offset, text)) in h.envelopes().enumerate() {
         if let Some(why) = failure(broadcast::post_one(ctx, &r.endpoint, conn, text.as_bytes()).await) {
-            tracing::warn!(tenant_id = %tenant, connection_id = %conn, offset, error = %why, "recovery stopped early");
+            tracing::warn!(offset, error = %why, "recovery stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,
                 ErrorCode::InternalError,
@@ -225,7 +224,7 @@ async fn recover(
         }
     }
     let count = h.events.len();
-    tracing::debug!(tenant_id = %tenant, connection_id = %conn, count, "recovered");
+    tracing::debug!(count, "recovered");
     switchboard::metrics::recovery(true);
     Ok(ServerReply::Recovered { id, recovered: true, count, epoch, offset, event_id })
 }
@@ -299,7 +298,7 @@ async fn sync(
     let mut count = 0;
     for message in &batch {
         if let Some(why) = failure(broadcast::post_one(ctx, &me.endpoint, conn, message.as_bytes()).await) {
-            tracing::warn!(tenant_id = %tenant, connection_id = %conn, error = %why, delivered = count, "sync stopped early");
+            tracing::warn!(error = %why, delivered = count, "sync stopped early");
             return Err(Failure::Client(ProtocolError::new(
                 id,
                 ErrorCode::InternalError,

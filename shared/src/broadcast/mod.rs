@@ -117,6 +117,7 @@ async fn record(
 /// or in the same round trip as the change that caused the event.
 ///
 /// [`ConnectionStore::resolve`]: crate::store::ConnectionStore::resolve
+#[tracing::instrument(name = "event", skip_all, fields(tenant_id = %event.tenant_id, event_id = %event.id))]
 pub async fn deliver(
     ctx: &Context,
     event: &Envelope,
@@ -124,7 +125,7 @@ pub async fn deliver(
     resolved: Resolution,
 ) -> BroadcastResult<Report> {
     let text = serde_json::to_string(event).expect("an envelope is plain JSON");
-    let Posts { mut report, unsent, stale } = post_all(ctx, &event.tenant_id, &text, resolved.recipients, None).await;
+    let Posts { mut report, unsent, stale } = post_all(ctx, &text, resolved.recipients, None).await;
     hand_on(ctx, event, target, &text, unsent, "sync", &mut report).await;
     forget_stale(ctx, &event.tenant_id, stale).await?;
     let sent = Sent { queued: resolved.offline };
@@ -141,7 +142,7 @@ async fn forget_stale(ctx: &Context, tenant: &TenantId, stale: Vec<ConnectionId>
     let forgotten = ctx.store.unregister_many(tenant, &stale).await?;
     for gone in forgotten {
         let (Some(presence), Some(event)) = (gone.presence, gone.presence_event) else { continue };
-        tracing::info!(tenant_id = %tenant, user_id = %gone.user_id, "user went offline (stale connections)");
+        tracing::info!(user_id = %gone.user_id, "user went offline (stale connections)");
         // Boxed: announcing may itself find stale connections.
         Box::pin(announce_presence(ctx, &event, presence)).await?;
     }
@@ -187,7 +188,7 @@ async fn finish(
                 crate::metrics::queued_offline();
             }
             Err(refusal) => {
-                tracing::warn!(tenant_id = %tenant, user_id = %user, event_id = %event.id, ?refusal, "not queued offline");
+                tracing::warn!(user_id = %user, ?refusal, "not queued offline");
                 report.offline_refused = Some(refusal);
                 // A synchronous publish nobody took, refused for the caller's
                 // own doing (its budget, its size): refused whole, so the
@@ -205,7 +206,7 @@ async fn finish(
     if ctx.config.compat_channels {
         ctx.store.publish_compat(tenant, event.event_type, text).await?;
     }
-    tracing::debug!(tenant_id = %tenant, event_id = %event.id, event_type = %event.event_type, ?report, "published");
+    tracing::debug!(event_type = %event.event_type, ?report, "published");
     Ok(())
 }
 
@@ -237,8 +238,7 @@ async fn enqueue_webhooks(
     let members = || wanted.iter().map(|h| format!("webhook:{}", h.id)).collect::<Vec<String>>();
     let n = wanted.len();
     let Some((queues, url)) = ctx.webhook_queue() else {
-        tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, webhooks = n,
-            "webhooks match but WEBHOOK_QUEUE_URL is not set: deliveries not queued");
+        tracing::error!(webhooks = n, "webhooks match but WEBHOOK_QUEUE_URL is not set: deliveries not queued");
         return Ok((0, n));
     };
     let timestamp = event.timestamp / 1000;
@@ -265,7 +265,7 @@ async fn enqueue_webhooks(
             Ok((sent, n - sent))
         }
         Err(e) => {
-            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, error = %e, "webhook deliveries not queued");
+            tracing::error!(error = %e, "webhook deliveries not queued");
             if let Some(claims) = claims {
                 // Let a retry of the job queue them.
                 claims.release(members());
@@ -275,7 +275,7 @@ async fn enqueue_webhooks(
             // the dead-letter queue (replayable) rather than nowhere. Some of
             // them may have been queued after all; receivers de-duplicate by
             // `webhook-id`.
-            dead_letter_unqueued(ctx, event, &bodies, &e.to_string()).await;
+            dead_letter_unqueued(ctx, &bodies, &e.to_string()).await;
             Ok((0, n))
         }
     }
@@ -284,7 +284,7 @@ async fn enqueue_webhooks(
 /// Puts webhook deliveries that could not be queued into the webhook
 /// dead-letter queue (a [`DeadLetter`], as every producer writes them);
 /// logs each one that cannot be put there either, so none vanishes unseen.
-async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String], why: &str) {
+async fn dead_letter_unqueued(ctx: &Context, bodies: &[String], why: &str) {
     let now = crate::time::now_millis();
     let letters: Vec<String> = bodies
         .iter()
@@ -302,12 +302,11 @@ async fn dead_letter_unqueued(ctx: &Context, event: &Envelope, bodies: &[String]
     crate::metrics::dead_lettered("webhooks", kept);
     if kept < bodies.len() {
         for body in bodies {
-            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, delivery = %body,
+            tracing::error!(delivery = %body,
                 "webhook delivery neither queued nor dead-lettered");
         }
     } else {
-        tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, deliveries = kept,
-            "webhook deliveries dead-lettered: the webhook queue refused them");
+        tracing::warn!(deliveries = kept, "webhook deliveries dead-lettered: the webhook queue refused them");
     }
 }
 

@@ -27,7 +27,6 @@ pub(super) struct Posts {
 /// (delivered, or found gone), as it happens.
 pub(super) async fn post_all(
     ctx: &Context,
-    tenant: &TenantId,
     text: &str,
     recipients: Vec<Recipient>,
     reached: Option<&tokio::sync::mpsc::UnboundedSender<String>>,
@@ -81,13 +80,13 @@ pub(super) async fn post_all(
             }
             Some(PostOutcome::Failed(error)) => {
                 failed += 1;
-                tracing::warn!(tenant_id = %tenant, connection_id = %recipient.connection_id, %error, "post failed");
+                tracing::warn!(connection_id = %recipient.connection_id, %error, "post failed");
                 unsent.push(recipient);
             }
         }
     }
     if report.throttled > 0 {
-        tracing::info!(tenant_id = %tenant, throttled = report.throttled, unsent = unsent.len(), pace = ?ctx.pacer.rate(),
+        tracing::info!(throttled = report.throttled, unsent = unsent.len(), pace = ?ctx.pacer.rate(),
             "posts throttled by the @connections quota");
     }
     crate::metrics::posts(report.delivered, report.gone, failed, report.throttled, started.elapsed());
@@ -131,8 +130,7 @@ pub(super) async fn hand_on(
         return;
     }
     let Some((queues, url)) = ctx.events_queue() else {
-        tracing::warn!(tenant_id = %event.tenant_id, event_id = %event.id, unsent = unsent.len(),
-            "posts not made and no events queue to hand them to");
+        tracing::warn!(unsent = unsent.len(), "posts not made and no events queue to hand them to");
         report.failed += unsent.len();
         return;
     };
@@ -140,13 +138,12 @@ pub(super) async fn hand_on(
     let bodies = chunk_jobs(event, target, &parts, from);
     match queues.send_all(url, &bodies).await {
         Ok(_) => {
-            tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = unsent.len(),
-                jobs = bodies.len(), "unsent posts handed to the events queue");
+            tracing::info!(recipients = unsent.len(), jobs = bodies.len(), "unsent posts handed to the events queue");
             report.requeued += unsent.len();
             crate::metrics::requeued(unsent.len());
         }
         Err(e) => {
-            tracing::error!(tenant_id = %event.tenant_id, event_id = %event.id, unsent = unsent.len(), error = %e,
+            tracing::error!(unsent = unsent.len(), error = %e,
                 "unsent posts could not be queued");
             report.failed += unsent.len();
         }

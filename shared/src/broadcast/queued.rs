@@ -107,7 +107,7 @@ impl<'a> Claims<'a> {
     async fn mark_sent(&self, ctx: &Context, members: &[String]) {
         let settled = crate::store::Settled::Partly { sent: members, released: &[] };
         if let Err(e) = ctx.store.fanout_settle(self.tenant, &self.job, settled, &self.settings).await {
-            tracing::warn!(tenant_id = %self.tenant, job = %self.job, error = %e, "claims not marked sent yet");
+            tracing::warn!(job = %self.job, error = %e, "claims not marked sent yet");
             self.sent(members.iter().cloned());
         }
     }
@@ -161,6 +161,7 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
 }
 
 /// One attempt of a queued job, its claims taken in `claims`.
+#[tracing::instrument(name = "event", skip_all, fields(tenant_id = %event.tenant_id, event_id = %event.id))]
 async fn attempt(ctx: &Context, job: &FanoutJob, event: &mut Envelope, claims: &Claims<'_>) -> BroadcastResult<Report> {
     if let Some(chunk) = &job.chunk {
         // The job that split the broadcast (or handed its posts on)
@@ -187,7 +188,7 @@ async fn attempt(ctx: &Context, job: &FanoutJob, event: &mut Envelope, claims: &
             let of = parts.len();
             let bodies = chunk_jobs(event, &job.target, &parts, "");
             queues.send_all(url, &bodies).await?;
-            tracing::info!(tenant_id = %event.tenant_id, event_id = %event.id, recipients = resolved.recipients.len(), chunks = of, "broadcast split");
+            tracing::info!(recipients = resolved.recipients.len(), chunks = of, "broadcast split");
             Report { matched: resolved.recipients.len(), chunks: of, ..Report::default() }
         }
         _ => {
@@ -243,7 +244,7 @@ async fn post_claimed(
         }
     };
     let posting = async {
-        let posts = post_all(ctx, claims.tenant, text, mine, Some(&reached)).await;
+        let posts = post_all(ctx, text, mine, Some(&reached)).await;
         done.notify_one();
         posts
     };

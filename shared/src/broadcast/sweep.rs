@@ -43,6 +43,7 @@ impl std::ops::AddAssign for SweepReport {
 /// silent for `CONNECTION_UNREACHABLE_SECS`: then it counts as gone too
 /// (its endpoint died with the instance that held it, say), so no record
 /// keeps a user "online" for good and their messages go to their queue.
+#[tracing::instrument(name = "sweep", skip_all, fields(tenant_id = %tenant))]
 pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepReport> {
     let limits = &ctx.config.limits;
     let idle = ctx.store.idle_connections(tenant, limits.connection_idle, SWEEP_BATCH).await?;
@@ -73,24 +74,24 @@ pub async fn sweep(ctx: &Context, tenant: &TenantId) -> BroadcastResult<SweepRep
             PostOutcome::Gone => gone.push(id),
             PostOutcome::Failed(error) if idle.idle >= limits.connection_unreachable => {
                 report.unreachable += 1;
-                tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, idle_secs = idle.idle.as_secs(),
+                tracing::warn!(connection_id = %id, %error, idle_secs = idle.idle.as_secs(),
                     "sweep: probe failed past CONNECTION_UNREACHABLE_SECS, connection forgotten");
                 gone.push(id);
             }
             PostOutcome::Failed(error) => {
                 report.failed += 1;
-                tracing::warn!(tenant_id = %tenant, connection_id = %id, %error, "sweep: probe failed, connection kept");
+                tracing::warn!(connection_id = %id, %error, "sweep: probe failed, connection kept");
             }
             PostOutcome::Throttled => {
                 report.failed += 1;
-                tracing::debug!(tenant_id = %tenant, connection_id = %id, "sweep: probe throttled, connection kept");
+                tracing::debug!(connection_id = %id, "sweep: probe throttled, connection kept");
             }
         }
     }
     (report.alive, report.gone) = (alive.len(), gone.len() - report.unreachable);
     ctx.store.touch(tenant, &alive).await?;
     if !gone.is_empty() {
-        tracing::info!(tenant_id = %tenant, gone = gone.len(), "sweep: forgetting connections that left without $disconnect");
+        tracing::info!(gone = gone.len(), "sweep: forgetting connections that left without $disconnect");
     }
     forget_stale(ctx, tenant, gone).await?;
     Ok(report)

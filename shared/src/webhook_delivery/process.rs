@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{WebhookSender, log_entry};
 use crate::Context;
@@ -68,7 +69,11 @@ pub async fn deliver(d: &WebhookSender, message: Received<'_>) -> Done {
     let attempt = delivery.attempt_base + message.receives.max(1);
     let span = tracing::info_span!("delivery", tenant_id = %delivery.tenant_id, webhook_id = %delivery.webhook_id,
         delivery_id = %delivery.delivery_id, attempt);
-    let _enter = span.enter();
+    attempt_delivery(d, message, delivery, attempt).instrument(span).await
+}
+
+/// Attempt `attempt` of `delivery`, inside its span.
+async fn attempt_delivery(d: &WebhookSender, message: Received<'_>, delivery: Delivery, attempt: u32) -> Done {
     let (hook, health) = match current_webhook(d, &delivery, attempt).await {
         Ok(both) => both,
         Err(done) => return done,

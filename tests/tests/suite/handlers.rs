@@ -475,11 +475,8 @@ switchboard_tests::backend_tests!(memory => Memory, redis_single => Redis; [
     websocket_publishes_count_against_the_tenant_rate_limit,
 ]);
 
-/// Issue 30, point 6: each WebSocket handler runs in a span carrying the
-/// invocation's function, route, connection, tenant, user and request id,
-/// so a log line inside says where it came from without naming it.
-#[tokio::test]
-async fn a_handlers_log_lines_carry_the_invocation_in_their_span() {
+/// The JSON log lines `f` writes at DEBUG and above.
+async fn log_lines<F: std::future::Future>(f: F) -> Vec<Value> {
     use std::io::Write;
     #[derive(Clone, Default)]
     struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -500,20 +497,45 @@ async fn a_handlers_log_lines_carry_the_invocation_in_their_span() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    f.await;
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect()
+}
+
+fn line_saying<'a>(lines: &'a [Value], message: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["fields"]["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line in {lines:?}"))
+}
+
+/// Issue 30, point 6: each WebSocket handler runs in a span carrying the
+/// invocation's function, route, connection, tenant, user and request id,
+/// so a log line inside says where it came from without naming it.
+#[tokio::test]
+async fn a_handlers_log_lines_carry_the_invocation_in_their_span() {
     let ctx = Context::new(Config::default(), Backend::Memory.store(Default::default()));
     let mut event: ApiGatewayWebsocketProxyRequest = event_fixture("ws-message.json");
     event.body = Some("{not json".into());
-    ws_message::handle(&ctx, event).await;
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line: Value = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "bad client message")
-        .unwrap_or_else(|| panic!("no 'bad client message' line in {text}"));
+    let lines = log_lines(ws_message::handle(&ctx, event)).await;
+    let line = line_saying(&lines, "bad client message");
     let span = &line["span"];
     assert_eq!(span["name"], "invocation", "{line}");
     assert_eq!(span["function"], "ws-message");
     assert_eq!(span["tenant_id"], "acme");
     assert_eq!(span["connection_id"], "PJUgRcLgDoECFjQ=");
     assert_eq!(span["request_id"], "PJUhJHxUjoEFxnw=");
+}
+
+/// The authorizer's span gains the caller once the token is verified.
+#[tokio::test]
+async fn the_authorizers_log_lines_carry_the_request_and_the_caller() {
+    let event = with_query_token(authorizer_event(), &token(Role::Agent));
+    let lines = log_lines(async { ws_authorizer::handle(&verifier(), &event).await.unwrap() }).await;
+    let line = line_saying(&lines, "connection authorized");
+    let span = &line["span"];
+    assert_eq!(span["function"], "ws-authorizer", "{line}");
+    assert_eq!(span["request_id"], event.request_context.request_id.as_deref().unwrap());
+    assert_eq!(span["tenant_id"], "acme");
+    assert!(line["fields"].get("tenant_id").is_none(), "the line does not repeat its span: {line}");
 }
