@@ -112,7 +112,7 @@ struct Shared {
 }
 
 fn cpu_secs() -> f64 {
-    crate::run::cpu_time(std::process::id()).as_secs_f64()
+    crate::procfs::cpu_time(std::process::id()).as_secs_f64()
 }
 
 fn say(v: Value) {

@@ -263,7 +263,7 @@ pub async fn start_once(f: &Function, redis_url: &str, warm: usize, log: &Path) 
     for _ in 0..=warm {
         times.push(lambda.invoke(body.clone(), f.expect).await?.0.as_secs_f64() * 1000.0);
     }
-    let kib = |field| crate::run::status_kib(lambda.pid, field).map_or(f64::NAN, |v| v as f64);
+    let kib = |field| crate::procfs::status_kib(lambda.pid, field).map_or(f64::NAN, |v| v as f64);
     let (rss, anon) = (kib("VmRSS:"), kib("RssAnon:"));
     let init_ms = lambda.init.as_secs_f64() * 1000.0;
     lambda.stop().await;

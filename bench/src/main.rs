@@ -5,8 +5,11 @@
 mod baseline;
 mod client;
 mod coldstart;
+mod procfs;
 mod quotas;
+mod report;
 mod run;
+mod servers;
 mod sheet;
 mod webhooks;
 
@@ -89,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => run::run(args),
         Cmd::Client(args) => tokio::runtime::Runtime::new()?.block_on(client::run(args)),
         Cmd::Coldstart { dirs, starts, warm, only, posts } => {
-            let redis = switchboard_tests::RedisServer::start()?;
+            let redis = switchboard_test_support::RedisServer::start()?;
             let dirs: Vec<(&str, &str)> = dirs.iter().map(|d| d.split_once('=').unwrap_or((d, d))).collect();
             let mut builds = Vec::new();
             for &(label, dir) in &dirs {
@@ -113,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Fanout { functions_dir, n, repeats, env } => {
-            let redis = switchboard_tests::RedisServer::start()?;
+            let redis = switchboard_test_support::RedisServer::start()?;
             let env: Vec<(&str, String)> =
                 env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.to_owned())).collect();
             let cost = run::fanout_cost(&redis.url(), &functions_dir, n, repeats, &env)?;
@@ -125,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Recovery { n, repeats } => {
-            let redis = switchboard_tests::RedisServer::start()?;
+            let redis = switchboard_test_support::RedisServer::start()?;
             print!("{}", run::recovery_report(&run::recovery(&redis.url(), redis.port, n, repeats)?, n));
             Ok(())
         }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::run::{Proc, SECRET, Series, Server, client, sibling, start, timed_broadcasts};
+use crate::report::{Series, fmt, verdict};
+use crate::servers::{Proc, SECRET, Server, client, sibling, start, timed_broadcasts};
 
 /// What benchmark 13 measured.
 pub(crate) struct AtQuotas {
@@ -149,16 +150,16 @@ pub(crate) fn rows(q: &AtQuotas) -> String {
         q.broadcast_n,
         q.broadcast_n,
         q.broadcast_secs.show("s"),
-        crate::run::fmt(pace) + " s",
+        fmt(pace) + " s",
         ratio,
-        crate::run::verdict(ratio <= 1.15),
+        verdict(ratio <= 1.15),
         q.throttled.show(""),
         q.requeued.show(""),
         q.storm_n,
         q.connect_quota,
         q.storm_secs.show("s"),
-        crate::run::fmt(storm_pace) + " s",
+        fmt(storm_pace) + " s",
         storm_ratio,
-        crate::run::verdict(storm_ratio <= 1.3),
+        verdict(storm_ratio <= 1.3),
     )
 }

@@ -4,20 +4,19 @@
 //! /proc and Redis's command counts from INFO; writes BENCHMARKS.md.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::{Value, json};
-use switchboard::auth::mint_hs256;
-use switchboard::ids::{Identity, Role};
+use switchboard::ids::Role;
 
 use crate::client::{Command as ClientCommand, Trigger};
-
-pub(crate) const SECRET: &str = "bench-secret-bench-secret-bench-secret-0001";
+use crate::procfs::{cpu_time, machine, status_kib};
+use crate::report::{Series, fmt, verdict};
+use crate::servers::{Server, broadcast_trigger, client, start, timed_broadcasts, timed_by, token};
+use crate::sheet::{RedisCost, RedisCosts};
 
 /// `bench run` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,344 +39,6 @@ struct Sizes {
     burst_events: usize,
     latency_secs: u32,
     webhooks: usize,
-}
-
-/// min / median / max of repeated runs.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Series(Vec<f64>);
-
-impl FromIterator<f64> for Series {
-    fn from_iter<I: IntoIterator<Item = f64>>(values: I) -> Self {
-        Series(values.into_iter().collect())
-    }
-}
-
-impl Series {
-    pub(crate) fn push(&mut self, v: f64) {
-        self.0.push(v);
-    }
-    fn sorted(&self) -> Vec<f64> {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        v
-    }
-    pub(crate) fn median(&self) -> f64 {
-        let v = self.sorted();
-        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
-    }
-    pub(crate) fn show(&self, unit: &str) -> String {
-        let v = self.sorted();
-        match v.len() {
-            0 => "—".into(),
-            1 => format!("{} {unit}", fmt(v[0])),
-            _ => format!("{} / {} / {} {unit}", fmt(v[0]), fmt(v[v.len() / 2]), fmt(v[v.len() - 1])),
-        }
-    }
-}
-
-pub(crate) fn fmt(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-pub(crate) fn token(user: &str, role: Role) -> String {
-    let who = Identity { tenant_id: "bench".parse().unwrap(), user_id: user.parse().unwrap(), role };
-    mint_hs256(SECRET.as_bytes(), &who, 3600)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-pub(crate) fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe().unwrap().with_file_name(name)
-}
-
-/// A child process with a raised open-files limit, its stdout read line by line.
-pub(crate) struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    pub(crate) fn spawn(program: &PathBuf, args: &[String], env: &[(&str, String)]) -> anyhow::Result<Proc> {
-        Self::spawn_in(program, args, env, None)
-    }
-
-    fn spawn_in(
-        program: &PathBuf,
-        args: &[String],
-        env: &[(&str, String)],
-        dir: Option<&std::path::Path>,
-    ) -> anyhow::Result<Proc> {
-        let mut script = String::from("ulimit -n 20000 2>/dev/null || ulimit -n $(ulimit -Hn); exec \"$0\" \"$@\"");
-        script.push(' ');
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script.trim()).arg(program).args(args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        if let Some(dir) = dir {
-            cmd.current_dir(dir);
-        }
-        // Each role's stderr goes to a file beside the others, for when a run fails.
-        let name = program.file_name().and_then(|n| n.to_str()).unwrap_or("child");
-        let role = args
-            .first()
-            .filter(|a| !a.starts_with('-'))
-            .and_then(|a| std::path::Path::new(a).file_stem()?.to_str())
-            .unwrap_or(name);
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("switchboard-bench-{role}.log")))?;
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Proc { child, stdin, lines })
-    }
-
-    fn line(&self, timeout: Duration) -> anyhow::Result<String> {
-        self.lines.recv_timeout(timeout).context("no answer from a benchmark process")
-    }
-
-    pub(crate) fn json(&self, timeout: Duration) -> anyhow::Result<Value> {
-        loop {
-            let line = self.line(timeout)?;
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == "error" {
-                    bail!("client error: {}", v["error"]);
-                }
-                return Ok(v);
-            }
-        }
-    }
-
-    pub(crate) fn send(&mut self, cmd: &ClientCommand) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().context("stdin closed")?;
-        writeln!(stdin, "{}", serde_json::to_string(cmd)?)?;
-        stdin.flush()?;
-        Ok(())
-    }
-
-    fn rss_kib(&self) -> u64 {
-        // The sh wrapper exec'd, so the child's pid is the program's.
-        status_kib(self.child.id(), "VmRSS:").unwrap_or(0)
-    }
-}
-
-/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `RssAnon:`).
-pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// CPU time `pid` has used (user + system, all its threads, those ended included).
-pub(crate) fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which may itself hold spaces or parentheses.
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime, in clock ticks: USER_HZ, 100 on Linux.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What one server under test is.
-pub(crate) enum Server {
-    /// The emulator; `over_http`: posts go through the AWS SDK over HTTP, as from a Lambda.
-    Switchboard {
-        redis: Option<String>,
-        over_http: bool,
-        /// `HISTORY_SIZE`: `None` the default (1,000), `Some(0)` history off.
-        history: Option<usize>,
-        /// More flags for the emulator (API Gateway's quotas, benchmark 13).
-        args: Vec<String>,
-    },
-    Baseline,
-    /// serverless-offline 13 running `bench/serverless-offline`'s Node
-    /// handlers, the connection list in this redis-server.
-    ServerlessOffline {
-        redis: String,
-    },
-}
-
-/// Where benchmark 9's serverless project lives.
-fn serverless_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("serverless-offline")
-}
-
-/// Installs benchmark 9's npm packages from its lock file, once.
-fn npm_install() -> anyhow::Result<()> {
-    let dir = serverless_dir();
-    if dir.join("node_modules/serverless-offline").is_dir() {
-        return Ok(());
-    }
-    eprintln!("bench: npm ci in {} (serverless 3, serverless-offline 13; about a minute)", dir.display());
-    let log = std::fs::File::create(std::env::temp_dir().join("switchboard-bench-npm.log"))?;
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("npm (Node.js) is needed for benchmark 9")?;
-    anyhow::ensure!(
-        status.success(),
-        "npm ci failed: see {}/switchboard-bench-npm.log",
-        std::env::temp_dir().display()
-    );
-    Ok(())
-}
-
-pub(crate) struct Started {
-    pub(crate) proc: Proc,
-    pub(crate) ws_url: String,
-    pub(crate) http: String,
-    /// Its `KEY_PREFIX` (Switchboard on Redis).
-    prefix: String,
-}
-
-pub(crate) fn start(server: &Server) -> anyhow::Result<Started> {
-    match server {
-        Server::Switchboard { redis, over_http, history, args: extra } => {
-            let (ws, http, sqs) = (free_port(), free_port(), free_port());
-            let mut env = vec![
-                ("JWT_SECRET", SECRET.to_owned()),
-                ("RATE_LIMIT_PER_SECOND", "10000000".to_owned()),
-                ("RUST_LOG", "warn".to_owned()),
-                ("FANOUT_CONCURRENCY", "512".to_owned()),
-                // The load tools put the token in the URL: a stack deployed with that identity source.
-                ("AUTHORIZER_IDENTITY_SOURCE", "route.request.querystring.token".to_owned()),
-            ];
-            let prefix = format!("bench{}", free_port());
-            if let Some(url) = redis {
-                env.push(("REDIS_URL", url.clone()));
-                env.push(("KEY_PREFIX", prefix.clone()));
-            }
-            if let Some(size) = history {
-                env.push(("HISTORY_SIZE", size.to_string()));
-            }
-            let mut args: Vec<String> =
-                ["--ws-port", &ws.to_string(), "--http-port", &http.to_string(), "--sqs-port", &sqs.to_string()]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-            if *over_http {
-                args.push("--connections-over-http".into());
-            }
-            args.extend(extra.iter().cloned());
-            let proc = Proc::spawn(&sibling("switchboard-local"), &args, &env)?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let line = proc.line(Duration::from_secs(30))?;
-                if line.trim_start().starts_with("Stop") {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("the emulator did not start");
-                }
-            }
-            Ok(Started {
-                proc,
-                ws_url: format!("ws://127.0.0.1:{ws}/local"),
-                http: format!("http://127.0.0.1:{http}"),
-                prefix,
-            })
-        }
-        Server::ServerlessOffline { redis } => {
-            npm_install()?;
-            let (http, ws, lambda) = (free_port(), free_port(), free_port());
-            let redis_port: u16 = redis.rsplit(':').next().and_then(|p| p.parse().ok()).context("redis URL")?;
-            switchboard_tests::redis_cmd(redis_port, &["DEL", "sls-bench:connections"])?;
-            let env = [
-                ("BENCH_REDIS_URL", redis.clone()),
-                ("BENCH_CONNECTIONS_ENDPOINT", format!("http://127.0.0.1:{ws}")),
-                ("BENCH_SLS_HTTP_PORT", http.to_string()),
-                ("BENCH_SLS_WS_PORT", ws.to_string()),
-                ("BENCH_SLS_LAMBDA_PORT", lambda.to_string()),
-                ("SLS_TELEMETRY_DISABLED", "1".to_owned()),
-                ("SLS_NOTIFICATIONS_MODE", "off".to_owned()),
-            ];
-            let dir = serverless_dir();
-            let args = ["node_modules/serverless/bin/serverless.js".to_owned(), "offline".into(), "start".into()];
-            let proc = Proc::spawn_in(&PathBuf::from("node"), &args, &env, Some(&dir))?;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::net::TcpStream::connect(("127.0.0.1", ws)).is_err() {
-                anyhow::ensure!(Instant::now() < deadline, "serverless-offline did not listen on {ws} within 60 s");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{ws}"), http: String::new(), prefix: String::new() })
-        }
-        Server::Baseline => {
-            let port = free_port();
-            let proc =
-                Proc::spawn(&std::env::current_exe()?, &["baseline".into(), "--port".into(), port.to_string()], &[])?;
-            proc.line(Duration::from_secs(10))?;
-            Ok(Started { proc, ws_url: format!("ws://127.0.0.1:{port}"), http: String::new(), prefix: String::new() })
-        }
-    }
-}
-
-pub(crate) fn client(server: &Server, started: &Started, n: usize) -> anyhow::Result<Proc> {
-    let mut args = vec!["client".to_owned(), "--n".into(), n.to_string()];
-    match server {
-        Server::Switchboard { .. } => {
-            args.extend(["--url".into(), format!("{}?token={{token}}", started.ws_url)]);
-            args.extend(["--hello".into(), json!({"action": "subscribe", "events": ["call.*", "chat.*"]}).to_string()]);
-        }
-        Server::Baseline => args.extend(["--url".into(), started.ws_url.clone()]),
-        Server::ServerlessOffline { .. } => {
-            // Fewer handshakes at once, and retries: it starts a worker per
-            // concurrent $connect and refuses some while they start.
-            args.extend(["--url".into(), started.ws_url.clone(), "--concurrency".into(), "16".into()]);
-            args.extend(["--retries".into(), "5".into()]);
-        }
-    }
-    Proc::spawn(&std::env::current_exe()?, &args, &[("BENCH_JWT_SECRET", SECRET.to_owned())])
-}
-
-fn broadcast_trigger(server: &Server, started: &Started, marker: &str) -> Trigger {
-    match server {
-        Server::Switchboard { .. } => Trigger::Http {
-            url: format!("{}/v1/events", started.http),
-            token: token("svc", Role::Service),
-            body: json!({"type": "call.incoming", "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}}),
-        },
-        Server::ServerlessOffline { .. } => Trigger::Text {
-            text: json!({"action": "broadcast", "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}})
-                .to_string(),
-        },
-        Server::Baseline => Trigger::Text {
-            text: format!(
-                "broadcast {}",
-                json!({"id": "x", "type": "call.incoming", "tenant_id": "bench", "timestamp": 0,
-                    "data": {"bench": marker, "caller_id": "+15550000000", "queue": "support"}})
-            ),
-        },
-    }
 }
 
 #[derive(Default)]
@@ -452,42 +113,6 @@ fn sustained(server: &Server, sizes: &Sizes, round: usize, f: &mut Figures) -> a
 /// One warm-up broadcast (connections and caches), then `timed` ones from
 /// the server's HTTP API; the client's answers to the timed ones, each with
 /// the server's CPU time during it.
-pub(crate) fn timed_broadcasts(
-    server: &Server,
-    started: &Started,
-    c: &mut Proc,
-    timed: usize,
-    prefix: &str,
-) -> anyhow::Result<Vec<(Value, Duration)>> {
-    let answers =
-        timed_by(c, timed, prefix, |marker| broadcast_trigger(server, started, marker), &[started.proc.child.id()])?;
-    Ok(answers.into_iter().map(|(r, cpu)| (r, cpu[0])).collect())
-}
-
-/// One warm-up broadcast, then `timed` ones, each started by `trigger`
-/// (given its marker); the client's answers to the timed ones, each with
-/// the CPU time every process of `pids` spent during it.
-fn timed_by(
-    c: &mut Proc,
-    timed: usize,
-    prefix: &str,
-    trigger: impl Fn(&str) -> Trigger,
-    pids: &[u32],
-) -> anyhow::Result<Vec<(Value, Vec<Duration>)>> {
-    let cpu = || pids.iter().map(|&pid| cpu_time(pid)).collect::<Vec<_>>();
-    let mut answers = Vec::new();
-    for i in 0..=timed {
-        let marker = format!("{prefix}-{i}");
-        let before = cpu();
-        c.send(&ClientCommand::Broadcast { trigger: trigger(&marker), marker })?;
-        let r = c.json(Duration::from_secs(120))?;
-        if i > 0 {
-            answers.push((r, cpu().iter().zip(before).map(|(after, before)| *after - before).collect()));
-        }
-    }
-    Ok(answers)
-}
-
 /// Benchmark 1 alone at `n` connections (benchmark 9's comparison): one
 /// warm-up broadcast, then `repeats` timed ones. The server is stopped
 /// before its clients close: serverless-offline grows past 8 GB when a
@@ -506,33 +131,6 @@ fn broadcast_at(server: &Server, n: usize, repeats: usize) -> anyhow::Result<Ser
     Ok(times)
 }
 
-/// What one operation costs Redis (`INFO commandstats` deltas).
-#[derive(Debug, Clone)]
-pub(crate) struct RedisCost {
-    pub label: String,
-    /// Script calls: round trips.
-    pub scripts: u64,
-    /// Every command, inside scripts included.
-    pub commands: u64,
-    /// Redis's own time for them (`usec`), µs.
-    pub usec: u64,
-}
-
-/// Section 6: what each hot-path operation costs Redis; and the Redis
-/// memory one idle, subscribed connection takes (`used_memory` across
-/// 1,000 of them), bytes.
-pub(crate) struct RedisCosts {
-    pub ops: Vec<RedisCost>,
-    pub bytes_per_connection: f64,
-}
-
-impl RedisCosts {
-    /// The operation whose label starts with `prefix`.
-    pub(crate) fn op(&self, prefix: &str) -> Option<&RedisCost> {
-        self.ops.iter().find(|o| o.label.starts_with(prefix))
-    }
-}
-
 /// Redis commands per operation, from `INFO commandstats` deltas.
 fn redis_costs(redis_port: u16) -> anyhow::Result<RedisCosts> {
     let rt = tokio::runtime::Runtime::new()?;
@@ -546,7 +144,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<RedisCosts> {
         let started = start(&server)?;
         // (script calls, all commands, the scripts' µs, every command's µs)
         let stats = || -> anyhow::Result<(u64, u64, u64, u64)> {
-            let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "commandstats"])?;
+            let info = switchboard_test_support::redis_cmd(redis_port, &["INFO", "commandstats"])?;
             let (mut scripts, mut all, mut script_usec, mut all_usec) = (0, 0, 0, 0);
             for line in info.lines() {
                 let Some((name, rest)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else {
@@ -568,7 +166,7 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<RedisCosts> {
             Ok((scripts, all, script_usec, all_usec))
         };
         let used_memory = || -> anyhow::Result<f64> {
-            let info = switchboard_tests::redis_cmd(redis_port, &["INFO", "memory"])?;
+            let info = switchboard_test_support::redis_cmd(redis_port, &["INFO", "memory"])?;
             info.lines()
                 .find_map(|l| l.strip_prefix("used_memory:"))
                 .and_then(|v| v.trim().parse().ok())
@@ -777,7 +375,7 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
             let since = json!({"action": "subscribe", "events": ["call.*"],
                 "since": {"epoch": seen["epoch"], "offset": seen["offset"], "id": seen["id"]}});
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let redis_before = switchboard_tests::redis_output_bytes(redis_port)?;
+            let redis_before = switchboard_test_support::redis_output_bytes(redis_port)?;
             let t0 = Instant::now();
             ws.send(Message::text(since.to_string())).await?;
             let (mut replayed, mut replayed_bytes) = (0, 0);
@@ -796,7 +394,7 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
                 }
             }
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            let redis_out = switchboard_tests::redis_output_bytes(redis_port)? - redis_before;
+            let redis_out = switchboard_test_support::redis_output_bytes(redis_port)? - redis_before;
             anyhow::ensure!(replayed == n, "{replayed} of {n} replayed");
             Ok::<_, anyhow::Error>((ms, event_bytes, redis_out as f64 / replayed_bytes.max(1) as f64))
         })?;
@@ -805,14 +403,18 @@ pub(crate) fn recovery(redis_url: &str, redis_port: u16, n: usize, repeats: usiz
         out.event_bytes = event_bytes;
         let key = format!("{}:history:{{bench}}", started.prefix);
         let mut bytes: f64 =
-            switchboard_tests::redis_cmd(redis_port, &["MEMORY", "USAGE", &key, "SAMPLES", "0"])?.trim().parse()?;
+            switchboard_test_support::redis_cmd(redis_port, &["MEMORY", "USAGE", &key, "SAMPLES", "0"])?
+                .trim()
+                .parse()?;
         // The indexes, found by their stem (a test server: KEYS is fine here).
         let pattern = format!("{}:hidx:{{bench}}:*", started.prefix);
-        for index in switchboard_tests::redis_cmd(redis_port, &["KEYS", &pattern])?.lines().filter(|l| !l.is_empty()) {
-            let used = switchboard_tests::redis_cmd(redis_port, &["MEMORY", "USAGE", index, "SAMPLES", "0"])?;
+        for index in
+            switchboard_test_support::redis_cmd(redis_port, &["KEYS", &pattern])?.lines().filter(|l| !l.is_empty())
+        {
+            let used = switchboard_test_support::redis_cmd(redis_port, &["MEMORY", "USAGE", index, "SAMPLES", "0"])?;
             bytes += used.trim().parse::<f64>().unwrap_or(0.0);
         }
-        let len: f64 = switchboard_tests::redis_cmd(redis_port, &["XLEN", &key])?.trim().parse()?;
+        let len: f64 = switchboard_test_support::redis_cmd(redis_port, &["XLEN", &key])?.trim().parse()?;
         out.bytes_per_event.push(bytes / len.max(1.0));
     }
     Ok(out)
@@ -906,7 +508,7 @@ impl FanoutCost {
 
 /// Redis's own CPU time so far (`INFO cpu`).
 fn redis_cpu(port: u16) -> anyhow::Result<Duration> {
-    let info = switchboard_tests::redis_cmd(port, &["INFO", "cpu"])?;
+    let info = switchboard_test_support::redis_cmd(port, &["INFO", "cpu"])?;
     let field =
         |name: &str| -> f64 { info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0) };
     Ok(Duration::from_secs_f64(field("used_cpu_sys:") + field("used_cpu_user:")))
@@ -916,7 +518,7 @@ fn redis_cpu(port: u16) -> anyhow::Result<Duration> {
 /// handshakes at the load client's concurrency, `repeats` times on a fresh
 /// server; the rate and p99, and each process's CPU per connection.
 pub(crate) fn storm(baseline: bool, n: usize, repeats: usize) -> anyhow::Result<String> {
-    let redis = switchboard_tests::RedisServer::start()?;
+    let redis = switchboard_test_support::RedisServer::start()?;
     let server = if baseline {
         Server::Baseline
     } else {
@@ -925,7 +527,7 @@ pub(crate) fn storm(baseline: bool, n: usize, repeats: usize) -> anyhow::Result<
     let (mut rate, mut p99, mut server_us, mut redis_us, mut client_us) =
         (Series::default(), Series::default(), Series::default(), Series::default(), Series::default());
     let per_conn = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-    switchboard_tests::redis_cmd(redis.port, &["CONFIG", "RESETSTAT"])?;
+    switchboard_test_support::redis_cmd(redis.port, &["CONFIG", "RESETSTAT"])?;
     for _ in 0..repeats {
         let started = start(&server)?;
         std::thread::sleep(Duration::from_millis(200));
@@ -941,7 +543,7 @@ pub(crate) fn storm(baseline: bool, n: usize, repeats: usize) -> anyhow::Result<
         drop(c);
     }
     // Where Redis's time went, for the profile (stderr).
-    eprint!("{}", switchboard_tests::redis_cmd(redis.port, &["INFO", "commandstats"])?);
+    eprint!("{}", switchboard_test_support::redis_cmd(redis.port, &["INFO", "commandstats"])?);
     Ok(format!(
         "{}: {} (p99 {}); CPU per connection: server {}, redis-server {}, client {}\n",
         if baseline { "baseline" } else { "Switchboard, Redis store" },
@@ -960,21 +562,6 @@ fn webhook_rate(n: usize, repeats: usize) -> anyhow::Result<Series> {
         s.push(rt.block_on(crate::webhooks::deliveries_per_sec(n))?);
     }
     Ok(s)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, {mem} RAM")
 }
 
 fn git(args: &[&str]) -> String {
@@ -1108,10 +695,6 @@ pub fn profiles_report(
     w
 }
 
-pub(crate) fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**not met**" }
-}
-
 /// Runs every benchmark and writes the table.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let sizes = if args.quick {
@@ -1120,7 +703,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Sizes { big: 10_000, small: 1000, repeats: 3, burst_events: 50, latency_secs: 5, webhooks: 5000 }
     };
     let began = Instant::now();
-    let redis = switchboard_tests::RedisServer::start()?;
+    let redis = switchboard_test_support::RedisServer::start()?;
     eprintln!("bench: redis-server on {}", redis.port);
 
     // A configuration that fails is reported in the table, not fatal to the others.

@@ -5,8 +5,6 @@
 
 use std::fmt::Write as _;
 
-use crate::run::RedisCosts;
-
 /// What this run measured that the sheet needs.
 pub(crate) struct Measured<'a> {
     /// Section 6.
@@ -341,4 +339,31 @@ pub(crate) fn report(m: &Measured) -> String {
         n(limits[2].1),
     );
     out
+}
+
+/// What one operation costs Redis (`INFO commandstats` deltas).
+#[derive(Debug, Clone)]
+pub(crate) struct RedisCost {
+    pub label: String,
+    /// Script calls: round trips.
+    pub scripts: u64,
+    /// Every command, inside scripts included.
+    pub commands: u64,
+    /// Redis's own time for them (`usec`), µs.
+    pub usec: u64,
+}
+
+/// Section 6: what each hot-path operation costs Redis; and the Redis
+/// memory one idle, subscribed connection takes (`used_memory` across
+/// 1,000 of them), bytes.
+pub(crate) struct RedisCosts {
+    pub ops: Vec<RedisCost>,
+    pub bytes_per_connection: f64,
+}
+
+impl RedisCosts {
+    /// The operation whose label starts with `prefix`.
+    pub(crate) fn op(&self, prefix: &str) -> Option<&RedisCost> {
+        self.ops.iter().find(|o| o.label.starts_with(prefix))
+    }
 }

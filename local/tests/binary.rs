@@ -248,7 +248,7 @@ fn bad_configuration_and_the_dev_secret_in_production_are_refused() {
 
 #[tokio::test]
 async fn two_processes_on_one_redis_reach_each_others_connections() {
-    let redis_url = switchboard_tests::shared_redis().url();
+    let redis_url = switchboard_test_support::shared_redis().url();
     let prefix = switchboard_tests::unique_prefix();
     let envs = [("JWT_SECRET", SECRET), ("REDIS_URL", redis_url.as_str()), ("KEY_PREFIX", prefix.as_str())];
     let (a, b) = (Process::start(&envs, &[]), Process::start(&envs, &[]));
@@ -310,7 +310,7 @@ async fn production_serves_metrics_only_behind_its_token() {
 /// connections; reconnecting elsewhere, `sync` delivers what was missed.
 #[tokio::test]
 async fn a_user_whose_instance_died_is_queued_offline_and_goes_offline_within_the_bound() {
-    let redis_url = switchboard_tests::shared_redis().url();
+    let redis_url = switchboard_test_support::shared_redis().url();
     let prefix = switchboard_tests::unique_prefix();
     let envs = [
         ("JWT_SECRET", SECRET),

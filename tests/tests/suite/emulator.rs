@@ -537,7 +537,7 @@ async fn the_http_api_serves_health_and_stats() {
 #[tokio::test]
 async fn two_instances_on_one_redis_reach_each_others_connections() {
     let prefix = switchboard_tests::unique_prefix();
-    let redis_url = switchboard_tests::shared_redis().url();
+    let redis_url = switchboard_test_support::shared_redis().url();
     let start = || {
         let prefix = prefix.clone();
         let redis_url = redis_url.clone();

@@ -12,9 +12,10 @@ use switchboard::config::{Config, RedisConfig};
 use switchboard::ids::{Role, TenantId};
 use switchboard::store::{Audience, Connection, HistoryQuery};
 use switchboard_local::{Emulator, Mode, Settings};
+use switchboard_test_support::shared_redis;
 use switchboard_tests::id::tenant;
 use switchboard_tests::ws::{self, Ws, connect, next_json, request, silent};
-use switchboard_tests::{eventually, shared_redis, unique_prefix};
+use switchboard_tests::{eventually, unique_prefix};
 
 struct World {
     emu: Emulator,

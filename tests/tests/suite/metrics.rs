@@ -22,8 +22,9 @@ use switchboard::ssrf::UrlPolicy;
 use switchboard::store::Connection;
 use switchboard::webhook::RetrySchedule;
 use switchboard_local::{Emulator, Mode, Settings};
+use switchboard_test_support::shared_redis;
 use switchboard_tests::ws::{connect, request};
-use switchboard_tests::{eventually, shared_redis, unique_prefix};
+use switchboard_tests::{eventually, unique_prefix};
 
 fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -19,8 +19,9 @@ use switchboard::event::{Envelope, EventType, Target};
 use switchboard::ids::{ConnectionId, Role};
 use switchboard::queue::Queues;
 use switchboard_local::{Emulator, Mode, Settings, queues};
+use switchboard_test_support::shared_redis;
+use switchboard_tests::unique_prefix;
 use switchboard_tests::ws::{Ws, connect, next_json, request, silent};
-use switchboard_tests::{shared_redis, unique_prefix};
 
 /// The emulator's `@connections`, except that the first post to each
 /// `marked` connection fails (a throttled post, say).

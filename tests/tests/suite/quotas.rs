@@ -18,9 +18,10 @@ use switchboard::Context;
 use switchboard::config::{Config, Limits, RedisConfig};
 use switchboard::ids::Role;
 use switchboard_local::{Emulator, GatewayLimits, Mode, Quota, Quotas, Settings};
+use switchboard_test_support::shared_redis;
 use switchboard_tests::auth::token;
 use switchboard_tests::ws::{connect, request};
-use switchboard_tests::{eventually_within, shared_redis, unique_prefix};
+use switchboard_tests::{eventually_within, unique_prefix};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every event id a client received, by client.

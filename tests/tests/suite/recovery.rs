@@ -15,10 +15,11 @@ use switchboard::event::{Envelope, EventType, Target, Topic};
 use switchboard::ids::Role;
 use switchboard::store::{Audience, HistoryQuery};
 use switchboard_local::{Emulator, GatewayLimits, Mode, Settings};
+use switchboard_test_support::{RedisCluster, RedisServer, shared_redis};
 use switchboard_tests::auth::token;
 use switchboard_tests::id::{tenant, user};
 use switchboard_tests::ws::{Ws, connect, next_json, request, send_json, silent};
-use switchboard_tests::{RedisCluster, RedisServer, eventually, shared_redis, unique_prefix};
+use switchboard_tests::{eventually, unique_prefix};
 
 struct World {
     emu: Emulator,
@@ -261,7 +262,7 @@ async fn a_flushed_redis_starts_a_new_epoch_and_old_positions_recover_nothing() 
     let mut me = w.client("acme", "42", &["call.*"]).await;
     w.publish("acme", EventType::CallIncoming, Target::Tenant).await;
     let before = next_json(&mut me).await;
-    switchboard_tests::redis_cmd(redis.port, &["FLUSHALL"]).unwrap();
+    switchboard_test_support::redis_cmd(redis.port, &["FLUSHALL"]).unwrap();
     drop(me);
     let mut back = w.connect("acme", "42").await;
     let (replayed, answer) = resubscribe(&mut back, &["call.*"], position(&before)).await;
@@ -509,7 +510,7 @@ async fn a_redis_that_lost_data_never_recovers_with_a_gap(loss: Loss) {
     // The checkpoint: what survives.
     let aof_sizes: Vec<(std::path::PathBuf, u64)> = match loss {
         Loss::Snapshot => {
-            switchboard_tests::redis_cmd(redis.port, &["SAVE"]).unwrap();
+            switchboard_test_support::redis_cmd(redis.port, &["SAVE"]).unwrap();
             vec![]
         }
         Loss::AofTail => {
@@ -570,7 +571,7 @@ async fn a_redis_restarted_from_an_aof_that_lost_its_tail_never_recovers_with_a_
 
 /// Bytes Redis has sent to its clients so far.
 fn redis_output_bytes(port: u16) -> u64 {
-    switchboard_tests::redis_output_bytes(port).unwrap()
+    switchboard_test_support::redis_output_bytes(port).unwrap()
 }
 
 /// An agent fills its tenant's history with 100 chat messages of 16 KB to
@@ -629,7 +630,7 @@ async fn a_cluster_node_restarted_from_an_older_snapshot_never_recovers_with_a_g
     let w = world_over(RedisConfig::cluster(cluster.urls()), Settings::ephemeral(), |_| {}).await;
     let node = cluster.master_of("acme", 0).unwrap();
     let (seen_early, mut late, mut published) = early_gone_late_listening(&w).await;
-    switchboard_tests::redis_cmd(cluster.nodes[node].port, &["SAVE"]).unwrap();
+    switchboard_test_support::redis_cmd(cluster.nodes[node].port, &["SAVE"]).unwrap();
     published.extend(calls(&w, 4).await);
     let mut seen_late = Value::Null;
     for _ in 0..4 {
@@ -638,7 +639,7 @@ async fn a_cluster_node_restarted_from_an_older_snapshot_never_recovers_with_a_g
     cluster.nodes[node].crash_and_restart().unwrap();
     let port = cluster.nodes[node].port;
     eventually("the node rejoins", || async {
-        switchboard_tests::redis_cmd(port, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok"))
+        switchboard_test_support::redis_cmd(port, &["CLUSTER", "INFO"]).is_ok_and(|o| o.contains("cluster_state:ok"))
     })
     .await;
     eventually("the store reconnects", || async { w.ctx.store.ping().await.is_ok() }).await;
@@ -696,7 +697,7 @@ async fn a_failover_to_a_replica_never_recovers_with_a_gap() {
     let other = (master + 1) % cluster.nodes.len();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !cluster.master_of("acme", other).is_ok_and(|m| m != master) {
-        let nodes = switchboard_tests::redis_cmd(cluster.nodes[other].port, &["CLUSTER", "NODES"]);
+        let nodes = switchboard_test_support::redis_cmd(cluster.nodes[other].port, &["CLUSTER", "NODES"]);
         assert!(std::time::Instant::now() < deadline, "no replica was promoted: {nodes:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use switchboard::config::{Limits, RedisConfig};
 use switchboard::ids::Role;
 use switchboard::store::{Connection, ConnectionStore, Keys, RedisStore, Store, StoreError};
-use switchboard_tests::RedisServer;
+use switchboard_test_support::RedisServer;
 
 fn conn(id: &str) -> Connection {
     Connection {

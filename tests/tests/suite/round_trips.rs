@@ -8,7 +8,8 @@ use switchboard::config::{Limits, RedisConfig};
 use switchboard::event::{EventType, Target, Topic};
 use switchboard::ids::{Role, TenantId};
 use switchboard::store::{Connection, ConnectionStore, Keys, RedisStore};
-use switchboard_tests::{Monitor, Observed, RedisServer};
+use switchboard_test_support::RedisServer;
+use switchboard_tests::{Monitor, Observed};
 
 fn conn(id: &str, user: &str) -> Connection {
     Connection {
@@ -232,12 +233,12 @@ async fn connections_missing_from_the_index_are_still_resolved() {
     store.register(&conn("new", "1")).await.unwrap();
     store.subscribe(&tenant, &"new".parse().unwrap(), &["call.*".parse().unwrap()]).await.unwrap();
     assert_eq!(
-        switchboard_tests::redis_cmd(server.port, &["HGET", "callcenter:connidx:{acme}", "new"]).unwrap().trim(),
+        switchboard_test_support::redis_cmd(server.port, &["HGET", "callcenter:connidx:{acme}", "new"]).unwrap().trim(),
         "1 https://gw.example/prod",
         "register writes the index entry"
     );
     // The old layout, written by hand: no connidx entry.
-    let redis = |args: &[&str]| switchboard_tests::redis_cmd(server.port, args).unwrap();
+    let redis = |args: &[&str]| switchboard_test_support::redis_cmd(server.port, args).unwrap();
     redis(&[
         "HSET",
         "callcenter:conn:{acme}:old",

@@ -519,7 +519,7 @@ async fn webhook_configurations_are_typed_at_the_boundary(b: Backend) {
 /// skipped (and still counted) in lists and in a publish's resolve.
 #[tokio::test]
 async fn a_stored_webhook_that_does_not_parse_is_corrupt_alone() {
-    let redis = switchboard_tests::shared_redis();
+    let redis = switchboard_test_support::shared_redis();
     let prefix = switchboard_tests::unique_prefix();
     let s = Backend::Redis.store_with_prefix(&prefix, Limits::default());
     let t = tenant("acme");
@@ -762,7 +762,7 @@ async fn fanout_claims_are_taken_once(b: Backend) {
 #[tokio::test]
 async fn redis_claims_are_deleted_when_a_job_ends_and_expire_with_the_retry_window() {
     use switchboard::store::{ClaimSettings, Settled};
-    let redis = switchboard_tests::shared_redis();
+    let redis = switchboard_test_support::shared_redis();
     let prefix = switchboard_tests::unique_prefix();
     let s = Backend::Redis.store_with_prefix(&prefix, Limits::default());
     let a = tenant("acme");

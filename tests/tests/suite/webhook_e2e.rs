@@ -22,8 +22,9 @@ use switchboard::ids::Role;
 use switchboard::ssrf::UrlPolicy;
 use switchboard::webhook::{RetrySchedule, Secret, legacy_signature as seed_signature};
 use switchboard_local::{Emulator, Mode, Settings, queues};
+use switchboard_test_support::shared_redis;
 use switchboard_tests::ws::{self, next_json, request};
-use switchboard_tests::{eventually, shared_redis, unique_prefix};
+use switchboard_tests::{eventually, unique_prefix};
 
 /// How the receiver answers.
 #[derive(Clone)]

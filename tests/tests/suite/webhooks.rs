@@ -9,7 +9,8 @@ use switchboard::config::{Config, RedisConfig, WebhookSettings};
 use switchboard::ids::Role;
 use switchboard::ssrf::UrlPolicy;
 use switchboard_local::{Emulator, Mode, Settings};
-use switchboard_tests::{shared_redis, unique_prefix};
+use switchboard_test_support::shared_redis;
+use switchboard_tests::unique_prefix;
 
 struct Api {
     emu: Emulator,

@@ -1,0 +1,49 @@
+//! How figures are shown: a series of repeated runs as min / median / max,
+//! numbers to three significant digits, a target's verdict.
+
+/// min / median / max of repeated runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Series(pub(crate) Vec<f64>);
+
+impl FromIterator<f64> for Series {
+    fn from_iter<I: IntoIterator<Item = f64>>(values: I) -> Self {
+        Series(values.into_iter().collect())
+    }
+}
+
+impl Series {
+    pub(crate) fn push(&mut self, v: f64) {
+        self.0.push(v);
+    }
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    pub(crate) fn median(&self) -> f64 {
+        let v = self.sorted();
+        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    }
+    pub(crate) fn show(&self, unit: &str) -> String {
+        let v = self.sorted();
+        match v.len() {
+            0 => "—".into(),
+            1 => format!("{} {unit}", fmt(v[0])),
+            _ => format!("{} / {} / {} {unit}", fmt(v[0]), fmt(v[v.len() / 2]), fmt(v[v.len() - 1])),
+        }
+    }
+}
+
+pub(crate) fn fmt(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**not met**" }
+}
