@@ -35,20 +35,7 @@ pub async fn deliveries_per_sec(n: usize) -> anyhow::Result<f64> {
     let config = Config { webhook_urls: UrlPolicy::LOCAL, ..Config::default() };
     let ctx = Context::from_config(config);
     let tenant: switchboard::ids::TenantId = "bench".parse()?;
-    let hook = WebhookConfig {
-        id: WebhookConfig::new_id(),
-        name: "bench".into(),
-        url,
-        events: vec!["*".parse()?],
-        secret: switchboard::webhook::Secret::generate().expose().into(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 5,
-        created_at: 0,
-        updated_at: 0,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    };
+    let hook = WebhookConfig::new("bench", url, vec!["*".parse()?], 0);
     ctx.store.save_webhook(&tenant, &hook).await?;
     let settings =
         Settings { mapping: MappingSettings { pollers: 16, ..MappingSettings::default() }, ..Settings::ephemeral() };

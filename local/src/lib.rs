@@ -223,142 +223,70 @@ fn listen(host: std::net::IpAddr, port: u16) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-impl Emulator {
-    /// Binds both listeners and starts serving.
-    pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
-        let route_selection =
-            RouteSelection::new(&settings.route_selection, WEBSOCKET_ROUTES.iter().map(|r| r.to_string()).collect())
-                .map_err(anyhow::Error::msg)?;
-        if settings.stage.is_empty()
-            || !settings.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            anyhow::bail!("stage '{}' must be letters, digits, '-' or '_'", settings.stage);
-        }
-        let ws_listener = listen(settings.host, settings.ws_port).with_context(|| {
-            format!(
-                "cannot listen on {}:{} for WebSockets (is another emulator running? try --ws-port)",
-                settings.host, settings.ws_port
-            )
+/// The settings the emulator cannot start with: the route selection
+/// expression (parsed) and the stage's name.
+fn check(settings: &Settings) -> anyhow::Result<RouteSelection> {
+    let route_selection =
+        RouteSelection::new(&settings.route_selection, WEBSOCKET_ROUTES.iter().map(|r| r.to_string()).collect())
+            .map_err(anyhow::Error::msg)?;
+    if settings.stage.is_empty() || !settings.stage.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        anyhow::bail!("stage '{}' must be letters, digits, '-' or '_'", settings.stage);
+    }
+    Ok(route_selection)
+}
+
+/// The three listening sockets, bound before anything starts.
+struct Listeners {
+    ws: TcpListener,
+    http: TcpListener,
+    sqs: TcpListener,
+}
+
+/// Where the listeners are.
+#[derive(Clone, Copy)]
+struct Addrs {
+    ws: SocketAddr,
+    http: SocketAddr,
+    sqs: SocketAddr,
+}
+
+impl Listeners {
+    fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
+        let (host, ws_port, http_port, sqs_port) =
+            (settings.host, settings.ws_port, settings.http_port, settings.sqs_port);
+        let ws = listen(host, ws_port).with_context(|| {
+            format!("cannot listen on {host}:{ws_port} for WebSockets (is another emulator running? try --ws-port)")
         })?;
-        let http_listener = listen(settings.host, settings.http_port).with_context(|| {
-            format!("cannot listen on {}:{} for the HTTP API (try --http-port)", settings.host, settings.http_port)
-        })?;
-        let sqs_listener = listen(settings.host, settings.sqs_port).with_context(|| {
-            format!("cannot listen on {}:{} for SQS (try --sqs-port)", settings.host, settings.sqs_port)
-        })?;
-        let ws_addr = ws_listener.local_addr()?;
-        let http_addr = http_listener.local_addr()?;
-        let sqs_addr = sqs_listener.local_addr()?;
-        let sqs_url = format!("http://{sqs_addr}");
-        let sqs = Arc::new(sqs::Sqs::new(&sqs_url));
-        let urls = create_queues(&sqs)?;
+        let http = listen(host, http_port)
+            .with_context(|| format!("cannot listen on {host}:{http_port} for the HTTP API (try --http-port)"))?;
+        let sqs = listen(host, sqs_port)
+            .with_context(|| format!("cannot listen on {host}:{sqs_port} for SQS (try --sqs-port)"))?;
+        Ok(Listeners { ws, http, sqs })
+    }
 
-        let mut own_posts: Option<Arc<websocket_api::InProcessConnections>> = None;
-        let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
-            Mode::InProcess { ctx, verifier } => {
-                let mut ctx = ctx.with_queues(switchboard::queue::Queues::local(&sqs_url, urls));
-                if settings.in_process_posts {
-                    let domain = settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string());
-                    let posts = Arc::new(websocket_api::InProcessConnections::new(
-                        format!("{domain}/{}", settings.stage),
-                        ctx.connections_api.clone(),
-                    ));
-                    ctx = ctx.with_connections_api(posts.clone());
-                    own_posts = Some(posts);
-                }
-                let api = api::router(ctx.clone(), verifier.clone());
-                (Arc::new(InProcess::new(ctx, verifier)), api)
-            }
-            Mode::Remote { functions_url } => {
-                let proxy = Router::new().fallback(proxy_to_function_url).with_state(ProxyTarget {
-                    client: reqwest::Client::new(),
-                    base: functions_url.join("lambda-url/api/").context("functions URL")?,
-                });
-                (Arc::new(Remote::new(functions_url)), proxy)
-            }
-        };
+    fn addrs(&self) -> anyhow::Result<Addrs> {
+        Ok(Addrs { ws: self.ws.local_addr()?, http: self.http.local_addr()?, sqs: self.sqs.local_addr()? })
+    }
 
-        let http_api = match settings.console.clone() {
-            Some(console) => console::router(console, ws_addr.port(), settings.stage.clone()).merge(http_api),
-            None => http_api,
-        };
-
-        let shutdown = CancellationToken::new();
-        let functions_for_mappings = functions.clone();
-        let info = events::ApiInfo {
-            domain_name: settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string()),
-            stage: settings.stage.clone(),
-            api_id: events::new_api_id(),
-        };
-        let gateway = Arc::new(websocket_api::WebSocketApi::new(
-            info,
-            settings.limits.clone(),
-            route_selection,
-            functions,
-            shutdown.clone(),
-            TaskTracker::new(),
-        ));
-
-        let http_api = match settings.metrics.clone() {
-            Some(handle) => {
-                let gateway = gateway.clone();
-                let token = settings.metrics_token.clone().map(|t| format!("Bearer {t}"));
-                let scrape = move |headers: axum::http::HeaderMap| async move {
-                    let given = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-                    if let Some(expected) = &token
-                        && given.is_none_or(|g| !same_secret(g, expected.as_bytes()))
-                    {
-                        let refusal = serde_json::json!({"code": "unauthorized", "message": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"});
-                        return (StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
-                    }
-                    switchboard::metrics::connections_current(gateway.connection_count());
-                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
-                        .into_response()
-                };
-                axum::Router::new().route("/metrics", axum::routing::get(scrape)).merge(http_api)
-            }
-            None => http_api,
-        };
-        if let Some(posts) = &own_posts {
-            posts.attach(&gateway);
-        }
-        let servers = TaskTracker::new();
-        for (queue, function) in [(queues::WEBHOOKS, "webhook"), (queues::EVENTS, "fanout")] {
-            let mapping = sqs::EventSourceMapping {
-                queue: queue.to_owned(),
-                function,
-                batch_size: settings.mapping.batch_size,
-                batch_window: settings.mapping.batch_window,
-                pollers: settings.mapping.pollers,
-            };
-            sqs::spawn_mapping(sqs.clone(), mapping, functions_for_mappings.clone(), shutdown.clone(), &servers);
-        }
-        if !settings.sweep_interval.is_zero() {
-            let (functions, stop, every) = (functions_for_mappings.clone(), shutdown.clone(), settings.sweep_interval);
-            servers.spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.tick().await; // the first tick is now: start after one interval
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = ticks.tick() => {
-                            if let Err(e) = functions.schedule("fanout", serde_json::json!({"action": "sweep"})).await {
-                                tracing::warn!(error = %e, "sweep failed; trying again next interval");
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        let sqs_app = sqs::router(sqs.clone());
+    /// Serves SQS, the WebSocket API and the HTTP API until `shutdown`.
+    fn serve(
+        self,
+        sqs_app: Router,
+        ws_app: Router,
+        http_api: Router,
+        shutdown: &CancellationToken,
+        servers: &TaskTracker,
+    ) {
         let stop = shutdown.clone();
+        let sqs_listener = self.sqs;
         servers.spawn(async move {
             if let Err(e) = axum::serve(sqs_listener, sqs_app).with_graceful_shutdown(stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "SQS server stopped");
             }
         });
-        let ws_app = websocket_api::router(gateway.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
+        let ws_app = ws_app.into_make_service_with_connect_info::<SocketAddr>();
+        let (stop, ws_listener) = (shutdown.clone(), self.ws);
         servers.spawn(async move {
             // As API Gateway does: a frame goes out when it is written, not
             // after the client's delayed ACK of the one before (Nagle's
@@ -368,15 +296,170 @@ impl Emulator {
                 tracing::error!(error = %e, "gateway server stopped");
             }
         });
-        let stop = shutdown.clone();
+        let (stop, http_listener) = (shutdown.clone(), self.http);
         servers.spawn(async move {
             let http_listener = http_listener.tap_io(no_delay);
             if let Err(e) = axum::serve(http_listener, http_api).with_graceful_shutdown(stop.cancelled_owned()).await {
                 tracing::error!(error = %e, "HTTP API server stopped");
             }
         });
+    }
+}
+
+/// The functions behind the routes, the HTTP API (with the console), and
+/// the in-process `@connections` client when posts stay in the process.
+struct Wired {
+    functions: Arc<dyn Functions>,
+    http_api: Router,
+    own_posts: Option<Arc<websocket_api::InProcessConnections>>,
+}
+
+fn wire(
+    settings: &Settings,
+    mode: Mode,
+    ws_addr: SocketAddr,
+    sqs_url: &str,
+    urls: switchboard::config::QueueUrls,
+) -> anyhow::Result<Wired> {
+    let mut own_posts: Option<Arc<websocket_api::InProcessConnections>> = None;
+    let (functions, http_api): (Arc<dyn Functions>, Router) = match mode {
+        Mode::InProcess { ctx, verifier } => {
+            let mut ctx = ctx.with_queues(switchboard::queue::Queues::local(sqs_url, urls));
+            if settings.in_process_posts {
+                let domain = settings.domain_name.clone().unwrap_or_else(|| ws_addr.to_string());
+                let posts = Arc::new(websocket_api::InProcessConnections::new(
+                    format!("{domain}/{}", settings.stage),
+                    ctx.connections_api.clone(),
+                ));
+                ctx = ctx.with_connections_api(posts.clone());
+                own_posts = Some(posts);
+            }
+            let api = api::router(ctx.clone(), verifier.clone());
+            (Arc::new(InProcess::new(ctx, verifier)), api)
+        }
+        Mode::Remote { functions_url } => {
+            let proxy = Router::new().fallback(proxy_to_function_url).with_state(ProxyTarget {
+                client: reqwest::Client::new(),
+                base: functions_url.join("lambda-url/api/").context("functions URL")?,
+            });
+            (Arc::new(Remote::new(functions_url)), proxy)
+        }
+    };
+    let http_api = match settings.console.clone() {
+        Some(console) => console::router(console, ws_addr.port(), settings.stage.clone()).merge(http_api),
+        None => http_api,
+    };
+    Ok(Wired { functions, http_api, own_posts })
+}
+
+/// `GET /metrics` beside the HTTP API, when Prometheus is installed (behind
+/// `METRICS_TOKEN` when one is set).
+fn with_metrics(settings: &Settings, gateway: &Arc<websocket_api::WebSocketApi>, http_api: Router) -> Router {
+    let Some(handle) = settings.metrics.clone() else { return http_api };
+    let gateway = gateway.clone();
+    let token = settings.metrics_token.clone().map(|t| format!("Bearer {t}"));
+    let scrape = move |headers: axum::http::HeaderMap| async move {
+        let given = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if let Some(expected) = &token
+            && given.is_none_or(|g| !same_secret(g, expected.as_bytes()))
+        {
+            let refusal = serde_json::json!({"code": "unauthorized", "message": "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>"});
+            return (StatusCode::UNAUTHORIZED, axum::Json(refusal)).into_response();
+        }
+        switchboard::metrics::connections_current(gateway.connection_count());
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+            .into_response()
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(scrape)).merge(http_api)
+}
+
+/// The event source mappings of the two queues, and the sweep's schedule.
+fn spawn_background(
+    settings: &Settings,
+    sqs: &Arc<sqs::Sqs>,
+    functions: &Arc<dyn Functions>,
+    shutdown: &CancellationToken,
+    servers: &TaskTracker,
+) {
+    for (queue, function) in [(queues::WEBHOOKS, "webhook"), (queues::EVENTS, "fanout")] {
+        let mapping = sqs::EventSourceMapping {
+            queue: queue.to_owned(),
+            function,
+            batch_size: settings.mapping.batch_size,
+            batch_window: settings.mapping.batch_window,
+            pollers: settings.mapping.pollers,
+        };
+        sqs::spawn_mapping(sqs.clone(), mapping, functions.clone(), shutdown.clone(), servers);
+    }
+    if settings.sweep_interval.is_zero() {
+        return;
+    }
+    let (functions, stop, every) = (functions.clone(), shutdown.clone(), settings.sweep_interval);
+    servers.spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await; // the first tick is now: start after one interval
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => {
+                    if let Err(e) = functions.schedule("fanout", serde_json::json!({"action": "sweep"})).await {
+                        tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl Emulator {
+    /// Binds the listeners, wires the functions and the WebSocket API,
+    /// and starts serving: three named steps.
+    pub async fn start(settings: Settings, mode: Mode) -> anyhow::Result<Emulator> {
+        let route_selection = check(&settings)?;
+        let listeners = Listeners::bind(&settings)?;
+        let addrs = listeners.addrs()?;
+        let sqs_url = format!("http://{}", addrs.sqs);
+        let sqs = Arc::new(sqs::Sqs::new(&sqs_url));
+        let urls = create_queues(&sqs)?;
+        let shutdown = CancellationToken::new();
+        let wired = wire(&settings, mode, addrs.ws, &sqs_url, urls)?;
+        let info = events::ApiInfo {
+            domain_name: settings.domain_name.clone().unwrap_or_else(|| addrs.ws.to_string()),
+            stage: settings.stage.clone(),
+            api_id: events::new_api_id(),
+        };
+        let gateway = Arc::new(websocket_api::WebSocketApi::new(
+            info,
+            settings.limits.clone(),
+            route_selection,
+            wired.functions.clone(),
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+        if let Some(posts) = &wired.own_posts {
+            posts.attach(&gateway);
+        }
+        let http_api = with_metrics(&settings, &gateway, wired.http_api);
+        let servers = TaskTracker::new();
+        spawn_background(&settings, &sqs, &wired.functions, &shutdown, &servers);
+        listeners.serve(
+            sqs::router(sqs.clone()),
+            websocket_api::router(gateway.clone()),
+            http_api,
+            &shutdown,
+            &servers,
+        );
         servers.close();
-        Ok(Emulator { ws_addr, http_addr, sqs_addr, sqs, stage: settings.stage, gateway, shutdown, servers })
+        Ok(Emulator {
+            ws_addr: addrs.ws,
+            http_addr: addrs.http,
+            sqs_addr: addrs.sqs,
+            sqs,
+            stage: settings.stage,
+            gateway,
+            shutdown,
+            servers,
+        })
     }
 
     /// `ws://host:port/{stage}`.

@@ -93,19 +93,10 @@ pub mod auth {
 /// An active webhook of `url` for `topic` (`call.*`, `*`), with a fresh id
 /// and secret, 3 retries and a 5 s timeout: set the fields a test is about.
 pub fn webhook_config(url: &str, topic: &str) -> switchboard::webhook::WebhookConfig {
+    let events = vec![topic.parse().expect("a topic")];
     switchboard::webhook::WebhookConfig {
-        id: switchboard::webhook::WebhookConfig::new_id(),
-        name: "crm".into(),
-        url: url.into(),
-        events: vec![topic.parse().expect("a topic")],
-        secret: switchboard::webhook::Secret::generate().expose().into(),
-        is_active: true,
-        retry_count: 3,
         timeout: 5,
-        created_at: 0,
-        updated_at: 0,
-        previous_secrets: vec![],
-        disabled_reason: None,
+        ..switchboard::webhook::WebhookConfig::new("crm", url, events, 0)
     }
 }
 

@@ -133,20 +133,7 @@ pub async fn create(State(state): State<ApiState>, Caller(who): Caller, body: Js
         }
     }
     let now = switchboard::time::now_millis();
-    let mut hook = WebhookConfig {
-        id: WebhookConfig::new_id(),
-        name: String::new(),
-        url: String::new(),
-        events: vec![Topic::ALL.parse().expect("* is a topic")],
-        secret: Secret::generate().expose().to_owned(),
-        is_active: true,
-        retry_count: 3,
-        timeout: 30,
-        created_at: now,
-        updated_at: now,
-        previous_secrets: vec![],
-        disabled_reason: None,
-    };
+    let mut hook = WebhookConfig::new("", "", vec![Topic::ALL.parse().expect("* is a topic")], now);
     apply(&state, &mut hook, body).await?;
     // Checked before the write, not in one atomic step: two admins creating
     // at the same instant may pass one over. The limit bounds a tenant's

@@ -43,6 +43,26 @@ pub struct RetiredSecret {
 }
 
 impl WebhookConfig {
+    /// An active webhook of `url` for `events`, with a fresh id and secret
+    /// and the defaults `POST /v1/webhooks` gives (3 retries, a 30 s
+    /// timeout), created `now` (Unix ms).
+    pub fn new(name: impl Into<String>, url: impl Into<String>, events: Vec<crate::event::Topic>, now: i64) -> Self {
+        WebhookConfig {
+            id: WebhookConfig::new_id(),
+            name: name.into(),
+            url: url.into(),
+            events,
+            secret: Secret::generate().expose().to_owned(),
+            is_active: true,
+            retry_count: 3,
+            timeout: 30,
+            created_at: now,
+            updated_at: now,
+            previous_secrets: vec![],
+            disabled_reason: None,
+        }
+    }
+
     /// A fresh id.
     pub fn new_id() -> WebhookId {
         WebhookId::parse(format!("wh_{}", uuid::Uuid::now_v7().simple())).expect("wh_ and hex digits")
