@@ -262,13 +262,26 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             args.host
         );
     }
-    let settings = Settings {
+    let settings = settings(&args, &auth, dev_secret)?;
+    let (mode, store_line) = mode(&args, &auth)?;
+    let banner = Banner::of(&settings, store_line, &auth, dev_secret)?;
+    let emulator = Emulator::start(settings, mode).await?;
+    banner.print(&emulator);
+    wait_for_signal().await;
+    println!("shutting down: closing {} connection(s)", emulator.connection_count());
+    emulator.shutdown().await;
+    Ok(())
+}
+
+/// The emulator's settings, from the command line.
+fn settings(args: &Serve, auth: &AuthConfig, dev_secret: bool) -> anyhow::Result<Settings> {
+    Ok(Settings {
         host: args.host,
         ws_port: args.ws_port,
         http_port: args.http_port,
-        stage: args.stage,
-        domain_name: args.domain_name,
-        route_selection: args.route_selection,
+        stage: args.stage.clone(),
+        domain_name: args.domain_name.clone(),
+        route_selection: args.route_selection.clone(),
         limits: GatewayLimits {
             max_frame_bytes: args.max_frame_bytes,
             max_message_bytes: args.max_message_bytes,
@@ -290,7 +303,7 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
         sqs_port: args.sqs_port,
         in_process_posts: !args.connections_over_http,
         sweep_interval: Duration::from_secs(args.sweep_interval_secs),
-        console: console_settings(&auth, dev_secret, args.production),
+        console: console_settings(auth, dev_secret, args.production),
         // Production serves no unauthenticated metrics: none, or behind the token.
         metrics: if args.production && args.metrics_token.is_none() {
             None
@@ -303,93 +316,114 @@ async fn serve(args: Serve) -> anyhow::Result<()> {
             batch_window: Duration::from_millis(args.sqs_batch_window_ms),
             pollers: usize::from(args.sqs_pollers),
         },
-    };
-    let (mode, store_line) = match args.functions_url {
-        Some(functions_url) => (
-            Mode::Remote { functions_url: functions_url.clone() },
-            format!("functions at {functions_url} (cargo lambda watch)"),
-        ),
-        None => {
-            let mut config = Config::from_env()?;
-            // Local receivers (http://127.0.0.1:...) are the point of local
-            // development; production mode keeps the strict policy.
-            if !args.production && std::env::var_os("WEBHOOK_ALLOW_PRIVATE").is_none() {
-                config.webhook_urls = switchboard::ssrf::UrlPolicy::LOCAL;
-            }
-            let store_line = match &config.redis {
-                Some(r) => format!("Redis{} store, functions in-process", if r.cluster { " Cluster" } else { "" }),
-                None => "memory store, functions in-process".to_owned(),
-            };
-            (
-                Mode::InProcess { ctx: switchboard::Context::from_config(config), verifier: Verifier::new(&auth)? },
-                store_line,
-            )
-        }
-    };
-    let settings_console = settings.console.is_some();
-    let identity_sources = settings.limits.identity_sources.to_string();
-    let quotas = settings.limits.quotas.clone();
-    let metrics_line = match (&settings.metrics, &settings.metrics_token) {
-        (None, _) => "off (--production without METRICS_TOKEN)".to_owned(),
-        (Some(_), Some(_)) => "(Prometheus text; Authorization: Bearer $METRICS_TOKEN)".to_owned(),
-        (Some(_), None) => "(Prometheus text)".to_owned(),
-    };
-    let emulator = Emulator::start(settings, mode).await?;
-    let sample = match &auth.key {
-        JwtKey::Hs256Secret(secret) => Some(mint_hs256(
-            secret,
-            &Identity { tenant_id: "t1".parse()?, user_id: "42".parse()?, role: Role::Agent },
-            86_400,
-        )),
-        _ => None,
-    };
-    println!("switchboard-local is up ({store_line})");
-    println!("  WebSocket     {}", emulator.ws_url());
-    println!("  HTTP API      {}/v1/health", emulator.http_url());
-    println!("  @connections  {}/@connections/{{connectionId}}", emulator.connections_endpoint());
-    println!(
-        "  SQS           {}  (queues {}, {}, {}, {}; aws --endpoint-url {} sqs list-queues)",
-        emulator.sqs_url(),
-        queues::WEBHOOKS,
-        queues::WEBHOOKS_DLQ,
-        queues::EVENTS,
-        queues::EVENTS_DLQ,
-        emulator.sqs_url()
-    );
-    if dev_secret {
-        println!(
-            "  JWT secret    development default \"{DEV_JWT_SECRET}\" (set JWT_SECRET to change it; refused with --production)"
-        );
-    }
-    println!("  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)");
-    println!("  Identity      {identity_sources}  (a handshake without it: 401, as API Gateway; --identity-source)");
-    let quota = |q: Option<Quota>, what: &str| match q {
-        Some(q) => format!("{what} {}/s (burst {})", q.per_second, q.burst),
-        None => format!("{what} unlimited"),
-    };
-    println!(
-        "  Quotas        {}, {}  (--connect-quota, --connections-quota)",
-        quota(quotas.connects, "connections"),
-        quota(quotas.connections_api, "@connections")
-    );
-    if let Some(t) = sample {
-        if identity_sources.contains("querystring") {
-            println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
-        } else {
-            println!("  Try it        wscat -c \"{}\" -s switchboard -s {t}", emulator.ws_url());
-        }
-        println!("                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}");
-    }
-    if settings_console {
-        println!("  Console       {}/console", emulator.http_url());
-    }
-    println!("  Metrics       {}/metrics  {metrics_line}", emulator.http_url());
-    println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
+    })
+}
 
-    wait_for_signal().await;
-    println!("shutting down: closing {} connection(s)", emulator.connection_count());
-    emulator.shutdown().await;
-    Ok(())
+/// Where the functions run (in this process, or behind `--functions-url`),
+/// and the banner's line for it.
+fn mode(args: &Serve, auth: &AuthConfig) -> anyhow::Result<(Mode, String)> {
+    if let Some(functions_url) = &args.functions_url {
+        let line = format!("functions at {functions_url} (cargo lambda watch)");
+        return Ok((Mode::Remote { functions_url: functions_url.clone() }, line));
+    }
+    let mut config = Config::from_env()?;
+    // Local receivers (http://127.0.0.1:...) are the point of local
+    // development; production mode keeps the strict policy.
+    if !args.production && std::env::var_os("WEBHOOK_ALLOW_PRIVATE").is_none() {
+        config.webhook_urls = switchboard::ssrf::UrlPolicy::LOCAL;
+    }
+    let store_line = match &config.redis {
+        Some(r) => format!("Redis{} store, functions in-process", if r.cluster { " Cluster" } else { "" }),
+        None => "memory store, functions in-process".to_owned(),
+    };
+    Ok((Mode::InProcess { ctx: switchboard::Context::from_config(config), verifier: Verifier::new(auth)? }, store_line))
+}
+
+/// What the start-up banner says beside the emulator's addresses.
+struct Banner {
+    store_line: String,
+    dev_secret: bool,
+    console: bool,
+    identity_sources: String,
+    quotas: Quotas,
+    metrics_line: &'static str,
+    /// A token to try it with (the HS256 secret's).
+    sample: Option<String>,
+}
+
+impl Banner {
+    fn of(settings: &Settings, store_line: String, auth: &AuthConfig, dev_secret: bool) -> anyhow::Result<Banner> {
+        let metrics_line = match (&settings.metrics, &settings.metrics_token) {
+            (None, _) => "off (--production without METRICS_TOKEN)",
+            (Some(_), Some(_)) => "(Prometheus text; Authorization: Bearer $METRICS_TOKEN)",
+            (Some(_), None) => "(Prometheus text)",
+        };
+        let sample = match &auth.key {
+            JwtKey::Hs256Secret(secret) => Some(mint_hs256(
+                secret,
+                &Identity { tenant_id: "t1".parse()?, user_id: "42".parse()?, role: Role::Agent },
+                86_400,
+            )),
+            _ => None,
+        };
+        Ok(Banner {
+            store_line,
+            dev_secret,
+            console: settings.console.is_some(),
+            identity_sources: settings.limits.identity_sources.to_string(),
+            quotas: settings.limits.quotas.clone(),
+            metrics_line,
+            sample,
+        })
+    }
+
+    fn print(&self, emulator: &Emulator) {
+        println!("switchboard-local is up ({})", self.store_line);
+        println!("  WebSocket     {}", emulator.ws_url());
+        println!("  HTTP API      {}/v1/health", emulator.http_url());
+        println!("  @connections  {}/@connections/{{connectionId}}", emulator.connections_endpoint());
+        println!(
+            "  SQS           {}  (queues {}, {}, {}, {}; aws --endpoint-url {} sqs list-queues)",
+            emulator.sqs_url(),
+            queues::WEBHOOKS,
+            queues::WEBHOOKS_DLQ,
+            queues::EVENTS,
+            queues::EVENTS_DLQ,
+            emulator.sqs_url()
+        );
+        if self.dev_secret {
+            println!(
+                "  JWT secret    development default \"{DEV_JWT_SECRET}\" (set JWT_SECRET to change it; refused with --production)"
+            );
+        }
+        println!("  Tokens        switchboard-local token --tenant t1 --user 42 --role agent   (make token)");
+        let identity_sources = &self.identity_sources;
+        println!(
+            "  Identity      {identity_sources}  (a handshake without it: 401, as API Gateway; --identity-source)"
+        );
+        let quota = |q: Option<Quota>, what: &str| match q {
+            Some(q) => format!("{what} {}/s (burst {})", q.per_second, q.burst),
+            None => format!("{what} unlimited"),
+        };
+        println!(
+            "  Quotas        {}, {}  (--connect-quota, --connections-quota)",
+            quota(self.quotas.connects, "connections"),
+            quota(self.quotas.connections_api, "@connections")
+        );
+        if let Some(t) = &self.sample {
+            if identity_sources.contains("querystring") {
+                println!("  Try it        wscat -c \"{}?token={t}\"", emulator.ws_url());
+            } else {
+                println!("  Try it        wscat -c \"{}\" -s switchboard -s {t}", emulator.ws_url());
+            }
+            println!("                then send {{\"action\":\"subscribe\",\"events\":[\"call.incoming\"]}}");
+        }
+        if self.console {
+            println!("  Console       {}/console", emulator.http_url());
+        }
+        println!("  Metrics       {}/metrics  {}", emulator.http_url(), self.metrics_line);
+        println!("  Stop          Ctrl-C (closes every connection with 1001 and runs $disconnect)");
+    }
 }
 
 async fn wait_for_signal() {

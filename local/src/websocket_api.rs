@@ -518,6 +518,44 @@ async fn upgrade(gw: Arc<WebSocketApi>, peer: SocketAddr, mut req: Request) -> R
 // ----------------------------------------------------------- live connection
 
 async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: hyper::upgrade::Upgraded) {
+    let info = Arc::new(info);
+    let (open, stream) = open(&gw, &info, upgraded).await;
+    let ending = serve_frames(&gw, &info, &open.live, stream, open.close_rx).await;
+    close(&gw, &info, open.live, open.writer, &ending).await;
+    disconnect(&gw, &info, ending.status, &ending.reason).await;
+}
+
+/// A connection being served: its entry in the live table, its writer task,
+/// and where a close asked by `@connections` DELETE or a slow client arrives.
+struct Open {
+    live: Arc<Live>,
+    writer: tokio::task::JoinHandle<()>,
+    close_rx: oneshot::Receiver<(u16, String)>,
+}
+
+/// How a connection ended.
+struct Ending {
+    status: u16,
+    reason: String,
+    /// The server sends the close frame (else the client did, or the socket broke).
+    server_closes: bool,
+}
+
+impl Ending {
+    fn new(status: u16, reason: impl Into<String>, server_closes: bool) -> Self {
+        Ending { status, reason: reason.into(), server_closes }
+    }
+}
+
+type FrameStream = futures::stream::SplitStream<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// Upgrades to a WebSocket with the gateway's limits, records the
+/// connection as live and starts its writer.
+async fn open(
+    gw: &Arc<WebSocketApi>,
+    info: &Arc<ConnectionInfo>,
+    upgraded: hyper::upgrade::Upgraded,
+) -> (Open, FrameStream) {
     let mut config = WebSocketConfig::default();
     config.max_frame_size = Some(gw.limits.max_frame_bytes);
     config.max_message_size = Some(gw.limits.max_message_bytes);
@@ -526,10 +564,9 @@ async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: h
     config.read_buffer_size = 4 * 1024;
     config.write_buffer_size = 0;
     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (sink, mut stream) = ws.split();
+    let (sink, stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let (close_tx, mut close_rx) = oneshot::channel();
-    let info = Arc::new(info);
+    let (close_tx, close_rx) = oneshot::channel();
     let live = Arc::new(Live {
         info: info.clone(),
         last_active_ms: AtomicI64::new(info.connected_at),
@@ -539,19 +576,30 @@ async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: h
     gw.live.write().unwrap_or_else(|p| p.into_inner()).insert(info.id.clone(), live.clone());
     let writer = tokio::spawn(write_loop(sink, out_rx));
     tracing::debug!(connection_id = %info.id, "connection open");
+    (Open { live, writer, close_rx }, stream)
+}
 
+/// Routes the client's frames until the connection ends: shutdown, the
+/// idle timeout, the maximum duration (with a `reconnect` notice first), a
+/// close asked for, the client's close, or a broken WebSocket.
+async fn serve_frames(
+    gw: &Arc<WebSocketApi>,
+    info: &Arc<ConnectionInfo>,
+    live: &Arc<Live>,
+    mut stream: FrameStream,
+    mut close_rx: oneshot::Receiver<(u16, String)>,
+) -> Ending {
     let idle = sleep(gw.limits.idle_timeout);
     let max = sleep(gw.limits.max_duration);
     let lead = gw.limits.reconnect_notice.min(gw.limits.max_duration / 2);
     let notice = sleep(gw.limits.max_duration - lead);
     let mut noticed = lead.is_zero();
     tokio::pin!(idle, max, notice);
-    // (status, reason, send a close frame?)
-    let (status, reason, server_closes): (u16, String, bool) = loop {
+    loop {
         tokio::select! {
-            _ = gw.shutdown.cancelled() => break (1001, "Going away".into(), true),
-            _ = &mut idle => break (1001, "Going away: idle timeout".into(), true),
-            _ = &mut max => break (1001, "Going away: maximum connection duration".into(), true),
+            _ = gw.shutdown.cancelled() => return Ending::new(1001, "Going away", true),
+            _ = &mut idle => return Ending::new(1001, "Going away: idle timeout", true),
+            _ = &mut max => return Ending::new(1001, "Going away: maximum connection duration", true),
             _ = &mut notice, if !noticed => {
                 noticed = true;
                 let within_secs = lead.as_secs_f64().ceil() as u64;
@@ -559,63 +607,80 @@ async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: h
                 // A client too slow to take it is closed as any slow consumer.
                 let _ = live.send(Message::Text(reply.to_json().into()), gw.limits.slow_client_wait).await;
             }
-            Ok((code, why)) = &mut close_rx => break (code, why, true),
-            frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    live.touch();
-                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
-                    let body = text.as_str().to_owned();
-                    let route_key = gw.route_selection.select(&body);
-                    handle_message(&gw, &info, &route_key, body, false, &live).await;
+            Ok((code, why)) = &mut close_rx => return Ending::new(code, why, true),
+            frame = stream.next() => {
+                let message = match frame {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => return broken(info, e),
+                    None => return Ending::new(1006, "Connection closed abnormally", false),
+                };
+                if let Message::Close(frame) = message {
+                    let (code, why) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, "Client-side close frame status not set".into()));
+                    return Ending::new(code, why, false);
                 }
-                Some(Ok(Message::Binary(bytes))) => {
-                    live.touch();
-                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
-                    let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                    handle_message(&gw, &info, "$default", body, true, &live).await;
+                live.touch();
+                idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
+                match message {
+                    Message::Text(text) => {
+                        let body = text.as_str().to_owned();
+                        let route_key = gw.route_selection.select(&body);
+                        handle_message(gw, info, &route_key, body, false, live).await;
+                    }
+                    Message::Binary(bytes) => {
+                        let body = base64::engine::general_purpose::STANDARD.encode(&bytes);
+                        handle_message(gw, info, "$default", body, true, live).await;
+                    }
+                    _ => {}
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                    live.touch();
-                    idle.as_mut().reset(Instant::now() + gw.limits.idle_timeout);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, why) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, "Client-side close frame status not set".into()));
-                    break (code, why, false);
-                }
-                Some(Err(WsError::Capacity(e))) => {
-                    tracing::info!(connection_id = %info.id, error = %e, "frame or message over the limit");
-                    break (1009, "Message too big".into(), true);
-                }
-                // A broken WebSocket, not a bad message: RFC 6455 fails the
-                // connection (7.1.7) with 1007 for a text frame that is not
-                // UTF-8 and 1002 for a framing violation (a continuation with
-                // nothing to continue, a reserved opcode...), as API Gateway,
-                // which speaks the RFC, closes it. Bad *messages* (not JSON,
-                // unknown actions) are answered and keep the connection.
-                Some(Err(WsError::Utf8(e))) => {
-                    tracing::info!(connection_id = %info.id, error = %e, "text frame is not UTF-8: closing with 1007");
-                    break (1007, "Invalid frame payload data: text must be UTF-8".into(), true);
-                }
-                Some(Err(WsError::Protocol(e))) => {
-                    tracing::info!(connection_id = %info.id, error = %e, "WebSocket protocol violation: closing with 1002");
-                    break (1002, format!("Protocol error: {e}"), true);
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(connection_id = %info.id, error = %e, "connection broke");
-                    break (1006, "Connection closed abnormally".into(), false);
-                }
-                None => break (1006, "Connection closed abnormally".into(), false),
-            },
+            }
         }
-    };
+    }
+}
 
+/// How a connection whose WebSocket broke ends. Not a bad message: RFC
+/// 6455 fails the connection (7.1.7) with 1009 for a frame or message over
+/// the limit, 1007 for a text frame that is not UTF-8 and 1002 for a
+/// framing violation (a continuation with nothing to continue, a reserved
+/// opcode...), as API Gateway, which speaks the RFC, closes it. Bad
+/// *messages* (not JSON, unknown actions) are answered and keep the connection.
+fn broken(info: &ConnectionInfo, error: WsError) -> Ending {
+    match error {
+        WsError::Capacity(e) => {
+            tracing::info!(connection_id = %info.id, error = %e, "frame or message over the limit");
+            Ending::new(1009, "Message too big", true)
+        }
+        WsError::Utf8(e) => {
+            tracing::info!(connection_id = %info.id, error = %e, "text frame is not UTF-8: closing with 1007");
+            Ending::new(1007, "Invalid frame payload data: text must be UTF-8", true)
+        }
+        WsError::Protocol(e) => {
+            tracing::info!(connection_id = %info.id, error = %e, "WebSocket protocol violation: closing with 1002");
+            Ending::new(1002, format!("Protocol error: {e}"), true)
+        }
+        e => {
+            tracing::debug!(connection_id = %info.id, error = %e, "connection broke");
+            Ending::new(1006, "Connection closed abnormally", false)
+        }
+    }
+}
+
+/// Forgets the live connection and closes it. A client that stopped reading
+/// fills its queue and blocks its writer; neither may hold the connection
+/// open: 5 s for the close frame and the queue's end, 5 s for the writer to
+/// drain, then it is stopped.
+async fn close(
+    gw: &WebSocketApi,
+    info: &ConnectionInfo,
+    live: Arc<Live>,
+    writer: tokio::task::JoinHandle<()>,
+    ending: &Ending,
+) {
     gw.live.write().unwrap_or_else(|p| p.into_inner()).remove(&info.id);
-    // A client that stopped reading fills its queue and blocks its writer;
-    // neither may hold the connection open: 5 s for the close frame and the
-    // queue's end, 5 s for the writer to drain, then it is stopped.
     let closing = async {
-        if server_closes {
-            let frame = CloseFrame { code: CloseCode::from(status), reason: reason.clone().into() };
+        if ending.server_closes {
+            let frame = CloseFrame { code: CloseCode::from(ending.status), reason: ending.reason.clone().into() };
             let _ = live.send(Message::Close(Some(frame)), Duration::from_secs(5)).await;
         }
         // Posts that still hold the Live find the queue closed.
@@ -628,7 +693,6 @@ async fn run_connection(gw: Arc<WebSocketApi>, info: ConnectionInfo, upgraded: h
         tracing::debug!(connection_id = %info.id, "writer did not finish in time; stopped");
         stop_writer.abort();
     }
-    disconnect(&gw, &info, status, &reason).await;
 }
 
 async fn write_loop(

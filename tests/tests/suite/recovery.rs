@@ -320,7 +320,11 @@ async fn rotating_to_a_new_connection_before_the_old_one_closes_loses_nothing() 
     let all: HashSet<&String> = ids.iter().collect();
     while received.values().filter(|id| all.contains(id)).count() < ids.len() {
         let m = next_json(&mut new).await;
-        note(&m, &mut received);
+        // The new connection lives 4 s as well: on a loaded machine its own
+        // notice may come before the last event.
+        if m["type"] != "reconnect" {
+            note(&m, &mut received);
+        }
     }
     let got: Vec<&String> = received.values().collect();
     assert_eq!(got, ids.iter().collect::<Vec<_>>(), "every event once by offset, in publish order");
