@@ -47,3 +47,28 @@ pub(crate) fn fmt(x: f64) -> String {
 pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
+
+/// One row of the main table: the benchmark's number, what it measures,
+/// Switchboard's figures, the comparison's, their ratio, the target and
+/// whether it was met.
+pub(crate) struct Row {
+    pub n: &'static str,
+    pub what: String,
+    pub ours: String,
+    pub theirs: String,
+    pub ratio: String,
+    pub target: &'static str,
+    pub verdict: &'static str,
+}
+
+/// The rows as Markdown table lines.
+pub(crate) fn table(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r.n, r.what, r.ours, r.theirs, r.ratio, r.target, r.verdict
+            )
+        })
+        .collect()
+}
