@@ -135,3 +135,45 @@ fn main() -> anyhow::Result<()> {
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The bench's modules form a one-way stack (issue 30): read from the
+    /// sources, every `crate::<module>` in a module's file is an edge, and
+    /// no module reaches one that reaches back.
+    #[test]
+    fn modules_form_a_one_way_stack() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let files: BTreeMap<String, String> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+            .filter(|(name, _)| name != "main")
+            .collect();
+        let mut left: BTreeMap<&str, BTreeSet<&str>> = files
+            .iter()
+            .map(|(name, text)| {
+                let deps = text
+                    .split("crate::")
+                    .skip(1)
+                    .map(|rest| rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or(""))
+                    .filter(|dep| files.contains_key(*dep) && dep != name)
+                    .collect();
+                (name.as_str(), deps)
+            })
+            .collect();
+        let mut placed: Vec<&str> = Vec::new();
+        while !left.is_empty() {
+            let ready: Vec<&str> =
+                left.iter().filter(|(_, deps)| deps.iter().all(|d| placed.contains(d))).map(|(m, _)| *m).collect();
+            assert!(!ready.is_empty(), "a cycle among {left:?} (placed so far, bottom up: {placed:?})");
+            for m in ready {
+                left.remove(m);
+                placed.push(m);
+            }
+        }
+    }
+}
