@@ -72,3 +72,22 @@ pub(crate) fn table(rows: &[Row]) -> String {
         })
         .collect()
 }
+
+/// A Markdown table: the header, its rule, and one line per row.
+pub(crate) fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from("|");
+        for c in cells {
+            s.push(' ');
+            s.push_str(c);
+            s.push_str(" |");
+        }
+        s + "\n"
+    };
+    let mut out = line(&mut header.iter().copied());
+    out += &line(&mut header.iter().map(|_| "---"));
+    for row in rows {
+        out += &line(&mut row.iter().map(String::as_str));
+    }
+    out
+}

@@ -14,7 +14,7 @@ use switchboard::ids::Role;
 
 use crate::client::{Command as ClientCommand, Trigger};
 use crate::procfs::{cpu_time, machine, status_kib};
-use crate::report::{Row, Series, fmt, table, verdict};
+use crate::report::{Row, Series, fmt, md_table, table, verdict};
 use crate::servers::{Server, broadcast_trigger, client, start, timed_broadcasts, timed_by, token};
 use crate::sheet::{RedisCost, RedisCosts};
 
@@ -846,28 +846,9 @@ fn measure_all(args: &RunArgs, sizes: &Sizes) -> anyhow::Result<Measured> {
 
 /// BENCHMARKS.md from what was measured.
 fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> anyhow::Result<String> {
-    let Measured {
-        base,
-        sb_redis,
-        sb_http,
-        sb_mem,
-        sb_off,
-        cmp_n,
-        sls,
-        sls_sb,
-        sls_sb_http,
-        costs,
-        missed,
-        rec,
-        hooks,
-        cold,
-        fan,
-        at_quotas,
-        failures,
-    } = m;
-    let (cmp_n, missed) = (*cmp_n, *missed);
+    let Measured { base, sb_redis, costs, missed, rec, cold, fan, at_quotas, failures, .. } = m;
+    let missed = *missed;
     let n = sizes.big;
-    let ratio = |a: &Series, b: &Series| a.median() / b.median();
     let mut md = String::new();
     let w = &mut md;
     use std::fmt::Write as _;
@@ -902,6 +883,55 @@ fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> 
     )?;
     writeln!(w, "| # | benchmark | Switchboard (Redis store) | baseline | ratio (median) | target | |")?;
     writeln!(w, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    write!(w, "{}", table(&main_rows(m, sizes)))?;
+    write!(w, "{}", recovery_rows(rec, missed))?;
+    if let Some(q) = &at_quotas {
+        write!(w, "{}", crate::quotas::rows(q))?;
+    }
+    writeln!(w)?;
+    w.push_str(&history_section(m, n));
+    writeln!(w, "{}", coldstart_table(cold))?;
+    w.push_str(&fanout_section(m, n));
+    w.push_str(&redis_section(costs));
+    w.push_str(&stores_section(m, n));
+    let warm_ms =
+        cold.iter().map(|row| (row.name, row.starts.iter().map(|s| s.warm_ms).collect::<Series>().median())).collect();
+    let measured = crate::sheet::Measured {
+        redis: costs,
+        history_bytes_per_event: rec.bytes_per_event.median(),
+        cpu_us_per_post: fan.function_us.median(),
+        warm_ms,
+    };
+    write!(w, "{}", crate::sheet::report(&measured))?;
+    if !failures.is_empty() {
+        writeln!(w, "## Runs that failed\n")?;
+        for f in failures {
+            writeln!(w, "- {f}")?;
+        }
+        writeln!(w)?;
+    }
+    writeln!(w, "## The load client's own cost\n")?;
+    writeln!(
+        w,
+        "CPU seconds the client process spent (all repeats): storm {:.2} s (baseline run {:.2} s), broadcasts {:.2} s (baseline run {:.2} s). On 2 cores the client competes with the server for CPU, so every figure above includes that contention — equally for Switchboard and the baseline.\n",
+        sb_redis.client_cpu.get("storm").unwrap_or(&0.0),
+        base.client_cpu.get("storm").unwrap_or(&0.0),
+        sb_redis.client_cpu.get("broadcast").unwrap_or(&0.0),
+        base.client_cpu.get("broadcast").unwrap_or(&0.0)
+    )?;
+    // The hand-written part: what limits each figure that falls short, from
+    // the profiles (kept beside the harness, so a run never loses it).
+    if let Ok(analysis) = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ANALYSIS.md")) {
+        writeln!(w, "{}", analysis.trim_end())?;
+    }
+    Ok(md)
+}
+
+/// The main table's rows: each benchmark beside its comparison and target.
+fn main_rows(m: &Measured, sizes: &Sizes) -> Vec<Row> {
+    let Measured { base, sb_redis, sb_http, cmp_n, sls, sls_sb, sls_sb_http, hooks, fan, .. } = m;
+    let (n, cmp_n) = (sizes.big, *cmp_n);
+    let ratio = |a: &Series, b: &Series| a.median() / b.median();
     let x = |r: f64, digits: usize| format!("{r:.digits$}×");
     let faster = |r: f64| format!("{r:.0}× faster");
     let dash = || "—".to_owned();
@@ -913,7 +943,7 @@ fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> 
     let (r9, r9h) = (ratio(sls, sls_sb), ratio(sls, sls_sb_http));
     let r9_verdict = |r: f64| if sls.0.is_empty() { "**not measured**" } else { verdict(r >= 20.0) };
     let r12 = ratio(&fan.sdk_ms, &base.broadcast_ms);
-    let rows = [
+    vec![
         Row {
             n: "1",
             what: format!("one broadcast to {n} connections, until the last has it"),
@@ -1031,145 +1061,110 @@ fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> 
             target: "(section 12)",
             verdict: "",
         },
+    ]
+}
+
+/// Section 10: what recording every event costs, history on against off.
+fn history_section(m: &Measured, n: usize) -> String {
+    let (on, off, rec) = (&m.sb_redis, &m.sb_off, &m.rec);
+    let cost2 = 1.0 - on.burst_per_sec.median() / off.burst_per_sec.median();
+    let cost4 = 1.0 - on.storm_rate.median() / off.storm_rate.median();
+    let rows = vec![
+        vec![
+            "2. sustained fan-out".into(),
+            on.burst_per_sec.show("deliveries/s"),
+            off.burst_per_sec.show("deliveries/s"),
+            format!("{:.1} %", cost2 * 100.0),
+            format!("≤ 15 % ({})", verdict(cost2 <= 0.15)),
+        ],
+        vec![
+            "3. latency p50 / p99".into(),
+            format!("{} / {}", on.latency_p50.show("ms"), on.latency_p99.show("ms")),
+            format!("{} / {}", off.latency_p50.show("ms"), off.latency_p99.show("ms")),
+            format!(
+                "{:+.2} / {:+.2} ms",
+                on.latency_p50.median() - off.latency_p50.median(),
+                on.latency_p99.median() - off.latency_p99.median()
+            ),
+            String::new(),
+        ],
+        vec![
+            "4. connection storm (each new user's presence.online is recorded)".into(),
+            format!("{} (p99 {})", on.storm_rate.show("conn/s"), on.storm_p99.show("ms")),
+            format!("{} (p99 {})", off.storm_rate.show("conn/s"), off.storm_p99.show("ms")),
+            format!("{:.1} %", cost4 * 100.0),
+            String::new(),
+        ],
+        vec![
+            format!("1. broadcast to {n}"),
+            on.broadcast_ms.show("ms"),
+            off.broadcast_ms.show("ms"),
+            String::new(),
+            String::new(),
+        ],
+        vec![
+            format!("Redis memory per retained event, stream and indexes ({} bytes of envelope)", rec.event_bytes),
+            rec.bytes_per_event.show("bytes"),
+            "—".into(),
+            String::new(),
+            String::new(),
+        ],
     ];
-    write!(w, "{}", table(&rows))?;
-    write!(w, "{}", recovery_rows(rec, missed))?;
-    if let Some(q) = &at_quotas {
-        write!(w, "{}", crate::quotas::rows(q))?;
-    }
-    writeln!(w)?;
-    writeln!(w, "## 10. The cost of history (every event recorded in its tenant's Redis stream)\n")?;
-    writeln!(w, "| benchmark | history on (`HISTORY_SIZE=1000`) | history off (`HISTORY_SIZE=0`) | cost | target |")?;
-    writeln!(w, "| --- | --- | --- | --- | --- |")?;
-    let cost2 = 1.0 - sb_redis.burst_per_sec.median() / sb_off.burst_per_sec.median();
-    writeln!(
-        w,
-        "| 2. sustained fan-out | {} | {} | {:.1} % | ≤ 15 % ({}) |",
-        sb_redis.burst_per_sec.show("deliveries/s"),
-        sb_off.burst_per_sec.show("deliveries/s"),
-        cost2 * 100.0,
-        verdict(cost2 <= 0.15)
-    )?;
-    writeln!(
-        w,
-        "| 3. latency p50 / p99 | {} / {} | {} / {} | {:+.2} / {:+.2} ms | |",
-        sb_redis.latency_p50.show("ms"),
-        sb_redis.latency_p99.show("ms"),
-        sb_off.latency_p50.show("ms"),
-        sb_off.latency_p99.show("ms"),
-        sb_redis.latency_p50.median() - sb_off.latency_p50.median(),
-        sb_redis.latency_p99.median() - sb_off.latency_p99.median()
-    )?;
-    let cost4 = 1.0 - sb_redis.storm_rate.median() / sb_off.storm_rate.median();
-    writeln!(
-        w,
-        "| 4. connection storm (each new user's presence.online is recorded) | {} (p99 {}) | {} (p99 {}) | {:.1} % | |",
-        sb_redis.storm_rate.show("conn/s"),
-        sb_redis.storm_p99.show("ms"),
-        sb_off.storm_rate.show("conn/s"),
-        sb_off.storm_p99.show("ms"),
-        cost4 * 100.0
-    )?;
-    writeln!(
-        w,
-        "| 1. broadcast to {n} | {} | {} | | |",
-        sb_redis.broadcast_ms.show("ms"),
-        sb_off.broadcast_ms.show("ms")
-    )?;
-    writeln!(
-        w,
-        "| Redis memory per retained event, stream and indexes ({} bytes of envelope) | {} | — | | |",
-        rec.event_bytes,
-        rec.bytes_per_event.show("bytes")
-    )?;
-    writeln!(w, "\nA publish stays one round trip with history on: section 6 counts it.\n")?;
-    writeln!(w, "{}", coldstart_table(cold))?;
-    writeln!(w, "## 12. What a broadcast to {n} costs the function that sends it\n")?;
-    writeln!(
-        w,
-        "The `fanout` binary of the same build as section 11, invoked directly (as back-end services do) under the local Runtime API; CPU time from `/proc/<pid>/stat` around each broadcast, divided by the recipients. The same {n} clients get the emulator's own in-process broadcasts first, for comparison.\n"
-    )?;
-    writeln!(w, "{}", fan.cpu_table())?;
-    writeln!(
-        w,
-        "The baseline server, writing the same frame to {n} sockets: {} per frame; Switchboard in-process in benchmark 1: {} per post.\n",
-        base.server_us_per_post.show("µs"),
-        sb_redis.server_us_per_post.show("µs")
-    )?;
-    writeln!(w, "## 6. Redis cost per operation (`INFO commandstats` deltas)\n")?;
-    writeln!(
-        w,
-        "| operation | script calls (EVALSHA = round trips) | all commands, inside scripts included | Redis time (`usec`) |"
-    )?;
-    writeln!(w, "| --- | --- | --- | --- |")?;
-    for c in &costs.ops {
-        writeln!(w, "| {} | {} | {} | {} µs |", c.label, c.scripts, c.commands, c.usec)?;
-    }
-    writeln!(
-        w,
-        "\nRedis memory per idle connection subscribed to two topics (`used_memory` over 999 of them): {:.0} bytes.\n",
+    let header = ["benchmark", "history on (`HISTORY_SIZE=1000`)", "history off (`HISTORY_SIZE=0`)", "cost", "target"];
+    format!(
+        "## 10. The cost of history (every event recorded in its tenant's Redis stream)\n\n{}\nA publish stays one round trip with history on: section 6 counts it.\n\n",
+        md_table(&header, &rows)
+    )
+}
+
+/// Section 12: the `fanout` function's CPU per post.
+fn fanout_section(m: &Measured, n: usize) -> String {
+    format!(
+        "## 12. What a broadcast to {n} costs the function that sends it\n\n\
+         The `fanout` binary of the same build as section 11, invoked directly (as back-end services do) under the local Runtime API; CPU time from `/proc/<pid>/stat` around each broadcast, divided by the recipients. The same {n} clients get the emulator's own in-process broadcasts first, for comparison.\n\n\
+         {}\n\
+         The baseline server, writing the same frame to {n} sockets: {} per frame; Switchboard in-process in benchmark 1: {} per post.\n\n",
+        m.fan.cpu_table(),
+        m.base.server_us_per_post.show("µs"),
+        m.sb_redis.server_us_per_post.show("µs")
+    )
+}
+
+/// Section 6: Redis's cost per hot-path operation.
+fn redis_section(costs: &RedisCosts) -> String {
+    let rows: Vec<Vec<String>> = costs
+        .ops
+        .iter()
+        .map(|c| vec![c.label.clone(), c.scripts.to_string(), c.commands.to_string(), format!("{} µs", c.usec)])
+        .collect();
+    let header = [
+        "operation",
+        "script calls (EVALSHA = round trips)",
+        "all commands, inside scripts included",
+        "Redis time (`usec`)",
+    ];
+    format!(
+        "## 6. Redis cost per operation (`INFO commandstats` deltas)\n\n{}\nRedis memory per idle connection subscribed to two topics (`used_memory` over 999 of them): {:.0} bytes.\n\n",
+        md_table(&header, &rows),
         costs.bytes_per_connection
-    )?;
-    writeln!(w, "## 8. Memory store vs Redis store (benchmarks 1-4)\n")?;
-    writeln!(w, "| benchmark | memory store | Redis store |")?;
-    writeln!(w, "| --- | --- | --- |")?;
-    writeln!(w, "| 1. broadcast to {n} | {} | {} |", sb_mem.broadcast_ms.show("ms"), sb_redis.broadcast_ms.show("ms"))?;
-    writeln!(
-        w,
-        "| 2. sustained fan-out | {} | {} |",
-        sb_mem.burst_per_sec.show("deliveries/s"),
-        sb_redis.burst_per_sec.show("deliveries/s")
-    )?;
-    writeln!(
-        w,
-        "| 3. latency p50 / p99 | {} / {} | {} / {} |",
-        sb_mem.latency_p50.show("ms"),
-        sb_mem.latency_p99.show("ms"),
-        sb_redis.latency_p50.show("ms"),
-        sb_redis.latency_p99.show("ms")
-    )?;
-    writeln!(
-        w,
-        "| 4. connection storm | {} | {} |",
-        sb_mem.storm_rate.show("conn/s"),
-        sb_redis.storm_rate.show("conn/s")
-    )?;
-    writeln!(
-        w,
-        "| 5. memory per connection | {} | {} |",
-        sb_mem.rss_per_conn_kib.show("KiB"),
-        sb_redis.rss_per_conn_kib.show("KiB")
-    )?;
-    writeln!(w)?;
-    let warm_ms =
-        cold.iter().map(|row| (row.name, row.starts.iter().map(|s| s.warm_ms).collect::<Series>().median())).collect();
-    let measured = crate::sheet::Measured {
-        redis: costs,
-        history_bytes_per_event: rec.bytes_per_event.median(),
-        cpu_us_per_post: fan.function_us.median(),
-        warm_ms,
-    };
-    write!(w, "{}", crate::sheet::report(&measured))?;
-    if !failures.is_empty() {
-        writeln!(w, "## Runs that failed\n")?;
-        for f in failures {
-            writeln!(w, "- {f}")?;
-        }
-        writeln!(w)?;
-    }
-    writeln!(w, "## The load client's own cost\n")?;
-    writeln!(
-        w,
-        "CPU seconds the client process spent (all repeats): storm {:.2} s (baseline run {:.2} s), broadcasts {:.2} s (baseline run {:.2} s). On 2 cores the client competes with the server for CPU, so every figure above includes that contention — equally for Switchboard and the baseline.\n",
-        sb_redis.client_cpu.get("storm").unwrap_or(&0.0),
-        base.client_cpu.get("storm").unwrap_or(&0.0),
-        sb_redis.client_cpu.get("broadcast").unwrap_or(&0.0),
-        base.client_cpu.get("broadcast").unwrap_or(&0.0)
-    )?;
-    // The hand-written part: what limits each figure that falls short, from
-    // the profiles (kept beside the harness, so a run never loses it).
-    if let Ok(analysis) = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ANALYSIS.md")) {
-        writeln!(w, "{}", analysis.trim_end())?;
-    }
-    Ok(md)
+    )
+}
+
+/// Section 8: the memory store against the Redis store.
+fn stores_section(m: &Measured, n: usize) -> String {
+    let (mem, redis) = (&m.sb_mem, &m.sb_redis);
+    let both = |what: String, f: &dyn Fn(&Figures) -> String| vec![what, f(mem), f(redis)];
+    let rows = vec![
+        both(format!("1. broadcast to {n}"), &|f| f.broadcast_ms.show("ms")),
+        both("2. sustained fan-out".into(), &|f| f.burst_per_sec.show("deliveries/s")),
+        both("3. latency p50 / p99".into(), &|f| {
+            format!("{} / {}", f.latency_p50.show("ms"), f.latency_p99.show("ms"))
+        }),
+        both("4. connection storm".into(), &|f| f.storm_rate.show("conn/s")),
+        both("5. memory per connection".into(), &|f| f.rss_per_conn_kib.show("KiB")),
+    ];
+    format!(
+        "## 8. Memory store vs Redis store (benchmarks 1-4)\n\n{}\n",
+        md_table(&["benchmark", "memory store", "Redis store"], &rows)
+    )
 }
