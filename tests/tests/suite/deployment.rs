@@ -381,3 +381,25 @@ fn the_template_alarms_on_dead_letters_function_errors_throttles_and_webhook_fai
         assert!(body.contains(name), "the dashboard shows {name}");
     }
 }
+
+/// The image's dependency layer stands in every workspace member: a member
+/// it does not copy breaks the workspace inside `docker build`.
+#[test]
+fn the_image_copies_every_workspace_member() {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let members = manifest.split("members = [").nth(1).and_then(|m| m.split(']').next()).expect("a members list");
+    let dockerfile = std::fs::read_to_string(root().join("infra/docker/Dockerfile")).unwrap();
+    let stand_ins =
+        dockerfile.lines().find(|l| l.trim_start().starts_with("RUN for crate in")).expect("the stand-ins loop");
+    for member in members.split(',').map(|m| m.trim().trim_matches('"')).filter(|m| !m.is_empty()) {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "the Dockerfile does not copy {member}'s manifest"
+        );
+        let covered = stand_ins
+            .split_whitespace()
+            .map(|w| w.trim_end_matches(';'))
+            .any(|w| w == member || (w.ends_with("/*") && member.starts_with(w.trim_end_matches('*'))));
+        assert!(covered, "the Dockerfile's stand-ins loop does not make {member}'s sources");
+    }
+}
