@@ -136,11 +136,11 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             let mut url = args.url.replace("{i}", &i.to_string());
             if url.contains("{token}") {
                 let secret = std::env::var("BENCH_JWT_SECRET").unwrap_or_default();
-                let who = switchboard::ids::Identity {
-                    tenant_id: "bench".parse().expect("a tenant id"),
-                    user_id: format!("u{i}").parse().expect("a user id"),
-                    role: switchboard::ids::Role::Agent,
-                };
+                let who = switchboard::ids::Identity::new(
+                    "bench".parse().expect("a tenant id"),
+                    format!("u{i}").parse().expect("a user id"),
+                    switchboard::ids::Role::Agent,
+                );
                 url = url.replace("{token}", &switchboard::auth::mint_hs256(secret.as_bytes(), &who, 3600));
             }
             url

@@ -286,7 +286,7 @@ fn fixture(name: &str) -> anyhow::Result<Value> {
 /// The functions of the table, in `dir` (a `target/<profile>` folder), each
 /// with the fixture it is fed.
 pub fn functions(dir: &Path) -> anyhow::Result<Vec<Function>> {
-    let who = Identity { tenant_id: "acme".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent };
+    let who = Identity::new("acme".parse().unwrap(), "42".parse().unwrap(), Role::Agent);
     let token = mint_hs256(SECRET.as_bytes(), &who, 3600);
     let mut authorizer = fixture("ws-authorizer-request.json")?;
     authorizer["queryStringParameters"] = json!({ "token": token });

@@ -20,7 +20,7 @@ use crate::procfs::{cpu_time, status_kib};
 pub(crate) const SECRET: &str = "bench-secret-bench-secret-bench-secret-0001";
 
 pub(crate) fn token(user: &str, role: Role) -> String {
-    let who = Identity { tenant_id: "bench".parse().unwrap(), user_id: user.parse().unwrap(), role };
+    let who = Identity::new("bench".parse().unwrap(), user.parse().unwrap(), role);
     mint_hs256(SECRET.as_bytes(), &who, 3600)
 }
 

@@ -160,7 +160,7 @@ async fn mint(State(state): State<ConsoleState>, body: axum::body::Bytes) -> Res
         }
     };
     let identity = match (request.tenant.parse(), request.user.parse(), request.role.parse::<Role>()) {
-        (Ok(tenant_id), Ok(user_id), Ok(role)) => Identity { tenant_id, user_id, role },
+        (Ok(tenant_id), Ok(user_id), Ok(role)) => Identity::new(tenant_id, user_id, role),
         (Err(e), _, _) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("tenant: {e}")),
         (_, Err(e), _) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("user: {e}")),
         (_, _, Err(e)) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("role: {e}")),

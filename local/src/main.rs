@@ -70,6 +70,10 @@ struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     ttl_secs: u64,
+    /// Channels the token grants (the `channels` claim), comma-separated:
+    /// `queue:support,team:east,chat:*`.
+    #[arg(long, value_delimiter = ',')]
+    channels: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -216,9 +220,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         );
     };
     let identity = Identity {
-        tenant_id: args.tenant.parse().context("--tenant")?,
-        user_id: args.user.parse().context("--user")?,
-        role: args.role.parse::<Role>().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+        channels: switchboard::channel::Grants::parse(args.channels.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("--channels: {e}"))?,
+        ..Identity::new(
+            args.tenant.parse().context("--tenant")?,
+            args.user.parse().context("--user")?,
+            args.role.parse::<Role>().map_err(|e| anyhow::anyhow!("--role: {e}"))?,
+        )
     };
     // With the iss and aud the emulator checks, when they are configured.
     let (iss, aud) = (auth.issuer.as_deref(), auth.audience.as_deref());
@@ -359,11 +367,9 @@ impl Banner {
             (Some(_), None) => "(Prometheus text)",
         };
         let sample = match &auth.key {
-            JwtKey::Hs256Secret(secret) => Some(mint_hs256(
-                secret,
-                &Identity { tenant_id: "t1".parse()?, user_id: "42".parse()?, role: Role::Agent },
-                86_400,
-            )),
+            JwtKey::Hs256Secret(secret) => {
+                Some(mint_hs256(secret, &Identity::new("t1".parse()?, "42".parse()?, Role::Agent), 86_400))
+            }
             _ => None,
         };
         Ok(Banner {
@@ -485,7 +491,7 @@ mod tests {
         assert!(verifier.check_origin(Some("https://app.example.com")).is_ok());
         let plain = mint_hs256(
             DEV_JWT_SECRET.as_bytes(),
-            &Identity { tenant_id: "t".parse().unwrap(), user_id: "u".parse().unwrap(), role: Role::Agent },
+            &Identity::new("t".parse().unwrap(), "u".parse().unwrap(), Role::Agent),
             60,
         );
         assert!(verifier.verify(&plain).is_err(), "no aud, no iss: refused");

@@ -24,6 +24,8 @@ pub mod context_keys {
     pub const USER_ID: &str = "user_id";
     /// The caller's role.
     pub const ROLE: &str = "role";
+    /// The channels the caller's token grants, space-separated (absent: none).
+    pub const CHANNELS: &str = "channels";
 }
 
 /// What was wrong with an incoming event.
@@ -82,7 +84,12 @@ pub fn identity(ctx: &ApiGatewayWebsocketProxyRequestContext) -> Result<Identity
     let role: Role = context_str(ctx, context_keys::ROLE)?
         .parse()
         .map_err(|e: crate::auth::AuthError| EventError::Authorizer(e.to_string()))?;
-    Ok(Identity { tenant_id, user_id, role })
+    let channels = match ctx.authorizer.fields.get(context_keys::CHANNELS) {
+        None | Some(Value::Null) => crate::channel::Grants::default(),
+        Some(_) => crate::channel::Grants::from_context(context_str(ctx, context_keys::CHANNELS)?)
+            .map_err(|e| EventError::Authorizer(e.to_string()))?,
+    };
+    Ok(Identity { channels, ..Identity::new(tenant_id, user_id, role) })
 }
 
 /// The `@connections` endpoint for this connection: the configured

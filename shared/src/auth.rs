@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use url::Url;
 
+use crate::channel::Grants;
 use crate::config::{ConfigError, non_empty, parse_or, positive};
 use crate::event::{EventType, Target};
 use crate::ids::{Identity, Role, TenantId, UserId};
@@ -304,6 +305,11 @@ pub struct Claims {
     /// Not before, Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The channels the token grants, as channels or patterns
+    /// (`["queue:support", "team:east", "chat:*"]`): what a namespace's
+    /// `granted` rule admits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 /// The `aud` claim: a string or an array of strings.
@@ -403,7 +409,13 @@ impl Verifier {
         let sub = claims.sub.ok_or(AuthError::MissingClaim("sub"))?;
         let user_id = UserId::parse(sub).map_err(|e| AuthError::InvalidClaim(format!("sub claim: {e}")))?;
         let role = claims.role.ok_or(AuthError::MissingClaim("role"))?.parse()?;
-        Ok(Identity { tenant_id, user_id, role })
+        let channels = match &claims.channels {
+            None => Grants::default(),
+            Some(list) => {
+                Grants::parse(list.iter().map(String::as_str)).map_err(|e| AuthError::InvalidClaim(e.to_string()))?
+            }
+        };
+        Ok(Identity { channels, ..Identity::new(tenant_id, user_id, role) })
     }
 
     /// Checks a browser's `Origin` against the allowlist. An empty allowlist
@@ -502,6 +514,8 @@ pub fn mint_hs256_for(
         exp: Some(jsonwebtoken::get_current_timestamp() + ttl_secs),
         iss: issuer.map(str::to_owned),
         aud: audience.map(Into::into),
+        channels: (!identity.channels.is_empty())
+            .then(|| identity.channels.patterns().iter().map(|p| p.to_string()).collect()),
         ..Claims::default()
     };
     sign(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
@@ -741,7 +755,7 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify() {
-        let id = Identity { tenant_id: "t9".parse().unwrap(), user_id: "u1".parse().unwrap(), role: Role::Service };
+        let id = Identity::new("t9".parse().unwrap(), "u1".parse().unwrap(), Role::Service);
         assert_eq!(verifier().verify(&mint_hs256(SECRET, &id, 60)).unwrap(), id);
     }
 }

@@ -27,6 +27,10 @@
 //! | `RECOVERY_MAX_BYTES` | `1048576` | most bytes of events one recovery replays (beyond: `recovered:false`) and one `GET /v1/events` page holds (beyond: `next`); from `HISTORY_MAX_EVENT_BYTES` to 4 MiB (a page stays under Lambda's 6 MB response) |
 //! | `MAX_MESSAGE_BYTES` | `131072` | largest client frame (API Gateway's 128 KB) |
 //! | `MAX_SUBSCRIPTIONS` | `100` | topics per connection |
+//! | `CHANNEL_NAMESPACES` | the call center's (`queue`, `team`, `agent`, `call`, `chat`) | JSON: the channel namespaces and who may subscribe and publish in each (see `namespaces`) |
+//! | `CHANNELS_PER_CONNECTION` / `CHANNEL_MAX_SUBSCRIBERS` | `50` / `10000` | channels one connection may follow, and connections one channel may have |
+//! | `CHANNEL_HISTORY_SIZE` / `CHANNEL_HISTORY_TTL_SECS` | `1000` / `900` | events kept per channel for recovery, and for how long (`0` events: no channel history) |
+//! | `CHANNEL_HISTORY_MAX_BYTES_PER_TENANT` | `33554432` | bytes of one tenant's channel histories together; beyond, the channel published to gives up its oldest |
 //! | `FANOUT_CONCURRENCY` | `128` | posts in flight during one fan-out |
 //! | `FANOUT_CLAIM_TTL_SECS` | `900` | how long a queued fan-out job's claims are kept (the events queue's maxReceiveCount × visibility timeout); deleted when the job finishes |
 //! | `FANOUT_MAX_JOBS_PER_TENANT` | `1000` | queued fan-out jobs of one tenant holding claims at once |
@@ -69,6 +73,12 @@ use url::Url;
 /// silently ignored).
 pub const CONFIG_VARIABLES: &[&str] = &[
     "CALLBACK_ENDPOINT",
+    "CHANNELS_PER_CONNECTION",
+    "CHANNEL_HISTORY_MAX_BYTES_PER_TENANT",
+    "CHANNEL_HISTORY_SIZE",
+    "CHANNEL_HISTORY_TTL_SECS",
+    "CHANNEL_MAX_SUBSCRIBERS",
+    "CHANNEL_NAMESPACES",
     "CONNECTION_IDLE_SECS",
     "CONNECTION_UNREACHABLE_SECS",
     "EVENTS_QUEUE_URL",
@@ -220,6 +230,17 @@ pub struct Limits {
     /// Most bytes of events one recovery replays, and one `GET /v1/events`
     /// page holds: what one history read may take out of Redis.
     pub recovery_max_bytes: usize,
+    /// Most channels one connection may subscribe to.
+    pub channels_per_connection: usize,
+    /// Most connections one channel may have as subscribers.
+    pub channel_max_subscribers: usize,
+    /// Events kept per channel for recovery; 0: no channel history.
+    pub channel_history_size: usize,
+    /// How long a channel's event stays recoverable.
+    pub channel_history_ttl: Duration,
+    /// Bytes of all of one tenant's channel histories together: beyond,
+    /// the channel being published to gives up its oldest events.
+    pub channel_history_max_bytes: usize,
 }
 
 /// The largest `RECOVERY_MAX_BYTES`: a page of events this size, with its
@@ -249,6 +270,11 @@ impl Default for Limits {
             history_max_event_bytes: 16 * 1024,
             recovery_max_events: 1000,
             recovery_max_bytes: 1024 * 1024,
+            channels_per_connection: 50,
+            channel_max_subscribers: 10_000,
+            channel_history_size: 1000,
+            channel_history_ttl: Duration::from_secs(900),
+            channel_history_max_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -341,6 +367,8 @@ pub struct Config {
     pub fanout_chunk_size: usize,
     /// Webhook delivery policy.
     pub webhooks: WebhookSettings,
+    /// The channel namespaces and what each role may do in them.
+    pub channels: crate::namespaces::Namespaces,
 }
 
 impl Default for Config {
@@ -356,6 +384,7 @@ impl Default for Config {
             queues: QueueUrls::default(),
             fanout_chunk_size: 1000,
             webhooks: WebhookSettings::default(),
+            channels: crate::namespaces::Namespaces::default(),
         }
     }
 }
@@ -404,6 +433,11 @@ impl Config {
         let queues = QueueUrls::from_lookup(get)?;
         let webhooks = WebhookSettings::from_lookup(get)?;
         let fanout_chunk_size = positive(get, "FANOUT_CHUNK_SIZE", 1000)? as usize;
+        let channels = match non_empty(get, "CHANNEL_NAMESPACES") {
+            None => crate::namespaces::Namespaces::default(),
+            Some(json) => crate::namespaces::Namespaces::parse(&json)
+                .map_err(|e| ConfigError::new("CHANNEL_NAMESPACES", e.to_string()))?,
+        };
         Ok(Config {
             redis,
             key_prefix,
@@ -415,6 +449,7 @@ impl Config {
             queues,
             fanout_chunk_size,
             webhooks,
+            channels,
         })
     }
 
@@ -527,6 +562,26 @@ impl Limits {
                 as usize,
             recovery_max_events: positive(get, "RECOVERY_MAX_EVENTS", d.recovery_max_events as u64)? as usize,
             recovery_max_bytes: recovery_max_bytes(get, d.recovery_max_bytes)?,
+            channels_per_connection: positive(get, "CHANNELS_PER_CONNECTION", d.channels_per_connection as u64)?
+                as usize,
+            channel_max_subscribers: positive(get, "CHANNEL_MAX_SUBSCRIBERS", d.channel_max_subscribers as u64)?
+                as usize,
+            channel_history_size: parse_or(
+                get,
+                "CHANNEL_HISTORY_SIZE",
+                d.channel_history_size,
+                "a number of events (0 turns channel history off)",
+            )?,
+            channel_history_ttl: Duration::from_secs(positive(
+                get,
+                "CHANNEL_HISTORY_TTL_SECS",
+                d.channel_history_ttl.as_secs(),
+            )?),
+            channel_history_max_bytes: positive(
+                get,
+                "CHANNEL_HISTORY_MAX_BYTES_PER_TENANT",
+                d.channel_history_max_bytes as u64,
+            )? as usize,
         })
     }
 }

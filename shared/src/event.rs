@@ -18,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::channel::Channel;
 use crate::ids::{ConnectionId, TenantId, UserId};
 
 /// An event name that is not in the catalogue.
@@ -257,6 +258,11 @@ pub struct Envelope {
     pub event_type: EventType,
     /// The tenant the event belongs to; never delivered outside it.
     pub tenant_id: TenantId,
+    /// The channel it was published to (absent for tenant, user and
+    /// connection targets). Its `offset` and `epoch` are then the
+    /// channel's own: each channel is a history of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
     /// When the event was created, in Unix milliseconds.
     pub timestamp: i64,
     /// The event's payload, free-form JSON.
@@ -350,6 +356,7 @@ impl Envelope {
             id: Uuid::now_v7().to_string(),
             event_type,
             tenant_id,
+            channel: None,
             timestamp: crate::time::now_millis(),
             data,
             sender: None,
@@ -389,6 +396,19 @@ pub enum Target {
     User(UserId),
     /// One connection.
     Connection(ConnectionId),
+    /// The subscribers of one channel of the tenant (whose event-type
+    /// filter matches the event).
+    Channel(Channel),
+}
+
+impl Target {
+    /// The channel, for a channel target.
+    pub fn channel(&self) -> Option<&Channel> {
+        match self {
+            Target::Channel(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 fn serialize_true<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
@@ -403,10 +423,11 @@ impl<'de> Deserialize<'de> for Target {
             Tenant(bool),
             User(UserId),
             Connection(ConnectionId),
+            Channel(Channel),
         }
         match Wire::deserialize(d).map_err(|e| {
             serde::de::Error::custom(format!(
-                "target must be {{\"tenant\":true}}, {{\"user\":\"<id>\"}} or {{\"connection\":\"<id>\"}} ({e})"
+                "target must be {{\"tenant\":true}}, {{\"user\":\"<id>\"}}, {{\"connection\":\"<id>\"}} or {{\"channel\":\"<namespace>:<name>\"}} ({e})"
             ))
         })? {
             Wire::Tenant(true) => Ok(Target::Tenant),
@@ -415,6 +436,7 @@ impl<'de> Deserialize<'de> for Target {
             )),
             Wire::User(u) => Ok(Target::User(u)),
             Wire::Connection(c) => Ok(Target::Connection(c)),
+            Wire::Channel(c) => Ok(Target::Channel(c)),
         }
     }
 }
@@ -426,11 +448,7 @@ mod tests {
 
     #[test]
     fn a_spliced_position_is_what_serialising_the_envelope_with_it_gives() {
-        let who = crate::ids::Identity {
-            tenant_id: "acme".parse().unwrap(),
-            user_id: "42".parse().unwrap(),
-            role: crate::ids::Role::Agent,
-        };
+        let who = crate::ids::Identity::new("acme".parse().unwrap(), "42".parse().unwrap(), crate::ids::Role::Agent);
         for mut event in [
             Envelope::new("acme".parse().unwrap(), EventType::CallIncoming, serde_json::json!({"a": [1, "}"]})),
             Envelope::from_caller(&who, EventType::ChatMessage, serde_json::json!("hi")),

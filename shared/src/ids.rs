@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::channel::Grants;
+
 /// Why an identifier was refused. The message names the kind of id, the
 /// rule it broke, and (for short values) the value itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +154,7 @@ id_type!(
 );
 
 /// What a caller may do inside its tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything in its tenant, webhooks included.
@@ -186,6 +188,17 @@ pub struct Identity {
     pub user_id: UserId,
     /// What the caller may do.
     pub role: Role,
+    /// The channels its token grants (the `channels` claim), for the
+    /// namespaces whose rules say `granted`.
+    #[serde(default, skip_serializing_if = "Grants::is_empty")]
+    pub channels: Grants,
+}
+
+impl Identity {
+    /// A caller with no channel grant.
+    pub fn new(tenant_id: TenantId, user_id: UserId, role: Role) -> Self {
+        Identity { tenant_id, user_id, role, channels: Grants::default() }
+    }
 }
 
 #[cfg(test)]

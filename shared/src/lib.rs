@@ -8,11 +8,15 @@
 //! The modules form a one-way stack: each uses only those above it
 //! (`tests/layering.rs` reads the sources and fails on a cycle).
 //!
+//! - [`channel`]: channel names (`queue:support`), the patterns that
+//!   name several, and the grants a token carries.
 //! - [`ids`], [`time`], [`ssrf`], [`telemetry`]: plain parts. Validated
 //!   tenant, user and connection ids, and the caller's [`ids::Role`] and
 //!   [`ids::Identity`]; the clock; the guard that keeps webhook deliveries
 //!   out of internal networks; logging set-up; [`metrics`], one set of
 //!   names for CloudWatch EMF (Lambda) and Prometheus (the emulator).
+//! - [`namespaces`]: the channel namespaces and what each role may do in
+//!   them (permissions as data, validated at cold start).
 //! - [`event`]: what happened and who it is for. The catalogue, the
 //!   envelope, its verified sender, the [`event::Target`].
 //! - [`protocol`]: the wire contract between a client and the gateway
@@ -44,12 +48,14 @@ pub mod apigw_event;
 pub mod auth;
 pub mod aws;
 pub mod broadcast;
+pub mod channel;
 pub mod config;
 pub mod connections_api;
 pub mod context;
 pub mod event;
 pub mod ids;
 pub mod metrics;
+pub mod namespaces;
 pub mod protocol;
 pub mod queue;
 pub mod secrets;

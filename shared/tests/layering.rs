@@ -85,12 +85,17 @@ fn modules_form_a_one_way_stack() {
             order.push(m);
         }
     }
-    // The wire contract is a leaf a client crate could use: events and ids only.
+    // The wire contract is a leaf a client crate could use: events, ids and channel names only.
     let protocol = &graph["protocol"];
-    assert!(protocol.iter().all(|d| d == "event" || d == "ids"), "protocol depends on {protocol:?}");
-    for plain in ["ids", "time", "ssrf"] {
+    assert!(
+        protocol.iter().all(|d| matches!(d.as_str(), "event" | "ids" | "channel")),
+        "protocol depends on {protocol:?}"
+    );
+    for plain in ["channel", "time", "ssrf"] {
         assert!(graph[plain].is_empty(), "{plain} depends on {:?}", graph[plain]);
     }
+    // Ids name channels a token grants, and nothing else.
+    assert!(graph["ids"].iter().all(|d| d == "channel"), "ids depends on {:?}", graph["ids"]);
     println!("bottom up: {order:?}");
 }
 

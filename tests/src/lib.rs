@@ -81,7 +81,7 @@ pub mod auth {
 
     /// A caller.
     pub fn identity(tenant: &str, user: &str, role: Role) -> Identity {
-        Identity { tenant_id: tenant.parse().expect("a tenant id"), user_id: user.parse().expect("a user id"), role }
+        Identity::new(tenant.parse().expect("a tenant id"), user.parse().expect("a user id"), role)
     }
 
     /// A token for `user` of `tenant`, valid ten minutes.

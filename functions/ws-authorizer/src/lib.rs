@@ -3,7 +3,8 @@
 //! API Gateway calls it before accepting a handshake. A valid token gives an
 //! `Allow` policy for the `methodArn` with the context `{tenant_id, user_id,
 //! role}`, which API Gateway then attaches to every later event of the
-//! connection. A missing or invalid token answers `Unauthorized` (API
+//! connection (and `channels`, the token's channel grants, when it has
+//! any). A missing or invalid token answers `Unauthorized` (API
 //! Gateway: 401); a browser Origin outside the allowlist gets a `Deny`
 //! policy (403). Whatever the event holds, the answer is one of these three:
 //! the handler never panics and never lets an unverified caller through.
@@ -64,15 +65,18 @@ fn decide(
         return Err(Unauthorized);
     };
     match verifier.verify(token) {
-        Ok(Identity { tenant_id, user_id, role }) => {
+        Ok(Identity { tenant_id, user_id, role, channels }) => {
             let span = tracing::Span::current();
             span.record("tenant_id", tenant_id.as_str()).record("user_id", user_id.as_str());
             tracing::info!(role = role.as_str(), token_source = ?source, "connection authorized");
-            let context = json!({
+            let mut context = json!({
                 context_keys::TENANT_ID: tenant_id.as_str(),
                 context_keys::USER_ID: user_id.as_str(),
                 context_keys::ROLE: role.as_str(),
             });
+            if !channels.is_empty() {
+                context[context_keys::CHANNELS] = channels.to_context().into();
+            }
             Ok(policy(IamPolicyEffect::Allow, method_arn, user_id.as_str(), context))
         }
         Err(reason) => {

@@ -102,7 +102,8 @@ async fn record(
 ) -> StoreResult<Option<Resolution>> {
     event.set_position(None);
     let text = serde_json::to_string(&*event).expect("an envelope is plain JSON");
-    let record = Record { event_type: event.event_type, text: &text, id: &event.id, once };
+    let record =
+        Record { event_type: event.event_type, text: &text, id: &event.id, once, retention: Default::default() };
     let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
     if let Some(r) = &resolved {
         event.set_position(r.position.as_ref());

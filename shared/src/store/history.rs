@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::{Resolution, StoreResult};
+use super::{Resolution, Retention, StoreResult};
+use crate::channel::Channel;
 use crate::event::Target;
 use crate::event::{EventType, Position, Since, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
@@ -22,6 +23,8 @@ pub struct Record<'a> {
     /// job gets the same position back. False for a synchronous publish
     /// (it is never retried).
     pub once: bool,
+    /// For a channel target: how its channel keeps events (its namespace's).
+    pub retention: Retention,
 }
 
 /// One event of a tenant's history (the memory store's copy; Redis keeps
@@ -55,6 +58,8 @@ pub enum Audience<'a> {
     /// What one connection of a user would have received: the tenant-wide
     /// events, its user's and its own (a `subscribe` with `since`).
     Connection(&'a UserId, &'a ConnectionId),
+    /// The events of one channel: its own history, with its own positions.
+    Channel(&'a Channel),
 }
 
 impl Audience<'_> {
@@ -62,6 +67,8 @@ impl Audience<'_> {
     /// for a connection.
     pub fn admits(&self, entry: &HistoryEntry) -> bool {
         match (self, &entry.target) {
+            (Audience::Channel(mine), Target::Channel(c)) => c == *mine,
+            (Audience::Channel(_), _) | (_, Target::Channel(_)) => false,
             (Audience::Everyone, _) | (_, Target::Tenant) => true,
             (Audience::User(user), _) => entry.user.as_ref() == Some(*user),
             (Audience::Connection(user, _), Target::User(u)) => u == *user,
@@ -75,6 +82,7 @@ impl Audience<'_> {
             Audience::Everyone => ("everyone", "", ""),
             Audience::User(u) => ("user", u.as_str(), ""),
             Audience::Connection(u, c) => ("connection", u.as_str(), c.as_str()),
+            Audience::Channel(_) => ("channel", "", ""),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Lua script may touch any of them. `TenantId` cannot contain braces or
 //! colons, so no tenant can reach into another's slot or keys.
 
+use crate::channel::Channel;
 use crate::event::Topic;
 use crate::ids::{ConnectionId, TenantId, UserId};
 
@@ -75,6 +76,37 @@ impl Keys {
     /// `{p}:subs:{t}:<topic>` SET of connection ids.
     pub fn subs(&self, tenant: &TenantId, topic: &Topic) -> String {
         self.stem("subs", tenant) + topic.as_str()
+    }
+
+    /// `{p}:ch:{t}:<channel>` HASH connection id → its filter (topics
+    /// separated by spaces): the channel's subscribers.
+    pub fn channel_subs(&self, tenant: &TenantId, channel: &Channel) -> String {
+        self.stem("ch", tenant) + channel.as_str()
+    }
+
+    /// `{p}:connch:{t}:<conn>` HASH channel → filter: a connection's channels.
+    pub fn conn_channels(&self, tenant: &TenantId, conn: &ConnectionId) -> String {
+        self.stem("connch", tenant) + conn.as_str()
+    }
+
+    /// `{p}:chist:{t}:<channel>` STREAM of a channel's recent events, ids `<offset>-0`.
+    pub fn channel_history(&self, tenant: &TenantId, channel: &Channel) -> String {
+        self.stem("chist", tenant) + channel.as_str()
+    }
+
+    /// `{p}:chmeta:{t}:<channel>` HASH: a channel's epoch and top offset.
+    pub fn channel_meta(&self, tenant: &TenantId, channel: &Channel) -> String {
+        self.stem("chmeta", tenant) + channel.as_str()
+    }
+
+    /// `{p}:chbytes:{t}` HASH channel → bytes its history keeps, and `total`.
+    pub fn channel_bytes(&self, tenant: &TenantId) -> String {
+        format!("{}:chbytes:{{{tenant}}}", self.prefix)
+    }
+
+    /// `{p}:chexp:{t}` ZSET channel → when its history expires (ms).
+    pub fn channel_expiry(&self, tenant: &TenantId) -> String {
+        format!("{}:chexp:{{{tenant}}}", self.prefix)
     }
 
     /// `{p}:offline:{t}:<user>` LIST.
@@ -204,5 +236,8 @@ mod tests {
         assert_eq!(k.presence(&t, &u), "callcenter:presence:{t1}:42");
         assert_eq!(k.subs(&t, &"call.*".parse().unwrap()), "callcenter:subs:{t1}:call.*");
         assert_eq!(k.offline(&t, &u), "callcenter:offline:{t1}:42");
+        let ch = Channel::parse("queue:support").unwrap();
+        assert_eq!(k.channel_subs(&t, &ch), "callcenter:ch:{t1}:queue:support");
+        assert_eq!(k.channel_history(&t, &ch), "callcenter:chist:{t1}:queue:support");
     }
 }

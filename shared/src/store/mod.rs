@@ -29,6 +29,7 @@
 //!
 //! One trait per capability, each in its own file beside its types
 //! (`connections.rs`: connections, subscriptions and presence;
+//! `channels.rs`: channel subscriptions;
 //! `history.rs`; `offline.rs`; `rate.rs`; `webhooks.rs`: registry,
 //! delivery log and health; `fanout.rs`: queued fan-out claims;
 //! `compat.rs`: the legacy hub's pub/sub), and [`Store`] over them all.
@@ -36,6 +37,7 @@
 //! `redis/<area>.rs`): a new capability is a trait here, a pair of backend
 //! files, and its cases in the contract suite.
 
+mod channels;
 mod compat;
 mod connections;
 mod fanout;
@@ -49,6 +51,7 @@ mod webhooks;
 
 use async_trait::async_trait;
 
+pub use self::channels::{CHANNEL_POSITION_TTL, ChannelStore, Retention, Subscriptions};
 pub use self::compat::CompatStore;
 pub use self::connections::{
     Connection, ConnectionStore, Idle, Presence, Recipient, Registered, Resolution, Unregistered, presence_event,
@@ -82,6 +85,18 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// A subscribe to one more channel would exceed the per-connection limit.
+    #[error("too many channels: at most {limit} per connection")]
+    TooManyChannels {
+        /// The configured limit (`CHANNELS_PER_CONNECTION`).
+        limit: usize,
+    },
+    /// The channel has as many subscribers as it may.
+    #[error("channel full: at most {limit} subscribers per channel")]
+    ChannelFull {
+        /// The configured limit (`CHANNEL_MAX_SUBSCRIBERS`).
+        limit: usize,
+    },
     /// The backend returned data that does not parse (a bug or tampering).
     #[error("store returned unexpected data: {0}")]
     Corrupt(String),
@@ -95,7 +110,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// capability's methods imports its trait.
 #[async_trait]
 pub trait Store:
-    ConnectionStore + HistoryStore + OfflineStore + RateLimitStore + WebhookStore + FanoutStore + CompatStore + 'static
+    ConnectionStore
+    + ChannelStore
+    + HistoryStore
+    + OfflineStore
+    + RateLimitStore
+    + WebhookStore
+    + FanoutStore
+    + CompatStore
+    + 'static
 {
     /// Is the backend reachable?
     async fn ping(&self) -> StoreResult<()>;

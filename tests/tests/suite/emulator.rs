@@ -45,7 +45,7 @@ fn tenant() -> TenantId {
 }
 
 fn token_for(user: &str, role: Role) -> String {
-    mint_hs256(SECRET, &Identity { tenant_id: tenant(), user_id: user.parse().unwrap(), role }, 600)
+    mint_hs256(SECRET, &Identity::new(tenant(), user.parse().unwrap(), role), 600)
 }
 
 impl Lab {
@@ -137,7 +137,7 @@ async fn refuses_missing_bad_and_foreign_origin_handshakes_with_their_status() {
     );
     let forged = mint_hs256(
         b"not-the-emulator-secret-not-the-secret!!",
-        &Identity { tenant_id: tenant(), user_id: "1".parse().unwrap(), role: Role::Admin },
+        &Identity::new(tenant(), "1".parse().unwrap(), Role::Admin),
         60,
     );
     assert_eq!(
@@ -509,11 +509,7 @@ async fn the_http_api_serves_health_and_stats() {
     let stats: Value = stats.json().await.unwrap();
     assert_eq!((stats["tenant_connections"].as_u64(), stats.get("total_connections")), (Some(2), None));
     // Another tenant sees its own (empty) count.
-    let other = mint_hs256(
-        SECRET,
-        &Identity { tenant_id: "t2".parse().unwrap(), user_id: "1".parse().unwrap(), role: Role::Admin },
-        60,
-    );
+    let other = mint_hs256(SECRET, &Identity::new("t2".parse().unwrap(), "1".parse().unwrap(), Role::Admin), 60);
     let stats: Value = http
         .get(format!("{}/v1/stats", lab.emu.http_url()))
         .bearer_auth(other)

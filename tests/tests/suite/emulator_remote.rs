@@ -97,11 +97,7 @@ async fn invocations_go_to_the_invoke_api_with_api_gateway_events() {
     let emu = Emulator::start(Settings::ephemeral(), Mode::Remote { functions_url: functions_url.parse().unwrap() })
         .await
         .unwrap();
-    let token = mint_hs256(
-        SECRET,
-        &Identity { tenant_id: "t1".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent },
-        600,
-    );
+    let token = mint_hs256(SECRET, &Identity::new("t1".parse().unwrap(), "42".parse().unwrap(), Role::Agent), 600);
 
     // Refusals travel back from the remote authorizer as 401.
     assert_eq!(refusal_status(connect(&emu.ws_url(), &[]).await), 401);
@@ -252,11 +248,7 @@ async fn the_http_proxy_forwards_only_to_the_api_function() {
 }
 
 fn agent_token() -> String {
-    mint_hs256(
-        SECRET,
-        &Identity { tenant_id: "t1".parse().unwrap(), user_id: "42".parse().unwrap(), role: Role::Agent },
-        600,
-    )
+    mint_hs256(SECRET, &Identity::new("t1".parse().unwrap(), "42".parse().unwrap(), Role::Agent), 600)
 }
 
 async fn remote_emulator(limits: switchboard_local::GatewayLimits) -> (Emulator, FakeLambda) {

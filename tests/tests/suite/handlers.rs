@@ -73,7 +73,7 @@ fn authorizer_event() -> ApiGatewayCustomAuthorizerRequestTypeRequest {
 }
 
 fn token(role: Role) -> String {
-    mint_hs256(SECRET, &Identity { tenant_id: tenant(), user_id: user(), role }, 300)
+    mint_hs256(SECRET, &Identity::new(tenant(), user(), role), 300)
 }
 
 fn with_query_token(

@@ -127,8 +127,7 @@ async fn a_publish_is_one_round_trip_whatever_the_number_of_recipients_and_webho
     }
     let mut clients = Vec::new();
     for i in 0..100 {
-        let identity =
-            Identity { tenant_id: tenant.clone(), user_id: format!("u{i}").parse().unwrap(), role: Role::Agent };
+        let identity = Identity::new(tenant.clone(), format!("u{i}").parse().unwrap(), Role::Agent);
         let url = format!("{}?token={}", emu.ws_url(), mint_hs256(SECRET, &identity, 60));
         let (mut c, _) = ws::connect(&url, &[]).await.unwrap();
         ws::request(&mut c, json!({"action": "subscribe", "events": ["call.*"]})).await;
@@ -171,9 +170,8 @@ async fn a_connect_a_disconnect_and_an_http_publish_are_one_round_trip_each() {
     let server = RedisServer::start().unwrap();
     let (_ctx, emu) = emulator_on(&server).await;
     let tenant: TenantId = "acme".parse().unwrap();
-    let token = |user: &str, role: Role| {
-        mint_hs256(SECRET, &Identity { tenant_id: tenant.clone(), user_id: user.parse().unwrap(), role }, 60)
-    };
+    let token =
+        |user: &str, role: Role| mint_hs256(SECRET, &Identity::new(tenant.clone(), user.parse().unwrap(), role), 60);
     let (mut watcher, _) =
         ws::connect(&format!("{}?token={}", emu.ws_url(), token("watcher", Role::Supervisor)), &[]).await.unwrap();
     ws::request(&mut watcher, json!({"action": "subscribe", "events": ["presence.*", "call.*"]})).await;

@@ -46,7 +46,7 @@ async fn keys_and_passwords_are_read_from_secrets_manager_at_cold_start() {
     // The authorizer's set-up: the key from the secret verifies tokens signed with it.
     let auth = AuthConfig::from_lookup(&|name| found.get(name).cloned().or_else(|| env(name))).unwrap();
     let verifier = Verifier::new(&auth).unwrap();
-    let who = Identity { tenant_id: "t1".parse().unwrap(), user_id: "u".parse().unwrap(), role: Role::Agent };
+    let who = Identity::new("t1".parse().unwrap(), "u".parse().unwrap(), Role::Agent);
     assert_eq!(verifier.verify(&mint_hs256(key.as_bytes(), &who, 60)).unwrap(), who);
 
     // Clear errors: both forms set; a secret that does not exist.

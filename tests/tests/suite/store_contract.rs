@@ -465,7 +465,13 @@ async fn a_rate_limited_resolve_counts_against_the_budget(b: Backend) {
     let within = |t: switchboard::ids::TenantId| {
         let s = s.clone();
         async move {
-            let record = Record { event_type: EventType::CallIncoming, text: r#"{"id":"e"}"#, id: "e", once: false };
+            let record = Record {
+                event_type: EventType::CallIncoming,
+                text: r#"{"id":"e"}"#,
+                id: "e",
+                once: false,
+                retention: Default::default(),
+            };
             s.record_and_resolve(&t, &record, &Target::Tenant, Some(3)).await.unwrap()
         }
     };
@@ -797,7 +803,7 @@ fn envelope_text(id: &str) -> String {
 
 async fn publish(s: &Arc<dyn Store>, t: &str, event: EventType, target: Target, id: &str) -> Resolution {
     let text = envelope_text(id);
-    let record = Record { event_type: event, text: &text, id, once: false };
+    let record = Record { event_type: event, text: &text, id, once: false, retention: Default::default() };
     s.record_and_resolve(&tenant(t), &record, &target, None).await.unwrap().expect("no limit")
 }
 
@@ -960,7 +966,13 @@ async fn a_queued_event_is_recorded_once(b: Backend) {
     let s = b.store(Limits::default());
     let t = tenant("t1");
     let text = envelope_text("job");
-    let record = Record { event_type: EventType::CallIncoming, text: &text, id: "job", once: true };
+    let record = Record {
+        event_type: EventType::CallIncoming,
+        text: &text,
+        id: "job",
+        once: true,
+        retention: Default::default(),
+    };
     let first = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;
     publish(&s, "t1", EventType::CallIncoming, Target::Tenant, "other").await;
     let retry = s.record_and_resolve(&t, &record, &Target::Tenant, None).await.unwrap().unwrap().position;

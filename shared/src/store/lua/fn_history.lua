@@ -37,7 +37,8 @@ end
 -- tail) or failed over (to a replica that may have lagged), and offsets
 -- handed out since then may repeat ones handed out before. The top
 -- offset carries on, so no position of the new epoch is below it.
-local function history_epoch(stream, meta, fresh, judge)
+-- `meta_ttl` (ms; default 30 days) is how long a new epoch's meta lives.
+local function history_epoch(stream, meta, fresh, judge, meta_ttl)
     local m = redis.call('HMGET', meta, 'epoch', 'run', 'top')
     local epoch, top = m[1], tonumber(m[3] or '0')
     if epoch and not judge then return {epoch, top} end
@@ -46,7 +47,7 @@ local function history_epoch(stream, meta, fresh, judge)
     redis.call('DEL', stream)
     redis.call('HDEL', meta, 'top_id')
     redis.call('HSET', meta, 'epoch', fresh, 'run', run, 'top', top)
-    redis.call('PEXPIRE', meta, HISTORY_META_TTL_MS)
+    redis.call('PEXPIRE', meta, meta_ttl or HISTORY_META_TTL_MS)
     return {fresh, top}
 end
 
@@ -117,25 +118,14 @@ local function topic_matches(topic, etype)
     return topic == etype
 end
 
--- `history_read(stream, meta, q, topics, types)`: what a reader standing at
--- a position missed. q = {fresh epoch, since epoch ('' = no position:
--- only where the history stands), since offset, since id ('' = not
--- proven by id), audience (everyone | user | connection), user,
--- connection, max events, max bytes, ttl_ms, index stem}; `topics` the
--- reader's; `types` every event type there is.
---
--- Returns {status, epoch, top, top id, bytes, then offset and text of
--- each event}, status one of
---   'complete'  every event after the position the reader would have had;
---   'truncated' the first of them, up to max events and max bytes: there is more;
---   'lost'      the history cannot prove it holds them all (another
---               epoch, a position it never gave or no longer holds, an
---               event at the position that is not the reader's, one
---               too large to have been kept): nothing.
--- Reads nothing but the meta and the few entries it proves with when
--- the position is lost, and only the returned events' texts otherwise.
-local function history_read(stream, meta, q, topics, types)
-    local e = history_epoch(stream, meta, q[1], true)
+-- `history_judge(stream, meta, q)`: where a reader at q's position (see
+-- `history_read`) stands. Returns the answer's head {status, epoch, top,
+-- top id, 0}, and, when events after the position are to be read, the
+-- position's offset (nil when the head is the whole answer: 'lost', or
+-- nothing missed). q[12], when given, is the meta's TTL for an epoch the
+-- judging starts (a channel's); the tenant's is 30 days.
+local function history_judge(stream, meta, q)
+    local e = history_epoch(stream, meta, q[1], true, tonumber(q[12] or ''))
     local epoch, top = e[1], e[2]
     local top_id = redis.call('HGET', meta, 'top_id') or ''
     local out = {'complete', epoch, top, top_id, 0}
@@ -159,7 +149,31 @@ local function history_read(stream, meta, q, topics, types)
     -- and not expired, every later one is.
     local first = history_entry(stream, since + 1)
     if not first or tonumber(first[2]) < now_ms() - tonumber(q[10]) then return lost end
+    return out, since
+end
 
+-- `history_read(stream, meta, q, topics, types)`: what a reader standing at
+-- a position missed. q = {fresh epoch, since epoch ('' = no position:
+-- only where the history stands), since offset, since id ('' = not
+-- proven by id), audience (everyone | user | connection), user,
+-- connection, max events, max bytes, ttl_ms, index stem}; `topics` the
+-- reader's; `types` every event type there is.
+--
+-- Returns {status, epoch, top, top id, bytes, then offset and text of
+-- each event}, status one of
+--   'complete'  every event after the position the reader would have had;
+--   'truncated' the first of them, up to max events and max bytes: there is more;
+--   'lost'      the history cannot prove it holds them all (another
+--               epoch, a position it never gave or no longer holds, an
+--               event at the position that is not the reader's, one
+--               too large to have been kept): nothing.
+-- Reads nothing but the meta and the few entries it proves with when
+-- the position is lost, and only the returned events' texts otherwise.
+local function history_read(stream, meta, q, topics, types)
+    local out, since = history_judge(stream, meta, q)
+    if not since then return out end
+    local epoch = out[2]
+    local lost = {'lost', out[2], out[3], out[4], 0}
     local max_events, max_bytes = tonumber(q[8]), tonumber(q[9])
     local wanted = {}
     for _, t in ipairs(types) do

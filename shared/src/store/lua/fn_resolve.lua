@@ -1,7 +1,8 @@
 -- The recipients of an event, shared by the scripts that fan out:
 -- `resolve(mode, target_key, hooks_key, index_key, subs_keys, conn_stem, conn_id)`
--- with mode `tenant` (target = the conns set), `user` (the user's set) or
--- `connection` (the conn hash). Each candidate's user and endpoint come
+-- with mode `tenant` (target = the conns set), `user` (the user's set),
+-- `connection` (the conn hash) or `channel` (the channel's subscribers
+-- hash; `subs` is then the event's topics, not their keys). Each candidate's user and endpoint come
 -- from the tenant's connection index, one HMGET per thousand candidates
 -- (a `redis.call` per candidate made a 1,000-recipient resolve 8 ms);
 -- a candidate missing from the index is looked up in its conn hash.
@@ -12,6 +13,23 @@ local function resolve(mode, target_key, hooks_key, index_key, subs, conn_stem, 
         -- Every member of a subs set is subscribed; the union is the answer.
         candidates = redis.call('SUNION', unpack(subs))
         targeted = redis.call('SCARD', target_key)
+        filter = false
+    elseif mode == 'channel' then
+        -- The channel's subscribers whose filter holds one of the event's
+        -- topics (`subs` are the topics here, not keys).
+        local wanted = {}
+        for _, topic in ipairs(subs) do wanted[topic] = true end
+        local all = redis.call('HGETALL', target_key)
+        targeted = #all / 2
+        candidates = {}
+        for i = 1, #all, 2 do
+            for topic in string.gmatch(all[i + 1], '%S+') do
+                if wanted[topic] then
+                    candidates[#candidates + 1] = all[i]
+                    break
+                end
+            end
+        end
         filter = false
     elseif mode == 'user' then
         candidates = redis.call('SMEMBERS', target_key)

@@ -1,6 +1,7 @@
 -- KEYS: conns, online, webhooks, connection index, active, history stream, history meta,
 -- then presence.offline's subs keys.
 -- ARGV: conn stem, connsubs stem, user stem, presence stem, subs stem,
+-- connch stem, channel subscribers stem,
 -- history size, ttl_ms, max event bytes, fresh epoch, index stem, the presence.offline
 -- envelope in three parts (head .. event id .. mid .. user id .. tail),
 -- then connection id and event id pairs.
@@ -10,8 +11,8 @@
 -- and when a user went offline, who must hear `presence.offline`.
 local out = {}
 local offline = false
-local h = {unpack(ARGV, 6, 10)}
-for i = 14, #ARGV, 2 do
+local h = {unpack(ARGV, 8, 12)}
+for i = 16, #ARGV, 2 do
     local id = ARGV[i]
     local conn_key, subs_key = ARGV[1] .. id, ARGV[2] .. id
     local user = redis.call('HGET', conn_key, 'user_id')
@@ -21,7 +22,11 @@ for i = 14, #ARGV, 2 do
     for _, topic in ipairs(redis.call('SMEMBERS', subs_key)) do
         redis.call('SREM', ARGV[5] .. topic, id)
     end
-    redis.call('DEL', conn_key, subs_key)
+    local connch = ARGV[6] .. id
+    for _, channel in ipairs(redis.call('HKEYS', connch)) do
+        redis.call('HDEL', ARGV[7] .. channel, id)
+    end
+    redis.call('DEL', conn_key, subs_key, connch)
     if user then
         local user_key = ARGV[3] .. user
         redis.call('SREM', user_key, id)
@@ -31,7 +36,7 @@ for i = 14, #ARGV, 2 do
             redis.call('SREM', KEYS[2], user)
             redis.call('DEL', ARGV[4] .. user)
             offline = true
-            text = ARGV[11] .. ARGV[i + 1] .. ARGV[12] .. user .. ARGV[13]
+            text = ARGV[13] .. ARGV[i + 1] .. ARGV[14] .. user .. ARGV[15]
             p = history_append(KEYS[6], KEYS[7], '', h, text, 'presence.offline', 'tenant', '', '', ARGV[i + 1], '')
         end
         out[#out + 1] = user

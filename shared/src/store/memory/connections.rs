@@ -47,6 +47,24 @@ pub(super) fn resolution(t: &Tenant, event: EventType, target: &Target) -> Resol
                 ..Resolution::default()
             },
         },
+        Target::Channel(channel) => {
+            let subscribers = t.channels.get(channel);
+            let live: Vec<(&Connection, &Vec<Topic>)> = subscribers
+                .into_iter()
+                .flatten()
+                .filter_map(|(id, filter)| Some((&t.conns.get(id)?.0, filter)))
+                .collect();
+            let recipients = live
+                .iter()
+                .filter(|(_, filter)| filter.iter().any(|f| topics.contains(f)))
+                .map(|(c, _)| Recipient {
+                    connection_id: c.id.clone(),
+                    user_id: c.user_id.clone(),
+                    endpoint: c.endpoint.clone(),
+                })
+                .collect();
+            Resolution { recipients, target_connections: live.len(), ..Resolution::default() }
+        }
     };
     Resolution { webhooks, ..resolution }
 }
@@ -55,8 +73,9 @@ pub(super) fn resolution(t: &Tenant, event: EventType, target: &Target) -> Resol
 fn record_presence(t: &mut Tenant, limits: &Limits, tenant: &TenantId, user: &UserId, online: bool) -> Envelope {
     let mut event = presence_event(tenant, user, online);
     let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
-    let record = Record { event_type: event.event_type, text: &text, id: &event.id, once: false };
-    let position = t.history.record(limits, &record, &Target::Tenant, None);
+    let record =
+        Record { event_type: event.event_type, text: &text, id: &event.id, once: false, retention: Default::default() };
+    let position = t.history.record(super::history::Window::tenant(limits), &record, &Target::Tenant, None, None);
     event.set_position(position.as_ref());
     event
 }
@@ -132,6 +151,7 @@ impl ConnectionStore for MemoryStore {
                 .filter_map(|conn| {
                     let (c, topics) = t.conns.remove(conn)?;
                     t.active.remove(conn);
+                    t.leave_channels(conn);
                     for topic in topics {
                         if let Some(set) = t.subs.get_mut(&topic) {
                             set.remove(conn);

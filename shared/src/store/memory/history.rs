@@ -1,5 +1,5 @@
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -10,11 +10,50 @@ use crate::event::Target;
 use crate::event::{Position, Topic};
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::store::{
-    HistoryEntry, HistoryQuery, HistoryRead, HistoryStore, ReadStatus, Record, Resolution, Resubscribed, StoreError,
-    StoreResult,
+    Audience, CHANNEL_POSITION_TTL, HistoryEntry, HistoryQuery, HistoryRead, HistoryStore, ReadStatus, Record,
+    Resolution, Resubscribed, Retention, StoreError, StoreResult,
 };
 
-/// A tenant's history, as the Redis stream and its meta hash keep it.
+/// What one history keeps: the tenant's (`HISTORY_*`) or a channel's
+/// (`CHANNEL_HISTORY_*` and its namespace's retention).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    /// Events kept (0: none).
+    size: usize,
+    /// How long an event stays.
+    ttl: Duration,
+    /// Largest text kept.
+    max_event_bytes: usize,
+    /// How long the position (epoch, top) outlives the last write; `None`: the process's life.
+    position_ttl: Option<Duration>,
+}
+
+impl Window {
+    pub(super) fn tenant(l: &Limits) -> Window {
+        Window {
+            size: l.history_size,
+            ttl: l.history_ttl,
+            max_event_bytes: l.history_max_event_bytes,
+            position_ttl: None,
+        }
+    }
+
+    pub(super) fn channel(l: &Limits, retention: Retention) -> Window {
+        let size = if retention == Retention::Off { 0 } else { l.channel_history_size };
+        let position_ttl = match retention {
+            Retention::Ephemeral => l.channel_history_ttl,
+            _ => CHANNEL_POSITION_TTL.max(l.channel_history_ttl),
+        };
+        Window {
+            size,
+            ttl: l.channel_history_ttl,
+            max_event_bytes: l.history_max_event_bytes,
+            position_ttl: Some(position_ttl),
+        }
+    }
+}
+
+/// A tenant's or a channel's history, as the Redis stream and its meta hash keep it.
 #[derive(Debug, Default)]
 pub(super) struct Log {
     /// Made on first use; the process's lifetime is the history's.
@@ -28,6 +67,10 @@ pub(super) struct Log {
     expiry: Option<Instant>,
     /// Queued events recorded once: event id -> (offset, expiry).
     once: HashMap<String, (u64, Instant)>,
+    /// The meta's expiry (channels): past it, the history starts anew.
+    position_expiry: Option<Instant>,
+    /// Bytes of the texts kept.
+    pub(super) bytes: usize,
 }
 
 impl Log {
@@ -35,34 +78,80 @@ impl Log {
         self.epoch.get_or_insert_with(Position::fresh_epoch).clone()
     }
 
-    /// Drops what expired (the whole stream, as a Redis key expires).
-    fn expire(&mut self, now: Instant) {
+    /// Drops what expired (the whole stream, as a Redis key expires; the
+    /// whole history when its meta does).
+    pub(super) fn expire(&mut self, now: Instant) {
+        if self.position_expiry.is_some_and(|e| e <= now) {
+            *self = Log::default();
+        }
         if self.expiry.is_some_and(|e| e <= now) {
             self.entries.clear();
+            self.bytes = 0;
             self.expiry = None;
         }
         self.once.retain(|_, (_, exp)| *exp > now);
     }
 
+    /// Is anything of it left (its position included)?
+    pub(super) fn is_live(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        self.epoch.is_some()
+    }
+
+    /// Drops the oldest event; false when there was none.
+    pub(super) fn pop_oldest(&mut self) -> bool {
+        match self.entries.pop_front() {
+            Some((_, e)) => {
+                self.bytes -= e.text.map_or(0, |t| t.len());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records an event; `room` is how many bytes of text the history
+    /// may still take (the tenant's channel budget), evicting this
+    /// history's oldest first: what does not fit keeps its place only.
     pub(super) fn record(
         &mut self,
-        limits: &Limits,
+        window: Window,
         record: &Record<'_>,
         target: &Target,
         user: Option<UserId>,
+        mut room: Option<&mut usize>,
     ) -> Option<Position> {
-        if limits.history_size == 0 {
+        if window.size == 0 {
             return None;
         }
         let now = Instant::now();
         self.expire(now);
         let epoch = self.epoch();
+        if let Some(ttl) = window.position_ttl {
+            self.position_expiry = Some(now + ttl);
+        }
         if let Some((offset, _)) = self.once.get(record.id).filter(|_| record.once) {
             return Some(Position { epoch, offset: *offset });
         }
         self.top += 1;
         self.top_id = Some(record.id.to_owned());
-        let text = (record.text.len() <= limits.history_max_event_bytes).then(|| record.text.to_owned());
+        let mut text = (record.text.len() <= window.max_event_bytes).then(|| record.text.to_owned());
+        if let (Some(room), Some(t)) = (room.as_deref_mut(), &text) {
+            while t.len() > *room {
+                let before = self.bytes;
+                if !self.pop_oldest() {
+                    break;
+                }
+                *room += before - self.bytes;
+            }
+            if t.len() > *room {
+                text = None;
+            }
+        }
+        let n = text.as_ref().map_or(0, String::len);
+        self.bytes += n;
+        if let Some(room) = room {
+            *room -= n;
+        }
         let entry = HistoryEntry {
             offset: self.top,
             id: record.id.to_owned(),
@@ -72,20 +161,26 @@ impl Log {
             text,
         };
         self.entries.push_back((now, entry));
-        while self.entries.len() > limits.history_size {
-            self.entries.pop_front();
+        while self.entries.len() > window.size {
+            self.pop_oldest();
         }
-        self.expiry = Some(now + limits.history_ttl);
+        self.expiry = Some(now + window.ttl);
         if record.once {
-            self.once.insert(record.id.to_owned(), (self.top, now + limits.history_ttl));
+            self.once.insert(record.id.to_owned(), (self.top, now + window.ttl));
         }
         Some(Position { epoch, offset: self.top })
     }
 
     /// The Redis script's `history_read`, step for step.
-    pub(super) fn read(&mut self, limits: &Limits, query: &HistoryQuery<'_>, topics: &[Topic]) -> HistoryRead {
+    pub(super) fn read(&mut self, window: Window, query: &HistoryQuery<'_>, topics: &[Topic]) -> HistoryRead {
         let now = Instant::now();
         self.expire(now);
+        if self.epoch.is_none()
+            && let Some(ttl) = window.position_ttl
+        {
+            // As the script does: a read makes the epoch, for a channel's history TTL.
+            self.position_expiry = Some(now + ttl.min(window.ttl));
+        }
         let epoch = self.epoch();
         let mut read = HistoryRead { epoch, top: self.top, top_id: self.top_id.clone(), ..HistoryRead::default() };
         let Some(since) = query.since else { return read };
@@ -108,7 +203,7 @@ impl Log {
             return read;
         }
         match at(since.offset + 1) {
-            Some((recorded, _)) if now.duration_since(*recorded) <= limits.history_ttl => {}
+            Some((recorded, _)) if now.duration_since(*recorded) <= window.ttl => {}
             _ => return lost,
         }
         let mut bytes = 0;
@@ -167,11 +262,14 @@ impl HistoryStore for MemoryStore {
                 offline = Some(pushed);
             }
             let user = match target {
-                Target::Tenant => None,
+                Target::Tenant | Target::Channel(_) => None,
                 Target::User(u) => Some(u.clone()),
                 Target::Connection(c) => t.conns.get(c).map(|(c, _)| c.user_id.clone()),
             };
-            let position = t.history.record(&self.limits, record, target, user);
+            let position = match target {
+                Target::Channel(channel) => t.record_channel(&self.limits, channel, record),
+                _ => t.history.record(Window::tenant(&self.limits), record, target, user, None),
+            };
             Some(Resolution { position, offline, ..resolved })
         }))
     }
@@ -190,7 +288,12 @@ impl HistoryStore for MemoryStore {
             {
                 return None;
             }
-            let read = t.history.read(&self.limits, query, topics);
+            let read = match query.audience {
+                Audience::Channel(channel) => {
+                    t.channel_log(channel).read(Window::channel(&self.limits, Retention::Lasting), query, topics)
+                }
+                _ => t.history.read(Window::tenant(&self.limits), query, topics),
+            };
             if limit.is_some() {
                 t.charge(&read);
             }
@@ -213,7 +316,7 @@ impl HistoryStore for MemoryStore {
             }
             let topics = self.subscribe_in(t, conn, topics)?;
             let endpoint = t.conns.get(conn).map(|(c, _)| c.endpoint.clone()).unwrap_or_default();
-            let history = t.history.read(&self.limits, query, &topics);
+            let history = t.history.read(Window::tenant(&self.limits), query, &topics);
             t.charge(&history);
             Ok(Some(Resubscribed { topics, endpoint, history }))
         })

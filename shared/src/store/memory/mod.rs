@@ -4,6 +4,7 @@
 //! does for keys nobody touches). One mutex over the whole state: every
 //! operation is short and never awaits while holding it.
 
+mod channels;
 mod compat;
 mod connections;
 mod fanout;
@@ -12,7 +13,7 @@ mod offline;
 mod rate;
 mod webhooks;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 
 use self::history::Log;
 use self::offline::Queue;
+use crate::channel::Channel;
 use crate::config::Limits;
 use crate::event::Topic;
 use crate::ids::{ConnectionId, TenantId, UserId};
@@ -64,6 +66,15 @@ struct Tenant {
     sent_done: HashMap<String, Instant>,
     /// The tenant's recent events.
     history: Log,
+    /// Each channel's subscribers, with their filters; a channel without
+    /// one is removed.
+    channels: HashMap<Channel, HashMap<ConnectionId, Vec<Topic>>>,
+    /// Each connection's channels, with their filters.
+    conn_channels: HashMap<ConnectionId, BTreeMap<Channel, Vec<Topic>>>,
+    /// Each channel's recent events.
+    channel_logs: HashMap<Channel, Log>,
+    /// When `channel_logs` was last swept of histories gone.
+    channel_logs_swept: Option<Instant>,
 }
 
 impl MemoryStore {

@@ -46,7 +46,7 @@ static ONLINE_USERS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| with_resolve(include_str!("../lua/resolve.lua")));
 
 /// `resolve`'s answer: {target_connections, #webhooks, webhook..., id, 'user endpoint', ...}.
-fn parse_resolution(tenant: &TenantId, flat: Vec<Value>) -> StoreResult<Resolution> {
+pub(super) fn parse_resolution(tenant: &TenantId, flat: Vec<Value>) -> StoreResult<Resolution> {
     let mut items = flat.into_iter();
     let target_connections: usize =
         items.next().and_then(|v| ::redis::from_redis_value(v).ok()).ok_or_else(|| corrupt("resolve reply"))?;
@@ -77,6 +77,7 @@ impl RedisStore {
             Target::Tenant => (k.conns(tenant), "tenant", ""),
             Target::User(u) => (k.user(tenant, u), "user", u.as_str()),
             Target::Connection(c) => (k.conn(tenant, c), "connection", c.as_str()),
+            Target::Channel(c) => return self.publish_channel(tenant, limit, event, c, record).await,
         };
         let recording = record.is_some() && self.limits.history_size > 0;
         let mut inv = RESOLVE.key(target_key);
@@ -223,6 +224,8 @@ impl ConnectionStore for RedisStore {
             .arg(k.stem("user", tenant))
             .arg(k.stem("presence", tenant))
             .arg(k.stem("subs", tenant))
+            .arg(k.stem("connch", tenant))
+            .arg(k.stem("ch", tenant))
             .arg(&self.history_args(tenant))
             .arg(&crate::store::connections::presence_parts(tenant, false));
         for c in conns {

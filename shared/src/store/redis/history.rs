@@ -26,7 +26,7 @@ static HISTORY_READ: LazyLock<Script> = LazyLock::new(|| {
 
 /// `history_read`'s answer: {status, epoch, top, top id, bytes, then
 /// offset and text per event}.
-fn parse_history(reply: Value) -> StoreResult<HistoryRead> {
+pub(super) fn parse_history(reply: Value) -> StoreResult<HistoryRead> {
     let bad = || corrupt("history reply");
     let flat: Vec<Value> = ::redis::from_redis_value(reply).map_err(|_| bad())?;
     let mut items = flat.into_iter();
@@ -92,6 +92,9 @@ impl HistoryStore for RedisStore {
         topics: &[Topic],
         limit: Option<u32>,
     ) -> StoreResult<Option<HistoryRead>> {
+        if let crate::store::Audience::Channel(channel) = query.audience {
+            return self.channel_history(tenant, channel, query, topics, limit).await;
+        }
         let k = &self.keys;
         let mut inv = HISTORY_READ.key(k.history(tenant));
         inv.key(k.history_meta(tenant))

@@ -15,6 +15,7 @@
 //! (`connections.rs`, `history.rs`, ...) shares: the Lua functions their
 //! scripts are built from and the reply parsers.
 
+mod channels;
 mod compat;
 mod connections;
 mod fanout;
