@@ -166,6 +166,10 @@ struct Serve {
     /// A bearer token GET /metrics requires; under --production, /metrics is served only with one.
     #[arg(long, env = "METRICS_TOKEN")]
     metrics_token: Option<String>,
+    /// The channel namespaces and their rules: inline JSON, or the path of a JSON file
+    /// (as CHANNEL_NAMESPACES, which it overrides; default: the call center's).
+    #[arg(long)]
+    channels: Option<String>,
     /// Production mode: refuse the development JWT secret; no console; /metrics only behind METRICS_TOKEN.
     #[arg(long, env = "SWITCHBOARD_PRODUCTION")]
     production: bool,
@@ -331,10 +335,16 @@ fn settings(args: &Serve, auth: &AuthConfig, dev_secret: bool) -> anyhow::Result
 /// and the banner's line for it.
 fn mode(args: &Serve, auth: &AuthConfig) -> anyhow::Result<(Mode, String)> {
     if let Some(functions_url) = &args.functions_url {
+        if args.channels.is_some() {
+            bail!("--channels configures in-process functions; give the functions CHANNEL_NAMESPACES instead");
+        }
         let line = format!("functions at {functions_url} (cargo lambda watch)");
         return Ok((Mode::Remote { functions_url: functions_url.clone() }, line));
     }
     let mut config = Config::from_env()?;
+    if let Some(raw) = &args.channels {
+        config.channels = namespaces_flag(raw)?;
+    }
     // Local receivers (http://127.0.0.1:...) are the point of local
     // development; production mode keeps the strict policy.
     if !args.production && std::env::var_os("WEBHOOK_ALLOW_PRIVATE").is_none() {
@@ -345,6 +355,18 @@ fn mode(args: &Serve, auth: &AuthConfig) -> anyhow::Result<(Mode, String)> {
         None => "memory store, functions in-process".to_owned(),
     };
     Ok((Mode::InProcess { ctx: switchboard::Context::from_config(config), verifier: Verifier::new(auth)? }, store_line))
+}
+
+/// `--channels`: inline JSON (it starts with `{`) or a file's path; each
+/// error names the flag, the file and the namespace and field at fault.
+fn namespaces_flag(raw: &str) -> anyhow::Result<switchboard::namespaces::Namespaces> {
+    let (json, from) = if raw.trim_start().starts_with('{') {
+        (raw.to_owned(), "--channels".to_owned())
+    } else {
+        let text = std::fs::read_to_string(raw).with_context(|| format!("--channels: cannot read {raw}"))?;
+        (text, format!("--channels {raw}"))
+    };
+    switchboard::namespaces::Namespaces::parse(&json).map_err(|e| anyhow::anyhow!("{from}: {e}"))
 }
 
 /// What the start-up banner says beside the emulator's addresses.

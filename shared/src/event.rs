@@ -194,6 +194,11 @@ impl Topic {
     /// The topic that matches every event.
     pub const ALL: &'static str = "*";
 
+    /// `*`: every event.
+    pub fn all() -> Topic {
+        Topic(Topic::ALL.to_owned())
+    }
+
     /// The topic as stored in Redis keys and echoed to clients.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -11,6 +11,9 @@
 //! | `{"action":"subscribe","events":["call.incoming"],"id":"r1"}` | `{"type":"subscribed","id":"r1","events":[...]}` |
 //! | `{"action":"subscribe","events":[...],"since":{"epoch":"e","offset":41,"id":"<event id>"}}` | `subscribed`, the missed events in offset order, then `{"type":"recovered","recovered":true,"count":K,"epoch":"e","offset":<top>,"event_id":"<its id>"}` (or `recovered:false`, nothing replayed) |
 //! | `{"action":"unsubscribe","events":[...]}` | `{"type":"unsubscribed","events":[...]}` |
+//! | `{"action":"subscribe","channel":"queue:support","events":["call.*"]}` (events optional: `*`) | `{"type":"subscribed","channel":"queue:support","events":["call.*"]}` (a channel's own `since` recovers it) |
+//! | `{"action":"unsubscribe","channel":"queue:support"}` | `{"type":"unsubscribed","channel":"queue:support","events":[]}` |
+//! | `{"action":"subscriptions"}` | `{"type":"subscriptions","events":[...],"channels":{"queue:support":["*"]}}` |
 //! | `{"action":"ping"}` | `{"type":"pong","timestamp":...}` |
 //! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N,"cursor":"<id>"}` (they stay queued) |
 //! | `{"action":"sync","ack":"<cursor>"}` | removes what that sync delivered, then as above |
@@ -19,16 +22,23 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
+use crate::channel::Channel;
 use crate::event::{EventType, Position, Since, Target, Topic};
 
 /// A client request, parsed and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientAction {
-    /// Start receiving events matching these topics; with `since` (the
-    /// last position the client saw), first replay what it missed.
-    Subscribe { id: Option<String>, topics: Vec<Topic>, since: Option<Since> },
-    /// Stop receiving events matching these topics.
-    Unsubscribe { id: Option<String>, topics: Vec<Topic> },
+    /// Start receiving events matching these topics: the tenant's, or with
+    /// `channel`, that channel's (its filter; `*` when the client gave
+    /// none); with `since` (the last position the client saw, the
+    /// channel's own for a channel), first replay what it missed.
+    Subscribe { id: Option<String>, topics: Vec<Topic>, since: Option<Since>, channel: Option<Channel> },
+    /// Stop receiving events matching these topics, or leave `channel`.
+    Unsubscribe { id: Option<String>, topics: Vec<Topic>, channel: Option<Channel> },
+    /// List the connection's subscriptions.
+    Subscriptions { id: Option<String> },
     /// Keep-alive; refreshes presence.
     Ping { id: Option<String> },
     /// Deliver the messages queued while the user was offline; `ack` (the
@@ -200,6 +210,10 @@ pub enum ErrorCode {
     UnknownAction,
     /// One or more event names are not in the catalogue.
     UnknownEventType,
+    /// A channel name that does not parse, or whose namespace is not declared.
+    InvalidChannel,
+    /// The channel has as many subscribers as it may have.
+    ChannelFull,
     /// The frame is larger than the configured limit.
     MessageTooLarge,
     /// Too many subscriptions on one connection.
@@ -227,6 +241,8 @@ impl ErrorCode {
             ErrorCode::MissingAction => "missing_action",
             ErrorCode::UnknownAction => "unknown_action",
             ErrorCode::UnknownEventType => "unknown_event_type",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::ChannelFull => "channel_full",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::Forbidden => "forbidden",
@@ -271,7 +287,7 @@ impl ProtocolError {
 }
 
 /// The actions a client may send, as named in the `action` field.
-pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "ping", "sync", "publish"];
+pub const ACTIONS: &[&str] = &["subscribe", "unsubscribe", "subscriptions", "ping", "sync", "publish"];
 
 impl ClientAction {
     /// Parses one frame. `max_bytes` is the configured message limit.
@@ -318,7 +334,31 @@ impl ClientAction {
         };
         match action.as_str() {
             "subscribe" | "unsubscribe" => {
-                let topics = parse_topics(obj.remove("events")).map_err(|(code, msg)| fail(code, msg))?;
+                let channel = match obj.remove("channel") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(c)) => {
+                        Some(Channel::parse(&c).map_err(|e| fail(ErrorCode::InvalidChannel, e.to_string()))?)
+                    }
+                    Some(_) => {
+                        return Err(fail(
+                            ErrorCode::InvalidChannel,
+                            "\"channel\" must be a string <namespace>:<name>, e.g. \"queue:support\"".into(),
+                        ));
+                    }
+                };
+                let events = obj.remove("events");
+                let topics = match (&channel, events) {
+                    // A channel's filter: everything unless the client narrows it.
+                    (Some(_), None | Some(Value::Null)) if action == "subscribe" => vec![Topic::all()],
+                    (Some(_), Some(_)) if action == "unsubscribe" => {
+                        return Err(fail(
+                            ErrorCode::InvalidMessage,
+                            "unsubscribe from a channel leaves it whole; leave out \"events\"".into(),
+                        ));
+                    }
+                    (Some(_), None | Some(Value::Null)) => vec![],
+                    (_, events) => parse_topics(events).map_err(|(code, msg)| fail(code, msg))?,
+                };
                 let since = match obj.remove("since") {
                     None | Some(Value::Null) => None,
                     Some(_) if action == "unsubscribe" => {
@@ -327,11 +367,12 @@ impl ClientAction {
                     Some(v) => Some(parse_since(v).map_err(|msg| fail(ErrorCode::InvalidMessage, msg))?),
                 };
                 Ok(if action == "subscribe" {
-                    ClientAction::Subscribe { id, topics, since }
+                    ClientAction::Subscribe { id, topics, since, channel }
                 } else {
-                    ClientAction::Unsubscribe { id, topics }
+                    ClientAction::Unsubscribe { id, topics, channel }
                 })
             }
+            "subscriptions" => Ok(ClientAction::Subscriptions { id }),
             "ping" => Ok(ClientAction::Ping { id }),
             "sync" => {
                 let ack = match obj.remove("ack") {
@@ -362,6 +403,7 @@ impl ClientAction {
         match self {
             ClientAction::Subscribe { .. } => "subscribe",
             ClientAction::Unsubscribe { .. } => "unsubscribe",
+            ClientAction::Subscriptions { .. } => "subscriptions",
             ClientAction::Ping { .. } => "ping",
             ClientAction::Sync { .. } => "sync",
             ClientAction::Publish { .. } => "publish",
@@ -373,6 +415,7 @@ impl ClientAction {
         match self {
             ClientAction::Subscribe { id, .. }
             | ClientAction::Unsubscribe { id, .. }
+            | ClientAction::Subscriptions { id }
             | ClientAction::Ping { id }
             | ClientAction::Sync { id, .. }
             | ClientAction::Publish { id, .. } => id.as_deref(),
@@ -444,17 +487,31 @@ fn parse_topics(events: Option<Value>) -> Result<Vec<Topic>, (ErrorCode, String)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerReply {
-    /// Subscriptions added; `events` is the connection's full topic list after the change.
+    /// Subscriptions added; `events` is the connection's full topic list
+    /// after the change, or with `channel`, that channel's filter.
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        channel: Option<Channel>,
         events: Vec<Topic>,
     },
-    /// Subscriptions removed; `events` is what remains.
+    /// Subscriptions removed; `events` is what remains (of the tenant's
+    /// topics; empty for a channel left).
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        channel: Option<Channel>,
         events: Vec<Topic>,
+    },
+    /// The connection's subscriptions: the tenant's topics, and each
+    /// channel with its filter.
+    Subscriptions {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        id: Option<String>,
+        events: Vec<Topic>,
+        channels: BTreeMap<Channel, Vec<Topic>>,
     },
     /// Answer to `ping`; server time in Unix milliseconds.
     Pong {
@@ -493,6 +550,9 @@ pub enum ServerReply {
     Recovered {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
+        /// The channel recovered (its own positions); absent: the tenant's.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        channel: Option<Channel>,
         recovered: bool,
         count: usize,
         #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -549,6 +609,7 @@ mod tests {
                 id: Some("r1".into()),
                 topics: vec!["call.incoming".parse().unwrap(), "agent.*".parse().unwrap()],
                 since: None,
+                channel: None,
             }
         );
         assert_eq!(
@@ -558,6 +619,7 @@ mod tests {
                 id: None,
                 topics: vec!["*".parse().unwrap()],
                 since: Some(Since { epoch: "ab12".into(), offset: 41, id: Some("0199-x".into()) }),
+                channel: None,
             }
         );
         assert!(matches!(
@@ -584,6 +646,47 @@ mod tests {
                 },
             }
         );
+    }
+
+    #[test]
+    fn channel_subscriptions_parse_with_a_filter_or_everything() {
+        let queue = || Some(Channel::parse("queue:support").unwrap());
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channel":"queue:support"}"#).unwrap(),
+            ClientAction::Subscribe { id: None, topics: vec![Topic::all()], since: None, channel: queue() }
+        );
+        assert_eq!(
+            parse(r#"{"action":"subscribe","channel":"queue:support","events":["call.*"],"since":{"epoch":"e","offset":3}}"#)
+                .unwrap(),
+            ClientAction::Subscribe {
+                id: None,
+                topics: vec!["call.*".parse().unwrap()],
+                since: Some(Since { epoch: "e".into(), offset: 3, id: None }),
+                channel: queue(),
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","channel":"queue:support"}"#).unwrap(),
+            ClientAction::Unsubscribe { id: None, topics: vec![], channel: queue() }
+        );
+        assert_eq!(
+            parse(r#"{"action":"subscriptions","id":"r2"}"#).unwrap(),
+            ClientAction::Subscriptions { id: Some("r2".into()) }
+        );
+        for (input, code) in [
+            (r#"{"action":"subscribe","channel":"support"}"#, ErrorCode::InvalidChannel),
+            (r#"{"action":"subscribe","channel":["queue:a"]}"#, ErrorCode::InvalidChannel),
+            (r#"{"action":"subscribe","channel":"queue:a","events":["cal.*"]}"#, ErrorCode::UnknownEventType),
+            (r#"{"action":"unsubscribe","channel":"queue:a","events":["*"]}"#, ErrorCode::InvalidMessage),
+            (r#"{"action":"subscribe"}"#, ErrorCode::InvalidMessage),
+        ] {
+            assert_eq!(parse(input).unwrap_err().code, code, "{input}");
+        }
+        let reply = ServerReply::Subscribed { id: None, channel: queue(), events: vec![Topic::all()] };
+        assert_eq!(reply.to_json(), r#"{"type":"subscribed","channel":"queue:support","events":["*"]}"#);
+        let target: Target = serde_json::from_value(json!({"channel": "call:1.2"})).unwrap();
+        assert_eq!(serde_json::to_value(&target).unwrap(), json!({"channel": "call:1.2"}));
+        assert!(serde_json::from_value::<Target>(json!({"channel": "call"})).is_err());
     }
 
     #[test]
@@ -642,7 +745,7 @@ mod tests {
             serde_json::to_value(&r).unwrap(),
             json!({"type":"error","id":"r1","code":"unknown_action","message":"unknown action 'x'"})
         );
-        let r = ServerReply::Subscribed { id: None, events: vec!["call.incoming".parse().unwrap()] };
+        let r = ServerReply::Subscribed { id: None, channel: None, events: vec!["call.incoming".parse().unwrap()] };
         assert_eq!(r.to_json(), r#"{"type":"subscribed","events":["call.incoming"]}"#);
         assert_eq!(ServerReply::Pong { id: None, timestamp: 5 }.to_json(), r#"{"type":"pong","timestamp":5}"#);
         for code in [ErrorCode::InvalidJson, ErrorCode::NotImplemented, ErrorCode::TooManySubscriptions] {

@@ -19,13 +19,19 @@
 //! that the caller would see): the caller reloads its state and goes on
 //! from `epoch`/`offset`/`event_id`. The read counts against the tenant's
 //! requests per second by what it returns, in the same Redis round trip.
+//!
+//! `&channel=queue:support` reads that channel's own history instead (its
+//! own positions; `since` from its events), for a caller its namespace
+//! lets subscribe: the same page, the same all-or-nothing answer.
 
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use switchboard::channel::Channel;
 use switchboard::event::{Position, Since, Topic};
 use switchboard::ids::Role;
+use switchboard::namespaces::{Action, Refusal};
 use switchboard::store::{Audience, HistoryQuery, HistoryRead, ReadStatus};
 
 use crate::{ApiError, ApiState, Verified, store_error};
@@ -70,9 +76,23 @@ pub async fn read(
     Verified(who): Verified,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(extra) = query.keys().find(|k| !matches!(k.as_str(), "since" | "events" | "limit")) {
-        return Err(invalid("query", format!("unknown parameter '{extra}'; expected since, events and limit")));
+    if let Some(extra) = query.keys().find(|k| !matches!(k.as_str(), "since" | "events" | "limit" | "channel")) {
+        return Err(invalid(
+            "query",
+            format!("unknown parameter '{extra}'; expected since, events, limit and channel"),
+        ));
     }
+    let channel = match query.get("channel") {
+        None => None,
+        Some(raw) => {
+            let channel = Channel::parse(raw).map_err(|e| invalid("channel", e.to_string()))?;
+            state.ctx.config.channels.check(&who, Action::Subscribe, &channel).map_err(|refusal| match refusal {
+                Refusal::UnknownNamespace { .. } => invalid("channel", refusal.to_string()),
+                _ => ApiError::Forbidden(refusal.to_string()),
+            })?;
+            Some(channel)
+        }
+    };
     let topics = parse_topics(query.get("events"))?;
     let limit = match query.get("limit") {
         None => 100,
@@ -83,12 +103,19 @@ pub async fn read(
     };
     let since = query.get("since").map(|s| parse_since(s)).transpose()?;
     let limits = &state.ctx.config.limits;
-    if limits.history_size == 0 {
+    let kept = match &channel {
+        None => limits.history_size > 0,
+        Some(c) => {
+            limits.channel_history_size > 0 && state.ctx.config.channels.get(c.namespace()).is_some_and(|ns| ns.history)
+        }
+    };
+    if !kept {
         return Ok(Json(json!({"recovered": false, "events": [], "next": null})).into_response());
     }
-    let audience = match who.role {
-        Role::Admin | Role::Service => Audience::Everyone,
-        _ => Audience::User(&who.user_id),
+    let audience = match (&channel, who.role) {
+        (Some(c), _) => Audience::Channel(c),
+        (None, Role::Admin | Role::Service) => Audience::Everyone,
+        (None, _) => Audience::User(&who.user_id),
     };
     let q = HistoryQuery { since: since.as_ref(), audience, max_events: limit, max_bytes: limits.recovery_max_bytes };
     let rate = limits.rate_limit_per_sec;

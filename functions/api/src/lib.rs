@@ -347,6 +347,7 @@ async fn publish(
     let (event_id, report) =
         broadcast::publish_as(&state.ctx, &who, request, Some(limit)).await.map_err(|e| match e {
             broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
+            broadcast::PublishError::Channel(refusal) => channel_refused(&refusal),
             broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
             broadcast::PublishError::OfflineRefused(refusal) => {
                 let why = format!("{}; nothing was published", refusal.describe(&state.ctx.config.limits));
@@ -364,11 +365,25 @@ async fn publish(
 /// for the `fanout` function; 202 with its id.
 async fn publish_queued(state: &ApiState, who: &Identity, request: PublishRequest) -> Result<Response, ApiError> {
     let PublishRequest { event_type, target, data } = request;
-    who.role.may_publish(event_type, &target).map_err(ApiError::Forbidden)?;
+    broadcast::may_publish(&state.ctx, who, event_type, &target).map_err(|e| match e {
+        broadcast::PublishError::Channel(refusal) => channel_refused(&refusal),
+        other => ApiError::Forbidden(other.to_string()),
+    })?;
     let event = switchboard::event::Envelope::from_caller(who, event_type, data);
     let job = broadcast::FanoutJob { event, target, chunk: None };
     enqueue(state.ctx.events_queue(), "EVENTS_QUEUE_URL", &job).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"event_id": job.event.id, "queued": true}))).into_response())
+}
+
+/// A channel the namespaces refuse: an undeclared namespace is the
+/// request's mistake (400, naming the channel), a rule's refusal is 403.
+pub(crate) fn channel_refused(refusal: &switchboard::namespaces::Refusal) -> ApiError {
+    match refusal {
+        switchboard::namespaces::Refusal::UnknownNamespace { .. } => {
+            ApiError::InvalidField { field: "target", problem: refusal.to_string() }
+        }
+        _ => ApiError::Forbidden(refusal.to_string()),
+    }
 }
 
 /// Sends `message` to a queue; 503 `not_configured` naming `var` when there is none.

@@ -158,7 +158,20 @@ pub fn parse(payload: Value) -> Result<Vec<DirectPublish>, FanoutError> {
 
 /// Publishes every event of the request, in order.
 pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, FanoutError> {
-    publish_all(ctx, parse(payload)?).await
+    let events = parse(payload)?;
+    for (i, e) in events.iter().enumerate() {
+        // A back end is trusted with every channel, but only of a declared namespace.
+        if let Some(channel) = e.request.target.channel()
+            && ctx.config.channels.get(channel.namespace()).is_none()
+        {
+            return Err(FanoutError::Invalid(format!(
+                "event {i}: channel {channel}: namespace '{}' is not declared (declared: {})",
+                channel.namespace(),
+                ctx.config.channels
+            )));
+        }
+    }
+    publish_all(ctx, events).await
 }
 
 /// Publishes `events`, in order.

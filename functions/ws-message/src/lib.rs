@@ -23,9 +23,11 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use switchboard::Context;
 use switchboard::apigw_event::{self, response};
 use switchboard::broadcast::{self, BroadcastError, PublishError};
+use switchboard::channel::Channel;
 use switchboard::connections_api::PostOutcome;
 use switchboard::event::{Since, Topic};
 use switchboard::ids::{ConnectionId, Identity};
+use switchboard::namespaces::{Action, Refusal};
 use switchboard::protocol::{ClientAction, ErrorCode, OfflineRefusal, ProtocolError, ServerReply};
 use switchboard::store::{Audience, HistoryQuery, ReadStatus, StoreError};
 
@@ -95,6 +97,16 @@ fn classify(id: &Option<String>, e: StoreError) -> Failure {
             ErrorCode::TooManySubscriptions,
             format!("at most {limit} topics per connection; unsubscribe some or use a wildcard such as \"call.*\""),
         )),
+        StoreError::TooManyChannels { limit } => Failure::Client(ProtocolError::new(
+            id.clone(),
+            ErrorCode::TooManySubscriptions,
+            format!("at most {limit} channels per connection (CHANNELS_PER_CONNECTION); leave one first"),
+        )),
+        StoreError::ChannelFull { limit } => Failure::Client(ProtocolError::new(
+            id.clone(),
+            ErrorCode::ChannelFull,
+            format!("this channel has {limit} subscribers, as many as it may (CHANNEL_MAX_SUBSCRIBERS)"),
+        )),
         other => Failure::Server(other.into()),
     }
 }
@@ -107,13 +119,39 @@ async fn dispatch(
 ) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     match action {
-        ClientAction::Subscribe { id, topics, since: Some(since) } => recover(ctx, who, conn, id, &topics, since).await,
-        ClientAction::Subscribe { id, topics, since: None } => match ctx.store.subscribe(tenant, conn, &topics).await {
-            Ok(events) => Ok(ServerReply::Subscribed { id, events }),
-            Err(e) => Err(classify(&id, e)),
-        },
-        ClientAction::Unsubscribe { id, topics } => match ctx.store.unsubscribe(tenant, conn, &topics).await {
-            Ok(events) => Ok(ServerReply::Unsubscribed { id, events }),
+        ClientAction::Subscribe { id, topics, since, channel: Some(channel) } => {
+            check_channel(ctx, who, Action::Subscribe, &channel, &id)?;
+            match since {
+                Some(since) => recover(ctx, who, conn, id, Scope::Channel(&channel), &topics, since).await,
+                None => match ctx.store.subscribe_channel(tenant, conn, &channel, &topics).await {
+                    Ok(()) => Ok(ServerReply::Subscribed { id, channel: Some(channel), events: filter(&topics) }),
+                    Err(e) => Err(classify(&id, e)),
+                },
+            }
+        }
+        ClientAction::Subscribe { id, topics, since: Some(since), channel: None } => {
+            recover(ctx, who, conn, id, Scope::Tenant, &topics, since).await
+        }
+        ClientAction::Subscribe { id, topics, since: None, channel: None } => {
+            match ctx.store.subscribe(tenant, conn, &topics).await {
+                Ok(events) => Ok(ServerReply::Subscribed { id, channel: None, events }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
+        ClientAction::Unsubscribe { id, channel: Some(channel), .. } => {
+            match ctx.store.unsubscribe_channel(tenant, conn, &channel).await {
+                Ok(_) => Ok(ServerReply::Unsubscribed { id, channel: Some(channel), events: vec![] }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
+        ClientAction::Unsubscribe { id, topics, channel: None } => {
+            match ctx.store.unsubscribe(tenant, conn, &topics).await {
+                Ok(events) => Ok(ServerReply::Unsubscribed { id, channel: None, events }),
+                Err(e) => Err(classify(&id, e)),
+            }
+        }
+        ClientAction::Subscriptions { id } => match ctx.store.subscriptions(tenant, conn).await {
+            Ok(mine) => Ok(ServerReply::Subscriptions { id, events: mine.topics, channels: mine.channels }),
             Err(e) => Err(classify(&id, e)),
         },
         ClientAction::Ping { id } => match ctx.store.heartbeat(tenant, &who.user_id, conn).await {
@@ -130,6 +168,7 @@ async fn dispatch(
                 Err(PublishError::Forbidden(why)) => {
                     Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
                 }
+                Err(PublishError::Channel(refusal)) => Err(channel_refused(id, &refusal)),
                 Err(PublishError::Failed(BroadcastError::Store(e))) => Err(classify(&id, e)),
                 Err(PublishError::Failed(e)) => Err(Failure::Server(e)),
                 Err(PublishError::OfflineRefused(refusal)) => {
@@ -164,20 +203,34 @@ async fn recover(
     who: &Identity,
     conn: &ConnectionId,
     id: Option<String>,
+    scope: Scope<'_>,
     topics: &[Topic],
     since: Since,
 ) -> Result<ServerReply, Failure> {
     let tenant = &who.tenant_id;
     let limits = &ctx.config.limits;
-    if limits.history_size == 0 {
+    let channel = scope.channel().cloned();
+    let kept = match scope {
+        Scope::Tenant => limits.history_size > 0,
+        Scope::Channel(c) => {
+            limits.channel_history_size > 0 && ctx.config.channels.get(c.namespace()).is_some_and(|ns| ns.history)
+        }
+    };
+    if !kept {
         // No history to recover from: the client reloads its state.
-        let events = ctx.store.subscribe(tenant, conn, topics).await.map_err(|e| classify(&id, e))?;
+        let events = match scope {
+            Scope::Tenant => ctx.store.subscribe(tenant, conn, topics).await,
+            Scope::Channel(c) => ctx.store.subscribe_channel(tenant, conn, c, topics).await.map(|()| filter(topics)),
+        }
+        .map_err(|e| classify(&id, e))?;
         let me = ctx.store.connection(tenant, conn).await.map_err(|e| classify(&id, e))?;
         let me = me.ok_or_else(|| classify(&id, StoreError::UnknownConnection))?;
-        post_reply(ctx, conn, &me.endpoint, &ServerReply::Subscribed { id: id.clone(), events }).await?;
+        let subscribed = ServerReply::Subscribed { id: id.clone(), channel: channel.clone(), events };
+        post_reply(ctx, conn, &me.endpoint, &subscribed).await?;
         switchboard::metrics::recovery(false);
         return Ok(ServerReply::Recovered {
             id,
+            channel,
             recovered: false,
             count: 0,
             epoch: None,
@@ -188,30 +241,33 @@ async fn recover(
     let limit = limits.rate_limit_per_sec;
     let query = HistoryQuery {
         since: Some(&since),
-        audience: Audience::Connection(&who.user_id, conn),
+        audience: match scope {
+            Scope::Tenant => Audience::Connection(&who.user_id, conn),
+            Scope::Channel(c) => Audience::Channel(c),
+        },
         max_events: limits.recovery_max_events,
         max_bytes: limits.recovery_max_bytes,
     };
-    let r = ctx
-        .store
-        .subscribe_since(tenant, conn, topics, &query, limit)
-        .await
-        .map_err(|e| classify(&id, e))?
-        .ok_or_else(|| {
-            rate_limited(
-                id.clone(),
-                format!("over the tenant's limit of {limit} requests per second; nothing was done"),
-                "recovery",
-            )
-        })?;
-    post_reply(ctx, conn, &r.endpoint, &ServerReply::Subscribed { id: id.clone(), events: r.topics.clone() }).await?;
+    let r = match scope {
+        Scope::Tenant => ctx.store.subscribe_since(tenant, conn, topics, &query, limit).await,
+        Scope::Channel(c) => ctx.store.subscribe_channel_since(tenant, conn, c, topics, &query, limit).await,
+    };
+    let r = r.map_err(|e| classify(&id, e))?.ok_or_else(|| {
+        rate_limited(
+            id.clone(),
+            format!("over the tenant's limit of {limit} requests per second; nothing was done"),
+            "recovery",
+        )
+    })?;
+    let subscribed = ServerReply::Subscribed { id: id.clone(), channel: channel.clone(), events: r.topics.clone() };
+    post_reply(ctx, conn, &r.endpoint, &subscribed).await?;
     let h = &r.history;
     let (epoch, offset, event_id) = (Some(h.epoch.clone()), Some(h.top), h.top_id.clone());
     if h.status != ReadStatus::Complete {
         tracing::info!(since = since.offset, epoch = %h.epoch, top = h.top,
             status = ?h.status, "recovery impossible: recovered:false");
         switchboard::metrics::recovery(false);
-        return Ok(ServerReply::Recovered { id, recovered: false, count: 0, epoch, offset, event_id });
+        return Ok(ServerReply::Recovered { id, channel, recovered: false, count: 0, epoch, offset, event_id });
     }
     for (done, (offset, text)) in h.envelopes().enumerate() {
         if let Some(why) = failure(broadcast::post_one(ctx, &r.endpoint, conn, text.as_bytes()).await) {
@@ -226,7 +282,58 @@ async fn recover(
     let count = h.events.len();
     tracing::debug!(count, "recovered");
     switchboard::metrics::recovery(true);
-    Ok(ServerReply::Recovered { id, recovered: true, count, epoch, offset, event_id })
+    Ok(ServerReply::Recovered { id, channel, recovered: true, count, epoch, offset, event_id })
+}
+
+/// What a recovery subscribes to and reads: the tenant's topics (the
+/// tenant's history, what this connection could have received of it) or
+/// one channel (its own history).
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Tenant,
+    Channel(&'a Channel),
+}
+
+impl Scope<'_> {
+    fn channel(&self) -> Option<&Channel> {
+        match self {
+            Scope::Tenant => None,
+            Scope::Channel(c) => Some(c),
+        }
+    }
+}
+
+/// A channel's filter as the store keeps it and the reply echoes it: sorted, once each.
+fn filter(topics: &[Topic]) -> Vec<Topic> {
+    let mut f = topics.to_vec();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// May the caller `action` the channel? The refusal names the channel and the rule.
+fn check_channel(
+    ctx: &Context,
+    who: &Identity,
+    action: Action,
+    channel: &Channel,
+    id: &Option<String>,
+) -> Result<(), Failure> {
+    match ctx.config.channels.check(who, action, channel) {
+        Ok(_) => Ok(()),
+        Err(refusal) => {
+            tracing::info!(channel = %channel, rule = %refusal.rule(), action = action.as_str(), "channel refused");
+            Err(channel_refused(id.clone(), &refusal))
+        }
+    }
+}
+
+fn channel_refused(id: Option<String>, refusal: &Refusal) -> Failure {
+    let code = match refusal {
+        Refusal::UnknownNamespace { .. } => ErrorCode::InvalidChannel,
+        _ => ErrorCode::Forbidden,
+    };
+    Failure::Client(ProtocolError::new(id, code, refusal.to_string()))
 }
 
 /// `rate_limited`, with when to retry: the counter is per second, so the

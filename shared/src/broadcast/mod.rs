@@ -49,7 +49,7 @@ use crate::event::{Envelope, EventType, Target};
 use crate::ids::{ConnectionId, TenantId, UserId};
 use crate::protocol::{OfflineRefusal, PublishRequest, Report};
 use crate::queue::QueueError;
-use crate::store::{Recipient, Record, Resolution, StoreError, StoreResult};
+use crate::store::{Recipient, Record, Resolution, Retention, StoreError, StoreResult};
 use crate::webhook::{DeadLetter, Delivery, WebhookConfig};
 
 mod post;
@@ -101,9 +101,10 @@ async fn record(
     once: bool,
 ) -> StoreResult<Option<Resolution>> {
     event.set_position(None);
+    event.channel = target.channel().cloned();
     let text = serde_json::to_string(&*event).expect("an envelope is plain JSON");
-    let record =
-        Record { event_type: event.event_type, text: &text, id: &event.id, once, retention: Default::default() };
+    let retention = retention(ctx, target);
+    let record = Record { event_type: event.event_type, text: &text, id: &event.id, once, retention };
     let resolved = ctx.store.record_and_resolve(&event.tenant_id, &record, target, limit).await?;
     if let Some(r) = &resolved {
         event.set_position(r.position.as_ref());
@@ -112,6 +113,20 @@ async fn record(
         }
     }
     Ok(resolved)
+}
+
+/// How the target's channel keeps its events: its namespace's `history`
+/// and `ephemeral` (a namespace not declared keeps them as a lasting one;
+/// the edges refuse such channels before they come here).
+fn retention(ctx: &Context, target: &Target) -> Retention {
+    let Some(namespace) = target.channel().and_then(|c| ctx.config.channels.get(c.namespace())) else {
+        return Retention::Lasting;
+    };
+    match (namespace.history, namespace.ephemeral) {
+        (false, _) => Retention::Off,
+        (true, true) => Retention::Ephemeral,
+        (true, false) => Retention::Lasting,
+    }
 }
 
 /// Routes `event` to recipients already resolved — by [`ConnectionStore::resolve`],
@@ -317,6 +332,9 @@ pub enum PublishError {
     /// The caller's role may not publish this event to this target.
     #[error("{0}")]
     Forbidden(String),
+    /// The channel's namespace is not declared, or its rules refuse the caller.
+    #[error(transparent)]
+    Channel(#[from] crate::namespaces::Refusal),
     /// The caller's tenant is over its publishes per second (the limit).
     #[error("over the tenant's limit of {0} requests per second")]
     RateLimited(u32),
@@ -336,6 +354,22 @@ impl From<StoreError> for PublishError {
     }
 }
 
+/// May `who` publish `event_type` to `target`? The role's rule (clients
+/// publish chat events only, never to the whole tenant), then for a
+/// channel its namespace's: declared, and its publish rule for the role.
+pub fn may_publish(
+    ctx: &Context,
+    who: &crate::ids::Identity,
+    event_type: EventType,
+    target: &Target,
+) -> Result<(), PublishError> {
+    who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
+    if let Target::Channel(channel) = target {
+        ctx.config.channels.check(who, crate::namespaces::Action::Publish, channel)?;
+    }
+    Ok(())
+}
+
 /// A publish on behalf of a verified caller (the `publish` action and
 /// `POST /v1/events`): the role check, then a new event in the caller's own
 /// tenant. With `limit`, the publish first counts against the tenant's
@@ -349,7 +383,7 @@ pub async fn publish_as(
 ) -> Result<(String, Report), PublishError> {
     let PublishRequest { event_type, target, data } = request;
     let target = &target;
-    who.role.may_publish(event_type, target).map_err(PublishError::Forbidden)?;
+    may_publish(ctx, who, event_type, target)?;
     let mut event = Envelope::from_caller(who, event_type, data);
     let resolved = match record(ctx, &mut event, target, limit, false).await? {
         Some(resolved) => resolved,
@@ -373,6 +407,19 @@ pub async fn publish_as(
 /// that changed the user's presence recorded and returned with it.
 pub async fn announce_presence(ctx: &Context, event: &Envelope, resolved: Resolution) -> BroadcastResult<Report> {
     deliver(ctx, event, &Target::Tenant, resolved).await
+}
+
+/// `event_type` with `data` to the subscribers of `channel` in `tenant`
+/// (a back-end publish: no role check; the channel's namespace should be
+/// declared, or its events are kept as a lasting namespace's).
+pub async fn publish_to_channel(
+    ctx: &Context,
+    tenant: &TenantId,
+    channel: &crate::channel::Channel,
+    event_type: EventType,
+    data: Value,
+) -> BroadcastResult<Report> {
+    publish(ctx, &Envelope::new(tenant.clone(), event_type, data), &Target::Channel(channel.clone())).await
 }
 
 /// The legacy hub's `BroadcastAgentState`: `agent.state.changed` to the whole tenant.

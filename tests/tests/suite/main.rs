@@ -5,6 +5,7 @@
 //!
 //! Run one area with `cargo test -p switchboard-tests --test suite fanout::`.
 
+mod channels;
 mod channels_contract;
 mod console;
 mod deployment;

@@ -259,3 +259,76 @@ async fn connections_missing_from_the_index_are_still_resolved() {
     store.unregister(&tenant, &"new".parse().unwrap()).await.unwrap();
     assert_eq!(redis(&["HLEN", "callcenter:connidx:{acme}"]).trim(), "0");
 }
+
+/// Channels keep the budget: a channel subscribe (with or without
+/// recovery) and a publish to a channel of 50 in a tenant of 500
+/// connections (its rate limit, its subscribers, its history) are one
+/// round trip each, over the WebSocket and the HTTP API.
+#[tokio::test]
+async fn a_channel_subscribe_and_a_channel_publish_are_one_round_trip_each() {
+    use serde_json::json;
+    use switchboard::auth::mint_hs256;
+    use switchboard::ids::Identity;
+    use switchboard_tests::ws;
+
+    let server = RedisServer::start().unwrap();
+    let (_ctx, emu) = emulator_on(&server).await;
+    let tenant: TenantId = "acme".parse().unwrap();
+    let token =
+        |user: &str, role: Role| mint_hs256(SECRET, &Identity::new(tenant.clone(), user.parse().unwrap(), role), 60);
+    let mut clients = Vec::new();
+    for i in 0..500 {
+        let (mut c, _) =
+            ws::connect(&format!("{}?token={}", emu.ws_url(), token(&format!("s{i}"), Role::Supervisor)), &[])
+                .await
+                .unwrap();
+        let channel = if i < 50 { "queue:support" } else { "queue:other" };
+        let r = ws::request(&mut c, json!({"action": "subscribe", "channel": channel})).await;
+        assert_eq!(r["type"], "subscribed");
+        clients.push(c);
+    }
+    let http = reqwest::Client::new();
+    let publish = || {
+        http.post(format!("{}/v1/events", emu.http_url()))
+            .bearer_auth(token("crm", Role::Service))
+            .json(&json!({"type": "call.incoming", "target": {"channel": "queue:support"}}))
+            .send()
+    };
+    // Warm the scripts.
+    let answer: serde_json::Value = publish().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["report"]["delivered"], 50, "{answer}");
+    let mut last = serde_json::Value::Null;
+    for c in clients.iter_mut().take(50) {
+        last = ws::next_json(c).await;
+    }
+    let (mut late, _) =
+        ws::connect(&format!("{}?token={}", emu.ws_url(), token("late", Role::Supervisor)), &[]).await.unwrap();
+    let since = json!({"epoch": last["epoch"], "offset": last["offset"], "id": last["id"]});
+    ws::request(&mut late, json!({"action": "subscribe", "channel": "queue:warm", "since": since.clone()})).await;
+    ws::next_json(&mut late).await;
+
+    let mut monitor = Monitor::attach(server.port).unwrap();
+    let answer: serde_json::Value = publish().await.unwrap().json().await.unwrap();
+    assert_eq!((answer["report"]["matched"].as_u64(), answer["report"]["delivered"].as_u64()), (Some(50), Some(50)));
+    let seen = monitor.take().unwrap();
+    print_commands("POST /v1/events to a channel of 50 in a tenant of 500", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+
+    let r =
+        ws::request(&mut late, json!({"action": "subscribe", "channel": "queue:support", "events": ["call.*"]})).await;
+    assert_eq!(r["type"], "subscribed");
+    let seen = monitor.take().unwrap();
+    print_commands("channel subscribe", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+
+    let r = ws::request(&mut late, json!({"action": "subscribe", "channel": "queue:support", "since": since})).await;
+    assert_eq!(r["type"], "subscribed");
+    let mut frame = ws::next_json(&mut late).await;
+    while frame["type"] != "recovered" {
+        frame = ws::next_json(&mut late).await;
+    }
+    assert_eq!((frame["recovered"].as_bool(), frame["count"].as_u64()), (Some(true), Some(1)), "{frame}");
+    let seen = monitor.take().unwrap();
+    print_commands("channel subscribe with recovery", &seen);
+    assert_eq!(seen.client.len(), 1, "{seen:?}");
+}
