@@ -51,6 +51,7 @@ pub async fn deliveries_per_sec(n: usize) -> anyhow::Result<f64> {
             event: switchboard::event::EventType::CallIncoming,
             timestamp: 1_800_000_000,
             data: json!({"n": i, "caller_id": "+15550000000", "queue": "support"}),
+            channel: None,
             attempt_base: 0,
         };
         emu.sqs.send(&queue, &serde_json::to_string(&d)?, None, Default::default()).map_err(anyhow::Error::msg)?;

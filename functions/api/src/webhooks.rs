@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
-//! | `POST /v1/webhooks` `{name, url, events?, secret?, is_active?, retry_count?, timeout?}` | 201, the webhook **with its secret** (shown this once) |
+//! | `POST /v1/webhooks` `{name, url, events?, channels?, secret?, is_active?, retry_count?, timeout?}` | 201, the webhook **with its secret** (shown this once) |
 //! | `GET /v1/webhooks` | `{"webhooks": [...]}` without secrets |
 //! | `GET /v1/webhooks/{id}` | one, without secret |
 //! | `PATCH /v1/webhooks/{id}` | the same fields, all optional; the updated webhook |
@@ -15,7 +15,8 @@
 //!
 //! Every field is validated before anything is stored: the URL by the SSRF
 //! guard (`https` to a public address in production), event names against
-//! the catalogue, `retry_count` 0–10, `timeout` 1–30 seconds. Secrets are
+//! the catalogue, channel patterns (`queue:*`: only events published to a
+//! matching channel; none: every event of its topics), `retry_count` 0–10, `timeout` 1–30 seconds. Secrets are
 //! generated as `whsec_` + base64 of 32 random bytes when not given.
 
 use axum::Json;
@@ -24,6 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use switchboard::channel::ChannelPattern;
 use switchboard::event::{EventType, Topic};
 use switchboard::ids::{Identity, Role};
 use switchboard::ssrf::check_url_at_save;
@@ -71,6 +73,21 @@ async fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String,
         topics.sort();
         topics.dedup();
         hook.events = topics;
+    }
+    if let Some(v) = body.remove("channels") {
+        // An empty list: every event of its topics, whatever its target.
+        let names = v.as_array().ok_or_else(|| field("channels", "must be a list of channel patterns"))?;
+        if names.len() > 50 {
+            return Err(field("channels", "holds at most 50 patterns"));
+        }
+        let mut patterns = Vec::with_capacity(names.len());
+        for name in names {
+            let name = name.as_str().ok_or_else(|| field("channels", "must contain only strings"))?;
+            patterns.push(name.parse::<ChannelPattern>().map_err(|e| field("channels", e.to_string()))?);
+        }
+        patterns.sort();
+        patterns.dedup();
+        hook.channels = patterns;
     }
     if let Some(v) = body.remove("secret") {
         let raw = v.as_str().ok_or_else(|| field("secret", "must be a string"))?;
@@ -215,6 +232,7 @@ pub async fn test(
         event: EventType::SystemNotification,
         timestamp: switchboard::time::now_millis() / 1000,
         data: json!({"test": true, "message": "Test delivery from Switchboard"}),
+        channel: None,
         attempt_base: 0,
     };
     let a = state.deliverer.attempt(&hook, &delivery, 1).await;

@@ -241,7 +241,8 @@ async fn enqueue_webhooks(
     webhooks: &[WebhookConfig],
     claims: Option<&Claims<'_>>,
 ) -> BroadcastResult<(usize, usize)> {
-    let mut wanted: Vec<&WebhookConfig> = webhooks.iter().filter(|h| h.wants(event.event_type)).collect();
+    let mut wanted: Vec<&WebhookConfig> =
+        webhooks.iter().filter(|h| h.wants(event.event_type, event.channel.as_ref())).collect();
     if wanted.is_empty() {
         return Ok((0, 0));
     }
@@ -268,6 +269,7 @@ async fn enqueue_webhooks(
                 event: event.event_type,
                 timestamp,
                 data: event.data.clone(),
+                channel: event.channel.clone(),
                 attempt_base: 0,
             };
             serde_json::to_string(&delivery).expect("plain JSON")

@@ -13,6 +13,10 @@ pub struct WebhookConfig {
     pub url: String,
     /// Topics it receives (`call.incoming`, `call.*`, `*`).
     pub events: Vec<crate::event::Topic>,
+    /// Channels it receives events of (`queue:*`, `call:*`, `team:east`);
+    /// empty: every event of its topics, whatever its target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::channel::ChannelPattern>,
     /// The signing secret (shown once, on create).
     pub secret: String,
     /// Paused webhooks receive nothing.
@@ -52,6 +56,7 @@ impl WebhookConfig {
             name: name.into(),
             url: url.into(),
             events,
+            channels: vec![],
             secret: Secret::generate().expose().to_owned(),
             is_active: true,
             retry_count: 3,
@@ -73,9 +78,16 @@ impl WebhookConfig {
         id.strip_prefix("wh_").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
-    /// Does this webhook want `event`?
-    pub fn wants(&self, event: crate::event::EventType) -> bool {
-        self.is_active && self.events.iter().any(|t| t.matches(event))
+    /// Does this webhook want `event`, published to `channel` (`None`:
+    /// the tenant, a user or a connection)? Its topics must match; with
+    /// channel patterns, the event must also be a matching channel's.
+    pub fn wants(&self, event: crate::event::EventType, channel: Option<&crate::channel::Channel>) -> bool {
+        let channel_ok = match channel {
+            _ if self.channels.is_empty() => true,
+            Some(c) => self.channels.iter().any(|p| p.matches(c)),
+            None => false,
+        };
+        self.is_active && channel_ok && self.events.iter().any(|t| t.matches(event))
     }
 
     /// The configuration without its secrets (what list and get answer).
@@ -133,6 +145,9 @@ pub struct Delivery {
     pub timestamp: i64,
     /// The event's data.
     pub data: serde_json::Value,
+    /// The channel the event was published to, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<crate::channel::Channel>,
     /// Attempts made before this message was (re)queued: a delivery paused
     /// by the circuit breaker is queued again with its count so far.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -144,10 +159,14 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Delivery {
-    /// The legacy hub's payload: `{"event","timestamp","data"}`.
+    /// The legacy hub's payload: `{"event","timestamp","data"}`, and
+    /// `"channel"` for an event published to one.
     pub fn payload(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"event": self.event, "timestamp": self.timestamp, "data": self.data}))
-            .expect("plain JSON")
+        let mut body = serde_json::json!({"event": self.event, "timestamp": self.timestamp, "data": self.data});
+        if let Some(channel) = &self.channel {
+            body["channel"] = serde_json::json!(channel);
+        }
+        serde_json::to_vec(&body).expect("plain JSON")
     }
 }
 

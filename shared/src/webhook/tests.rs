@@ -72,6 +72,7 @@ fn rotation_keeps_old_secrets_for_their_grace_only() {
         name: "n".into(),
         url: "https://example.com/h".into(),
         events: vec!["*".parse().unwrap()],
+        channels: vec![],
         secret: first.expose().into(),
         is_active: true,
         retry_count: 3,
@@ -100,6 +101,7 @@ fn log_entries_are_bounded_after_escaping() {
         event: crate::event::EventType::ChatMessage,
         timestamp: 0,
         data: serde_json::json!({"text": "z".repeat(100_000)}),
+        channel: None,
         attempt_base: 0,
     };
     // A binary answer: each control byte escapes to six characters.
@@ -241,4 +243,19 @@ mod decisions {
         assert_eq!(json, serde_json::json!({"body": "{", "error": "not a delivery", "dead_at": 7}));
         assert_eq!(serde_json::from_value::<DeadLetter>(json).unwrap(), letter);
     }
+}
+
+#[test]
+fn a_webhook_with_channel_patterns_wants_only_their_events() {
+    let mut hook = WebhookConfig::new("n", "https://example.com/h", vec!["call.*".parse().unwrap()], 0);
+    let queue = crate::channel::Channel::parse("queue:support").unwrap();
+    let call = crate::channel::Channel::parse("call:1").unwrap();
+    let e = crate::event::EventType::CallIncoming;
+    assert!(hook.wants(e, None) && hook.wants(e, Some(&queue)), "no patterns: every target");
+    hook.channels = vec!["queue:*".parse().unwrap()];
+    assert!(hook.wants(e, Some(&queue)));
+    assert!(!hook.wants(e, Some(&call)) && !hook.wants(e, None), "only a matching channel's events");
+    assert!(!hook.wants(crate::event::EventType::QueueStats, Some(&queue)), "and only its topics");
+    hook.is_active = false;
+    assert!(!hook.wants(e, Some(&queue)));
 }

@@ -69,6 +69,7 @@ fn delivery(webhook_id: &str) -> Delivery {
         event: EventType::CallIncoming,
         timestamp: 1_729_866_000,
         data: json!({"unique_id": "1729866000.123", "caller_id": "+1234567890", "queue_name": "support"}),
+        channel: None,
         attempt_base: 0,
     }
 }

@@ -580,3 +580,53 @@ async fn a_large_event_leaves_a_bounded_log_entry() {
     assert_eq!((status, reply["code"].as_str()), (409, Some("limit_exceeded")), "{reply}");
     w.emu.shutdown().await;
 }
+
+/// A webhook filtered on channel patterns gets the events of its topics
+/// published to a matching channel, and nothing published elsewhere; the
+/// payload names the channel. One without patterns gets all of its topics.
+#[tokio::test]
+async fn a_webhook_filters_on_channel_patterns() {
+    let w = world(fast()).await;
+    let queues = Receiver::start(Policy::Script(Arc::default())).await;
+    let everything = Receiver::start(Policy::Script(Arc::default())).await;
+    w.webhook(&queues.url, json!({"events": ["call.*"], "channels": ["queue:*", "team:east"]})).await;
+    w.webhook(&everything.url, json!({"events": ["call.*"]})).await;
+    let (status, refused) = w
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &token("acme", Role::Admin),
+            Some(json!({"name": "x", "url": queues.url, "channels": ["queue"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("channels"), "{refused}");
+    for (event_type, channel) in [
+        ("call.incoming", Some("queue:support")),
+        ("call.ringing", Some("call:1729866000.123")),
+        ("call.answered", None),
+        ("queue.stats", Some("queue:support")),
+        ("call.ended", Some("team:east")),
+    ] {
+        let mut body = json!({"type": event_type, "data": {}});
+        if let Some(c) = channel {
+            body["target"] = json!({"channel": c});
+        }
+        let (status, out) = w.call(Method::POST, "/v1/events", &token("acme", Role::Service), Some(body)).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    eventually("the unfiltered webhook has its four", || async { everything.hits().len() == 4 }).await;
+    eventually("the channel webhook has its two", || async { queues.hits().len() == 2 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got: Vec<(String, String)> = queues
+        .hits()
+        .iter()
+        .map(|h| {
+            let p: Value = serde_json::from_slice(&h.body).unwrap();
+            (p["event"].as_str().unwrap().to_owned(), p["channel"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [("call.ended".into(), "team:east".into()), ("call.incoming".into(), "queue:support".into())]);
+    assert_eq!(everything.hits().len(), 4, "call.* wherever published; queue.stats is not call.*");
+}
