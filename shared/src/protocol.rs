@@ -18,6 +18,7 @@
 //! | `{"action":"sync"}` | queued messages, then `{"type":"synced","count":N,"cursor":"<id>"}` (they stay queued) |
 //! | `{"action":"sync","ack":"<cursor>"}` | removes what that sync delivered, then as above |
 //! | `{"action":"publish","type":"chat.message","target":{"user":"42"},"data":{}}` | delivery, role-checked |
+//! | `{"action":"publish","events":[{"type":...,"target":...,"data":...}, ...]}` | a batch: each connection gets one `{"type":"batch","events":[...]}` frame |
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -46,7 +47,13 @@ pub enum ClientAction {
     Sync { id: Option<String>, ack: Option<String> },
     /// Send an event to other users of the tenant (role-checked).
     Publish { id: Option<String>, request: PublishRequest },
+    /// Send several events at once (`"events":[...]`, at most
+    /// [`MAX_BATCH`]): each connection gets one frame with all of its events.
+    PublishBatch { id: Option<String>, requests: Vec<PublishRequest> },
 }
+
+/// Most events one batch publish carries.
+pub const MAX_BATCH: usize = 100;
 
 /// One publish as every edge reads it (WebSocket `publish`, `POST
 /// /v1/events`, the `fanout` function's direct invocation): what happened,
@@ -114,6 +121,29 @@ impl PublishRequest {
         }
         let data = obj.remove("data").unwrap_or(Value::Null);
         Ok(PublishRequest { event_type, target, data })
+    }
+
+    /// A batch: `events`, a list of 1 to [`MAX_BATCH`] publishes, each
+    /// read by [`PublishRequest::from_object`]; the error names the index.
+    pub fn batch(events: Value) -> Result<Vec<PublishRequest>, PublishFieldError> {
+        let Value::Array(items) = events else {
+            return Err(PublishFieldError::new("events", "`events` must be a list of {type, target, data}"));
+        };
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(PublishFieldError::new(
+                "events",
+                format!("`events` holds {} events; a batch is 1 to {MAX_BATCH}", items.len()),
+            ));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Object(obj) => PublishRequest::from_object(obj)
+                    .map_err(|e| PublishFieldError { problem: format!("events[{i}]: {}", e.problem), ..e }),
+                _ => Err(PublishFieldError::new("events", format!("events[{i}] must be an object"))),
+            })
+            .collect()
     }
 
     /// [`PublishRequest::take`], refusing any field besides `type`, `target` and `data`.
@@ -388,6 +418,14 @@ impl ClientAction {
                 Ok(ClientAction::Sync { id, ack })
             }
             "publish" => {
+                if let Some(events) = obj.remove("events") {
+                    if let Some(extra) = obj.keys().next() {
+                        let why = format!("a batch publish has \"events\" only, not \"{extra}\" beside it");
+                        return Err(fail(ErrorCode::InvalidMessage, why));
+                    }
+                    let requests = PublishRequest::batch(events).map_err(|e| fail(e.code(), e.to_string()))?;
+                    return Ok(ClientAction::PublishBatch { id, requests });
+                }
                 let request = PublishRequest::take(&mut obj).map_err(|e| fail(e.code(), e.to_string()))?;
                 Ok(ClientAction::Publish { id, request })
             }
@@ -406,7 +444,7 @@ impl ClientAction {
             ClientAction::Subscriptions { .. } => "subscriptions",
             ClientAction::Ping { .. } => "ping",
             ClientAction::Sync { .. } => "sync",
-            ClientAction::Publish { .. } => "publish",
+            ClientAction::Publish { .. } | ClientAction::PublishBatch { .. } => "publish",
         }
     }
 
@@ -418,7 +456,8 @@ impl ClientAction {
             | ClientAction::Subscriptions { id }
             | ClientAction::Ping { id }
             | ClientAction::Sync { id, .. }
-            | ClientAction::Publish { id, .. } => id.as_deref(),
+            | ClientAction::Publish { id, .. }
+            | ClientAction::PublishBatch { id, .. } => id.as_deref(),
         }
     }
 }
@@ -533,11 +572,15 @@ pub enum ServerReply {
         #[serde(skip_serializing_if = "is_zero", default)]
         acked: usize,
     },
-    /// A `publish` went out: the new event's id and what the fan-out did.
+    /// A `publish` went out: the new event's id (a batch's: `event_ids`,
+    /// in order) and what the fan-out did (a batch's: added up).
     Published {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         id: Option<String>,
-        event_id: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        event_id: Option<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        event_ids: Vec<String>,
         report: Report,
     },
     /// The end of a recovery (a `subscribe` with `since`). `recovered:

@@ -334,10 +334,37 @@ async fn publish(
             });
         }
     };
-    let obj = body.object(state.ctx.config.limits.max_body_bytes)?;
+    let mut obj = body.object(state.ctx.config.limits.max_body_bytes)?;
+    let limit = state.ctx.config.limits.rate_limit_per_sec;
+    if let Some(events) = obj.remove("events") {
+        if let Some(extra) = obj.keys().next() {
+            let problem = format!("a batch has \"events\" only, not \"{extra}\" beside it");
+            return Err(ApiError::InvalidField { field: "body", problem });
+        }
+        let requests =
+            PublishRequest::batch(events).map_err(|e| ApiError::InvalidField { field: e.field, problem: e.problem })?;
+        if queued {
+            return Err(ApiError::InvalidField {
+                field: "async",
+                problem: "a batch is published synchronously (one frame per connection); leave out async".into(),
+            });
+        }
+        let done = broadcast::publish_batch_as(&state.ctx, &who, requests, Some(limit))
+            .await
+            .map_err(|e| publish_refused(&state, e))?;
+        let mut total = switchboard::protocol::Report::default();
+        let results: Vec<Value> = done
+            .into_iter()
+            .map(|p| {
+                total += p.report;
+                json!({"event_id": p.event_id, "report": p.report})
+            })
+            .collect();
+        let ids: Vec<&Value> = results.iter().map(|r| &r["event_id"]).collect();
+        return Ok(Json(json!({"event_ids": ids, "results": results, "report": total})).into_response());
+    }
     let request =
         PublishRequest::from_object(obj).map_err(|e| ApiError::InvalidField { field: e.field, problem: e.problem })?;
-    let limit = state.ctx.config.limits.rate_limit_per_sec;
     if queued {
         if !state.ctx.store.rate_limit(&who.tenant_id, limit).await.map_err(store_error)? {
             return Err(ApiError::RateLimited(limit));
@@ -345,20 +372,25 @@ async fn publish(
         return publish_queued(&state, &who, request).await;
     }
     let (event_id, report) =
-        broadcast::publish_as(&state.ctx, &who, request, Some(limit)).await.map_err(|e| match e {
-            broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
-            broadcast::PublishError::Channel(refusal) => channel_refused(&refusal),
-            broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
-            broadcast::PublishError::OfflineRefused(refusal) => {
-                let why = format!("{}; nothing was published", refusal.describe(&state.ctx.config.limits));
-                match refusal {
-                    OfflineRefusal::MessageTooLarge => ApiError::EventTooLarge(why),
-                    _ => ApiError::OfflineBudgetExceeded(why),
-                }
-            }
-            broadcast::PublishError::Failed(e) => server_error(e),
-        })?;
+        broadcast::publish_as(&state.ctx, &who, request, Some(limit)).await.map_err(|e| publish_refused(&state, e))?;
     Ok(Json(json!({"event_id": event_id, "report": report})).into_response())
+}
+
+/// A publish that did not go out, as the API answers it.
+fn publish_refused(state: &ApiState, e: broadcast::PublishError) -> ApiError {
+    match e {
+        broadcast::PublishError::Forbidden(why) => ApiError::Forbidden(why),
+        broadcast::PublishError::Channel(refusal) => channel_refused(&refusal),
+        broadcast::PublishError::RateLimited(limit) => ApiError::RateLimited(limit),
+        broadcast::PublishError::OfflineRefused(refusal) => {
+            let why = format!("{}; nothing was published", refusal.describe(&state.ctx.config.limits));
+            match refusal {
+                OfflineRefusal::MessageTooLarge => ApiError::EventTooLarge(why),
+                _ => ApiError::OfflineBudgetExceeded(why),
+            }
+        }
+        broadcast::PublishError::Failed(e) => server_error(e),
+    }
 }
 
 /// `POST /v1/events?async=true`: the role check, then the event is queued

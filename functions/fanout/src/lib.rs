@@ -174,18 +174,42 @@ pub async fn handle(ctx: &Context, payload: Value) -> Result<FanoutResponse, Fan
     publish_all(ctx, events).await
 }
 
-/// Publishes `events`, in order.
+/// Publishes `events` as one batch per tenant (each connection gets one
+/// frame with all of its events); the results in request order.
 async fn publish_all(ctx: &Context, events: Vec<DirectPublish>) -> Result<FanoutResponse, FanoutError> {
-    let mut response = FanoutResponse { results: Vec::with_capacity(events.len()), total: Report::default() };
-    for DirectPublish { tenant_id, request } in events {
-        let event = Envelope::new(tenant_id, request.event_type, request.data);
-        let report = broadcast::publish(ctx, &event, &request.target)
-            .await
-            .map_err(|source| FanoutError::Failed { published: response.results.len(), source })?;
-        response.total += report;
-        response.results.push(Published { event_id: event.id, report });
+    let n = events.len();
+    type Items = Vec<(usize, Envelope, switchboard::event::Target)>;
+    let mut tenants: Vec<(TenantId, Items)> = Vec::new();
+    for (i, DirectPublish { tenant_id, request }) in events.into_iter().enumerate() {
+        let event = Envelope::new(tenant_id.clone(), request.event_type, request.data);
+        match tenants.iter_mut().find(|(t, _)| *t == tenant_id) {
+            Some((_, items)) => items.push((i, event, request.target)),
+            None => tenants.push((tenant_id, vec![(i, event, request.target)])),
+        }
     }
-    Ok(response)
+    let mut results: Vec<Option<Published>> = vec![None; n];
+    let mut published = 0;
+    for (_, items) in tenants {
+        let order: Vec<usize> = items.iter().map(|(i, _, _)| *i).collect();
+        let batch = items.into_iter().map(|(_, e, t)| (e, t)).collect();
+        let done = broadcast::publish_batch(ctx, batch, None).await.map_err(|e| {
+            let source = match e {
+                broadcast::PublishError::Failed(source) => source,
+                other => broadcast::BroadcastError::Store(switchboard::store::StoreError::Corrupt(other.to_string())),
+            };
+            FanoutError::Failed { published, source }
+        })?;
+        published += done.len();
+        for (i, p) in order.into_iter().zip(done) {
+            results[i] = Some(Published { event_id: p.event_id, report: p.report });
+        }
+    }
+    let results: Vec<Published> = results.into_iter().flatten().collect();
+    let mut total = Report::default();
+    for r in &results {
+        total += r.report;
+    }
+    Ok(FanoutResponse { results, total })
 }
 
 /// Runs the queued fan-out jobs of one SQS batch, concurrently; failed

@@ -164,26 +164,46 @@ async fn dispatch(
             // requests in the same counter and in the resolve's round trip.
             let limit = ctx.config.limits.rate_limit_per_sec;
             match broadcast::publish_as(ctx, who, request, Some(limit)).await {
-                Ok((event_id, report)) => Ok(ServerReply::Published { id, event_id, report }),
-                Err(PublishError::Forbidden(why)) => {
-                    Err(Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)))
+                Ok((event_id, report)) => {
+                    Ok(ServerReply::Published { id, event_id: Some(event_id), event_ids: vec![], report })
                 }
-                Err(PublishError::Channel(refusal)) => Err(channel_refused(id, &refusal)),
-                Err(PublishError::Failed(BroadcastError::Store(e))) => Err(classify(&id, e)),
-                Err(PublishError::Failed(e)) => Err(Failure::Server(e)),
-                Err(PublishError::OfflineRefused(refusal)) => {
-                    let code = match refusal {
-                        OfflineRefusal::MessageTooLarge => ErrorCode::MessageTooLarge,
-                        _ => ErrorCode::OfflineBudgetExceeded,
-                    };
-                    let message = format!("{}; nothing was published", refusal.describe(&ctx.config.limits));
-                    Err(Failure::Client(ProtocolError::new(id, code, message)))
-                }
-                Err(e @ PublishError::RateLimited(_)) => {
-                    Err(rate_limited(id, format!("{e}; nothing was published"), "websocket"))
-                }
+                Err(e) => Err(publish_failed(ctx, id, e)),
             }
         }
+        ClientAction::PublishBatch { id, requests } => {
+            let limit = ctx.config.limits.rate_limit_per_sec;
+            match broadcast::publish_batch_as(ctx, who, requests, Some(limit)).await {
+                Ok(done) => {
+                    let mut report = switchboard::protocol::Report::default();
+                    let mut event_ids = Vec::with_capacity(done.len());
+                    for p in done {
+                        report += p.report;
+                        event_ids.push(p.event_id);
+                    }
+                    Ok(ServerReply::Published { id, event_id: None, event_ids, report })
+                }
+                Err(e) => Err(publish_failed(ctx, id, e)),
+            }
+        }
+    }
+}
+
+/// A publish that did not go out, as the client is told.
+fn publish_failed(ctx: &Context, id: Option<String>, e: PublishError) -> Failure {
+    match e {
+        PublishError::Forbidden(why) => Failure::Client(ProtocolError::new(id, ErrorCode::Forbidden, why)),
+        PublishError::Channel(refusal) => channel_refused(id, &refusal),
+        PublishError::Failed(BroadcastError::Store(e)) => classify(&id, e),
+        PublishError::Failed(e) => Failure::Server(e),
+        PublishError::OfflineRefused(refusal) => {
+            let code = match refusal {
+                OfflineRefusal::MessageTooLarge => ErrorCode::MessageTooLarge,
+                _ => ErrorCode::OfflineBudgetExceeded,
+            };
+            let message = format!("{}; nothing was published", refusal.describe(&ctx.config.limits));
+            Failure::Client(ProtocolError::new(id, code, message))
+        }
+        e @ PublishError::RateLimited(_) => rate_limited(id, format!("{e}; nothing was published"), "websocket"),
     }
 }
 

@@ -52,6 +52,7 @@ use crate::queue::QueueError;
 use crate::store::{Recipient, Record, Resolution, Retention, StoreError, StoreResult};
 use crate::webhook::{DeadLetter, Delivery, WebhookConfig};
 
+mod batch;
 mod post;
 mod queued;
 mod sweep;
@@ -59,6 +60,7 @@ mod sweep;
 use post::*;
 use queued::*;
 
+pub use batch::{MAX_BATCH, Published, frames, publish_batch, publish_batch_as};
 pub use post::post_one;
 pub use queued::{Chunk, FanoutJob, JobError, run_job};
 pub use sweep::{SWEEP_BATCH, SweepReport, sweep, sweep_all};

@@ -17,6 +17,7 @@ use switchboard::event::{Envelope, EventType, Target};
 use switchboard::ids::{Identity, Role};
 use switchboard::namespaces::Namespaces;
 use switchboard_local::{Emulator, Mode, Settings};
+
 use switchboard_tests::Backend;
 use switchboard_tests::auth::SECRET;
 use switchboard_tests::ws::{self, connect, next_json, refusal_status, request, silent};
@@ -386,4 +387,110 @@ async fn a_quiet_channel_recovers_exactly_its_events_while_the_tenant_is_busy() 
         replayed.push(frame["id"].as_str().unwrap().to_owned());
     }
     assert_eq!(replayed, expected, "exactly its 200, in order");
+}
+
+/// The frames `ws` receives until it has been silent for a moment.
+async fn frames(ws: &mut ws::Ws) -> Vec<Value> {
+    let mut got = vec![];
+    while let Ok(frame) = tokio::time::timeout(Duration::from_millis(400), next_json(ws)).await {
+        got.push(frame);
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_batch_reaches_each_connection_as_one_frame_from_every_entry_point() {
+    let lab = lab().await;
+    let mut board = vec![];
+    for i in 0..30 {
+        let mut c = lab.client("t1", &format!("s{i}"), Role::Supervisor, &[]).await;
+        assert_eq!(join(&mut c, "queue:support", None).await["type"], "subscribed");
+        board.push(c);
+    }
+    let mut both = lab.client("t1", "s-both", Role::Supervisor, &[]).await;
+    join(&mut both, "queue:support", None).await;
+    join(&mut both, "queue:sales", None).await;
+    let mut sales = lab.client("t1", "s-sales", Role::Supervisor, &[]).await;
+    join(&mut sales, "queue:sales", None).await;
+    let mut admin = lab.client("t1", "root", Role::Admin, &[]).await;
+
+    // Over the WebSocket: 20 events to queue:support, 1 to queue:sales.
+    let mut events: Vec<Value> = (0..20)
+        .map(|n| json!({"type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": n}}))
+        .collect();
+    events.push(json!({"type": "call.incoming", "target": {"channel": "queue:sales"}, "data": {"n": 20}}));
+    let r = request(&mut admin, json!({"action": "publish", "events": events})).await;
+    assert_eq!(r["type"], "published", "{r}");
+    let ids: Vec<String> = r["event_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 21);
+    assert_eq!(r["report"]["delivered"], 20 * 31 + 2, "per event, the connections it reached");
+    for got in futures::future::join_all(board.iter_mut().map(frames)).await {
+        assert_eq!(got.len(), 1, "one frame per connection: {got:?}");
+        assert_eq!(got[0]["type"], "batch");
+        let carried: Vec<&str> =
+            got[0]["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(carried, ids[..20].iter().map(String::as_str).collect::<Vec<_>>(), "in publish order");
+        let offsets: Vec<u64> =
+            got[0]["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+        assert_eq!(offsets, (1..=20).collect::<Vec<_>>(), "each with its position");
+    }
+    let got = frames(&mut both).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["events"].as_array().unwrap().len(), 21, "both channels' events in one frame");
+    let got = frames(&mut sales).await;
+    assert_eq!(
+        (got.len(), got[0]["type"].as_str(), got[0]["channel"].as_str()),
+        (1, Some("call.incoming"), Some("queue:sales")),
+        "one event: a plain envelope"
+    );
+
+    // Over the HTTP API, and from a back end invoking `fanout` directly.
+    let body = json!({"events": [
+        {"type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 1}},
+        {"type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 2}},
+    ]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events", lab.emu.http_url()))
+        .bearer_auth(token("t1", "crm", Role::Service, &[]))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["event_ids"].as_array().unwrap().len(), 2, "{answer}");
+    assert_eq!(answer["results"][1]["report"]["delivered"], 31);
+    let payload = json!({"events": [
+        {"tenant_id": "t1", "type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 3}},
+        {"tenant_id": "t2", "type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 4}},
+        {"tenant_id": "t1", "type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 5}},
+    ]});
+    let direct = fanout::handle(&lab.ctx, payload).await.unwrap();
+    assert_eq!(direct.results.iter().map(|p| p.report.delivered).collect::<Vec<_>>(), [31, 0, 31], "in request order");
+    for got in futures::future::join_all(board.iter_mut().chain([&mut both]).map(frames)).await {
+        let ns: Vec<i64> = got
+            .iter()
+            .flat_map(|f| f["events"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["data"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!((got.len(), ns), (2, vec![1, 2, 3, 5]), "one frame per batch");
+    }
+
+    // A batch is refused whole: one forbidden event, or over the tenant's budget.
+    let mut agent = lab.client("t1", "a1", Role::Agent, &[]).await;
+    let r = request(
+        &mut agent,
+        json!({"action": "publish", "events": [
+            {"type": "chat.message", "target": {"user": "s0"}},
+            {"type": "queue.stats", "target": {"channel": "queue:support"}},
+        ]}),
+    )
+    .await;
+    assert_eq!(r["code"], "forbidden", "{r}");
+    let r = request(&mut admin, json!({"action": "publish", "events": []})).await;
+    assert_eq!(r["code"], "invalid_message");
+    assert!(r["message"].as_str().unwrap().contains("a batch is 1 to 100"), "{r}");
+    let r = request(&mut admin, json!({"action": "publish", "events": [{"type": "queue.stats", "x": 1}]})).await;
+    assert!(r["message"].as_str().unwrap().contains("events[0]: unknown field `x`"), "{r}");
+    assert!(silent(&mut board[0], Duration::from_millis(300)).await, "nothing of a refused batch went out");
 }

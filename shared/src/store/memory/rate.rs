@@ -7,11 +7,16 @@ use crate::store::{HistoryRead, RateLimitStore, StoreResult, read_cost};
 impl Tenant {
     /// Counts one request against `limit` per second.
     pub(super) fn within_limit(&mut self, limit: u32) -> bool {
+        self.within_limit_n(limit, 1)
+    }
+
+    /// Counts `n` requests against `limit` per second.
+    fn within_limit_n(&mut self, limit: u32, n: u32) -> bool {
         let second = crate::time::now_millis() / 1000;
         if self.rate_window.0 != second {
             self.rate_window = (second, 0);
         }
-        self.rate_window.1 += 1;
+        self.rate_window.1 = self.rate_window.1.saturating_add(n);
         self.rate_window.1 <= limit
     }
 
@@ -23,7 +28,7 @@ impl Tenant {
 
 #[async_trait]
 impl RateLimitStore for MemoryStore {
-    async fn rate_limit(&self, tenant: &TenantId, limit: u32) -> StoreResult<bool> {
-        Ok(self.with(|state| state.entry(tenant.clone()).or_default().within_limit(limit)))
+    async fn rate_limit_n(&self, tenant: &TenantId, limit: u32, n: u32) -> StoreResult<bool> {
+        Ok(self.with(|state| state.entry(tenant.clone()).or_default().within_limit_n(limit, n)))
     }
 }
