@@ -9,19 +9,65 @@ export interface SwitchboardEvent<D = unknown> {
   data: D;
   /** Set by the server for events a verified caller published. */
   sender?: { user_id: string; role: "admin" | "service" | "supervisor" | "agent" };
-  /** Its place in the tenant's history (absent when the deployment keeps none). */
+  /** The channel it was published to (`queue:support`); its offset and epoch are then the channel's own. */
+  channel?: string;
+  /** Its place in the tenant's history, or its channel's (absent when the deployment keeps none). */
   offset?: number;
   epoch?: string;
 }
 
-/** `{"tenant":true}`, `{"user":"42"}` or `{"connection":"<id>"}`. */
-export type Target = { tenant: true } | { user: string } | { connection: string };
+/** `{"tenant":true}`, `{"user":"42"}`, `{"connection":"<id>"}` or `{"channel":"queue:support"}`. */
+export type Target = { tenant: true } | { user: string } | { connection: string } | { channel: string };
 
 export interface PublishedReply {
   type: "published";
   id: string;
-  event_id: string;
+  /** A single publish's event. */
+  event_id?: string;
+  /** A batch's events, in order. */
+  event_ids?: string[];
   report: Record<string, number | string>;
+}
+
+/** One event of a batch publish. */
+export interface PublishRequest {
+  type: string;
+  target?: Target;
+  data?: unknown;
+}
+
+/** What the server holds for this connection. */
+export interface SubscriptionsReply {
+  type: "subscriptions";
+  id: string;
+  /** Tenant-wide topics. */
+  events: string[];
+  /** Each channel with its filter. */
+  channels: Record<string, string[]>;
+}
+
+/** What a channel's handle reports on its own. */
+export interface ChannelEvents {
+  /** A reconnect replayed what the channel carried meanwhile. */
+  recovered: { count: number; missed: number; epoch: string; offset: number };
+  /** The channel's history could not prove it holds every event missed: reload this channel's state. */
+  gap: { epoch: string | null; offset: number | null };
+  /** The server refused the channel (forbidden, invalid_channel, channel_full: it is dropped) or its recovery failed. */
+  error: SwitchboardError;
+}
+
+export declare const CHANNEL_EVENTS: readonly (keyof ChannelEvents)[];
+
+/** A channel of the tenant: handlers per event type, recovered from its own position after every reconnect. */
+export declare class Channel {
+  readonly name: string;
+  /** Where this channel would recover from, or null. */
+  readonly position: Position | null;
+  on<K extends keyof ChannelEvents>(name: K, fn: (value: ChannelEvents[K]) => void): () => void;
+  /** Events of a topic (`call.incoming`, `call.*`, `*`): the channel's filter is the union of its handlers' topics. */
+  on(topic: string, fn: (event: SwitchboardEvent) => void): () => void;
+  /** Stops every handler and leaves the channel. */
+  leave(): void;
 }
 
 export type State = "idle" | "connecting" | "connected" | "disconnected" | "closed";
@@ -40,8 +86,8 @@ export interface StateEvents {
   disconnected: { code?: number; reason?: string };
   /** A reconnect (or rotation) replayed what was missed: `count` events replayed, `missed` of them new here (the others had arrived before the drop). */
   recovered: { count: number; missed: number; epoch: string; offset: number };
-  /** Events may have been missed (the history no longer holds them, or it started over): reload your state. */
-  gap: { epoch: string | null; offset: number | null };
+  /** Events may have been missed (the history no longer holds them, or it started over): reload your state. With `channel`: that channel's. */
+  gap: { epoch: string | null; offset: number | null; channel?: string };
   error: unknown;
   closed: undefined;
 }
@@ -117,6 +163,14 @@ export declare class Switchboard {
   on(topic: string, fn: (event: SwitchboardEvent) => void): () => void;
   subscribe(topics: string[], handler: (event: SwitchboardEvent) => void): () => void;
   publish(type: string, target: Target | undefined, data?: unknown): Promise<PublishedReply>;
+  /** Several events at once (at most 100): each connection gets one frame with all of its events. */
+  publishBatch(events: PublishRequest[]): Promise<PublishedReply>;
+  /** The channel `name` (`<namespace>:<name>`); throws a TypeError for another shape. */
+  channel(name: string): Channel;
+  /** `channel(name)` with a handler per topic: `{ "call.incoming": fn, "queue.stats": fn }`. */
+  subscribeChannel(name: string, handlers: Record<string, (event: SwitchboardEvent) => void>): Channel;
+  /** What the server holds for this connection. */
+  subscriptions(): Promise<SubscriptionsReply>;
   request(message: Record<string, unknown>): Promise<Record<string, unknown>>;
   connect(): Promise<void>;
   close(): void;

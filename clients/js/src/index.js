@@ -14,8 +14,17 @@ export const STATE_EVENTS = Object.freeze([
 ]);
 
 const REPLY_TYPES = new Set([
-  "subscribed", "unsubscribed", "pong", "synced", "published", "error", "recovered", "reconnect",
+  "subscribed", "unsubscribed", "subscriptions", "pong", "synced", "published", "error", "recovered", "reconnect",
 ]);
+
+/** A channel's name: `<namespace>:<name>` (the server checks the rest). */
+const CHANNEL_NAME = /^[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@+=-]{1,128}$/;
+
+/** What a channel's handle reports on its own (everything else its `on` takes is a topic). */
+export const CHANNEL_EVENTS = Object.freeze(["recovered", "gap", "error"]);
+
+/** Codes that refuse a channel for good: subscribing again would be refused again. */
+const CHANNEL_REFUSALS = new Set(["forbidden", "invalid_channel", "channel_full", "too_many_subscriptions", "unknown_event_type"]);
 
 /** A `since` that asks only for the history's position (nothing is replayed). */
 const POSITION_ONLY = Object.freeze({ epoch: "0", offset: Number.MAX_SAFE_INTEGER });
@@ -142,6 +151,65 @@ export class SwitchboardError extends Error {
   }
 }
 
+/** What the client keeps of one channel: its handlers by topic, its own place in its own history. */
+class ChannelSub {
+  constructor(name, settleMs) {
+    this.name = name;
+    /** topic -> handlers */
+    this.handlers = new Map();
+    this.tracker = new Tracker({ settleMs });
+    this.emitter = new Emitter();
+  }
+
+  /** The filter the server is asked for: the handlers' topics, or `*` when one wants everything. */
+  filter() {
+    const topics = [...this.handlers.keys()];
+    return topics.includes("*") ? ["*"] : topics.sort();
+  }
+}
+
+/**
+ * A channel of the tenant, as `client.channel("queue:support")` returns it:
+ * handlers per event type, recovered from the channel's own position after
+ * every reconnect.
+ *
+ * ```js
+ * const queue = sb.channel("queue:support");
+ * queue.on("call.incoming", (event) => ring(event));
+ * queue.on("queue.stats", (event) => wallboard(event.data));
+ * queue.on("gap", () => reloadQueue());
+ * queue.leave();
+ * ```
+ */
+export class Channel {
+  constructor(client, sub) {
+    this.client = client;
+    this.sub = sub;
+  }
+
+  /** The channel's name (`queue:support`). */
+  get name() {
+    return this.sub.name;
+  }
+
+  /** Where this channel would recover from, or null. */
+  get position() {
+    return this.sub.tracker.since();
+  }
+
+  /** Listens to the channel's `recovered`, `gap` or `error`, or to its events of a topic (`call.*`). */
+  on(name, fn) {
+    if (typeof fn !== "function") throw new TypeError("on: handler must be a function");
+    if (CHANNEL_EVENTS.includes(name)) return this.sub.emitter.add(name, fn);
+    return this.client.channelHandler(this.sub, name, fn);
+  }
+
+  /** Stops every handler and leaves the channel. */
+  leave() {
+    this.client.leave(this.sub);
+  }
+}
+
 /**
  * One WebSocket and what is in flight on it: the recovery it is doing
  * (events buffered until `recovered`, then delivered in offset order).
@@ -156,6 +224,8 @@ class Link {
     this.closedByUs = false;
     this.recovering = false;
     this.buffer = [];
+    /** Channel recoveries in flight: channel -> {id, buffer, timer, overflowed}. */
+    this.channelRecoveries = new Map();
   }
 
   send(message) {
@@ -240,6 +310,9 @@ export class Switchboard {
     this.emitter = new Emitter();
     /** topic -> handlers */
     this.handlers = new Map();
+    /** channel name -> ChannelSub */
+    this.channels = new Map();
+    this.settleMs = settleMs;
     this.pending = new Map();
     this.nextId = 1;
     this.attempt = 0;
@@ -305,11 +378,50 @@ export class Switchboard {
   }
 
   /**
+   * The channel `name` (`queue:support`): add handlers with its `on`; the
+   * channel is subscribed with the union of their topics as its filter,
+   * and recovered from its own position after every reconnect.
+   */
+  channel(name) {
+    if (typeof name !== "string" || !CHANNEL_NAME.test(name)) {
+      throw new TypeError(`channel: '${name}' is not <namespace>:<name>, e.g. queue:support`);
+    }
+    let sub = this.channels.get(name);
+    if (!sub) {
+      sub = new ChannelSub(name, this.settleMs);
+      this.channels.set(name, sub);
+    }
+    return new Channel(this, sub);
+  }
+
+  /** `channel(name)` with handlers per event type: `{ "call.incoming": fn, "queue.stats": fn }`. */
+  subscribeChannel(name, handlers) {
+    const channel = this.channel(name);
+    for (const [topic, fn] of Object.entries(handlers ?? {})) channel.on(topic, fn);
+    return channel;
+  }
+
+  /**
    * Publishes an event (the server checks the token's role); resolves
-   * with the `published` reply, rejects with a SwitchboardError.
+   * with the `published` reply, rejects with a SwitchboardError. A target
+   * is `{user}`, `{connection}`, `{channel: "queue:support"}` or the tenant (absent).
    */
   publish(type, target, data) {
     return this.request({ action: "publish", type, target, data });
+  }
+
+  /**
+   * Publishes several events at once (`[{type, target, data}, ...]`, at
+   * most 100): each connection gets one frame with all of its events.
+   * Resolves with the `published` reply (`event_ids`, in order).
+   */
+  publishBatch(events) {
+    return this.request({ action: "publish", events });
+  }
+
+  /** The connection's subscriptions, as the server has them: `{events, channels}`. */
+  subscriptions() {
+    return this.request({ action: "subscriptions" });
   }
 
   /** Sends a request and resolves with the reply carrying its id. */
@@ -429,12 +541,11 @@ export class Switchboard {
     if (this.state === "closed") return link.close();
     link.opened = true;
     const topics = [...this.handlers.keys()];
-    if (topics.length > 0) {
-      this.resubscribe(link, topics);
-    } else if (link === this.link) {
-      this.attempt = 0;
-      this.setState("connected");
+    if (topics.length > 0) this.resubscribe(link, topics);
+    for (const sub of this.channels.values()) {
+      if (sub.handlers.size > 0) this.recoverChannel(link, sub);
     }
+    this.ready(link);
     const ping = () => {
       if (link.socket.readyState !== 1) return;
       link.send({ action: "ping" });
@@ -501,8 +612,7 @@ export class Switchboard {
     if (refused.length > 0) {
       link.recovering = false;
       link.buffer = [];
-      this.attempt = 0;
-      this.setState("connected");
+      this.ready(link);
       return;
     }
     // Handled now: a server gone silent may never answer the close.
@@ -518,8 +628,21 @@ export class Switchboard {
       this.emit("error", new SwitchboardError("invalid_json", "the server sent something that is not JSON"));
       return;
     }
+    this.handle(link, msg);
+  }
+
+  /** One message: a batch (each of its events in turn), an event or a reply. */
+  handle(link, msg) {
     if (msg === null || typeof msg !== "object") return;
+    if (msg.type === "batch" && Array.isArray(msg.events)) {
+      for (const event of msg.events) this.handle(link, event);
+      return;
+    }
     if (typeof msg.tenant_id === "string" && typeof msg.type === "string" && !REPLY_TYPES.has(msg.type)) {
+      if (typeof msg.channel === "string") {
+        this.channelEvent(link, msg);
+        return;
+      }
       if (link.recovering) {
         if (link.buffer.length >= this.maxBufferedEvents) {
           // Too much at once to order: say so rather than hold it all.
@@ -558,6 +681,23 @@ export class Switchboard {
   }
 
   reply(link, msg) {
+    if (typeof msg.id === "string" && msg.id.startsWith("channel-")) {
+      for (const [name, rec] of link.channelRecoveries) {
+        if (rec.id !== msg.id) continue;
+        const sub = this.channels.get(name);
+        if (!sub || msg.type === "subscribed") return;
+        if (msg.type === "recovered") this.channelRecovered(link, sub, msg);
+        else this.channelRecoveryFailed(link, sub, msg);
+        return;
+      }
+      return;
+    }
+    if (!link.recovering && link.channelRecoveries.size > 0 && typeof msg.type !== "string") {
+      // API Gateway's own failure ({"message": ...}) while channels recover: start over.
+      const [name] = link.channelRecoveries.keys();
+      this.channelRecoveryFailed(link, this.channels.get(name), msg);
+      return;
+    }
     if (link.recovering && (msg.id === link.recoverId || typeof msg.type !== "string")) {
       if (msg.type === "subscribed") return;
       if (msg.type === "recovered") {
@@ -618,18 +758,182 @@ export class Switchboard {
       if (!first) this.emit("gap", { epoch: msg.epoch ?? null, offset: msg.offset ?? null });
     }
     link.overflowed = false;
-    if (link === this.rotating) {
-      // The new connection has caught up: the old one can go.
-      const old = this.link;
-      this.link = link;
-      this.rotating = null;
-      if (old) this.retire(old);
+    if (this.everConnected && msg.recovered === true) {
+      link.recoveredDetail = { count: msg.count, missed, epoch: msg.epoch, offset: msg.offset };
     }
-    this.attempt = 0;
-    const wasConnected = this.everConnected;
-    this.everConnected = true;
-    this.setState("connected");
-    if (wasConnected && msg.recovered === true) this.emit("recovered", { count: msg.count, missed, epoch: msg.epoch, offset: msg.offset });
+    this.ready(link);
+  }
+
+  /**
+   * When every recovery of `link` (the tenant's topics and each channel)
+   * is done: a rotating link takes over from the old one, and the client
+   * is `connected`.
+   */
+  ready(link) {
+    if (!link.opened || link.ended || link.recovering || link.channelRecoveries.size > 0) return;
+    if (!link.isReady) {
+      link.isReady = true;
+      if (link === this.rotating) {
+        // The new connection has caught up: the old one can go.
+        const old = this.link;
+        this.link = link;
+        this.rotating = null;
+        if (old) this.retire(old);
+      }
+      if (link !== this.link) return;
+      this.attempt = 0;
+      this.everConnected = true;
+      this.setState("connected");
+    }
+    if (link === this.link && link.recoveredDetail) this.emit("recovered", link.recoveredDetail);
+    link.recoveredDetail = null;
+  }
+
+  // ---------------------------------------------------------------- channels
+
+  /** Adds `fn` for `topic` on a channel; the filter grows on the server. Returns what removes it. */
+  channelHandler(sub, topic, fn) {
+    if (typeof topic !== "string" || topic.length === 0) throw new TypeError("on: the topic must be a string");
+    if (this.channels.get(sub.name) !== sub) this.channels.set(sub.name, sub);
+    const before = sub.filter().join(" ");
+    if (!sub.handlers.has(topic)) sub.handlers.set(topic, new Set());
+    sub.handlers.get(topic).add(fn);
+    if (sub.filter().join(" ") !== before && this.link?.opened) this.recoverChannel(this.link, sub);
+    return () => {
+      const set = sub.handlers.get(topic);
+      if (!set) return;
+      set.delete(fn);
+      if (set.size > 0) return;
+      sub.handlers.delete(topic);
+      if (sub.handlers.size === 0) this.leave(sub);
+      else if (this.link?.opened) this.recoverChannel(this.link, sub);
+    };
+  }
+
+  /** Leaves a channel: no more handlers, no more subscription. */
+  leave(sub) {
+    if (this.channels.get(sub.name) !== sub) return;
+    this.channels.delete(sub.name);
+    sub.handlers.clear();
+    for (const link of [this.link, this.rotating]) {
+      if (!link) continue;
+      const rec = link.channelRecoveries.get(sub.name);
+      if (rec) {
+        this.cancel(rec.timer);
+        link.channelRecoveries.delete(sub.name);
+        this.ready(link);
+      }
+      if (link.opened) link.send({ action: "unsubscribe", channel: sub.name });
+    }
+  }
+
+  /**
+   * Subscribes `link` to a channel with its filter and its own `since`:
+   * the server replays what the channel carried meanwhile (buffered until
+   * its `recovered`, then delivered in offset order). Without a position
+   * yet, `since` only asks where the channel's history stands.
+   */
+  recoverChannel(link, sub) {
+    const old = link.channelRecoveries.get(sub.name);
+    if (old) this.cancel(old.timer);
+    const id = `channel-${this.nextId++}`;
+    const rec = { id, buffer: old?.buffer ?? [], overflowed: old?.overflowed ?? false };
+    link.channelRecoveries.set(sub.name, rec);
+    link.send({ action: "subscribe", channel: sub.name, events: sub.filter(), since: sub.tracker.since() ?? POSITION_ONLY, id });
+    rec.timer = this.later(this.recoverTimeoutMs, () =>
+      this.channelRecoveryFailed(link, sub, { type: "error", code: "timeout", message: "no recovered reply in time" }),
+    );
+  }
+
+  /** A channel's event: buffered while the channel recovers on this link, else delivered. */
+  channelEvent(link, event) {
+    const sub = this.channels.get(event.channel);
+    if (!sub) return;
+    const rec = link.channelRecoveries.get(sub.name);
+    if (rec) {
+      if (rec.buffer.length >= this.maxBufferedEvents) {
+        rec.buffer = [];
+        rec.overflowed = true;
+      } else {
+        rec.buffer.push(event);
+      }
+      return;
+    }
+    if (link === this.link || link === this.rotating) this.deliverChannel(sub, event);
+  }
+
+  /** Hands a channel's event to its handlers; false when it was a duplicate. */
+  deliverChannel(sub, event) {
+    const known = sub.tracker.epoch;
+    if (known !== null && typeof event.epoch === "string" && event.epoch !== known) {
+      this.channelGap(sub, { epoch: event.epoch, offset: event.offset ?? null });
+    }
+    if (!sub.tracker.accept(event)) return false;
+    for (const [topic, set] of sub.handlers) {
+      if (!topicMatches(topic, event.type)) continue;
+      for (const fn of [...set]) {
+        try {
+          fn(event);
+        } catch (error) {
+          this.emit("error", error);
+        }
+      }
+    }
+    return true;
+  }
+
+  channelGap(sub, detail) {
+    sub.emitter.emit("gap", detail, (error) => this.emit("error", error));
+    this.emit("gap", { ...detail, channel: sub.name });
+  }
+
+  /** The answer to a channel's subscribe: its recovery is done, replayed or not. */
+  channelRecovered(link, sub, msg) {
+    const rec = link.channelRecoveries.get(sub.name);
+    if (!rec) return;
+    this.cancel(rec.timer);
+    link.channelRecoveries.delete(sub.name);
+    const buffered = rec.buffer.sort((a, b) => (a.offset ?? 0) - (b.offset ?? 0));
+    const first = sub.tracker.epoch === null;
+    let missed = 0;
+    if (msg.recovered === true && !rec.overflowed) {
+      for (const event of buffered) if (this.deliverChannel(sub, event)) missed += 1;
+      sub.tracker.advance(msg.epoch, msg.offset, msg.event_id);
+      if (!first) {
+        sub.emitter.emit("recovered", { count: msg.count, missed, epoch: msg.epoch, offset: msg.offset }, (e) => this.emit("error", e));
+      }
+    } else {
+      if (typeof msg.epoch === "string") sub.tracker.reset(msg.epoch, msg.offset ?? 0, msg.event_id);
+      for (const event of buffered) this.deliverChannel(sub, event);
+      if (!first) this.channelGap(sub, { epoch: msg.epoch ?? null, offset: msg.offset ?? null });
+    }
+    this.ready(link);
+  }
+
+  /**
+   * A channel's subscribe answered with an error (or nothing in time). A
+   * refusal that would be made again (forbidden, an invalid channel, a
+   * full one) drops the channel and says so; anything else fails the
+   * connection, which reconnects and recovers.
+   */
+  channelRecoveryFailed(link, sub, msg) {
+    const rec = link.channelRecoveries.get(sub.name);
+    if (!rec || link.ended) return;
+    this.cancel(rec.timer);
+    const code = typeof msg.code === "string" ? msg.code : "internal_error";
+    const message = typeof msg.message === "string" ? msg.message : JSON.stringify(msg);
+    const error = new SwitchboardError(code, `channel ${sub.name}: ${message}`);
+    sub.emitter.emit("error", error, (e) => this.emit("error", e));
+    this.emit("error", error);
+    if (CHANNEL_REFUSALS.has(code)) {
+      link.channelRecoveries.delete(sub.name);
+      this.channels.delete(sub.name);
+      sub.handlers.clear();
+      this.ready(link);
+      return;
+    }
+    link.close(4000, `channel recovery failed (${code})`, { reconnect: true });
+    this.closed(link, { code: 4000, reason: `channel recovery failed (${code})` });
   }
 
   retire(link) {
@@ -650,6 +954,8 @@ export class Switchboard {
     this.cancel(link.pingTimer);
     this.cancel(link.rotateTimer);
     this.cancel(link.recoverTimer);
+    for (const rec of link.channelRecoveries.values()) this.cancel(rec.timer);
+    link.channelRecoveries.clear();
     if (link === this.rotating) {
       this.rotating = null;
       return;

@@ -40,10 +40,10 @@ export function clientPage(title) {
 }
 
 /** An HS256 token as the emulator verifies it. */
-export function token(user, role = "agent", tenant = "t1", secret = SECRET) {
+export function token(user, role = "agent", tenant = "t1", secret = SECRET, channels = undefined) {
   const b64url = (data) => Buffer.from(data).toString("base64url");
   const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ sub: user, tenant_id: tenant, role, exp: Math.floor(Date.now() / 1000) + 600 }));
+  const body = b64url(JSON.stringify({ sub: user, tenant_id: tenant, role, exp: Math.floor(Date.now() / 1000) + 600, channels }));
   const sig = createHmac("sha256", secret).update(`${head}.${body}`).digest("base64url");
   return `${head}.${body}.${sig}`;
 }

@@ -415,3 +415,26 @@ test("a run of failed handshakes keeps the quick ceiling for quickForMs, then th
   sb.attempt = 0;
   assert.equal(sb.ceiling().maxMs, 2_000, "a success ends the run");
 });
+
+test("index.d.ts declares every export of index.js, and every public method of Switchboard and Channel", async () => {
+  const { readFileSync } = await import("node:fs");
+  const source = readFileSync(new URL("../src/index.js", import.meta.url), "utf8");
+  const types = readFileSync(new URL("../src/index.d.ts", import.meta.url), "utf8");
+  const exported = [...source.matchAll(/^export (?:class|function|const) (\w+)/gm)].map((m) => m[1]);
+  assert.ok(exported.includes("Channel") && exported.includes("Switchboard"), exported.join(", "));
+  for (const name of exported) assert.match(types, new RegExp(`export declare (class|function|const) ${name}\\b`), name);
+  const mod = await import("../src/index.js");
+  for (const cls of ["Switchboard", "Channel"]) {
+    const body = types.slice(types.indexOf(`export declare class ${cls} {`));
+    const declared = body.slice(0, body.indexOf("\n}"));
+    const methods = Object.getOwnPropertyNames(mod[cls].prototype).filter((m) => m !== "constructor");
+    // The public surface: what the README documents; the rest is the client's inner workings.
+    const publicMethods = methods.filter((m) => declared.includes(` ${m}(`) || declared.includes(` ${m}<`) || declared.includes(`readonly ${m}:`));
+    for (const m of ["on", "publish", "publishBatch", "channel", "subscribeChannel", "subscriptions", "subscribe", "close"].filter(() => cls === "Switchboard")) {
+      assert.ok(publicMethods.includes(m), `${cls}.${m} is declared`);
+    }
+    for (const m of ["on", "leave", "name", "position"].filter(() => cls === "Channel")) {
+      assert.ok(publicMethods.includes(m) || declared.includes(`readonly ${m}:`), `${cls}.${m} is declared`);
+    }
+  }
+});
