@@ -143,7 +143,7 @@ function start(token, claims) {
     token: () => session.token,
     backoff: { baseMs: 250, maxMs: 5_000 },
   });
-  session = { token, claims, sb, events: [], selected: null, online: new Map(), buckets: new Map() };
+  session = { token, claims, sb, events: [], selected: null, online: new Map(), buckets: new Map(), channels: new Map() };
   for (const name of ["connecting", "connected", "disconnected", "closed"]) {
     sb.on(name, () => showState(name));
   }
@@ -157,6 +157,7 @@ function start(token, claims) {
   });
   sb.on("error", (error) => status(`${error.code ?? "error"}: ${error.message}`, true));
   sb.subscribe(["*"], received);
+  renderChannels();
   refreshPresence();
   refreshWebhooks();
   fillPublishForm();
@@ -188,7 +189,8 @@ function received(event) {
   trim();
   count(event);
   if (event.type === "presence.online" || event.type === "presence.offline") presenceEvent(event);
-  if (typeof event.offset === "number") $("#position").textContent = `${event.epoch}:${event.offset}`;
+  // The tenant's position; a channel's offsets are its own.
+  if (typeof event.offset === "number" && !event.channel) $("#position").textContent = `${event.epoch}:${event.offset}`;
   if (matchesFilter(event)) prependRow(event);
   $("#feed-count").textContent = String(session.events.filter((e) => !e.note).length);
 }
@@ -204,12 +206,13 @@ function matchesFilter(event) {
 
 function row(event) {
   if (event.note !== undefined) {
-    return el("tr", { class: "note" }, el("td", { colSpan: 5 }, `${clock(event.at)} — ${event.note}`));
+    return el("tr", { class: "note" }, el("td", { colSpan: 6 }, `${clock(event.at)} — ${event.note}`));
   }
   const tr = el(
     "tr",
-    { "data-id": event.id, "data-offset": event.offset ?? "" },
+    { "data-id": event.id, "data-offset": event.offset ?? "", "data-channel": event.channel ?? "" },
     el("td", {}, clock(event.timestamp)),
+    el("td", { class: "mono" }, event.channel ?? "tenant"),
     el("td", {}, event.offset ?? "–"),
     el("td", { class: "type", "data-family": event.type.split(".")[0] }, event.type),
     el("td", {}, event.sender ? `${event.sender.user_id}` : "server"),
@@ -244,6 +247,7 @@ function select(event) {
   document.querySelector(`#feed tbody tr[data-id="${CSS.escape(event.id)}"]`)?.classList.add("selected");
   const fields = [
     ["type", event.type],
+    ["channel", event.channel ?? "– (the tenant, a user or a connection)"],
     ["id", event.id],
     ["offset", event.offset ?? "–"],
     ["epoch", event.epoch ?? "–"],
@@ -356,6 +360,65 @@ async function refreshWebhooks() {
 
 $("#webhooks-refresh").addEventListener("click", refreshWebhooks);
 setInterval(() => session && !document.hidden && refreshWebhooks(), 5_000);
+
+// ------------------------------------------------------------------ channels
+
+/** Joins a channel: its events go to the feed, recovered after every reconnect. */
+function join(name, filter) {
+  const topics = filter.length > 0 ? filter : ["*"];
+  let channel;
+  try {
+    channel = session.sb.channel(name);
+  } catch (error) {
+    $("#channel-error").textContent = error.message;
+    return;
+  }
+  $("#channel-error").textContent = "";
+  session.channels.get(name)?.offs.forEach((off) => off());
+  const entry = { channel, topics, offs: [] };
+  session.channels.set(name, entry);
+  for (const topic of topics) entry.offs.push(channel.on(topic, received));
+  entry.offs.push(channel.on("error", (error) => {
+    $("#channel-error").textContent = error.message;
+    if (["forbidden", "invalid_channel", "channel_full", "too_many_subscriptions", "unknown_event_type"].includes(error.code)) {
+      session.channels.delete(name);
+      renderChannels();
+    }
+  }));
+  entry.offs.push(channel.on("gap", () => note(`${name}: a gap its history no longer covers; events may be missing`)));
+  entry.offs.push(channel.on("recovered", ({ missed }) => note(`${name}: ${missed} missed event(s) recovered`)));
+  renderChannels();
+}
+
+function leave(name) {
+  session.channels.get(name)?.channel.leave();
+  session.channels.delete(name);
+  renderChannels();
+}
+
+function renderChannels() {
+  const items = [...session.channels.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, { topics }]) =>
+    el("li", { "data-channel": name },
+      el("span", { class: "mono" }, name),
+      el("span", { class: "sub" }, ` ${topics.join(", ")} `),
+      (() => {
+        const b = el("button", { type: "button", class: "small" }, "leave");
+        b.addEventListener("click", () => leave(name));
+        return b;
+      })(),
+    ),
+  );
+  $("#channels").replaceChildren(...items);
+  $("#channel-count").textContent = String(items.length);
+}
+
+$("#channel-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (!session) return;
+  const name = $("#channel-name").value.trim();
+  const filter = $("#channel-filter").value.split(",").map((t) => t.trim()).filter(Boolean);
+  join(name, filter);
+});
 
 // ------------------------------------------------------------------ publish
 

@@ -134,6 +134,9 @@ struct MintRequest {
     role: String,
     #[serde(default)]
     ttl_secs: Option<u64>,
+    /// The channels the token grants: a list, or one string of patterns separated by commas.
+    #[serde(default)]
+    channels: Option<serde_json::Value>,
 }
 
 fn refuse(status: StatusCode, code: &str, message: String) -> Response {
@@ -164,6 +167,20 @@ async fn mint(State(state): State<ConsoleState>, body: axum::body::Bytes) -> Res
         (Err(e), _, _) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("tenant: {e}")),
         (_, Err(e), _) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("user: {e}")),
         (_, _, Err(e)) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", format!("role: {e}")),
+    };
+    let grants = match &request.channels {
+        None | Some(serde_json::Value::Null) => Ok(switchboard::channel::Grants::default()),
+        Some(serde_json::Value::String(list)) => {
+            switchboard::channel::Grants::parse(list.split(',').map(str::trim).filter(|p| !p.is_empty()))
+        }
+        Some(serde_json::Value::Array(items)) => {
+            switchboard::channel::Grants::parse(items.iter().map(|v| v.as_str().unwrap_or("")))
+        }
+        Some(_) => Err(switchboard::channel::InvalidChannel("channels: a list of channel patterns".into())),
+    };
+    let identity = match grants {
+        Ok(channels) => Identity { channels, ..identity },
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid_field", e.to_string()),
     };
     let ttl_secs = request.ttl_secs.unwrap_or(8 * 3600);
     if ttl_secs == 0 || ttl_secs > MAX_MINT_TTL_SECS {

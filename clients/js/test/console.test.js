@@ -206,3 +206,59 @@ test("the console mints a development token, refuses a bad one, and mints nothin
     configured.stop();
   }
 });
+
+test("the console joins channels, shows each envelope's channel, publishes to one, and leaves", async () => {
+  const emu = await startEmulator({ secret: null });
+  const { page, problems, close } = await openPage();
+  try {
+    // An agent granted one queue, minted by the console itself.
+    await page.goto(`${emu.http}/console`);
+    await page.waitForSelector("#mint-form:not([hidden])");
+    await page.fill('#mint-form input[name="user"]', "42");
+    await page.selectOption('#mint-form select[name="role"]', "agent");
+    await page.fill('#mint-form input[name="channels"]', "queue:support, chat:*");
+    await page.click("#mint-form button");
+    await page.waitForSelector('#state[data-state="connected"]');
+
+    await page.fill("#channel-name", "queue:support");
+    await page.fill("#channel-filter", "call.*");
+    await page.click("#channel-join");
+    await page.waitForSelector('#channels li[data-channel="queue:support"]');
+    await page.fill("#channel-name", "queue:sales");
+    await page.fill("#channel-filter", "");
+    await page.click("#channel-join");
+    await page.waitForFunction(() => /queue\.subscribe\.agent = granted/.test(document.querySelector("#channel-error").textContent));
+    await page.waitForSelector('#channels li[data-channel="queue:sales"]', { state: "detached" });
+    await page.fill("#channel-name", "chat:abc");
+    await page.click("#channel-join");
+    await page.waitForSelector('#channels li[data-channel="chat:abc"]');
+    assert.equal(await page.textContent("#channel-count"), "2");
+
+    const call = await publish(emu, "call.incoming", { channel: "queue:support" }, { caller: "+1555" });
+    await publish(emu, "queue.stats", { channel: "queue:support" }); // outside the filter
+    await page.waitForSelector(`#feed tr[data-id="${call}"][data-channel="queue:support"]`);
+    assert.equal(await page.textContent(`#feed tr[data-id="${call}"] td:nth-child(2)`), "queue:support");
+    await page.click(`#feed tr[data-id="${call}"]`);
+    assert.match(await page.textContent("#detail-fields"), /channelqueue:support/);
+
+    // Publish to a chat channel from the console: it comes back through the channel.
+    await page.selectOption("#publish-type", "chat.message");
+    await page.selectOption("#publish-target", "channel");
+    await page.fill("#publish-to", "chat:abc");
+    await page.fill("#publish-data", '{"text": "to the chat"}');
+    await page.click("#publish-send");
+    await page.waitForSelector("#publish-result.ok");
+    assert.match(await page.textContent("#publish-result"), /1 delivered/);
+    await page.waitForSelector('#feed tr[data-channel="chat:abc"]');
+
+    await page.click('#channels li[data-channel="queue:support"] button');
+    await page.waitForSelector('#channels li[data-channel="queue:support"]', { state: "detached" });
+    const later = await publish(emu, "call.incoming", { channel: "queue:support" });
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await page.$(`#feed tr[data-id="${later}"]`), null, "left: nothing more from it");
+    assert.deepEqual(problems, []);
+  } finally {
+    await close();
+    emu.stop();
+  }
+});
