@@ -114,12 +114,13 @@ bench-profiles:
 	  --dir "lambda-release, opt-level s=target/opt-s/lambda-release" > bench/PROFILES.md.new
 	mv bench/PROFILES.md.new bench/PROFILES.md
 
-# A development token: make token TENANT=t1 USER_ID=42 ROLE=agent
+# A development token: make token TENANT=t1 USER_ID=42 ROLE=agent CHANNELS=queue:support,team:east
 TENANT ?= t1
 USER_ID ?= 42
 ROLE ?= agent
+CHANNELS ?=
 token:
-	@cargo run -q -p switchboard-local -- token --tenant $(TENANT) --user $(USER_ID) --role $(ROLE)
+	@cargo run -q -p switchboard-local -- token --tenant $(TENANT) --user $(USER_ID) --role $(ROLE) $(if $(CHANNELS),--channels $(CHANNELS))
 
 # The console as static files for a deployed stage: make console-dist WS_URL=wss://<api>.execute-api.<region>.amazonaws.com/production
 console-dist:

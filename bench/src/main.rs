@@ -3,6 +3,7 @@
 //! the load client and the baseline server — as separate processes.
 
 mod baseline;
+mod channels;
 mod client;
 mod coldstart;
 mod procfs;
@@ -78,6 +79,14 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// Benchmark 15 alone: a batch of 20 to 1,000 connections beside 20 single publishes; a
+    /// channel of 50 in a tenant of N beside a tenant of 50; Redis bytes per channel subscription.
+    Channels {
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// The baseline WebSocket server (started by `run`).
     Baseline {
         /// Port (0: any).
@@ -130,6 +139,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Recovery { n, repeats } => {
             let redis = switchboard_test_support::RedisServer::start()?;
             print!("{}", run::recovery_report(&run::recovery(&redis.url(), redis.port, n, repeats)?, n));
+            Ok(())
+        }
+        Cmd::Channels { n, repeats } => {
+            let redis = switchboard_test_support::RedisServer::start()?;
+            let measured = channels::measure(&redis.url(), redis.port, n, repeats)?;
+            print!("{}{}", report::table(&channels::rows(&measured)), channels::section(&measured));
             Ok(())
         }
         Cmd::Baseline { port } => tokio::runtime::Runtime::new()?.block_on(baseline::run(port)),

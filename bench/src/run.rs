@@ -235,6 +235,55 @@ fn redis_costs(redis_port: u16) -> anyhow::Result<RedisCosts> {
         publish(1).await?;
         ws.next().await;
         step("publish to 1 recipient (HTTP API: rate limit, resolve and history in one script)", before)?;
+        // Channels (issue 31): the same budget.
+        let (mut member, _) = tokio_tungstenite::connect_async(format!(
+            "{}?token={}",
+            started.ws_url,
+            token("member", Role::Supervisor)
+        ))
+        .await?;
+        let join = json!({"action": "subscribe", "channel": "queue:one", "events": ["call.*"]});
+        member.send(Message::text(join.to_string())).await?;
+        member.next().await;
+        let channel_publish = |n: usize| {
+            let http = http.clone();
+            let url = format!("{}/v1/events", started.http);
+            async move {
+                let body = json!({"type": "call.incoming", "target": {"channel": "queue:one"}, "data": {"n": n}});
+                let r = http.post(url).bearer_auth(token("svc", Role::Service)).json(&body).send().await?;
+                anyhow::ensure!(r.status() == 200);
+                Ok::<_, anyhow::Error>(())
+            }
+        };
+        channel_publish(0).await?;
+        member.next().await;
+        let join_since = json!({"action": "subscribe", "channel": "queue:one", "events": ["call.*"],
+            "since": {"epoch": "0", "offset": 0}});
+        member.send(Message::text(join_since.to_string())).await?;
+        member.next().await;
+        member.next().await;
+        let before = stats()?;
+        member.send(Message::text(join.to_string())).await?;
+        member.next().await;
+        step("channel subscribe (with a filter)", before)?;
+        let before = stats()?;
+        member.send(Message::text(join_since.to_string())).await?;
+        member.next().await;
+        member.next().await;
+        step("channel subscribe with since (the channel's own history read in the same script)", before)?;
+        let before = stats()?;
+        channel_publish(1).await?;
+        member.next().await;
+        step("channel publish to 1 subscriber (rate limit, the channel's subscribers and its history in one script)", before)?;
+        let batch = json!({"events": (0..20).map(|n| json!({"type": "call.incoming", "target": {"channel": "queue:one"}, "data": {"n": n}})).collect::<Vec<_>>()});
+        let post_batch = || http.post(format!("{}/v1/events", started.http)).bearer_auth(token("svc", Role::Service)).json(&batch).send();
+        anyhow::ensure!(post_batch().await?.status() == 200);
+        member.next().await;
+        let before = stats()?;
+        anyhow::ensure!(post_batch().await?.status() == 200);
+        member.next().await;
+        step("channel batch of 20 events to 1 subscriber (the rate limit once, then each event's script; one post)", before)?;
+        member.close(None).await.ok();
         let mut many = Vec::new();
         let memory_before = used_memory()?;
         for i in 0..999 {
@@ -728,6 +777,7 @@ struct Measured {
     cold: Vec<crate::coldstart::Row>,
     fan: FanoutCost,
     at_quotas: Option<crate::quotas::AtQuotas>,
+    channels: Option<crate::channels::Channels>,
     /// What failed (reported in the table, not fatal to the rest).
     failures: Vec<String>,
 }
@@ -822,6 +872,13 @@ fn measure_all(args: &RunArgs, sizes: &Sizes) -> anyhow::Result<Measured> {
             failures.push(format!("benchmark 13: {e:#}"));
         })
         .ok();
+    eprintln!("bench: channels and batches");
+    let channels = crate::channels::measure(&redis.url(), redis.port, sizes.big, sizes.repeats)
+        .inspect_err(|e| {
+            eprintln!("bench: benchmark 15 failed: {e:#}");
+            failures.push(format!("benchmark 15: {e:#}"));
+        })
+        .ok();
 
     Ok(Measured {
         base,
@@ -840,13 +897,14 @@ fn measure_all(args: &RunArgs, sizes: &Sizes) -> anyhow::Result<Measured> {
         cold,
         fan,
         at_quotas,
+        channels,
         failures,
     })
 }
 
 /// BENCHMARKS.md from what was measured.
 fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> anyhow::Result<String> {
-    let Measured { base, sb_redis, costs, missed, rec, cold, fan, at_quotas, failures, .. } = m;
+    let Measured { base, sb_redis, costs, missed, rec, cold, fan, at_quotas, channels, failures, .. } = m;
     let missed = *missed;
     let n = sizes.big;
     let mut md = String::new();
@@ -888,12 +946,18 @@ fn write_report(args: &RunArgs, sizes: &Sizes, m: &Measured, began: Instant) -> 
     if let Some(q) = &at_quotas {
         write!(w, "{}", crate::quotas::rows(q))?;
     }
+    if let Some(c) = &channels {
+        write!(w, "{}", table(&crate::channels::rows(c)))?;
+    }
     writeln!(w)?;
     w.push_str(&history_section(m, n));
     writeln!(w, "{}", coldstart_table(cold))?;
     w.push_str(&fanout_section(m, n));
     w.push_str(&redis_section(costs));
     w.push_str(&stores_section(m, n));
+    if let Some(c) = &channels {
+        w.push_str(&crate::channels::section(c));
+    }
     let warm_ms =
         cold.iter().map(|row| (row.name, row.starts.iter().map(|s| s.warm_ms).collect::<Series>().median())).collect();
     let measured = crate::sheet::Measured {

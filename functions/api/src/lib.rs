@@ -23,6 +23,9 @@
 //! per-tenant budget kept in the store, so it holds across instances), 503
 //! when the store is down. Never a 500 for bad input, never internals.
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use axum::body::Bytes;

@@ -49,9 +49,22 @@ pub fn document() -> Value {
                     "oneOf": [
                         {"type": "object", "required": ["tenant"], "properties": {"tenant": {"type": "boolean", "enum": [true]}}, "additionalProperties": false},
                         {"type": "object", "required": ["user"], "properties": {"user": {"type": "string"}}, "additionalProperties": false},
-                        {"type": "object", "required": ["connection"], "properties": {"connection": {"type": "string"}}, "additionalProperties": false}
+                        {"type": "object", "required": ["connection"], "properties": {"connection": {"type": "string"}}, "additionalProperties": false},
+                        {"type": "object", "required": ["channel"], "properties": {"channel": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}:[A-Za-z0-9._@+=-]{1,128}$", "example": "queue:support", "description": "a channel of the tenant, <namespace>:<name>: its subscribers whose filter matches; the namespace must be declared (CHANNEL_NAMESPACES) and its publish rule admit the caller"}}, "additionalProperties": false}
                     ]
                 },
+                "PublishBatch": {
+                    "type": "object",
+                    "required": ["events"],
+                    "additionalProperties": false,
+                    "description": "Several events at once: each recorded and resolved as a single publish, and each connection gets one frame {\"type\":\"batch\",\"events\":[...]} with all of its events. Checked and rate-limited whole before anything goes out.",
+                    "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"$ref": "#/components/schemas/PublishRequest"}}}
+                },
+                "PublishBatchResponse": {"type": "object", "properties": {
+                    "event_ids": {"type": "array", "items": {"type": "string"}, "description": "in request order"},
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/PublishResponse"}},
+                    "report": {"$ref": "#/components/schemas/Report"}
+                }},
                 "PublishRequest": {
                     "type": "object",
                     "required": ["type"],
@@ -85,6 +98,7 @@ pub fn document() -> Value {
                         "name": {"type": "string", "maxLength": 255},
                         "url": {"type": "string", "format": "uri", "description": "https to a public address in production"},
                         "events": {"type": "array", "items": {"type": "string"}, "description": "event types or prefixes (call.*), default [\"*\"]"},
+                        "channels": {"type": "array", "maxItems": 50, "items": {"type": "string", "example": "queue:*"}, "description": "channel patterns (queue:support, queue:sup*, queue:*): only events published to a matching channel; empty or absent: every event of its topics, wherever published"},
                         "secret": {"type": "string", "description": "whsec_<base64>, generated when absent"},
                         "is_active": {"type": "boolean"},
                         "retry_count": {"type": "integer", "minimum": 0, "maximum": 10},
@@ -96,6 +110,7 @@ pub fn document() -> Value {
                     "properties": {
                         "id": {"type": "string"}, "name": {"type": "string"}, "url": {"type": "string"},
                         "events": {"type": "array", "items": {"type": "string"}},
+                        "channels": {"type": "array", "items": {"type": "string"}, "description": "channel patterns; absent: none (every event of its topics)"},
                         "secret": {"type": "string", "description": "only in the answer to create"},
                         "is_active": {"type": "boolean"}, "retry_count": {"type": "integer"}, "timeout": {"type": "integer"},
                         "created_at": {"type": "integer"}, "updated_at": {"type": "integer"}
@@ -116,22 +131,24 @@ pub fn document() -> Value {
                 "parameters": [
                     {"name": "since", "in": "query", "schema": {"type": "string", "example": "9f2c4e1a7b3d5c60:41:0199b2c4-1e7a-7c3d-9f2c-4e1a7b3d5c60"}, "description": "<epoch>:<offset>:<id> of the last event received (:<id> optional, judged less strictly), or a page's next; without it: no events, and the position to start from"},
                     {"name": "events", "in": "query", "schema": {"type": "string", "default": "*", "example": "call.*,chat.message"}, "description": "comma-separated topics"},
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "channel", "in": "query", "schema": {"type": "string", "example": "queue:support"}, "description": "read this channel's own history (its own positions) instead of the tenant's; the caller's role must be allowed to subscribe to it (403 otherwise)"}
                 ],
                 "responses": common(serde_json::Map::from_iter([
                     ("200".to_string(), ok("EventPage")),
-                    ("400".to_string(), error("since, events or limit is malformed (named in `field`)")),
+                    ("400".to_string(), error("since, events, limit or channel is malformed, or the channel's namespace is not declared (named in `field`)")),
+                    ("403".to_string(), error("The channel's namespace does not let the caller subscribe to it (the message names the rule)")),
                 ]))
             }, "post": {
-                "summary": "Publish an event to the tenant, a user or a connection",
+                "summary": "Publish an event to the tenant, a user, a connection or a channel; or a batch of events",
                 "security": secured,
                 "parameters": [{"name": "async", "in": "query", "schema": {"type": "boolean", "default": false}, "description": "queue the fan-out on the events queue and answer 202"}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PublishRequest"}}}},
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/PublishRequest"}, {"$ref": "#/components/schemas/PublishBatch"}]}}}},
                 "responses": common(serde_json::Map::from_iter([
-                    ("200".to_string(), ok("PublishResponse")),
+                    ("200".to_string(), json!({"description": "Published (a batch: PublishBatchResponse)", "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/PublishResponse"}, {"$ref": "#/components/schemas/PublishBatchResponse"}]}}}})),
                     ("202".to_string(), json!({"description": "Queued (async=true)", "content": {"application/json": {"schema": {"type": "object", "properties": {"event_id": {"type": "string"}, "queued": {"type": "boolean"}}}}}})),
                     ("400".to_string(), error("Not JSON, or a field is wrong (named in `field`)")),
-                    ("403".to_string(), error("The caller's role may not publish this event to this target")),
+                    ("403".to_string(), error("The caller's role may not publish this event to this target, or the channel's namespace refuses it (the message names the rule)")),
                     ("413".to_string(), error("Body too large, or an event for an offline user bigger than the tenant's offline budget (nothing published)")),
                     ("429".to_string(), error("rate_limited: over the tenant's requests per second; offline_budget_exceeded: the tenant's offline queues are full (nothing published)")),
                 ]))
