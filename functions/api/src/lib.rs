@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `POST /v1/events` `{type, data, target}` | fan-out inside the caller's tenant: `{event_id, report}` |
 //! | `POST /v1/events?async=true` | the same, queued on the events queue: 202 `{event_id, queued}` |
+//! | `POST /v1/events` `{events: [...]}` (1 to 100; with `?async=true` queued as one job) | a batch: each connection one frame with all of its events; `{event_ids, results, report}` (queued: 202 `{event_ids, queued}`) |
 //! | `GET /v1/events?since=<epoch>:<offset>&events=call.*&limit=100` | the tenant's retained events after a position the caller could have received: `{recovered, epoch, offset, events, next}` (see [`history`]) |
 //! | `GET /v1/stats` | `{tenant_id, tenant_connections}` (the legacy hub's `/ws/stats`); `total_connections` and `tenants` too for a platform operator (an admin of `PLATFORM_TENANT`) |
 //! | `GET /v1/users/{id}/online` | `{user_id, is_online, connection_count}` (the legacy hub's) |
@@ -347,10 +348,7 @@ async fn publish(
         let requests =
             PublishRequest::batch(events).map_err(|e| ApiError::InvalidField { field: e.field, problem: e.problem })?;
         if queued {
-            return Err(ApiError::InvalidField {
-                field: "async",
-                problem: "a batch is published synchronously (one frame per connection); leave out async".into(),
-            });
+            return publish_batch_queued(&state, &who, requests, limit).await;
         }
         let done = broadcast::publish_batch_as(&state.ctx, &who, requests, Some(limit))
             .await
@@ -419,6 +417,34 @@ pub(crate) fn channel_refused(refusal: &switchboard::namespaces::Refusal) -> Api
         }
         _ => ApiError::Forbidden(refusal.to_string()),
     }
+}
+
+/// `POST /v1/events?async=true` with `events`: every event checked, the
+/// batch counted against the rate limit whole, then queued as one job the
+/// `fanout` function runs (each connection one frame); 202 with the ids.
+async fn publish_batch_queued(
+    state: &ApiState,
+    who: &Identity,
+    requests: Vec<PublishRequest>,
+    limit: u32,
+) -> Result<Response, ApiError> {
+    for r in &requests {
+        broadcast::may_publish(&state.ctx, who, r.event_type, &r.target).map_err(|e| publish_refused(state, e))?;
+    }
+    if !state.ctx.store.rate_limit_n(&who.tenant_id, limit, requests.len() as u32).await.map_err(store_error)? {
+        return Err(ApiError::RateLimited(limit));
+    }
+    let batch: Vec<broadcast::FanoutJob> = requests
+        .into_iter()
+        .map(|PublishRequest { event_type, target, data }| broadcast::FanoutJob {
+            event: switchboard::event::Envelope::from_caller(who, event_type, data),
+            target,
+            chunk: None,
+        })
+        .collect();
+    let ids: Vec<String> = batch.iter().map(|j| j.event.id.clone()).collect();
+    enqueue(state.ctx.events_queue(), "EVENTS_QUEUE_URL", &broadcast::BatchJob { batch }).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"event_ids": ids, "queued": true}))).into_response())
 }
 
 /// Sends `message` to a queue; 503 `not_configured` naming `var` when there is none.

@@ -146,7 +146,7 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/PublishRequest"}, {"$ref": "#/components/schemas/PublishBatch"}]}}}},
                 "responses": common(serde_json::Map::from_iter([
                     ("200".to_string(), json!({"description": "Published (a batch: PublishBatchResponse)", "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/PublishResponse"}, {"$ref": "#/components/schemas/PublishBatchResponse"}]}}}})),
-                    ("202".to_string(), json!({"description": "Queued (async=true)", "content": {"application/json": {"schema": {"type": "object", "properties": {"event_id": {"type": "string"}, "queued": {"type": "boolean"}}}}}})),
+                    ("202".to_string(), json!({"description": "Queued (async=true): event_id, or a batch's event_ids", "content": {"application/json": {"schema": {"type": "object", "properties": {"event_id": {"type": "string"}, "event_ids": {"type": "array", "items": {"type": "string"}}, "queued": {"type": "boolean"}}}}}})),
                     ("400".to_string(), error("Not JSON, or a field is wrong (named in `field`)")),
                     ("403".to_string(), error("The caller's role may not publish this event to this target, or the channel's namespace refuses it (the message names the rule)")),
                     ("413".to_string(), error("Body too large, or an event for an offline user bigger than the tenant's offline budget (nothing published)")),

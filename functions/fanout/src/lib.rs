@@ -218,6 +218,22 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
     use tracing::Instrument as _;
     let runs = event.records.iter().map(|record| async move {
         let body = record.body.as_deref().unwrap_or_default();
+        // A queued batch (`{"batch":[...]}`) or one event's job.
+        if let Ok(batch) = serde_json::from_str::<broadcast::BatchJob>(body) {
+            let first = batch.batch.first().map(|j| (j.event.tenant_id.to_string(), j.event.id.clone()));
+            let (tenant, event) = first.unwrap_or_default();
+            let span = tracing::info_span!("job", tenant_id = %tenant, event_id = %event, batch = batch.batch.len());
+            return match broadcast::run_batch_job(ctx, &batch).instrument(span.clone()).await {
+                Ok(report) => {
+                    tracing::debug!(parent: &span, ?report, "batch job done");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(parent: &span, error = %e, "batch job will be retried");
+                    false
+                }
+            };
+        }
         let job: FanoutJob = match serde_json::from_str(body) {
             Ok(job) => job,
             Err(e) => {

@@ -61,6 +61,25 @@ fn batch_frame(texts: &[&str]) -> String {
     format!("{{\"type\":\"batch\",\"events\":[{}]}}", texts.join(","))
 }
 
+/// Each connection's events (their indexes, in order), then the
+/// connections with the same events together: one frame's text each.
+fn groups<'a>(resolutions: impl Iterator<Item = &'a Resolution>) -> BTreeMap<Vec<usize>, Vec<Recipient>> {
+    let mut per_connection: BTreeMap<ConnectionId, (Recipient, Vec<usize>)> = BTreeMap::new();
+    for (i, resolved) in resolutions.enumerate() {
+        if resolved.refused_whole().is_some() {
+            continue;
+        }
+        for r in &resolved.recipients {
+            per_connection.entry(r.connection_id.clone()).or_insert_with(|| (r.clone(), vec![])).1.push(i);
+        }
+    }
+    let mut groups: BTreeMap<Vec<usize>, Vec<Recipient>> = BTreeMap::new();
+    for (recipient, which) in per_connection.into_values() {
+        groups.entry(which).or_default().push(recipient);
+    }
+    groups
+}
+
 /// Publishes `items` (events of one tenant, each with its target) as one
 /// batch. With `limit`, the batch first counts `items.len()` requests
 /// against the tenant's budget, all or none (`RateLimited`: nothing
@@ -86,20 +105,7 @@ pub async fn publish_batch(
         let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
         events.push((event, target, resolved, text));
     }
-    // Each connection's events, then connections with the same events together.
-    let mut per_connection: BTreeMap<ConnectionId, (Recipient, Vec<usize>)> = BTreeMap::new();
-    for (i, (_, _, resolved, _)) in events.iter().enumerate() {
-        if resolved.refused_whole().is_some() {
-            continue;
-        }
-        for r in &resolved.recipients {
-            per_connection.entry(r.connection_id.clone()).or_insert_with(|| (r.clone(), vec![])).1.push(i);
-        }
-    }
-    let mut groups: BTreeMap<Vec<usize>, Vec<Recipient>> = BTreeMap::new();
-    for (recipient, which) in per_connection.into_values() {
-        groups.entry(which).or_default().push(recipient);
-    }
+    let groups = groups(events.iter().map(|(_, _, resolved, _)| resolved));
     let mut reports: Vec<Report> =
         events.iter().map(|(_, _, r, _)| Report { matched: r.recipients.len(), ..Report::default() }).collect();
     let mut stale = Vec::new();
@@ -176,4 +182,75 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&out[0].0).unwrap();
         assert_eq!(parsed["events"].as_array().unwrap().len(), 2);
     }
+}
+
+/// A queued batch (`POST /v1/events?async=true` with `events`): the body of
+/// an events-queue message that the `fanout` function runs as one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchJob {
+    /// The events, each with its target, all of one tenant, in order.
+    pub batch: Vec<FanoutJob>,
+}
+
+/// Runs a queued batch as [`publish_batch`] does (each connection one
+/// frame), with a queued job's guarantees: each event recorded once
+/// (a retry gets the same positions), each connection's frame and each
+/// webhook delivery claimed before it is sent, so a retried, duplicated or
+/// killed job reaches everyone once. An error means "retry this job".
+pub async fn run_batch_job(ctx: &Context, job: &BatchJob) -> Result<Report, JobError> {
+    let Some(first) = job.batch.first() else { return Ok(Report::default()) };
+    let tenant = first.event.tenant_id.clone();
+    if job.batch.iter().any(|j| j.event.tenant_id != tenant || j.chunk.is_some()) {
+        return Err(JobError::Store(StoreError::Corrupt("a batch job holds one tenant's whole events".into())));
+    }
+    let claims = Claims::new(ctx, &tenant, format!("batch:{}", first.event.id));
+    let outcome = batch_attempt(ctx, job, &claims).await;
+    let done = matches!(&outcome, Ok(r) if r.failed == 0) && claims.busy() == 0;
+    let settled = claims.settle(ctx, done).await;
+    let mut report = outcome?;
+    settled?;
+    report.failed += claims.busy();
+    if report.failed > 0 {
+        return Err(JobError::Posts(report.failed));
+    }
+    Ok(report)
+}
+
+async fn batch_attempt(ctx: &Context, job: &BatchJob, claims: &Claims<'_>) -> Result<Report, JobError> {
+    let mut events = Vec::with_capacity(job.batch.len());
+    for item in &job.batch {
+        let mut event = item.event.clone();
+        let resolved = record(ctx, &mut event, &item.target, None, true)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("an unlimited resolve was refused".into()))?;
+        let text = serde_json::to_string(&event).expect("an envelope is plain JSON");
+        events.push((event, &item.target, resolved, text));
+    }
+    let mut reports: Vec<Report> =
+        events.iter().map(|(_, _, r, _)| Report { matched: r.recipients.len(), ..Report::default() }).collect();
+    for (which, recipients) in groups(events.iter().map(|(_, _, resolved, _)| resolved)) {
+        let texts: Vec<&str> = which.iter().map(|i| events[*i].3.as_str()).collect();
+        let mut start = 0;
+        for (k, (frame, carried)) in frames(&texts).into_iter().enumerate() {
+            let in_frame = &which[start..start + carried];
+            start += carried;
+            let suffix = if k == 0 { String::new() } else { format!("#{k}") };
+            let (posted, unsent) = post_claimed_as(ctx, claims, &frame, recipients.clone(), &suffix).await?;
+            for i in in_frame {
+                let r = &mut reports[*i];
+                r.delivered += posted.delivered;
+                r.gone += posted.gone;
+                r.throttled += posted.throttled;
+                let (event, target, _, text) = &events[*i];
+                carry_on(ctx, claims, event, target, text, unsent.clone(), r).await;
+            }
+        }
+    }
+    let mut total = Report::default();
+    for ((event, target, resolved, text), mut report) in events.into_iter().zip(reports) {
+        let sent = Sent { queued: resolved.offline };
+        finish(ctx, &event, target, &text, sent, &resolved.webhooks, Some(claims), &mut report).await?;
+        total += report;
+    }
+    Ok(total)
 }

@@ -60,7 +60,7 @@ mod sweep;
 use post::*;
 use queued::*;
 
-pub use batch::{MAX_BATCH, Published, frames, publish_batch, publish_batch_as};
+pub use batch::{BatchJob, MAX_BATCH, Published, frames, publish_batch, publish_batch_as, run_batch_job};
 pub use post::post_one;
 pub use queued::{Chunk, FanoutJob, JobError, run_job};
 pub use sweep::{SWEEP_BATCH, SweepReport, sweep, sweep_all};
@@ -249,12 +249,13 @@ async fn enqueue_webhooks(
         return Ok((0, 0));
     }
     if let Some(claims) = claims {
-        let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}", h.id)).collect();
+        let members: Vec<String> = wanted.iter().map(|h| format!("webhook:{}:{}", event.id, h.id)).collect();
         let fresh = claims.claim(ctx, &members).await?;
         let mut keep = fresh.into_iter();
         wanted.retain(|_| keep.next().unwrap_or(false));
     }
-    let members = || wanted.iter().map(|h| format!("webhook:{}", h.id)).collect::<Vec<String>>();
+    // Named by the event too: a batch job's claims hold several events' webhooks.
+    let members = || wanted.iter().map(|h| format!("webhook:{}:{}", event.id, h.id)).collect::<Vec<String>>();
     let n = wanted.len();
     let Some((queues, url)) = ctx.webhook_queue() else {
         tracing::error!(webhooks = n, "webhooks match but WEBHOOK_QUEUE_URL is not set: deliveries not queued");

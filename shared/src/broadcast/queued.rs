@@ -59,9 +59,9 @@ impl From<BroadcastError> for JobError {
 /// The claims of one queued fan-out job: what it claimed, sent and gave
 /// back, settled in one store round trip when the job's attempt ends.
 pub(super) struct Claims<'a> {
-    tenant: &'a TenantId,
+    pub(super) tenant: &'a TenantId,
     /// The event's id, with `:<chunk job id>` for a chunk job.
-    job: String,
+    pub(super) job: String,
     settings: crate::store::ClaimSettings,
     /// Members this attempt sent to (or found gone), and gave back.
     sent: std::sync::Mutex<Vec<String>>,
@@ -116,13 +116,13 @@ impl<'a> Claims<'a> {
         self.released.lock().unwrap_or_else(|p| p.into_inner()).extend(members);
     }
 
-    fn busy(&self) -> usize {
+    pub(super) fn busy(&self) -> usize {
         self.busy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends the attempt: the job's claims deleted when it `finished`, else
     /// what it sent marked and what it did not reach given back.
-    async fn settle(&self, ctx: &Context, finished: bool) -> StoreResult<()> {
+    pub(super) async fn settle(&self, ctx: &Context, finished: bool) -> StoreResult<()> {
         let sent = std::mem::take(&mut *self.sent.lock().unwrap_or_else(|p| p.into_inner()));
         let released = std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()));
         let settled = if finished {
@@ -216,7 +216,19 @@ async fn post_claimed(
     text: &str,
     recipients: Vec<Recipient>,
 ) -> BroadcastResult<(Report, Vec<Recipient>)> {
-    let members: Vec<String> = recipients.iter().map(|r| r.connection_id.as_str().to_owned()).collect();
+    post_claimed_as(ctx, claims, text, recipients, "").await
+}
+
+/// [`post_claimed`], each recipient's claim named its connection id and
+/// `suffix` (a batch job's later frames to the same connection are claims of their own).
+pub(super) async fn post_claimed_as(
+    ctx: &Context,
+    claims: &Claims<'_>,
+    text: &str,
+    recipients: Vec<Recipient>,
+    suffix: &str,
+) -> BroadcastResult<(Report, Vec<Recipient>)> {
+    let members: Vec<String> = recipients.iter().map(|r| format!("{}{suffix}", r.connection_id)).collect();
     let fresh = claims.claim(ctx, &members).await?;
     let mut fresh = fresh.into_iter();
     let mine: Vec<Recipient> = recipients.into_iter().filter(|_| fresh.next().unwrap_or(false)).collect();
@@ -233,7 +245,7 @@ async fn post_claimed(
             }
             let mut batch = Vec::new();
             while let Ok(id) = sent.try_recv() {
-                batch.push(id);
+                batch.push(id + suffix);
             }
             // The last of them settle with the attempt, in its one round trip.
             if !posting {
@@ -249,7 +261,7 @@ async fn post_claimed(
         posts
     };
     let (Posts { report, unsent, stale }, ()) = tokio::join!(posting, settler);
-    claims.release(unsent.iter().map(|r| r.connection_id.as_str().to_owned()));
+    claims.release(unsent.iter().map(|r| format!("{}{suffix}", r.connection_id)));
     forget_stale(ctx, claims.tenant, stale).await?;
     Ok((report, unsent))
 }
@@ -263,7 +275,7 @@ const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// be dead-lettered for taking many windows); when it made none, they are
 /// `failed` and the job itself is retried, so one that can never be sent
 /// ends in the dead-letter queue.
-async fn carry_on(
+pub(super) async fn carry_on(
     ctx: &Context,
     claims: &Claims<'_>,
     event: &Envelope,

@@ -494,3 +494,56 @@ async fn a_batch_reaches_each_connection_as_one_frame_from_every_entry_point() {
     assert!(r["message"].as_str().unwrap().contains("events[0]: unknown field `x`"), "{r}");
     assert!(silent(&mut board[0], Duration::from_millis(300)).await, "nothing of a refused batch went out");
 }
+
+#[tokio::test]
+async fn a_queued_batch_reaches_each_connection_once_as_one_frame() {
+    let lab = lab_with(Backend::Redis, Namespaces::default()).await;
+    let mut board = vec![];
+    for i in 0..5 {
+        let mut c = lab.client("t1", &format!("s{i}"), Role::Supervisor, &[]).await;
+        assert_eq!(join(&mut c, "queue:support", None).await["type"], "subscribed");
+        board.push(c);
+    }
+    // Through the HTTP API, the events queue and the fanout function.
+    let body = json!({"events": [
+        {"type": "queue.stats", "target": {"channel": "queue:support"}, "data": {"n": 1}},
+        {"type": "call.incoming", "target": {"channel": "queue:support"}, "data": {"n": 2}},
+        {"type": "call.incoming", "target": {"channel": "queue:sales"}, "data": {"n": 3}},
+    ]});
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events?async=true", lab.emu.http_url()))
+        .bearer_auth(token("t1", "crm", Role::Service, &[]))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let answer: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = answer["event_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    for got in futures::future::join_all(board.iter_mut().map(frames)).await {
+        assert_eq!(got.len(), 1, "one frame: {got:?}");
+        let carried: Vec<&str> =
+            got[0]["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(carried, ids[..2], "queue:support's two, in order");
+    }
+    // The same job run again (SQS delivers at least once) sends nothing more:
+    // its events were recorded once and its connections claimed.
+    let t1: switchboard::ids::TenantId = "t1".parse().unwrap();
+    let item = |n: i64| switchboard::broadcast::FanoutJob {
+        event: Envelope::new(t1.clone(), EventType::QueueStats, json!({"n": n})),
+        target: Target::Channel(Channel::parse("queue:support").unwrap()),
+        chunk: None,
+    };
+    let job = switchboard::broadcast::BatchJob { batch: vec![item(10), item(11)] };
+    let first = switchboard::broadcast::run_batch_job(&lab.ctx, &job).await.unwrap();
+    assert_eq!(first.delivered, 10, "two events, five connections each");
+    let again = switchboard::broadcast::run_batch_job(&lab.ctx, &job).await.unwrap();
+    assert_eq!(again.delivered, 0, "a retried job sends to no one twice");
+    for got in futures::future::join_all(board.iter_mut().map(frames)).await {
+        assert_eq!(got.len(), 1, "{got:?}");
+        let offsets: Vec<u64> =
+            got[0]["events"].as_array().unwrap().iter().map(|e| e["offset"].as_u64().unwrap()).collect();
+        assert_eq!(offsets, [3, 4], "recorded once: the positions after the first job's");
+    }
+}
