@@ -659,15 +659,23 @@ export class Switchboard {
     this.reply(link, msg);
   }
 
-  /** Hands an event to its handlers; false when it was a duplicate. */
+  /** Hands a tenant-wide event to its handlers; false when it was a duplicate. */
   deliver(event) {
-    const known = this.tracker.epoch;
+    return this.handOut(this.tracker, this.handlers, event, (detail) => this.emit("gap", detail));
+  }
+
+  /**
+   * Hands `event` to the `handlers` (topic -> set) whose topic matches it,
+   * once (`tracker` drops what it has seen); `gap` first when the event's
+   * epoch is a new one (the history started over: what came before is unknown).
+   */
+  handOut(tracker, handlers, event, gap) {
+    const known = tracker.epoch;
     if (known !== null && typeof event.epoch === "string" && event.epoch !== known) {
-      // The history started over (a flushed Redis): what came before is unknown.
-      this.emit("gap", { epoch: event.epoch, offset: event.offset ?? null });
+      gap({ epoch: event.epoch, offset: event.offset ?? null });
     }
-    if (!this.tracker.accept(event)) return false;
-    for (const [topic, set] of this.handlers) {
+    if (!tracker.accept(event)) return false;
+    for (const [topic, set] of handlers) {
       if (!topicMatches(topic, event.type)) continue;
       for (const fn of [...set]) {
         try {
@@ -864,22 +872,7 @@ export class Switchboard {
 
   /** Hands a channel's event to its handlers; false when it was a duplicate. */
   deliverChannel(sub, event) {
-    const known = sub.tracker.epoch;
-    if (known !== null && typeof event.epoch === "string" && event.epoch !== known) {
-      this.channelGap(sub, { epoch: event.epoch, offset: event.offset ?? null });
-    }
-    if (!sub.tracker.accept(event)) return false;
-    for (const [topic, set] of sub.handlers) {
-      if (!topicMatches(topic, event.type)) continue;
-      for (const fn of [...set]) {
-        try {
-          fn(event);
-        } catch (error) {
-          this.emit("error", error);
-        }
-      }
-    }
-    return true;
+    return this.handOut(sub.tracker, sub.handlers, event, (detail) => this.channelGap(sub, detail));
   }
 
   channelGap(sub, detail) {

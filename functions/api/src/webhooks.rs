@@ -46,6 +46,32 @@ fn field(field: &'static str, problem: impl Into<String>) -> ApiError {
     ApiError::InvalidField { field, problem: problem.into() }
 }
 
+/// A list of strings in `field`, each parsed; sorted, once each, and
+/// `count` of them.
+fn parsed_list<T>(name: &'static str, v: &Value, count: std::ops::RangeInclusive<usize>) -> Result<Vec<T>, ApiError>
+where
+    T: std::str::FromStr + Ord,
+    T::Err: std::fmt::Display,
+{
+    let items = v.as_array().ok_or_else(|| field(name, "must be a list of strings"))?;
+    if !count.contains(&items.len()) {
+        return Err(field(
+            name,
+            format!("holds {} entries; {} to {} are accepted", items.len(), count.start(), count.end()),
+        ));
+    }
+    let mut out = items
+        .iter()
+        .map(|item| {
+            let text = item.as_str().ok_or_else(|| field(name, "must contain only strings"))?;
+            text.parse::<T>().map_err(|e| field(name, e.to_string()))
+        })
+        .collect::<Result<Vec<T>, ApiError>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Applies the fields present in `body` to `hook`, validating each.
 async fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String, Value>) -> Result<(), ApiError> {
     if let Some(v) = body.remove("name") {
@@ -63,31 +89,11 @@ async fn apply(state: &ApiState, hook: &mut WebhookConfig, mut body: Map<String,
         hook.url = url.to_string();
     }
     if let Some(v) = body.remove("events") {
-        let names =
-            v.as_array().filter(|a| !a.is_empty()).ok_or_else(|| field("events", "must be a non-empty list"))?;
-        let mut topics = Vec::with_capacity(names.len());
-        for name in names {
-            let name = name.as_str().ok_or_else(|| field("events", "must contain only strings"))?;
-            topics.push(name.parse::<Topic>().map_err(|e| field("events", e.to_string()))?);
-        }
-        topics.sort();
-        topics.dedup();
-        hook.events = topics;
+        hook.events = parsed_list::<Topic>("events", &v, 1..=200)?;
     }
     if let Some(v) = body.remove("channels") {
         // An empty list: every event of its topics, whatever its target.
-        let names = v.as_array().ok_or_else(|| field("channels", "must be a list of channel patterns"))?;
-        if names.len() > 50 {
-            return Err(field("channels", "holds at most 50 patterns"));
-        }
-        let mut patterns = Vec::with_capacity(names.len());
-        for name in names {
-            let name = name.as_str().ok_or_else(|| field("channels", "must contain only strings"))?;
-            patterns.push(name.parse::<ChannelPattern>().map_err(|e| field("channels", e.to_string()))?);
-        }
-        patterns.sort();
-        patterns.dedup();
-        hook.channels = patterns;
+        hook.channels = parsed_list::<ChannelPattern>("channels", &v, 0..=50)?;
     }
     if let Some(v) = body.remove("secret") {
         let raw = v.as_str().ok_or_else(|| field("secret", "must be a string"))?;

@@ -212,6 +212,20 @@ async fn publish_all(ctx: &Context, events: Vec<DirectPublish>) -> Result<Fanout
     Ok(FanoutResponse { results, total })
 }
 
+/// A job's outcome, logged in its span: true when it is done.
+fn ran(outcome: Result<Report, broadcast::JobError>, span: &tracing::Span) -> bool {
+    match outcome {
+        Ok(report) => {
+            tracing::debug!(parent: span, ?report, "fan-out job done");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(parent: span, error = %e, "fan-out job will be retried");
+            false
+        }
+    }
+}
+
 /// Runs the queued fan-out jobs of one SQS batch, concurrently; failed
 /// records (store or SQS down, posts that failed) come back for a retry.
 pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
@@ -223,16 +237,7 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
             let first = batch.batch.first().map(|j| (j.event.tenant_id.to_string(), j.event.id.clone()));
             let (tenant, event) = first.unwrap_or_default();
             let span = tracing::info_span!("job", tenant_id = %tenant, event_id = %event, batch = batch.batch.len());
-            return match broadcast::run_batch_job(ctx, &batch).instrument(span.clone()).await {
-                Ok(report) => {
-                    tracing::debug!(parent: &span, ?report, "batch job done");
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(parent: &span, error = %e, "batch job will be retried");
-                    false
-                }
-            };
+            return ran(broadcast::run_batch_job(ctx, &batch).instrument(span.clone()).await, &span);
         }
         let job: FanoutJob = match serde_json::from_str(body) {
             Ok(job) => job,
@@ -244,16 +249,7 @@ pub async fn handle_sqs(ctx: &Context, event: SqsEvent) -> SqsBatchResponse {
         };
         let span = tracing::info_span!("job", tenant_id = %job.event.tenant_id, event_id = %job.event.id,
             chunk = ?job.chunk.as_ref().map(|c| c.index));
-        match broadcast::run_job(ctx, &job).instrument(span.clone()).await {
-            Ok(report) => {
-                tracing::debug!(parent: &span, ?report, "fan-out job done");
-                true
-            }
-            Err(e) => {
-                tracing::warn!(parent: &span, error = %e, "fan-out job will be retried");
-                false
-            }
-        }
+        ran(broadcast::run_job(ctx, &job).instrument(span.clone()).await, &span)
     });
     let done = futures::future::join_all(runs).await;
     let mut response = SqsBatchResponse::default();

@@ -205,15 +205,7 @@ pub async fn run_batch_job(ctx: &Context, job: &BatchJob) -> Result<Report, JobE
     }
     let claims = Claims::new(ctx, &tenant, format!("batch:{}", first.event.id));
     let outcome = batch_attempt(ctx, job, &claims).await;
-    let done = matches!(&outcome, Ok(r) if r.failed == 0) && claims.busy() == 0;
-    let settled = claims.settle(ctx, done).await;
-    let mut report = outcome?;
-    settled?;
-    report.failed += claims.busy();
-    if report.failed > 0 {
-        return Err(JobError::Posts(report.failed));
-    }
-    Ok(report)
+    conclude(ctx, &claims, outcome).await
 }
 
 async fn batch_attempt(ctx: &Context, job: &BatchJob, claims: &Claims<'_>) -> Result<Report, JobError> {

@@ -146,13 +146,23 @@ pub async fn run_job(ctx: &Context, job: &FanoutJob) -> Result<Report, JobError>
     let tenant = event.tenant_id.clone();
     let claims = Claims::new(ctx, &tenant, job_name);
     let outcome = attempt(ctx, job, &mut event, &claims).await;
-    // The claims settle in one round trip whatever happened: deleted when
-    // the job is done, else what was sent marked and the rest given back.
+    conclude(ctx, &claims, outcome).await
+}
+
+/// Ends a job's attempt. The claims settle in one round trip whatever
+/// happened: deleted when the job is done, else what was sent marked and
+/// the rest given back. An error means "retry this job": the attempt
+/// failed, or posts failed, or another attempt holds some recipients (the
+/// job ends only when they are settled).
+pub(super) async fn conclude<E: Into<JobError>>(
+    ctx: &Context,
+    claims: &Claims<'_>,
+    outcome: Result<Report, E>,
+) -> Result<Report, JobError> {
     let done = matches!(&outcome, Ok(r) if r.failed == 0) && claims.busy() == 0;
     let settled = claims.settle(ctx, done).await;
-    let mut report = outcome?;
+    let mut report = outcome.map_err(Into::into)?;
     settled?;
-    // Recipients another attempt holds: the job ends only when they are settled.
     report.failed += claims.busy();
     if report.failed > 0 {
         return Err(JobError::Posts(report.failed));

@@ -1,6 +1,6 @@
 -- Channels: their subscribers and their own histories. Needs `now_ms`
--- and the history functions (`history_epoch`, `history_field`,
--- `history_judge`, `topic_matches`).
+-- and the history functions (`history_epoch`, `history_once`,
+-- `history_field`, `history_judge`, `topic_matches`).
 --
 -- A channel's subscribers: a hash connection id -> its filter (topics
 -- separated by spaces); each connection's channels: a hash channel ->
@@ -54,13 +54,8 @@ end
 local function channel_append(stream, meta, once, c, text, etype, id, bytes_key, exp_key, channel)
     local size = tonumber(c[1])
     if size == 0 then return {0, ''} end
-    if once ~= '' then
-        local seen = redis.call('GET', once)
-        if seen then
-            local offset, epoch = string.match(seen, '^(%d+) (%w+)$')
-            if epoch and epoch == redis.call('HGET', meta, 'epoch') then return {tonumber(offset), epoch} end
-        end
-    end
+    local before = history_once(once, meta)
+    if before then return before end
     local now = now_ms()
     -- Give back the bytes of streams that expired (a few per write).
     for _, gone in ipairs(redis.call('ZRANGEBYSCORE', exp_key, '-inf', now, 'LIMIT', 0, 10)) do

@@ -58,6 +58,16 @@ local function history_index(key, offset, member, size, ttl_ms)
     redis.call('PEXPIRE', key, ttl_ms)
 end
 
+-- `history_once(once, meta)`: the {offset, epoch} a queued event got when
+-- its job recorded it before (in this epoch), or nil.
+local function history_once(once, meta)
+    if once == '' then return nil end
+    local seen = redis.call('GET', once)
+    if not seen then return nil end
+    local offset, epoch = string.match(seen, '^(%d+) (%w+)$')
+    if epoch and epoch == redis.call('HGET', meta, 'epoch') then return {tonumber(offset), epoch} end
+end
+
 -- `history_append(stream, meta, once, h, text, etype, mode, target, user, id, conn)`
 -- with h = {size, ttl_ms, max_bytes, fresh epoch, index stem}: records one
 -- event and returns {offset, epoch}; {0, ''} when history is off (size 0).
@@ -67,13 +77,8 @@ end
 local function history_append(stream, meta, once, h, text, etype, mode, target, user, id, conn)
     local size = tonumber(h[1])
     if size == 0 then return {0, ''} end
-    if once ~= '' then
-        local seen = redis.call('GET', once)
-        if seen then
-            local offset, epoch = string.match(seen, '^(%d+) (%w+)$')
-            if epoch and epoch == redis.call('HGET', meta, 'epoch') then return {tonumber(offset), epoch} end
-        end
-    end
+    local before = history_once(once, meta)
+    if before then return before end
     local e = history_epoch(stream, meta, h[4], false)
     local epoch, offset = e[1], e[2] + 1
     redis.call('HSET', meta, 'top', offset, 'top_id', id)
