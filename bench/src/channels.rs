@@ -79,7 +79,17 @@ async fn clients(
                 switchboard::auth::mint_hs256(crate::servers::SECRET.as_bytes(), &who, 3600)
             );
             async move {
-                let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
+                // A handshake can be lost at this rate (a full accept queue): try again rather than wait forever.
+                let mut tries = 0;
+                let mut ws = loop {
+                    tries += 1;
+                    match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&url)).await {
+                        Ok(Ok((ws, _))) => break ws,
+                        Ok(Err(e)) if tries >= 3 => return Err(e.into()),
+                        Err(_) if tries >= 3 => anyhow::bail!("handshake timed out three times"),
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
                 ws.send(Message::text(subscribe.to_string())).await?;
                 // The subscribed reply (a channel subscribe with since also answers recovered).
                 let reply = tokio::time::timeout(Duration::from_secs(30), ws.next()).await?.context("closed")??;
@@ -90,7 +100,7 @@ async fn clients(
                 Ok::<_, anyhow::Error>(ws)
             }
         })
-        .buffer_unordered(200)
+        .buffer_unordered(100)
         .collect::<Vec<_>>()
         .await;
     let mut tasks = Vec::with_capacity(n);

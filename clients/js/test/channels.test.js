@@ -5,11 +5,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { chromium } from "playwright-core";
 import { Switchboard } from "../src/index.js";
-import { clientPage, eventually, publish, sleep, startEmulator, tcpProxy, token } from "./harness.js";
+import { clientPage, eventually, publish, sleep, startEmulator, tcpProxy, token, launchChromium } from "./harness.js";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** Publishes a batch with a service token; returns the event ids. */
 async function publishBatch(emu, events) {
@@ -153,12 +151,7 @@ test("a client following channels only rotates without losing or repeating an ev
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 });
 after(() => browser?.close());
 

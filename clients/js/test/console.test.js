@@ -8,23 +8,15 @@ import { mkdirSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { Switchboard } from "../src/index.js";
-import { eventually, publish, startEmulator, tcpProxy, token } from "./harness.js";
+import { eventually, publish, startEmulator, tcpProxy, token, launchChromium } from "./harness.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = path.resolve(here, "../../../target/test-artifacts");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Nothing but loopback is reachable here: no background traffic.
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 });
 after(() => browser?.close());
 

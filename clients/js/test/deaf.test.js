@@ -8,10 +8,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import http from "node:http";
-import { chromium } from "playwright-core";
-import { clientPage, eventually } from "./harness.js";
+import { clientPage, eventually, launchChromium } from "./harness.js";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** One server-side WebSocket: text frames in (JSON), text frames out. */
 class Peer {
@@ -116,11 +114,7 @@ async function scriptedServer() {
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 });
 after(() => browser?.close());
 

@@ -11,11 +11,9 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { clientPage, eventually, publish, sleep, startEmulator, token } from "./harness.js";
+import { clientPage, eventually, publish, sleep, startEmulator, token, launchChromium } from "./harness.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** The template's default for a parameter. */
 function templateDefault(parameter) {
@@ -61,11 +59,7 @@ function handshakeStatus(wsUrl, protocols) {
 let browser;
 let pages;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
   pages = await pageServer();
 });
 after(async () => {

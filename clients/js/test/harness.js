@@ -19,6 +19,23 @@ export const SECRET = "js-client-tests-secret-js-client-tests-0001";
 export const DEV_SECRET = "switchboard-local-dev-secret-NOT-FOR-PRODUCTION";
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Debian's Chromium (`CHROMIUM` to use another). */
+export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+/**
+ * Chromium, headless, through playwright-core (no browser download).
+ * Nothing but loopback is reachable here: no background traffic.
+ */
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+  });
+}
+
 if (!existsSync(BINARY)) {
   throw new Error(`${BINARY} is missing: run \`cargo build -p switchboard-local\` (make test does) or set SWITCHBOARD_LOCAL`);
 }
