@@ -171,7 +171,8 @@ pub(crate) fn measure(redis_url: &str, redis_port: u16, big: usize, repeats: usi
     for _ in 0..repeats {
         let started = start(&server)?;
         rt.block_on(async {
-            let http = reqwest::Client::new();
+            // A request the server does not answer fails the run rather than hanging it.
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build()?;
             let api = format!("{}/v1/events", started.http);
             // 1. A batch of 20 to `batch_to` connections, beside 20 single publishes.
             let seen = Arc::new(Seen::default());
@@ -216,13 +217,16 @@ pub(crate) fn measure(redis_url: &str, redis_port: u16, big: usize, repeats: usi
                 let channel = if i < channel_size { "queue:hot".to_owned() } else { format!("queue:q{}", i % 500) };
                 json!({"action": "subscribe", "channel": channel})
             };
+            eprintln!("bench: channels: {big} connections of one tenant");
             let mut tasks = clients(&started.ws_url, "bench", big, subscribe, &seen).await?;
+            eprintln!("bench: channels: connected");
             let small = Arc::new(Seen::default());
             let small_sub = |_| json!({"action": "subscribe", "events": ["queue.*"]});
             tasks.extend(clients(&started.ws_url, "small", channel_size, small_sub, &small).await?);
             let service = switchboard::ids::Identity::new("small".parse()?, "svc".parse()?, Role::Service);
             let bearer_small = switchboard::auth::mint_hs256(crate::servers::SECRET.as_bytes(), &service, 3600);
             let bearer_big = token("svc", Role::Service);
+            eprintln!("bench: channels: publishing");
             let frames0 = seen.frames.load(Ordering::Relaxed);
             let (mut sent_big, mut sent_small) = (HashMap::new(), HashMap::new());
             let gap = Duration::from_millis(5);
